@@ -1,0 +1,248 @@
+//! `cronwerk exec FILE`: run a component once, outside any schedule, with the
+//! same sandbox and limits a scheduled run gets. The quickest way to try a
+//! task while writing it.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use clap::Args;
+use serde::Serialize;
+
+use super::{args, exit};
+use crate::runtime::{
+    BroadcastPayload, CancelToken, DirGrant, EngineSettings, Grants, InstanceInfo, LoadError,
+    Outcome, RunContext, RunLimits, RunReport, RunRequest, Runtime, Trigger,
+};
+
+#[derive(Args)]
+pub struct ExecArgs {
+    /// The component file (.wasm, or .wat text).
+    file: PathBuf,
+    /// A custom property of the configuration, KEY=VALUE (repeatable).
+    #[arg(long = "property", short = 'p', value_parser = args::key_value)]
+    properties: Vec<(String, String)>,
+    /// A setting scoped to the task's identifier, KEY=VALUE (repeatable).
+    #[arg(long = "config", value_parser = args::key_value)]
+    config: Vec<(String, String)>,
+    /// Initial state the task finds, KEY=VALUE (repeatable).
+    #[arg(long = "state", value_parser = args::key_value)]
+    state: Vec<(String, String)>,
+    /// Wall-time limit, e.g. 2s, 500ms, 5m.
+    #[arg(long, default_value = "60s", value_parser = args::duration)]
+    timeout: Duration,
+    /// Fuel limit (about one unit per wasm instruction); unlimited if absent.
+    #[arg(long, value_parser = args::count)]
+    fuel: Option<u64>,
+    /// Memory limit, e.g. 64MiB.
+    #[arg(long, default_value = "128MiB", value_parser = args::size)]
+    memory: u64,
+    /// Grant a host directory: HOST[:GUEST][:ro] (repeatable). Nothing else
+    /// of the file system is visible to the task.
+    #[arg(long = "grant-dir")]
+    grant_dirs: Vec<DirGrant>,
+    /// Configuration name the task is told.
+    #[arg(long)]
+    name: Option<String>,
+    /// Trigger the task is told: manual, schedule, broadcast or retry.
+    #[arg(long, default_value = "manual")]
+    trigger: Trigger,
+    /// Broadcast payload text (makes the run carry a payload).
+    #[arg(long)]
+    payload_text: Option<String>,
+    /// Broadcast payload target.
+    #[arg(long)]
+    payload_target: Option<String>,
+    /// Broadcast payload binary data, read from this file.
+    #[arg(long)]
+    payload_file: Option<PathBuf>,
+    /// How long a cancelled task (Ctrl-C) may take to stop by itself.
+    #[arg(long, default_value = "5s", value_parser = args::duration)]
+    grace: Duration,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Serialize)]
+struct JsonReport<'a> {
+    file: String,
+    version: &'a str,
+    #[serde(flatten)]
+    report: &'a RunReport,
+}
+
+pub async fn run(args: ExecArgs) -> anyhow::Result<u8> {
+    for grant in &args.grant_dirs {
+        if !grant.host_path.is_dir() {
+            eprintln!(
+                "error: --grant-dir {}: not a directory on this host",
+                grant.host_path.display()
+            );
+            return Ok(exit::USAGE);
+        }
+    }
+    let payload = payload(&args)?;
+    let runtime = Runtime::new(EngineSettings {
+        max_concurrent_runs: 4,
+        ..Default::default()
+    })?;
+    let component = match runtime.load_file(&args.file).await {
+        Ok(c) => c,
+        Err(e) => return Ok(report_load_error(&e, args.json)),
+    };
+    let name = args.name.clone().unwrap_or_else(|| {
+        args.file
+            .file_stem()
+            .map_or_else(|| "exec".into(), |s| s.to_string_lossy().into_owned())
+    });
+    let cancel = CancelToken::new();
+    let request = RunRequest {
+        context: RunContext {
+            configuration_name: name,
+            run_id: uuid::Uuid::now_v7().to_string(),
+            trigger: args.trigger,
+            scheduled_for: (args.trigger == Trigger::Schedule).then(SystemTime::now),
+            last_run: None,
+            next_run: None,
+            run_count: 0,
+            properties: args::to_map(args.properties.clone()),
+        },
+        payload,
+        limits: RunLimits {
+            timeout: args.timeout,
+            fuel: args.fuel,
+            memory_bytes: args.memory,
+        },
+        grants: Grants {
+            dirs: args.grant_dirs.clone(),
+        },
+        config: args::to_map(args.config.clone()),
+        state: args::to_map(args.state.clone()),
+        instance: InstanceInfo {
+            name: "exec".into(),
+            roles: Vec::new(),
+        },
+        farm: None,
+        cancel: cancel.clone(),
+        grace: args.grace,
+    };
+    let grace = args.grace;
+    // Registered before the run starts (and before we say so), so a Ctrl-C
+    // from then on always reaches the task as cancellation.
+    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    let on_ctrl_c = tokio::spawn(async move {
+        if interrupt.recv().await.is_some() {
+            eprintln!(
+                "cancelling: the task has {} to stop",
+                humantime::format_duration(grace)
+            );
+            cancel.cancel();
+        }
+    });
+    if !args.json {
+        let info = component.info();
+        eprintln!(
+            "running {} {} (Ctrl-C cancels)",
+            info.identifier, info.version
+        );
+    }
+    let report = runtime.run(&component, request).await;
+    on_ctrl_c.abort();
+    if args.json {
+        let json = JsonReport {
+            file: args.file.display().to_string(),
+            version: &component.info().version,
+            report: &report,
+        };
+        println!("{}", serde_json::to_string_pretty(&json)?);
+    } else {
+        print_text(&component, &report)?;
+    }
+    Ok(exit_code(&report.outcome))
+}
+
+fn payload(args: &ExecArgs) -> anyhow::Result<Option<BroadcastPayload>> {
+    if args.payload_text.is_none() && args.payload_target.is_none() && args.payload_file.is_none() {
+        return Ok(None);
+    }
+    let data = match &args.payload_file {
+        Some(path) => std::fs::read(path).map_err(|e| {
+            anyhow::anyhow!("--payload-file {}: cannot read it: {e}", path.display())
+        })?,
+        None => Vec::new(),
+    };
+    Ok(Some(BroadcastPayload {
+        target: args.payload_target.clone().unwrap_or_default(),
+        text: args.payload_text.clone().unwrap_or_default(),
+        data,
+    }))
+}
+
+/// Exit code for an outcome: 0, 1 or 2.
+pub fn exit_code(outcome: &Outcome) -> u8 {
+    match outcome {
+        Outcome::Succeeded { .. } => exit::OK,
+        Outcome::Failed { .. } => exit::TASK_FAILED,
+        Outcome::Stopped { .. } | Outcome::Cancelled { .. } => exit::STOPPED,
+    }
+}
+
+/// Prints a load error (text to stderr, or JSON to stdout) and returns exit 3.
+pub fn report_load_error(e: &LoadError, json: bool) -> u8 {
+    if json {
+        let v = serde_json::json!({ "outcome": "load-error", "message": e.to_string() });
+        println!("{v}");
+    } else {
+        eprintln!("error: {e}");
+    }
+    exit::LOAD_ERROR
+}
+
+fn print_text(component: &crate::runtime::Component, r: &RunReport) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    let info = component.info();
+    writeln!(
+        out,
+        "{} {}  ({}, sha256 {})",
+        info.identifier,
+        info.version,
+        component.origin(),
+        &r.component_sha256[..12]
+    )?;
+    for e in &r.events {
+        let at = humantime::format_rfc3339_millis(e.at).to_string();
+        let time = at.get(11..23).unwrap_or(&at);
+        let code = if e.code.is_empty() {
+            String::new()
+        } else {
+            format!(" {}", e.code)
+        };
+        writeln!(
+            out,
+            "  {time} {:<7} {:<6}{code}  {}",
+            e.level.as_str(),
+            format!("{:?}", e.source).to_lowercase(),
+            e.message
+        )?;
+    }
+    let headline = match &r.outcome {
+        Outcome::Succeeded { message } if message.is_empty() => "succeeded".to_owned(),
+        Outcome::Succeeded { message } => format!("succeeded: {message}"),
+        Outcome::Failed { message } => format!("failed: {message}"),
+        Outcome::Stopped { reason, message } => format!("stopped ({}): {message}", reason.as_str()),
+        Outcome::Cancelled { message } => format!("cancelled: {message}"),
+    };
+    writeln!(
+        out,
+        "{headline}\n  {:.2} ms · fuel {} · peak memory {}",
+        r.duration.as_secs_f64() * 1e3,
+        r.fuel_consumed,
+        bytesize::ByteSize(r.peak_memory_bytes)
+    )?;
+    if !r.state.is_empty() {
+        let keys: Vec<&str> = r.state.keys().map(String::as_str).collect();
+        writeln!(out, "  state keys after the run: {}", keys.join(", "))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,79 @@
+//! `cronwerk inspect FILE`: load a component the way the host would and say
+//! what it is, or exactly why it cannot be loaded.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use serde::Serialize;
+
+use super::exit;
+use crate::runtime::{Component, EngineSettings, Runtime, TaskInfo};
+
+#[derive(Args)]
+pub struct InspectArgs {
+    /// The component file (.wasm, or .wat text).
+    file: PathBuf,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Serialize)]
+struct Inspection<'a> {
+    file: String,
+    size_bytes: usize,
+    sha256: &'a str,
+    #[serde(flatten)]
+    info: &'a TaskInfo,
+    imports: &'a [String],
+    exports: &'a [String],
+}
+
+pub async fn run(args: InspectArgs) -> anyhow::Result<u8> {
+    let runtime = Runtime::new(EngineSettings {
+        max_concurrent_runs: 4,
+        ..Default::default()
+    })?;
+    let component = match runtime.load_file(&args.file).await {
+        Ok(c) => c,
+        Err(e) => return Ok(super::exec::report_load_error(&e, args.json)),
+    };
+    let inspection = describe(&component, &args.file);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&inspection)?);
+    } else {
+        print_text(&inspection);
+    }
+    Ok(exit::OK)
+}
+
+fn describe<'a>(c: &'a Component, file: &std::path::Path) -> Inspection<'a> {
+    Inspection {
+        file: file.display().to_string(),
+        size_bytes: c.size_bytes(),
+        sha256: c.sha256(),
+        info: c.info(),
+        imports: c.imports(),
+        exports: c.exports(),
+    }
+}
+
+fn print_text(i: &Inspection<'_>) {
+    println!(
+        "file         {} ({})",
+        i.file,
+        bytesize::ByteSize(i.size_bytes as u64)
+    );
+    println!("sha256       {}", i.sha256);
+    println!("identifier   {}", i.info.identifier);
+    println!("name         {}", i.info.display_name);
+    println!("version      {}", i.info.version);
+    if !i.info.description.is_empty() {
+        println!("description  {}", i.info.description);
+    }
+    if let Some(s) = &i.info.default_schedule {
+        println!("schedule     {s} (suggested)");
+    }
+    println!("exports      {}", i.exports.join(", "));
+    println!("imports      {}", i.imports.join("\n             "));
+}

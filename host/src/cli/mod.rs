@@ -1,0 +1,91 @@
+//! The `cronwerk` command line: one file per verb, plus shared argument
+//! parsers and exit codes.
+
+mod args;
+mod exec;
+mod inspect;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Exit codes shared by every verb.
+pub mod exit {
+    /// The task succeeded (or the command did what was asked).
+    pub const OK: u8 = 0;
+    /// The task returned an error.
+    pub const TASK_FAILED: u8 = 1;
+    /// A limit or trap stopped the task, or it was cancelled.
+    pub const STOPPED: u8 = 2;
+    /// The component file could not be loaded.
+    pub const LOAD_ERROR: u8 = 3;
+    /// The command line was wrong (EX_USAGE).
+    pub const USAGE: u8 = 64;
+    /// Something else went wrong in the host (EX_SOFTWARE).
+    pub const INTERNAL: u8 = 70;
+}
+
+#[derive(Parser)]
+#[command(
+    name = "cronwerk",
+    version,
+    about = "A scheduled-task host whose tasks are WebAssembly components",
+    after_help = "Exit codes: 0 success, 1 the task returned an error, 2 a limit or trap stopped \
+                  it (or it was cancelled), 3 the component could not be loaded, 64 bad usage."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Load a component and show what it is: identifier, version, imports.
+    Inspect(inspect::InspectArgs),
+    /// Run a component once in a sandbox and show its outcome and events.
+    Exec(Box<exec::ExecArgs>),
+}
+
+/// Entry point of the `cronwerk` binary.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() {
+                exit::USAGE
+            } else {
+                exit::OK
+            };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CRONWERK_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(exit::INTERNAL);
+        }
+    };
+    let code = runtime.block_on(async {
+        let result = match cli.command {
+            Command::Inspect(args) => inspect::run(args).await,
+            Command::Exec(args) => exec::run(*args).await,
+        };
+        result.unwrap_or_else(|e| {
+            eprintln!("error: {e:#}");
+            exit::INTERNAL
+        })
+    });
+    ExitCode::from(code)
+}

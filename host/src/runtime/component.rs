@@ -1,0 +1,269 @@
+//! Turning bytes into a ready-to-run task component: validation with errors
+//! that say what is wrong and how to fix it, compilation, linking, and asking
+//! the component to describe itself.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use wasmtime::component::Component as WasmComponent;
+
+use super::bindings::{CONTRACT_VERSION, ScheduledTaskPre, TASK_EXPORT};
+
+/// Why a file could not be loaded as a task. Every message names the file,
+/// what is wrong, and what would fix it.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot read {path}: {source}")]
+    Unreadable {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "{origin} is not a WebAssembly file (it does not start with the `\\0asm` magic bytes): \
+         point cronwerk at the .wasm your build produced"
+    )]
+    NotWasm { origin: String },
+    #[error(
+        "{origin} is a core WebAssembly module, not a component: build it for wasm32-wasip2 \
+         (`cargo build --target wasm32-wasip2`) or wrap it with `wasm-tools component new`"
+    )]
+    CoreModule { origin: String },
+    #[error("{origin} is not a valid WebAssembly component: {message}")]
+    Invalid { origin: String, message: String },
+    #[error(
+        "{origin} does not export `{TASK_EXPORT}` (its exports: {found}): implement the task \
+         interface of cronwerk's WIT package, e.g. with `cronwerk_guest::export_task!`{hint}"
+    )]
+    MissingExport {
+        origin: String,
+        found: String,
+        hint: String,
+    },
+    #[error(
+        "{origin} exports `{TASK_EXPORT}` with a shape this host does not expect ({message}): \
+         rebuild it against cronwerk's WIT package {CONTRACT_VERSION}"
+    )]
+    WrongShape { origin: String, message: String },
+    #[error(
+        "{origin} imports something cronwerk does not provide ({message}); cronwerk offers \
+         `cronwerk:task/*@{CONTRACT_VERSION}` and WASI 0.2: remove that dependency from the task"
+    )]
+    UnsupportedImport { origin: String, message: String },
+    #[error("{origin} failed when asked to describe itself: {message}")]
+    Describe { origin: String, message: String },
+    #[error("{origin} describes itself with an invalid identifier: {message}")]
+    BadIdentifier { origin: String, message: String },
+}
+
+/// What a task says about itself (`describe`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TaskInfo {
+    pub identifier: String,
+    pub display_name: String,
+    pub description: String,
+    pub version: String,
+    pub default_schedule: Option<String>,
+}
+
+/// A validated, compiled and linked task component, ready for any number of
+/// runs. Cheap to clone.
+#[derive(Clone)]
+pub struct Component {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    sha256: String,
+    size_bytes: usize,
+    origin: String,
+    info: TaskInfo,
+    imports: Vec<String>,
+    exports: Vec<String>,
+    pre: ScheduledTaskPre<super::host_state::RunState>,
+}
+
+impl Component {
+    pub(crate) fn new(
+        sha256: String,
+        size_bytes: usize,
+        origin: String,
+        info: TaskInfo,
+        imports: Vec<String>,
+        exports: Vec<String>,
+        pre: ScheduledTaskPre<super::host_state::RunState>,
+    ) -> Self {
+        Component {
+            inner: Arc::new(Inner {
+                sha256,
+                size_bytes,
+                origin,
+                info,
+                imports,
+                exports,
+                pre,
+            }),
+        }
+    }
+
+    /// Hex sha256 of the component's bytes: its identity.
+    pub fn sha256(&self) -> &str {
+        &self.inner.sha256
+    }
+
+    pub fn size_bytes(&self) -> usize {
+        self.inner.size_bytes
+    }
+
+    /// Where it was loaded from (a path, or a caller-given name).
+    pub fn origin(&self) -> &str {
+        &self.inner.origin
+    }
+
+    pub fn info(&self) -> &TaskInfo {
+        &self.inner.info
+    }
+
+    /// Names of the interfaces the component imports.
+    pub fn imports(&self) -> &[String] {
+        &self.inner.imports
+    }
+
+    /// Names of the interfaces the component exports.
+    pub fn exports(&self) -> &[String] {
+        &self.inner.exports
+    }
+
+    pub(crate) fn pre(&self) -> &ScheduledTaskPre<super::host_state::RunState> {
+        &self.inner.pre
+    }
+}
+
+/// Hex sha256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// Reads a file, mapping failures to [`LoadError::Unreadable`].
+pub fn read_component_file(path: &Path) -> Result<Vec<u8>, LoadError> {
+    std::fs::read(path).map_err(|source| LoadError::Unreadable {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// Checks the 8-byte header: a component, a core module, or not wasm. Text
+/// (`.wat`) is accepted when the origin says so.
+pub(crate) fn check_header(bytes: &[u8], origin: &str) -> Result<(), LoadError> {
+    const MAGIC: &[u8] = b"\0asm";
+    const CORE_VERSION: &[u8] = &[1, 0, 0, 0];
+    if bytes.starts_with(MAGIC) {
+        if bytes.get(4..8) == Some(CORE_VERSION) {
+            return Err(LoadError::CoreModule {
+                origin: origin.to_owned(),
+            });
+        }
+        return Ok(());
+    }
+    if origin.ends_with(".wat") {
+        return Ok(());
+    }
+    Err(LoadError::NotWasm {
+        origin: origin.to_owned(),
+    })
+}
+
+/// Names of a compiled component's imports and exports.
+pub(crate) fn interface_names(
+    component: &WasmComponent,
+    engine: &wasmtime::Engine,
+) -> (Vec<String>, Vec<String>) {
+    let ty = component.component_type();
+    let imports = ty.imports(engine).map(|(n, _)| n.to_owned()).collect();
+    let exports = ty.exports(engine).map(|(n, _)| n.to_owned()).collect();
+    (imports, exports)
+}
+
+/// The error for a component whose exports lack the task interface; points
+/// at a version mismatch when there is one.
+pub(crate) fn missing_export(origin: &str, exports: &[String]) -> LoadError {
+    let found = if exports.is_empty() {
+        "none".to_owned()
+    } else {
+        exports.join(", ")
+    };
+    let other_version = exports
+        .iter()
+        .find(|e| e.starts_with("cronwerk:task/task@"));
+    let hint = match other_version {
+        Some(v) => format!("; it was built against `{v}`, this host implements {CONTRACT_VERSION}"),
+        None => String::new(),
+    };
+    LoadError::MissingExport {
+        origin: origin.to_owned(),
+        found,
+        hint,
+    }
+}
+
+/// Identifiers are what configurations refer to: keep them printable.
+pub(crate) fn validate_identifier(id: &str) -> Result<(), String> {
+    if id.is_empty() {
+        return Err("it is empty".into());
+    }
+    if id.len() > 128 {
+        return Err(format!("it is {} bytes long; the limit is 128", id.len()));
+    }
+    if let Some(c) = id
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(format!(
+            "'{id}' contains {c:?}; use letters, digits, '.', '_' and '-' (e.g. Acme.HelloScheduledTask)"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_tells_components_modules_and_other_files_apart() {
+        let component = [0, b'a', b's', b'm', 0x0d, 0, 1, 0];
+        let module = [0, b'a', b's', b'm', 1, 0, 0, 0];
+        assert!(check_header(&component, "x.wasm").is_ok());
+        assert!(matches!(
+            check_header(&module, "x.wasm"),
+            Err(LoadError::CoreModule { .. })
+        ));
+        assert!(matches!(
+            check_header(b"hello", "x.wasm"),
+            Err(LoadError::NotWasm { .. })
+        ));
+        assert!(check_header(b"(component)", "x.wat").is_ok());
+    }
+
+    #[test]
+    fn missing_export_points_at_a_version_mismatch() {
+        let e = missing_export("t.wasm", &["cronwerk:task/task@0.2.0".into()]);
+        let text = e.to_string();
+        assert!(
+            text.contains("built against `cronwerk:task/task@0.2.0`"),
+            "{text}"
+        );
+        let e = missing_export("t.wasm", &[]);
+        assert!(e.to_string().contains("its exports: none"));
+    }
+
+    #[test]
+    fn identifiers_are_printable_and_bounded() {
+        assert!(validate_identifier("Acme.Hello_Task-2").is_ok());
+        assert!(validate_identifier("").is_err());
+        assert!(validate_identifier("a b").unwrap_err().contains("' '"));
+        assert!(validate_identifier(&"a".repeat(129)).is_err());
+    }
+}

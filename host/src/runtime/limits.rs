@@ -1,0 +1,179 @@
+//! Per-run resource limits and the store limiter that enforces the memory
+//! limit while recording the run's peak memory.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// What one run may consume. Every run gets all three; fuel may be unlimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunLimits {
+    /// Wall time from the start of instantiation to the task's return.
+    #[serde(with = "humantime_serde_shim")]
+    pub timeout: Duration,
+    /// Fuel (roughly: wasm instructions) the run may burn; `None` is unlimited.
+    pub fuel: Option<u64>,
+    /// Bytes of linear memory and table space all of the component's
+    /// instances may hold together.
+    pub memory_bytes: u64,
+}
+
+impl Default for RunLimits {
+    fn default() -> Self {
+        RunLimits {
+            timeout: Duration::from_secs(60),
+            fuel: None,
+            memory_bytes: 128 * 1024 * 1024,
+        }
+    }
+}
+
+/// Most core instances, tables and memories one run may create. A component
+/// that needs more is malformed or hostile.
+pub const MAX_INSTANCES: usize = 64;
+pub const MAX_TABLES: usize = 64;
+pub const MAX_MEMORIES: usize = 16;
+/// Elements one table may hold.
+pub const MAX_TABLE_ELEMENTS: usize = 1_000_000;
+
+/// The run tried to grow its memory past its limit.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "memory limit of {} exceeded: the task asked for {} in all",
+    bytesize::ByteSize(*limit),
+    bytesize::ByteSize(*requested)
+)]
+pub struct MemoryLimitExceeded {
+    pub limit: u64,
+    pub requested: u64,
+}
+
+/// Enforces [`RunLimits::memory_bytes`] across all memories of a run and
+/// remembers the peak. Growth past the limit traps at once rather than
+/// returning -1 to the guest: the outcome then names the memory limit instead
+/// of whatever the guest's allocator does on failure.
+#[derive(Debug)]
+pub struct MemoryLimiter {
+    limit: u64,
+    current: u64,
+    peak: u64,
+}
+
+impl MemoryLimiter {
+    pub fn new(limit: u64) -> Self {
+        MemoryLimiter {
+            limit,
+            current: 0,
+            peak: 0,
+        }
+    }
+
+    /// Highest total linear memory the run held, in bytes.
+    pub fn peak_bytes(&self) -> u64 {
+        self.peak
+    }
+}
+
+impl wasmtime::ResourceLimiter for MemoryLimiter {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let grow = desired.saturating_sub(current) as u64;
+        let total = self.current.saturating_add(grow);
+        if total > self.limit {
+            return Err(wasmtime::Error::new(MemoryLimitExceeded {
+                limit: self.limit,
+                requested: total,
+            }));
+        }
+        self.current = total;
+        self.peak = self.peak.max(total);
+        Ok(true)
+    }
+
+    fn memory_grow_failed(&mut self, _error: wasmtime::Error) -> wasmtime::Result<()> {
+        // The engine refused after we agreed (e.g. the pool's slot is
+        // smaller); the guest sees -1, and our running total stays as it was
+        // before the refused growth would have counted. We cannot know the
+        // size here, so the peak may overstate by that growth; acceptable.
+        Ok(())
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= MAX_TABLE_ELEMENTS)
+    }
+
+    fn instances(&self) -> usize {
+        MAX_INSTANCES
+    }
+
+    fn tables(&self) -> usize {
+        MAX_TABLES
+    }
+
+    fn memories(&self) -> usize {
+        MAX_MEMORIES
+    }
+}
+
+/// Serialises durations as humantime strings ("2s", "5m") in JSON.
+mod humantime_serde_shim {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&humantime::format_duration(*d))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use wasmtime::ResourceLimiter;
+
+    use super::*;
+
+    #[test]
+    fn tracks_peak_across_memories() {
+        let mut l = MemoryLimiter::new(1000);
+        assert!(l.memory_growing(0, 300, None).unwrap());
+        assert!(l.memory_growing(0, 200, None).unwrap());
+        assert!(l.memory_growing(300, 500, None).unwrap());
+        assert_eq!(l.peak_bytes(), 700);
+    }
+
+    #[test]
+    fn growth_past_the_limit_is_an_error_naming_the_limit() {
+        let mut l = MemoryLimiter::new(1000);
+        assert!(l.memory_growing(0, 1000, None).unwrap());
+        let err = l.memory_growing(1000, 1001, None).unwrap_err();
+        let e = err.downcast_ref::<MemoryLimitExceeded>().unwrap();
+        assert_eq!((e.limit, e.requested), (1000, 1001));
+        assert_eq!(l.peak_bytes(), 1000);
+    }
+
+    #[test]
+    fn limits_round_trip_through_json() {
+        let limits = RunLimits {
+            timeout: Duration::from_millis(2500),
+            fuel: Some(5),
+            memory_bytes: 64,
+        };
+        let json = serde_json::to_string(&limits).unwrap();
+        assert!(json.contains("\"2s 500ms\""), "{json}");
+        assert_eq!(serde_json::from_str::<RunLimits>(&json).unwrap(), limits);
+    }
+}

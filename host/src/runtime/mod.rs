@@ -1,0 +1,326 @@
+//! How one run of a task component happens: the engine, loading and
+//! validating components, and executing each run in a fresh sandbox with
+//! fuel, memory and wall-time limits. Knows nothing of schedules.
+
+mod bindings;
+mod cancel;
+mod capture;
+mod component;
+mod context;
+mod engine;
+mod events;
+mod host_state;
+mod limits;
+mod outcome;
+mod sandbox;
+pub(crate) mod time_format;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::Semaphore;
+use wasmtime::component::{HasSelf, Linker};
+
+pub use bindings::{CONTRACT_VERSION, TASK_EXPORT};
+pub use cancel::CancelToken;
+pub use component::{Component, LoadError, TaskInfo, read_component_file, sha256_hex};
+pub use context::{RunContext, Trigger};
+pub use engine::{Allocator, CronwerkEngine, EngineSettings};
+pub use events::{Event, EventLimits, EventLog, EventSource, Level, truncate};
+pub use host_state::{BroadcastPayload, Farm, InstanceInfo};
+pub use limits::{MemoryLimitExceeded, RunLimits};
+pub use outcome::{Outcome, RunReport, StopReason};
+pub use sandbox::{DirGrant, Grants};
+
+use bindings::{ScheduledTask, ScheduledTaskPre};
+use host_state::RunState;
+use sandbox::{Sandbox, SandboxSpec};
+
+/// Longest result message kept from a task; the rest is cut with a note.
+pub const MAX_RESULT_BYTES: usize = 64 * 1024;
+
+/// Limits for `describe`, which runs once at load time.
+fn describe_limits() -> RunLimits {
+    RunLimits {
+        timeout: Duration::from_secs(10),
+        ..RunLimits::default()
+    }
+}
+
+/// Everything about one run besides the component.
+#[derive(Clone, Default)]
+pub struct RunRequest {
+    pub context: RunContext,
+    /// Present for broadcast runs.
+    pub payload: Option<BroadcastPayload>,
+    pub limits: RunLimits,
+    pub grants: Grants,
+    /// Settings scoped to the task's identifier (`config` import).
+    pub config: BTreeMap<String, String>,
+    /// The configuration's state as the previous run left it.
+    pub state: BTreeMap<String, String>,
+    pub instance: InstanceInfo,
+    pub farm: Option<Arc<dyn Farm>>,
+    pub cancel: CancelToken,
+    /// How long a cancelled run may take to stop by itself.
+    pub grace: Duration,
+}
+
+/// Loads components and runs them. One per process; cheap to share by `Arc`.
+pub struct Runtime {
+    engine: CronwerkEngine,
+    linker: Linker<RunState>,
+    slots: Semaphore,
+    event_limits: EventLimits,
+}
+
+impl Runtime {
+    pub fn new(settings: EngineSettings) -> anyhow::Result<Self> {
+        let slots = Semaphore::new(settings.max_concurrent_runs as usize);
+        let engine = CronwerkEngine::new(settings)?;
+        let mut linker = Linker::new(&engine.engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from)?;
+        ScheduledTask::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
+            .map_err(anyhow::Error::from)?;
+        Ok(Runtime {
+            engine,
+            linker,
+            slots,
+            event_limits: EventLimits::default(),
+        })
+    }
+
+    pub fn engine(&self) -> &CronwerkEngine {
+        &self.engine
+    }
+
+    /// Reads, validates, compiles, links and describes a component file.
+    pub async fn load_file(&self, path: &Path) -> Result<Component, LoadError> {
+        let bytes = read_component_file(path)?;
+        self.load_bytes(bytes, path.display().to_string()).await
+    }
+
+    /// Like [`load_file`](Self::load_file) for bytes from elsewhere; `origin`
+    /// names them in errors (a `.wat` suffix allows the text format).
+    pub async fn load_bytes(&self, bytes: Vec<u8>, origin: String) -> Result<Component, LoadError> {
+        component::check_header(&bytes, &origin)?;
+        let sha256 = sha256_hex(&bytes);
+        let size = bytes.len();
+        let engine = self.engine.engine.clone();
+        // Compilation is CPU-bound and takes milliseconds to seconds.
+        let compiled = tokio::task::spawn_blocking(move || {
+            wasmtime::component::Component::new(&engine, bytes)
+        })
+        .await
+        .expect("compilation thread panicked");
+        let compiled = compiled.map_err(|e| LoadError::Invalid {
+            origin: origin.clone(),
+            message: format!("{e:#}"),
+        })?;
+        let (imports, exports) = component::interface_names(&compiled, &self.engine.engine);
+        if !exports.iter().any(|e| e == TASK_EXPORT) {
+            return Err(component::missing_export(&origin, &exports));
+        }
+        let instance_pre =
+            self.linker
+                .instantiate_pre(&compiled)
+                .map_err(|e| LoadError::UnsupportedImport {
+                    origin: origin.clone(),
+                    message: format!("{e:#}"),
+                })?;
+        let pre = ScheduledTaskPre::new(instance_pre).map_err(|e| LoadError::WrongShape {
+            origin: origin.clone(),
+            message: format!("{e:#}"),
+        })?;
+        let info = self
+            .describe(&pre)
+            .await
+            .map_err(|message| LoadError::Describe {
+                origin: origin.clone(),
+                message,
+            })?;
+        component::validate_identifier(&info.identifier).map_err(|message| {
+            LoadError::BadIdentifier {
+                origin: origin.clone(),
+                message,
+            }
+        })?;
+        Ok(Component::new(
+            sha256, size, origin, info, imports, exports, pre,
+        ))
+    }
+
+    fn sandbox(&self, spec: SandboxSpec<'_>) -> anyhow::Result<Sandbox> {
+        Sandbox::new(&self.engine.engine, spec)
+    }
+
+    async fn describe(&self, pre: &ScheduledTaskPre<RunState>) -> Result<TaskInfo, String> {
+        let _slot = self.slots.acquire().await.expect("semaphore never closes");
+        let events = EventLog::new(self.event_limits);
+        let limits = describe_limits();
+        let mut sandbox = self
+            .sandbox(SandboxSpec {
+                limits: &limits,
+                grants: &Grants::default(),
+                events: events.clone(),
+                cancel: CancelToken::new(),
+                grace: Duration::ZERO,
+                config: BTreeMap::new(),
+                state: BTreeMap::new(),
+                instance: InstanceInfo::default(),
+                farm: None,
+            })
+            .map_err(|e| format!("{e:#}"))?;
+        let (deadline, timeout, cancel, grace) = sandbox.guard_params();
+        let store = &mut sandbox.store;
+        let result = Sandbox::guard(deadline, timeout, &cancel, grace, async {
+            let task = pre.instantiate_async(&mut *store).await?;
+            task.cronwerk_task_task().call_describe(&mut *store).await
+        })
+        .await;
+        match result {
+            Ok(info) => Ok(TaskInfo {
+                identifier: info.identifier,
+                display_name: info.display_name,
+                description: info.description,
+                version: info.version,
+                default_schedule: info.default_schedule,
+            }),
+            Err(e) => {
+                events.finish();
+                let stderr: Vec<String> = events
+                    .snapshot()
+                    .into_iter()
+                    .filter(|e| e.source == EventSource::Stderr)
+                    .map(|e| e.message)
+                    .collect();
+                let outcome = outcome::classify(&e);
+                let mut message = outcome.message().to_owned();
+                if !stderr.is_empty() {
+                    message.push_str(&format!(" (stderr: {})", stderr.join(" / ")));
+                }
+                Err(message)
+            }
+        }
+    }
+
+    /// Executes one run of `component` and reports how it went. Never fails:
+    /// every problem, including a sandbox that cannot be set up, is an
+    /// outcome in the report.
+    pub async fn run(&self, component: &Component, request: RunRequest) -> RunReport {
+        let _slot = self.slots.acquire().await.expect("semaphore never closes");
+        let started = Instant::now();
+        let events = EventLog::new(self.event_limits);
+        let identifier = component.info().identifier.clone();
+        let wit_context = request.context.to_wit(&identifier, &request.instance.name);
+        let payload = request.payload.as_ref().map(context::payload_to_wit);
+        let mut report = RunReport {
+            outcome: Outcome::Succeeded {
+                message: String::new(),
+            },
+            run_id: request.context.run_id.clone(),
+            identifier,
+            component_sha256: component.sha256().to_owned(),
+            duration: Duration::ZERO,
+            fuel_consumed: 0,
+            peak_memory_bytes: 0,
+            events: Vec::new(),
+            state: request.state.clone(),
+        };
+        let cancel = request.cancel.clone();
+        let sandbox = self.sandbox(SandboxSpec {
+            limits: &request.limits,
+            grants: &request.grants,
+            events: events.clone(),
+            cancel: request.cancel,
+            grace: request.grace,
+            config: request.config,
+            state: request.state,
+            instance: request.instance,
+            farm: request.farm,
+        });
+        let mut sandbox = match sandbox {
+            Ok(s) => s,
+            Err(e) => {
+                report.outcome = Outcome::Stopped {
+                    reason: StopReason::Trap,
+                    message: format!("the sandbox could not be set up: {e:#}"),
+                };
+                report.duration = started.elapsed();
+                return report;
+            }
+        };
+        let (deadline, timeout, guard_cancel, grace) = sandbox.guard_params();
+        let store = &mut sandbox.store;
+        let result = Sandbox::guard(deadline, timeout, &guard_cancel, grace, async {
+            let task = component.pre().instantiate_async(&mut *store).await?;
+            task.cronwerk_task_task()
+                .call_execute(&mut *store, &wit_context, payload.as_ref())
+                .await
+        })
+        .await;
+        report.duration = started.elapsed();
+        report.outcome = match result {
+            Ok(Ok(message)) => Outcome::Succeeded {
+                message: truncate(&message, MAX_RESULT_BYTES),
+            },
+            Ok(Err(message)) if cancel.is_cancelled() => Outcome::Cancelled {
+                message: truncate(&message, MAX_RESULT_BYTES),
+            },
+            Ok(Err(message)) => Outcome::Failed {
+                message: truncate(&message, MAX_RESULT_BYTES),
+            },
+            Err(e) => with_panic_message(outcome::classify(&e), &events),
+        };
+        match &report.outcome {
+            Outcome::Stopped { reason, message } => events.push(
+                Level::Error,
+                EventSource::Host,
+                &format!("STOPPED_{}", reason.as_str().to_ascii_uppercase()),
+                message,
+            ),
+            Outcome::Cancelled { message } => {
+                events.push(Level::Warning, EventSource::Host, "CANCELLED", message)
+            }
+            _ => {}
+        }
+        events.finish();
+        report.fuel_consumed = sandbox.fuel_consumed();
+        let state = sandbox.store.into_data();
+        report.peak_memory_bytes = state.limiter.peak_bytes();
+        report.state = state.state.into_entries();
+        report.events = events.snapshot();
+        report
+    }
+}
+
+/// A Rust guest prints its panic message to stderr before trapping; put it
+/// into the outcome so the result says *why* it panicked.
+fn with_panic_message(outcome: Outcome, events: &EventLog) -> Outcome {
+    let Outcome::Stopped {
+        reason: StopReason::Panic,
+        message,
+    } = outcome
+    else {
+        return outcome;
+    };
+    let stderr: Vec<Event> = events
+        .snapshot()
+        .into_iter()
+        .filter(|e| e.source == EventSource::Stderr)
+        .collect();
+    let detail = stderr
+        .iter()
+        .position(|e| e.message.contains("panicked at"))
+        .and_then(|i| stderr.get(i + 1))
+        .map(|e| e.message.clone());
+    Outcome::Stopped {
+        reason: StopReason::Panic,
+        message: match detail {
+            Some(detail) => format!("the task panicked: {detail}"),
+            None => message,
+        },
+    }
+}

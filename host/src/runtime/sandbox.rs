@@ -1,0 +1,212 @@
+//! One run's sandbox: a fresh store with its limits, WASI context (deny by
+//! default; only granted directories), host state, and the guard that stops
+//! the guest when its time or grace period is up.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use wasmtime::component::ResourceTable;
+use wasmtime::{Store, UpdateDeadline};
+use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
+
+use super::cancel::CancelToken;
+use super::capture::CapturedOutput;
+use super::events::EventLog;
+use super::host_state::{Farm, InstanceInfo, RunState, TaskState};
+use super::limits::{MemoryLimiter, RunLimits};
+use super::outcome::{StoppedAfterGrace, TimeLimitExceeded};
+
+/// A directory of the host made visible to a task.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirGrant {
+    pub host_path: PathBuf,
+    /// Where the task sees it, e.g. `/data`.
+    pub guest_path: String,
+    pub read_only: bool,
+}
+
+impl std::str::FromStr for DirGrant {
+    type Err = String;
+
+    /// `HOST[:GUEST][:ro]`; GUEST defaults to HOST.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (rest, read_only) = match s.strip_suffix(":ro") {
+            Some(rest) => (rest, true),
+            None => (s.strip_suffix(":rw").unwrap_or(s), false),
+        };
+        let (host, guest) = match rest.split_once(':') {
+            Some((h, g)) => (h, g),
+            None => (rest, rest),
+        };
+        if host.is_empty() || guest.is_empty() {
+            return Err(format!(
+                "'{s}' is not a directory grant: use HOST[:GUEST][:ro], e.g. /srv/tmp:/data:ro"
+            ));
+        }
+        Ok(DirGrant {
+            host_path: PathBuf::from(host),
+            guest_path: guest.to_owned(),
+            read_only,
+        })
+    }
+}
+
+/// Capabilities a run receives. Empty by default: no files, no network, no
+/// environment.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Grants {
+    pub dirs: Vec<DirGrant>,
+}
+
+/// Everything a sandbox is built from besides the component.
+pub(crate) struct SandboxSpec<'a> {
+    pub limits: &'a RunLimits,
+    pub grants: &'a Grants,
+    pub events: EventLog,
+    pub cancel: CancelToken,
+    pub grace: Duration,
+    pub config: BTreeMap<String, String>,
+    pub state: BTreeMap<String, String>,
+    pub instance: InstanceInfo,
+    pub farm: Option<Arc<dyn Farm>>,
+}
+
+/// A store ready to instantiate into, and when its run must end.
+pub(crate) struct Sandbox {
+    pub store: Store<RunState>,
+    deadline: Instant,
+    timeout: Duration,
+    cancel: CancelToken,
+    grace: Duration,
+    initial_fuel: u64,
+}
+
+/// How long after a deadline the outer guard gives the epoch check before it
+/// drops the call itself (needed when the guest waits inside a host call).
+const BACKSTOP: Duration = Duration::from_millis(100);
+
+impl Sandbox {
+    pub fn new(engine: &wasmtime::Engine, spec: SandboxSpec<'_>) -> anyhow::Result<Self> {
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.stdout(CapturedOutput::stdout(spec.events.clone()))
+            .stderr(CapturedOutput::stderr(spec.events.clone()));
+        for dir in &spec.grants.dirs {
+            let perms = if dir.read_only {
+                FsPerms::ReadOnly
+            } else {
+                FsPerms::ReadWrite
+            };
+            wasi.preopened_dir(&dir.host_path, &dir.guest_path, perms)
+                .map_err(anyhow::Error::from)
+                .map_err(|e| {
+                    e.context(format!(
+                        "granting directory {} as {}",
+                        dir.host_path.display(),
+                        dir.guest_path
+                    ))
+                })?;
+        }
+        let state = RunState {
+            wasi: wasi.build(),
+            table: ResourceTable::new(),
+            limiter: MemoryLimiter::new(spec.limits.memory_bytes),
+            events: spec.events,
+            cancel: spec.cancel.clone(),
+            config: spec.config,
+            state: TaskState::new(spec.state),
+            instance: spec.instance,
+            farm: spec.farm,
+        };
+        let mut store = Store::new(engine, state);
+        store.limiter(|s| &mut s.limiter);
+        let initial_fuel = spec.limits.fuel.unwrap_or(u64::MAX);
+        store.set_fuel(initial_fuel).map_err(anyhow::Error::from)?;
+
+        let timeout = spec.limits.timeout;
+        let deadline = Instant::now() + timeout;
+        let cancel = spec.cancel;
+        let grace = spec.grace;
+        // Every epoch tick the guest pauses here: past the deadline or the
+        // grace period it is stopped; otherwise it yields to the executor so
+        // other runs and the outer guard make progress.
+        store.epoch_deadline_callback({
+            let cancel = cancel.clone();
+            move |_| {
+                let now = Instant::now();
+                if now >= deadline {
+                    return Err(wasmtime::Error::new(TimeLimitExceeded(timeout)));
+                }
+                if cancel.requested_at().is_some_and(|at| now >= at + grace) {
+                    return Err(wasmtime::Error::new(StoppedAfterGrace(grace)));
+                }
+                Ok(UpdateDeadline::Yield(1))
+            }
+        });
+        store.set_epoch_deadline(1);
+        Ok(Sandbox {
+            store,
+            deadline,
+            timeout,
+            cancel,
+            grace,
+            initial_fuel,
+        })
+    }
+
+    /// Fuel burnt so far.
+    pub fn fuel_consumed(&self) -> u64 {
+        self.initial_fuel
+            .saturating_sub(self.store.get_fuel().unwrap_or(0))
+    }
+
+    /// Runs `work` (which uses this sandbox's store) under the wall-time and
+    /// cancellation guards. The epoch callback stops guest code; this outer
+    /// guard also covers a guest blocked inside a host call.
+    pub async fn guard<R>(
+        deadline: Instant,
+        timeout: Duration,
+        cancel: &CancelToken,
+        grace: Duration,
+        work: impl Future<Output = wasmtime::Result<R>>,
+    ) -> wasmtime::Result<R> {
+        let time_up = tokio::time::sleep_until((deadline + BACKSTOP).into());
+        let grace_up = async {
+            cancel.cancelled().await;
+            let at = cancel.requested_at().unwrap_or_else(Instant::now);
+            tokio::time::sleep_until((at + grace + BACKSTOP).into()).await;
+        };
+        tokio::select! {
+            biased;
+            result = work => result,
+            _ = time_up => Err(wasmtime::Error::new(TimeLimitExceeded(timeout))),
+            _ = grace_up => Err(wasmtime::Error::new(StoppedAfterGrace(grace))),
+        }
+    }
+
+    /// The pieces [`guard`](Self::guard) needs, copied out so the store can be
+    /// borrowed by the work future.
+    pub fn guard_params(&self) -> (Instant, Duration, CancelToken, Duration) {
+        (self.deadline, self.timeout, self.cancel.clone(), self.grace)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_directory_grants() {
+        let g: DirGrant = "/srv/tmp:/data:ro".parse().unwrap();
+        assert_eq!(g.host_path, PathBuf::from("/srv/tmp"));
+        assert_eq!(g.guest_path, "/data");
+        assert!(g.read_only);
+        let g: DirGrant = "/srv/tmp".parse().unwrap();
+        assert_eq!(g.guest_path, "/srv/tmp");
+        assert!(!g.read_only);
+        assert!(":x".parse::<DirGrant>().is_err());
+    }
+}

@@ -1,0 +1,206 @@
+//! `cronwerk exec` and `cronwerk inspect` as a user runs them: the real
+//! binary, real components, exit codes, text and JSON output, Ctrl-C.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Output, Stdio};
+
+use common::component_path;
+
+fn cronwerk(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_cronwerk"))
+        .args(args)
+        .output()
+        .expect("running cronwerk")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn exec(file: &str, extra: &[&str]) -> Output {
+    let path = component_path(file);
+    let mut args = vec!["exec", path.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    cronwerk(&args)
+}
+
+#[test]
+fn hello_prints_its_event_and_succeeds() {
+    let out = exec(
+        "hello.wasm",
+        &[
+            "--property",
+            "greeting=hi",
+            "--timeout",
+            "2s",
+            "--fuel",
+            "50000000",
+            "--memory",
+            "64MiB",
+        ],
+    );
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    assert!(stdout.contains("Acme.HelloScheduledTask 1.0.0"), "{stdout}");
+    assert!(
+        stdout.contains("warning task   NOTIFICATION  Hello from my scheduled task!"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("info    task   GREETING  hi, hello!"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("\nsucceeded\n"), "{stdout}");
+}
+
+#[test]
+fn json_output_is_one_object_with_costs_and_hash() {
+    let out = exec("hello.wasm", &["--json"]);
+    assert_eq!(out.status.code(), Some(0));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stdout is JSON");
+    let bytes = std::fs::read(component_path("hello.wasm")).unwrap();
+    assert_eq!(v["outcome"], "succeeded");
+    assert_eq!(v["identifier"], "Acme.HelloScheduledTask");
+    assert_eq!(v["version"], "1.0.0");
+    assert_eq!(v["component_sha256"], cronwerk::runtime::sha256_hex(&bytes));
+    assert_eq!(v["events"][0]["code"], "NOTIFICATION");
+    assert_eq!(v["events"][0]["level"], "warning");
+    assert!(v["fuel_consumed"].as_u64().unwrap() > 0);
+    assert!(v["peak_memory_bytes"].as_u64().unwrap() > 0);
+    assert!(v["duration_us"].as_u64().is_some());
+}
+
+#[test]
+fn exit_codes_tell_failure_from_limits() {
+    let failed = exec("misbehave.wasm", &["-p", "action=fail", "-p", "text=nope"]);
+    assert_eq!(failed.status.code(), Some(1));
+    assert!(text(&failed.stdout).contains("failed: nope"));
+
+    let cases = [
+        (vec!["-p", "action=spin", "--fuel", "10_000_000"], "fuel"),
+        (vec!["-p", "action=spin", "--timeout", "300ms"], "time"),
+        (vec!["-p", "action=alloc", "--memory", "16MiB"], "memory"),
+        (vec!["-p", "action=recurse"], "stack"),
+        (vec!["-p", "action=panic"], "panic"),
+    ];
+    for (args, reason) in cases {
+        let out = exec("misbehave.wasm", &[&args[..], &["--json"]].concat());
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["outcome"], "stopped", "{args:?}");
+        assert_eq!(v["reason"], reason, "{args:?}");
+    }
+}
+
+#[test]
+fn state_given_on_the_command_line_is_shown_after_the_run() {
+    let out = exec(
+        "misbehave.wasm",
+        &["-p", "action=state", "--state", "count=9", "--json"],
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["message"], "count=10");
+    assert_eq!(v["state"]["count"], "10");
+}
+
+#[test]
+fn a_granted_directory_is_readable_through_exec() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("f.txt"), "granted").unwrap();
+    let grant = format!("{}:/data:ro", dir.path().display());
+    let out = exec(
+        "misbehave.wasm",
+        &[
+            "-p",
+            "action=read-file",
+            "-p",
+            "path=/data/f.txt",
+            "--grant-dir",
+            &grant,
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+    let denied = exec(
+        "misbehave.wasm",
+        &["-p", "action=read-file", "-p", "path=/data/f.txt"],
+    );
+    assert_eq!(denied.status.code(), Some(1));
+}
+
+#[test]
+fn bad_usage_is_exit_64_and_names_the_value() {
+    let out = exec("hello.wasm", &["--memory", "lots"]);
+    assert_eq!(out.status.code(), Some(64));
+    assert!(
+        text(&out.stderr).contains("'lots' is not a size"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = exec("hello.wasm", &["--grant-dir", "/no/such/dir"]);
+    assert_eq!(out.status.code(), Some(64));
+    assert!(text(&out.stderr).contains("/no/such/dir"));
+}
+
+#[test]
+fn ctrl_c_cancels_the_run_and_the_task_sees_it() {
+    let path = component_path("misbehave.wasm");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cronwerk"))
+        .args([
+            "exec",
+            path.to_str().unwrap(),
+            "-p",
+            "action=sleep",
+            "-p",
+            "ms=60000",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait for the named event: exec says so once the run (and its Ctrl-C
+    // handler) is in place.
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("running Cronwerk.Test.Misbehave") {
+        line.clear();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "exec ended before running"
+        );
+    }
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{stdout}");
+    assert!(stdout.contains("cancelled: cancelled after"), "{stdout}");
+    assert!(stdout.contains("CANCELLED  stopping early"), "{stdout}");
+}
+
+#[test]
+fn inspect_shows_identity_and_imports() {
+    let path = component_path("hello.wasm");
+    let out = cronwerk(&["inspect", path.to_str().unwrap()]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        stdout.contains("identifier   Acme.HelloScheduledTask"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("schedule     every 10s (suggested)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("cronwerk:task/log@0.1.0"), "{stdout}");
+
+    let out = cronwerk(&["inspect", path.to_str().unwrap(), "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["identifier"], "Acme.HelloScheduledTask");
+    assert_eq!(v["exports"][0], "cronwerk:task/task@0.1.0");
+    assert!(v["imports"].as_array().unwrap().len() >= 2);
+}

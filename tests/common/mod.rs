@@ -1,0 +1,70 @@
+//! Helpers shared by the end-to-end tests: where the built components are,
+//! a shared runtime, and run requests with test-friendly defaults.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use cronwerk::runtime::{Component, EngineSettings, RunContext, RunLimits, RunRequest, Runtime};
+
+/// Folder with the components `cargo xtask build-examples` produced.
+pub fn components_dir() -> PathBuf {
+    match std::env::var_os("CRONWERK_TEST_COMPONENTS") {
+        Some(dir) => PathBuf::from(dir),
+        None => panic!(
+            "CRONWERK_TEST_COMPONENTS is not set: run the tests with `cargo xtask test`, \
+             or build the components with `cargo xtask build-examples --out DIR` and set it to DIR"
+        ),
+    }
+}
+
+pub fn component_path(file: &str) -> PathBuf {
+    let path = components_dir().join(file);
+    assert!(
+        path.is_file(),
+        "{} is missing: rebuild the examples",
+        path.display()
+    );
+    path
+}
+
+/// One runtime per test binary: engines are process-wide in real use too.
+pub fn runtime() -> &'static Runtime {
+    static RUNTIME: OnceLock<Runtime> = OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        Runtime::new(EngineSettings {
+            max_concurrent_runs: 16,
+            ..Default::default()
+        })
+        .expect("creating the runtime")
+    })
+}
+
+pub async fn load(file: &str) -> Component {
+    runtime()
+        .load_file(&component_path(file))
+        .await
+        .unwrap_or_else(|e| panic!("loading {file}: {e}"))
+}
+
+/// A request with the given properties and a 10 s time limit.
+pub fn request(properties: &[(&str, &str)]) -> RunRequest {
+    RunRequest {
+        context: RunContext {
+            configuration_name: "test".into(),
+            run_id: "run-1".into(),
+            properties: properties
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..Default::default()
+        },
+        limits: RunLimits {
+            timeout: Duration::from_secs(10),
+            ..Default::default()
+        },
+        grace: Duration::from_secs(1),
+        ..Default::default()
+    }
+}
