@@ -104,21 +104,30 @@ fn us(d: Duration) -> String {
     format!("{:.1}", d.as_secs_f64() * 1e6)
 }
 
-async fn measure<F, Fut>(mut once: F) -> Stats
+/// Times `a` and `b` alternately, run by run, so that the machine's drift
+/// (shared, noisy hosts) weighs on both alike and their ratio holds.
+async fn measure_pair<A, FA, B, FB>(mut a: A, mut b: B) -> (Stats, Stats)
 where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = ()>,
+    A: FnMut() -> FA,
+    FA: std::future::Future<Output = ()>,
+    B: FnMut() -> FB,
+    FB: std::future::Future<Output = ()>,
 {
     for _ in 0..WARMUP {
-        once().await;
+        a().await;
+        b().await;
     }
-    let mut samples = Vec::with_capacity(SAMPLES);
+    let mut sa = Vec::with_capacity(SAMPLES);
+    let mut sb = Vec::with_capacity(SAMPLES);
     for _ in 0..SAMPLES {
         let t = Instant::now();
-        once().await;
-        samples.push(t.elapsed());
+        a().await;
+        sa.push(t.elapsed());
+        let t = Instant::now();
+        b().await;
+        sb.push(t.elapsed());
     }
-    stats(samples)
+    (stats(sa), stats(sb))
 }
 
 async fn bench_engine(label: &str, allocator: Allocator, hello: &PathBuf) -> (Stats, Stats) {
@@ -143,7 +152,7 @@ async fn bench_engine(label: &str, allocator: Allocator, hello: &PathBuf) -> (St
         limits: RunLimits::default(),
         ..Default::default()
     };
-    let cronwerk = measure(|| {
+    let cronwerk = || {
         let req = request.clone();
         let runtime = &runtime;
         let component = &component;
@@ -151,8 +160,7 @@ async fn bench_engine(label: &str, allocator: Allocator, hello: &PathBuf) -> (St
             let report = runtime.run(component, req).await;
             assert!(report.outcome.is_success());
         }
-    })
-    .await;
+    };
 
     // Bare: same engine and component bytes, nothing but what wasmtime needs.
     let engine = runtime.engine().engine.clone();
@@ -174,7 +182,7 @@ async fn bench_engine(label: &str, allocator: Allocator, hello: &PathBuf) -> (St
         instance_name: String::new(),
         properties: Vec::new(),
     };
-    let bare = measure(|| {
+    let bare = || {
         let engine = &engine;
         let pre = &pre;
         let ctx = &ctx;
@@ -196,9 +204,8 @@ async fn bench_engine(label: &str, allocator: Allocator, hello: &PathBuf) -> (St
             assert!(matches!(result, Ok(Ok(_))));
             assert_eq!(store.data().events.len(), 1);
         }
-    })
-    .await;
-    (cronwerk, bare)
+    };
+    measure_pair(cronwerk, bare).await
 }
 
 /// What `hello` does, as a native function: record one warning event.
@@ -222,7 +229,8 @@ fn main() {
         .unwrap();
 
     println!(
-        "Per-run overhead of `hello` ({SAMPLES} runs each after {WARMUP} warm-up, one thread)\n"
+        "Per-run overhead of `hello` ({SAMPLES} runs each after {WARMUP} warm-up, one thread; \
+         cronwerk and bare interleaved run by run)\n"
     );
     println!("| engine | what | p50 µs | p99 µs | mean µs | runs/s |");
     println!("| --- | --- | ---: | ---: | ---: | ---: |");
@@ -247,11 +255,14 @@ fn main() {
             cronwerk.mean.as_secs_f64() / bare.mean.as_secs_f64(),
         );
     }
-    let native = rt.block_on(measure(|| async {
-        let mut events = Vec::new();
-        let r = hello_native(std::hint::black_box(&mut events));
-        let _ = std::hint::black_box((r, events));
-    }));
+    let (native, _) = rt.block_on(measure_pair(
+        || async {
+            let mut events = Vec::new();
+            let r = hello_native(std::hint::black_box(&mut events));
+            let _ = std::hint::black_box((r, events));
+        },
+        || async {},
+    ));
     println!(
         "| native | plain Rust function | {} | {} | {} | {:.0} |",
         us(native.p50),
