@@ -132,7 +132,7 @@ fn demo() -> Result<()> {
         .arg(plugins.join("misbehave.wasm"))
         .args(["--property", "action=spin", "--fuel", "50_000_000"])
         .status()?;
-    println!("exit status: {status}");
+    println!("{status}");
     println!(
         "\nThe components are in {}/; try `{} exec {} --json`.",
         plugins.display(),
