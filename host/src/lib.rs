@@ -1,8 +1,12 @@
 //! cronwerk: a scheduled-task host whose task implementations are
 //! WebAssembly components.
 //!
-//! Data flows one way: [`runtime`] decides how one run happens (sandbox,
-//! limits, outcome); the CLI in [`cli`] drives it.
+//! Data flows one way: [`plugins`] turn files into ready components,
+//! [`scheduler`] decides when, [`runtime`] decides how one run happens,
+//! [`store`] records what happened. The CLI in [`cli`] drives them.
 
 pub mod cli;
+pub mod plugins;
 pub mod runtime;
+pub mod scheduler;
+pub mod store;

@@ -1,0 +1,1 @@
+//! The plugins folder (being written).
