@@ -2,8 +2,14 @@
 //! parsers and exit codes.
 
 mod args;
+mod common;
+mod events;
 mod exec;
 mod inspect;
+mod plugins;
+mod runs;
+mod serve;
+mod task;
 
 use std::process::ExitCode;
 
@@ -34,16 +40,37 @@ pub mod exit {
                   it (or it was cancelled), 3 the component could not be loaded, 64 bad usage."
 )]
 struct Cli {
+    /// Where configurations, runs and events are kept (shared by the CLI and `serve`).
+    #[arg(
+        long,
+        global = true,
+        env = "CRONWERK_DATA_DIR",
+        default_value = "cronwerk-data"
+    )]
+    data_dir: std::path::PathBuf,
     #[command(subcommand)]
     command: Command,
 }
 
+// Parsed once per process: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Load a component and show what it is: identifier, version, imports.
     Inspect(inspect::InspectArgs),
     /// Run a component once in a sandbox and show its outcome and events.
-    Exec(Box<exec::ExecArgs>),
+    Exec(exec::ExecArgs),
+    /// Run the scheduler: load the plugins folder and run due configurations.
+    Serve(serve::ServeArgs),
+    /// Manage task configurations.
+    #[command(subcommand)]
+    Task(task::TaskCommand),
+    /// Show the run history.
+    Runs(runs::RunsArgs),
+    /// Show the event log.
+    Events(events::EventsArgs),
+    /// Show the components running instances have loaded.
+    Plugins(plugins::PluginsArgs),
 }
 
 /// Entry point of the `cronwerk` binary.
@@ -80,7 +107,12 @@ pub fn main() -> ExitCode {
     let code = runtime.block_on(async {
         let result = match cli.command {
             Command::Inspect(args) => inspect::run(args).await,
-            Command::Exec(args) => exec::run(*args).await,
+            Command::Exec(args) => exec::run(args).await,
+            Command::Serve(args) => serve::run(&cli.data_dir, args).await,
+            Command::Task(command) => task::run(&cli.data_dir, command).await,
+            Command::Runs(args) => runs::run(&cli.data_dir, args).await,
+            Command::Events(args) => events::run(&cli.data_dir, args).await,
+            Command::Plugins(args) => plugins::run(&cli.data_dir, args).await,
         };
         result.unwrap_or_else(|e| {
             eprintln!("error: {e:#}");

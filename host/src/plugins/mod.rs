@@ -1,1 +1,188 @@
-//! The plugins folder (being written).
+//! The plugins folder: turns the `*.wasm` files an operator drops into a
+//! folder into ready components, one per task identifier, and keeps that
+//! mapping in step with the folder while the host runs.
+//!
+//! The folder is the source of truth and a file's identity is its content.
+//! Loading (compiling, linking, `describe`) happens beside the hot path:
+//! [`Plugins::get`] only ever reads the current mapping, and a new version
+//! replaces the old one only once it has fully loaded. A run holds its own
+//! [`Component`] clone, so runs in flight finish on the version they began
+//! with.
+
+mod entry;
+mod event;
+mod registry;
+mod scan;
+mod watcher;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::SystemTime;
+
+use anyhow::Context as _;
+
+use crate::runtime::{CacheOutcome, Component, Runtime, read_component_file};
+
+pub use entry::{PluginEntry, PluginStatus};
+pub use event::{
+    PLUGIN_CONFLICT, PLUGIN_FAILED, PLUGIN_LOADED, PLUGIN_REMOVED, PLUGIN_UPDATED, PluginEvent,
+};
+pub use watcher::WatchHandle;
+
+use registry::State;
+
+/// Receives every [`PluginEvent`], after it has been logged.
+pub type EventSink = Arc<dyn Fn(PluginEvent) + Send + Sync>;
+
+/// The registry of one plugins folder. Shared as `Arc<Plugins>`.
+pub struct Plugins {
+    runtime: Arc<Runtime>,
+    dir: PathBuf,
+    cache_dir: PathBuf,
+    on_event: EventSink,
+    /// Swapped whole after each rescan; held only to clone or replace the
+    /// `Arc`, never across an await, so `get` never waits on a compilation.
+    state: RwLock<Arc<State>>,
+    /// One rescan at a time: two concurrent ones would load the same files
+    /// twice and report each change twice.
+    rescanning: tokio::sync::Mutex<()>,
+    changes: tokio::sync::watch::Sender<u64>,
+    cache_hits: AtomicU64,
+    cache_misses: AtomicU64,
+}
+
+impl Plugins {
+    /// Scans `dir` once (creating it if missing) and loads every component;
+    /// never fails because of a bad file, only if the folder itself cannot
+    /// be created or read. Compiled code is kept in `cache_dir`.
+    pub async fn open(
+        runtime: Arc<Runtime>,
+        dir: PathBuf,
+        cache_dir: PathBuf,
+        on_event: EventSink,
+    ) -> anyhow::Result<Arc<Self>> {
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("creating the plugins folder {}", dir.display()))?;
+        let plugins = Arc::new(Plugins {
+            runtime,
+            dir,
+            cache_dir,
+            on_event,
+            state: RwLock::new(Arc::new(State::default())),
+            rescanning: tokio::sync::Mutex::new(()),
+            changes: tokio::sync::watch::Sender::new(0),
+            cache_hits: AtomicU64::new(0),
+            cache_misses: AtomicU64::new(0),
+        });
+        plugins
+            .try_rescan()
+            .await
+            .with_context(|| format!("reading the plugins folder {}", plugins.dir.display()))?;
+        Ok(plugins)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The component currently serving `identifier`.
+    pub fn get(&self, identifier: &str) -> Option<Component> {
+        self.current().get(identifier).cloned()
+    }
+
+    /// Every plugin file seen, sorted by file name, with its status.
+    pub fn entries(&self) -> Vec<PluginEntry> {
+        self.current().entries()
+    }
+
+    /// Reconciles the registry with the folder now. A folder that cannot be
+    /// read leaves the registry as it is (and logs why): an unmounted volume
+    /// should not unregister every task.
+    pub async fn rescan(&self) {
+        if let Err(e) = self.try_rescan().await {
+            tracing::warn!(
+                "cannot read the plugins folder {}: {e}; keeping the plugins loaded so far",
+                self.dir.display()
+            );
+        }
+    }
+
+    /// Starts watching the folder; each burst of changes triggers a
+    /// [`rescan`](Self::rescan). Dropping the handle stops watching.
+    pub fn watch(self: &Arc<Self>) -> anyhow::Result<WatchHandle> {
+        watcher::start(self, &self.dir)
+    }
+
+    /// A counter bumped after every rescan that changed anything (its value
+    /// means nothing else), so callers can wait for a change instead of
+    /// sleeping.
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    /// Compile-cache hits and misses since `open`.
+    pub fn cache_stats(&self) -> (u64, u64) {
+        (
+            self.cache_hits.load(Ordering::Relaxed),
+            self.cache_misses.load(Ordering::Relaxed),
+        )
+    }
+
+    fn current(&self) -> Arc<State> {
+        self.state
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    async fn try_rescan(&self) -> std::io::Result<()> {
+        let _one_at_a_time = self.rescanning.lock().await;
+        let found = scan::list(self.dir.clone()).await?;
+        let old = self.current();
+        // Sequential: compiling is CPU-bound, and loads in parallel would
+        // compete with the runs the host is there for.
+        let mut loaded = HashMap::new();
+        for f in found.iter().filter(|f| old.needs_load(f)) {
+            loaded.insert(f.path.clone(), self.load(&f.path).await);
+        }
+        let (new, events) = registry::reconcile(&old, &found, loaded, SystemTime::now());
+        let changed = !events.is_empty() || old.entries() != new.entries();
+        *self
+            .state
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(new);
+        for event in events {
+            event.log();
+            (self.on_event)(event);
+        }
+        // After the events, so whoever wakes up on the counter sees them.
+        if changed {
+            self.changes.send_modify(|n| *n += 1);
+        }
+        Ok(())
+    }
+
+    async fn load(&self, path: &Path) -> Result<Component, String> {
+        let bytes = {
+            let path = path.to_owned();
+            tokio::task::spawn_blocking(move || read_component_file(&path))
+                .await
+                .expect("file reading thread panicked")
+                .map_err(|e| e.to_string())?
+        };
+        let origin = path.display().to_string();
+        let (component, outcome) = self
+            .runtime
+            .load_bytes_cached(bytes, origin, &self.cache_dir)
+            .await
+            .map_err(|e| e.to_string())?;
+        let counter = match outcome {
+            CacheOutcome::Hit => &self.cache_hits,
+            CacheOutcome::Miss => &self.cache_misses,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        Ok(component)
+    }
+}

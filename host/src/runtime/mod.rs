@@ -3,6 +3,7 @@
 //! fuel, memory and wall-time limits. Knows nothing of schedules.
 
 mod bindings;
+mod cache;
 mod cancel;
 mod capture;
 mod component;
@@ -24,6 +25,7 @@ use tokio::sync::Semaphore;
 use wasmtime::component::{HasSelf, Linker};
 
 pub use bindings::{CONTRACT_VERSION, TASK_EXPORT};
+pub use cache::CacheOutcome;
 pub use cancel::CancelToken;
 pub use component::{Component, LoadError, TaskInfo, read_component_file, sha256_hex};
 pub use context::{RunContext, Trigger};
@@ -108,17 +110,48 @@ impl Runtime {
         component::check_header(&bytes, &origin)?;
         let sha256 = sha256_hex(&bytes);
         let size = bytes.len();
-        let engine = self.engine.engine.clone();
-        // Compilation is CPU-bound and takes milliseconds to seconds.
-        let compiled = tokio::task::spawn_blocking(move || {
-            wasmtime::component::Component::new(&engine, bytes)
-        })
-        .await
-        .expect("compilation thread panicked");
-        let compiled = compiled.map_err(|e| LoadError::Invalid {
-            origin: origin.clone(),
-            message: format!("{e:#}"),
-        })?;
+        let compiled = cache::compile(&self.engine.engine, bytes)
+            .await
+            .map_err(|message| LoadError::Invalid {
+                origin: origin.clone(),
+                message,
+            })?;
+        self.finish_load(compiled, sha256, size, origin).await
+    }
+
+    /// Like [`load_bytes`](Self::load_bytes), but takes the compiled code
+    /// from `cache_dir` when an earlier load left it there, and leaves it
+    /// there otherwise. A cache that cannot be read or written only costs a
+    /// compilation (and a warning); it never fails the load.
+    pub async fn load_bytes_cached(
+        &self,
+        bytes: Vec<u8>,
+        origin: String,
+        cache_dir: &Path,
+    ) -> Result<(Component, CacheOutcome), LoadError> {
+        component::check_header(&bytes, &origin)?;
+        let sha256 = sha256_hex(&bytes);
+        let size = bytes.len();
+        let (compiled, outcome) =
+            cache::compile_cached(&self.engine.engine, bytes, &sha256, cache_dir)
+                .await
+                .map_err(|message| LoadError::Invalid {
+                    origin: origin.clone(),
+                    message,
+                })?;
+        let component = self.finish_load(compiled, sha256, size, origin).await?;
+        Ok((component, outcome))
+    }
+
+    /// Validates, links and describes compiled code: the part of a load that
+    /// a cache hit cannot skip.
+    async fn finish_load(
+        &self,
+        compiled: wasmtime::component::Component,
+        sha256: String,
+        size: usize,
+        origin: String,
+    ) -> Result<Component, LoadError> {
         let (imports, exports) = component::interface_names(&compiled, &self.engine.engine);
         if !exports.iter().any(|e| e == TASK_EXPORT) {
             return Err(component::missing_export(&origin, &exports));

@@ -57,7 +57,7 @@ impl std::str::FromStr for DirGrant {
 
 /// Capabilities a run receives. Empty by default: no files, no network, no
 /// environment.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Grants {
     pub dirs: Vec<DirGrant>,
 }

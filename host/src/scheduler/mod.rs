@@ -1,5 +1,12 @@
 //! When runs happen: schedules (interval, cron with time zone, one-off, the
-//! RunOn + IntervalSeconds form) and the dispatcher that claims due slots.
-//! Knows nothing of wasmtime: it hands runs to the runtime.
+//! RunOn + IntervalSeconds form), the pure decision of what to do with a due
+//! slot, and the dispatcher that claims slots in the store and hands runs to
+//! an [`Executor`]. Knows nothing of wasmtime.
 
+pub mod clock;
+pub mod dispatcher;
+pub mod plan;
 pub mod schedule;
+
+pub use clock::{Clock, SystemClock};
+pub use dispatcher::{Dispatcher, DispatcherConfig, Execution, Executor};

@@ -1,1 +1,141 @@
-//! Persistence (being written).
+//! What happened and what is configured: task configurations with their
+//! scheduling state, runs, events, per-configuration state, plugin status
+//! and instances, behind one trait so backends are interchangeable (SQLite
+//! now, PostgreSQL for clusters). The trait's operations are the scheduler's
+//! consistency points: claiming a slot and finishing a run are each one
+//! atomic, conditional step in the database, never in a process's memory.
+
+#[cfg(test)]
+mod conformance;
+mod model;
+mod sqlite;
+
+pub use model::*;
+pub use sqlite::SqliteStore;
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+
+/// Failures a caller can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("no task configuration named '{0}' (see `cronwerk task list`)")]
+    TaskNotFound(String),
+    #[error(
+        "a task configuration named '{0}' already exists: pick another name or use `cronwerk task edit`"
+    )]
+    TaskExists(String),
+    #[error("no run with id '{0}'")]
+    RunNotFound(String),
+    #[error("the store failed: {0:#}")]
+    Backend(#[from] anyhow::Error),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Persistence for everything the scheduler and the CLI share.
+#[async_trait::async_trait]
+pub trait Store: Send + Sync {
+    // --- configurations -------------------------------------------------
+    /// Creates a configuration whose first fire time is `next_run_at`.
+    async fn create_task(
+        &self,
+        config: &TaskConfig,
+        next_run_at: Option<DateTime<Utc>>,
+    ) -> StoreResult<TaskRecord>;
+    /// Replaces a configuration (found by its current name); scheduling
+    /// counters stay, the next fire time is recomputed by the caller.
+    async fn update_task(
+        &self,
+        name: &str,
+        config: &TaskConfig,
+        next_run_at: Option<DateTime<Utc>>,
+    ) -> StoreResult<TaskRecord>;
+    async fn delete_task(&self, name: &str) -> StoreResult<()>;
+    async fn get_task(&self, name: &str) -> StoreResult<TaskRecord>;
+    async fn get_task_by_id(&self, id: i64) -> StoreResult<TaskRecord>;
+    async fn list_tasks(&self) -> StoreResult<Vec<TaskRecord>>;
+
+    // --- scheduling -----------------------------------------------------
+    /// Enabled configurations whose next fire time or retry time is at or
+    /// before `now`.
+    async fn due_tasks(&self, now: DateTime<Utc>) -> StoreResult<Vec<TaskRecord>>;
+    /// The earliest next fire time or retry time of any enabled configuration.
+    async fn earliest_due(&self) -> StoreResult<Option<DateTime<Utc>>>;
+    /// Claims slot `slot` of configuration `task_id` for `run` and moves its
+    /// next fire time to `next`, in one conditional step: succeeds only if
+    /// the slot is still the configuration's next fire time and nothing is
+    /// running. Exactly one claimant wins a slot.
+    async fn claim_slot(
+        &self,
+        task_id: i64,
+        slot: DateTime<Utc>,
+        next: Option<DateTime<Utc>>,
+        run: &NewRun,
+    ) -> StoreResult<Claim>;
+    /// Records slot `slot` as skipped (overlap, misfire) and moves the next
+    /// fire time to `next`, conditionally like [`claim_slot`](Self::claim_slot).
+    async fn skip_slot(
+        &self,
+        task_id: i64,
+        slot: DateTime<Utc>,
+        next: Option<DateTime<Utc>>,
+        skipped: &NewRun,
+    ) -> StoreResult<bool>;
+    /// Claims the pending retry of `task_id` (due at `retry_at`) for `run`.
+    async fn claim_retry(
+        &self,
+        task_id: i64,
+        retry_at: DateTime<Utc>,
+        run: &NewRun,
+    ) -> StoreResult<Claim>;
+    /// Starts a manual run unless one is running (then records it skipped).
+    async fn claim_manual(&self, task_id: i64, run: &NewRun) -> StoreResult<Claim>;
+
+    // --- runs -----------------------------------------------------------
+    /// Records how a run ended, its events and the state it left, clears the
+    /// configuration's running mark and updates its counters; schedules a
+    /// retry when `retry_at` is given. Only a run still `running` can finish.
+    async fn finish_run(&self, finish: &RunFinish) -> StoreResult<bool>;
+    /// Extends the leases of `run_ids` (held by a live instance) to `until`.
+    async fn renew_leases(&self, run_ids: &[String], until: DateTime<Utc>) -> StoreResult<()>;
+    /// Marks running runs whose lease expired before `now` as abandoned and
+    /// frees their configurations; returns them.
+    async fn abandon_expired(&self, now: DateTime<Utc>) -> StoreResult<Vec<RunRecord>>;
+    async fn get_run(&self, id: &str) -> StoreResult<RunRecord>;
+    async fn list_runs(&self, filter: &RunFilter) -> StoreResult<Vec<RunRecord>>;
+    /// Manual runs requested (by the CLI) and not yet picked up by an instance.
+    async fn queued_runs(&self) -> StoreResult<Vec<RunRecord>>;
+    /// Requests a manual run for an instance to pick up; returns its id.
+    async fn queue_manual_run(&self, task_id: i64, requested_by: &str) -> StoreResult<String>;
+    /// Moves a queued run to running (lease until `lease_until`) unless its
+    /// configuration is running already (then it is recorded skipped).
+    async fn start_queued_run(
+        &self,
+        run_id: &str,
+        instance: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> StoreResult<Claim>;
+
+    // --- events and state ------------------------------------------------
+    async fn append_events(&self, events: &[NewEvent]) -> StoreResult<()>;
+    async fn list_events(&self, filter: &EventFilter) -> StoreResult<Vec<EventRecord>>;
+    async fn load_state(&self, task_id: i64) -> StoreResult<BTreeMap<String, String>>;
+
+    // --- plugins and instances -------------------------------------------
+    /// Replaces the plugin status an instance reports.
+    async fn set_plugins(&self, instance: &str, plugins: &[PluginRow]) -> StoreResult<()>;
+    async fn list_plugins(&self) -> StoreResult<Vec<PluginRow>>;
+    async fn heartbeat(&self, instance: &InstanceRow) -> StoreResult<()>;
+    async fn list_instances(&self) -> StoreResult<Vec<InstanceRow>>;
+
+    // --- housekeeping ------------------------------------------------------
+    /// A value that changes whenever anyone (another process too) committed
+    /// a change; the dispatcher polls it to pick up CLI edits.
+    async fn change_token(&self) -> StoreResult<u64>;
+    /// Applies retention: keeps the newest `keep_runs` finished runs per
+    /// configuration and events newer than `events_since`.
+    async fn prune(&self, keep_runs: u32, events_since: DateTime<Utc>) -> StoreResult<(u64, u64)>;
+}

@@ -1,0 +1,88 @@
+//! `cronwerk events`: the event log (task log lines, stdout/stderr, host
+//! events), optionally followed live.
+
+use std::path::Path;
+use std::time::Duration;
+
+use clap::Args;
+
+use super::common;
+use super::exit;
+use crate::runtime::Level;
+use crate::store::{EventFilter, EventRecord};
+
+#[derive(Args)]
+pub struct EventsArgs {
+    /// Only events of this configuration.
+    #[arg(long)]
+    task: Option<String>,
+    /// Only events of this run.
+    #[arg(long)]
+    run: Option<String>,
+    /// Only events at this level or above (trace, debug, info, warning, error).
+    #[arg(long)]
+    level: Option<Level>,
+    /// The newest N events.
+    #[arg(long, default_value_t = 50)]
+    limit: u32,
+    /// Keep printing new events as they arrive (Ctrl-C stops).
+    #[arg(long)]
+    follow: bool,
+    /// One JSON object per line.
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn run(data_dir: &Path, a: EventsArgs) -> anyhow::Result<u8> {
+    let store = common::open_store(data_dir)?;
+    let task_id = match &a.task {
+        Some(name) => Some(store.get_task(name).await?.id),
+        None => None,
+    };
+    let mut filter = EventFilter {
+        task_id,
+        run_id: a.run.clone(),
+        min_level: a.level,
+        after_id: None,
+        limit: Some(a.limit),
+    };
+    loop {
+        let events = store.list_events(&filter).await?;
+        for e in &events {
+            print_event(e, a.json)?;
+        }
+        if let Some(last) = events.last() {
+            filter.after_id = Some(last.id);
+        }
+        if !a.follow {
+            return Ok(exit::OK);
+        }
+        filter.limit = None;
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+            _ = tokio::signal::ctrl_c() => return Ok(exit::OK),
+        }
+    }
+}
+
+fn print_event(e: &EventRecord, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(e)?);
+        return Ok(());
+    }
+    let task = e.task_name.as_deref().unwrap_or("-");
+    let code = if e.code.is_empty() {
+        String::new()
+    } else {
+        format!(" {}", e.code)
+    };
+    println!(
+        "{} {:<7} {:<20} {:<6}{code}  {}",
+        e.at.format("%Y-%m-%d %H:%M:%S%.3f"),
+        e.level.as_str(),
+        task,
+        format!("{:?}", e.source).to_lowercase(),
+        e.message
+    );
+    Ok(())
+}

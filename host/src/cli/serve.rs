@@ -1,0 +1,275 @@
+//! `cronwerk serve`: the scheduler service. Loads the plugins folder (and
+//! watches it), runs due configurations from the store, records runs and
+//! events, and stops gracefully on SIGTERM or Ctrl-C.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context as _;
+use chrono::Utc;
+use clap::Args;
+
+use super::{args, common, exit};
+use crate::plugins::{PluginEntry, PluginEvent, Plugins};
+use crate::runtime::{EngineSettings, InstanceInfo, RunRequest, Runtime};
+use crate::scheduler::{Dispatcher, DispatcherConfig, Execution, Executor, SystemClock};
+use crate::store::{InstanceRow, NewEvent, PluginRow, Store};
+
+/// An instance whose heartbeat is older than this is considered gone.
+const LIVENESS: Duration = Duration::from_secs(15);
+const HEARTBEAT: Duration = Duration::from_secs(5);
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// The plugins folder: every .wasm component in it is loaded and watched.
+    #[arg(long, default_value = "plugins", env = "CRONWERK_PLUGINS")]
+    plugins: PathBuf,
+    /// This instance's name (default: the host name).
+    #[arg(long, env = "CRONWERK_INSTANCE")]
+    name: Option<String>,
+    /// A role of this instance, e.g. edit (repeatable).
+    #[arg(long = "role")]
+    roles: Vec<String>,
+    /// Lease of a running run; a run whose instance stops renewing it for
+    /// this long is recorded abandoned.
+    #[arg(long, default_value = "30s", value_parser = args::duration)]
+    lease: Duration,
+    /// How long running tasks get to stop on shutdown.
+    #[arg(long, default_value = "10s", value_parser = args::duration)]
+    grace: Duration,
+    /// Runs that may execute at once.
+    #[arg(long, default_value_t = 128)]
+    max_concurrent_runs: u32,
+}
+
+/// Runs a task by identifier with whatever the plugins folder serves now.
+struct PluginExecutor {
+    plugins: Arc<Plugins>,
+    runtime: Arc<Runtime>,
+}
+
+#[async_trait::async_trait]
+impl Executor for PluginExecutor {
+    async fn execute(&self, implementation: &str, request: RunRequest) -> Execution {
+        // The clone taken here is what the run uses to the end, even if a
+        // new version replaces it meanwhile.
+        match self.plugins.get(implementation) {
+            None => Execution::Missing,
+            Some(component) => {
+                let report = self.runtime.run(&component, request).await;
+                Execution::Ran {
+                    report: Box::new(report),
+                    version: component.info().version.clone(),
+                }
+            }
+        }
+    }
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "cronwerk".into())
+}
+
+fn plugin_rows(instance: &str, entries: &[PluginEntry]) -> Vec<PluginRow> {
+    entries
+        .iter()
+        .map(|e| {
+            let (status, error) = match &e.status {
+                crate::plugins::PluginStatus::Ok => ("ok".to_owned(), None),
+                crate::plugins::PluginStatus::Failed { error } => {
+                    ("failed".to_owned(), Some(error.clone()))
+                }
+                crate::plugins::PluginStatus::Conflict {
+                    identifier,
+                    serving,
+                } => (
+                    "conflict".to_owned(),
+                    Some(format!(
+                        "{identifier} is already served by {}: remove or rename one of them",
+                        serving.display()
+                    )),
+                ),
+            };
+            PluginRow {
+                instance: instance.to_owned(),
+                file: e.file.display().to_string(),
+                sha256: e.sha256.clone(),
+                identifier: e.identifier.clone(),
+                version: e.version.clone(),
+                loaded_at: e.loaded_at.into(),
+                status,
+                error,
+            }
+        })
+        .collect()
+}
+
+/// Instances whose heartbeat is recent.
+pub async fn live_instances(store: &dyn Store) -> anyhow::Result<Vec<InstanceRow>> {
+    let cutoff = Utc::now() - chrono::TimeDelta::from_std(LIVENESS).expect("small");
+    Ok(store
+        .list_instances()
+        .await?
+        .into_iter()
+        .filter(|i| i.heartbeat_at >= cutoff)
+        .collect())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("installing the SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    eprintln!("cronwerk: stopping (running tasks are being cancelled)");
+}
+
+pub async fn run(data_dir: &Path, a: ServeArgs) -> anyhow::Result<u8> {
+    let store = common::open_store(data_dir)?;
+    let instance = InstanceInfo {
+        name: a.name.clone().unwrap_or_else(host_name),
+        roles: a.roles.clone(),
+    };
+    let runtime = Arc::new(Runtime::new(EngineSettings {
+        max_concurrent_runs: a.max_concurrent_runs,
+        ..Default::default()
+    })?);
+
+    // Plugin events go to the event log through a channel: the registry
+    // reports them synchronously, the store is async.
+    let (event_tx, mut event_rx) = tokio::sync::mpsc::unbounded_channel::<PluginEvent>();
+    let on_event = Arc::new(move |e: PluginEvent| {
+        let _ = event_tx.send(e);
+    });
+    let plugins = Plugins::open(
+        runtime.clone(),
+        a.plugins.clone(),
+        data_dir.join("cache"),
+        on_event,
+    )
+    .await
+    .with_context(|| format!("opening the plugins folder {}", a.plugins.display()))?;
+    let _watch = plugins
+        .watch()
+        .with_context(|| format!("watching the plugins folder {}", a.plugins.display()))?;
+
+    let event_writer = tokio::spawn({
+        let store = store.clone();
+        async move {
+            while let Some(e) = event_rx.recv().await {
+                let event = NewEvent::host(e.level, e.code, e.message);
+                if let Err(err) = store.append_events(&[event]).await {
+                    tracing::error!("recording a plugin event failed: {err}");
+                }
+            }
+        }
+    });
+    let plugin_reporter = tokio::spawn({
+        let store = store.clone();
+        let plugins = plugins.clone();
+        let name = instance.name.clone();
+        let mut changes = plugins.changes();
+        async move {
+            loop {
+                let rows = plugin_rows(&name, &plugins.entries());
+                if let Err(e) = store.set_plugins(&name, &rows).await {
+                    tracing::error!("recording plugin status failed: {e}");
+                }
+                if changes.changed().await.is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    let started_at = Utc::now();
+    let heartbeat = tokio::spawn({
+        let store = store.clone();
+        let row = InstanceRow {
+            name: instance.name.clone(),
+            pid: std::process::id(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            roles: instance.roles.clone(),
+            started_at,
+            heartbeat_at: started_at,
+        };
+        async move {
+            loop {
+                let row = InstanceRow {
+                    heartbeat_at: Utc::now(),
+                    ..row.clone()
+                };
+                if let Err(e) = store.heartbeat(&row).await {
+                    tracing::error!("instance heartbeat failed: {e}");
+                }
+                tokio::time::sleep(HEARTBEAT).await;
+            }
+        }
+    });
+
+    let entries = plugins.entries();
+    let loaded = entries.iter().filter(|e| e.serving).count();
+    let failed = entries.len() - loaded;
+    let tasks = store.list_tasks().await?.len();
+    store
+        .append_events(&[NewEvent::host(
+            crate::runtime::Level::Info,
+            "INSTANCE_STARTED",
+            format!(
+                "instance {} started: {tasks} configuration(s), {loaded} component(s) serving, {failed} not",
+                instance.name
+            ),
+        )])
+        .await?;
+    eprintln!(
+        "cronwerk: instance {} serving {} from {} ({loaded} component(s) loaded{}), {tasks} configuration(s)",
+        instance.name,
+        data_dir.display(),
+        a.plugins.display(),
+        if failed > 0 {
+            format!(", {failed} not: see `cronwerk plugins`")
+        } else {
+            String::new()
+        }
+    );
+
+    let dispatcher = Dispatcher::new(
+        store.clone(),
+        Arc::new(PluginExecutor {
+            plugins: plugins.clone(),
+            runtime,
+        }),
+        Arc::new(SystemClock),
+        DispatcherConfig {
+            instance: instance.clone(),
+            lease: a.lease,
+            grace: a.grace,
+            ..Default::default()
+        },
+    );
+    dispatcher.run(shutdown_signal()).await;
+
+    heartbeat.abort();
+    plugin_reporter.abort();
+    event_writer.abort();
+    store.set_plugins(&instance.name, &[]).await?;
+    store
+        .append_events(&[NewEvent::host(
+            crate::runtime::Level::Info,
+            "INSTANCE_STOPPED",
+            format!("instance {} stopped", instance.name),
+        )])
+        .await?;
+    eprintln!(
+        "cronwerk: stopped at {}",
+        humantime::format_rfc3339_seconds(SystemTime::now())
+    );
+    Ok(exit::OK)
+}

@@ -1,0 +1,408 @@
+//! `cronwerk task add|list|show|run|enable|disable|edit|rm`: managing task
+//! configurations. Changes go to the store; a running `serve` on the same
+//! data directory picks them up within a second.
+
+use std::path::Path;
+use std::time::Duration;
+
+use chrono::Utc;
+use clap::{Args, Subcommand};
+use serde::Serialize;
+
+use super::common::{self, ConfigArgs, ScheduleArgs, print_table, short, time};
+use super::exit;
+use crate::store::{RunFilter, RunRecord, RunState, Store, StoreError, TaskConfig, TaskRecord};
+
+#[derive(Subcommand)]
+pub enum TaskCommand {
+    /// Create a configuration.
+    Add(AddArgs),
+    /// List configurations with their last and next runs.
+    List(ListArgs),
+    /// Show one configuration, its next fire times and last runs.
+    Show(ShowArgs),
+    /// Run a configuration now (also when disabled).
+    Run(RunArgs),
+    /// Enable a configuration (its schedule restarts from now).
+    Enable(NameArgs),
+    /// Disable a configuration (manual runs still work).
+    Disable(NameArgs),
+    /// Change a configuration.
+    Edit(EditArgs),
+    /// Delete a configuration and its state.
+    Rm(NameArgs),
+}
+
+#[derive(Args)]
+pub struct AddArgs {
+    /// The configuration's name, e.g. "Nightly cleanup".
+    name: String,
+    /// Identifier of the component that implements it, e.g. Acme.HelloScheduledTask.
+    #[arg(long)]
+    implementation: String,
+    #[command(flatten)]
+    schedule: ScheduleArgs,
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Create it disabled.
+    #[arg(long)]
+    disabled: bool,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub struct ListArgs {
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub struct ShowArgs {
+    name: String,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub struct NameArgs {
+    name: String,
+}
+
+#[derive(Args)]
+pub struct RunArgs {
+    name: String,
+    /// Return once the run is requested instead of waiting for its outcome.
+    #[arg(long)]
+    no_wait: bool,
+    /// How long to wait for the outcome.
+    #[arg(long, default_value = "5m", value_parser = super::args::duration)]
+    wait: Duration,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub struct EditArgs {
+    name: String,
+    /// New name.
+    #[arg(long)]
+    rename: Option<String>,
+    /// New implementation identifier.
+    #[arg(long)]
+    implementation: Option<String>,
+    #[command(flatten)]
+    schedule: ScheduleArgs,
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Remove a property (repeatable).
+    #[arg(long = "remove-property")]
+    remove_properties: Vec<String>,
+    /// Remove all directory grants.
+    #[arg(long)]
+    clear_grants: bool,
+    /// Remove the fuel limit.
+    #[arg(long)]
+    unlimited_fuel: bool,
+}
+
+pub async fn run(data_dir: &Path, command: TaskCommand) -> anyhow::Result<u8> {
+    let store = common::open_store(data_dir)?;
+    let result = match command {
+        TaskCommand::Add(a) => add(&*store, a).await,
+        TaskCommand::List(a) => list(&*store, a).await,
+        TaskCommand::Show(a) => show(&*store, a).await,
+        TaskCommand::Run(a) => run_now(&*store, a).await,
+        TaskCommand::Enable(a) => set_enabled(&*store, &a.name, true).await,
+        TaskCommand::Disable(a) => set_enabled(&*store, &a.name, false).await,
+        TaskCommand::Edit(a) => edit(&*store, a).await,
+        TaskCommand::Rm(a) => store
+            .delete_task(&a.name)
+            .await
+            .map(|()| {
+                println!("removed '{}'", a.name);
+                exit::OK
+            })
+            .map_err(Into::into),
+    };
+    match result {
+        Err(e) => match e.downcast_ref::<StoreError>() {
+            Some(StoreError::TaskNotFound(_) | StoreError::TaskExists(_)) => {
+                eprintln!("error: {e}");
+                Ok(exit::USAGE)
+            }
+            _ => Err(e),
+        },
+        ok => ok,
+    }
+}
+
+async fn add(store: &dyn Store, a: AddArgs) -> anyhow::Result<u8> {
+    let now = Utc::now();
+    let Some(schedule) = a.schedule.to_schedule(now)? else {
+        anyhow::bail!("say when it runs: --every, --cron, --at or --run-on");
+    };
+    let mut config = TaskConfig::new(&a.name, &a.implementation, schedule);
+    config.enabled = !a.disabled;
+    a.config.apply(&mut config)?;
+    let next = common::first_run(&config.schedule, now);
+    if next.is_none() {
+        anyhow::bail!(
+            "'{}' would never run: that time is in the past",
+            config.schedule
+        );
+    }
+    let task = store.create_task(&config, next).await?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&task)?);
+    } else {
+        println!(
+            "added '{}' ({}, {}); next run {}",
+            task.config.name,
+            task.config.implementation,
+            task.config.schedule,
+            time(task.next_run_at)
+        );
+    }
+    Ok(exit::OK)
+}
+
+fn last_result(t: &TaskRecord) -> String {
+    match (&t.last_outcome, &t.last_message) {
+        (None, _) => "-".into(),
+        (Some(o), Some(m)) if !m.is_empty() => format!("{o}: {}", short(m, 40)),
+        (Some(o), _) => o.to_string(),
+    }
+}
+
+async fn list(store: &dyn Store, a: ListArgs) -> anyhow::Result<u8> {
+    let tasks = store.list_tasks().await?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&tasks)?);
+        return Ok(exit::OK);
+    }
+    if tasks.is_empty() {
+        println!("no task configurations yet: add one with `cronwerk task add`");
+        return Ok(exit::OK);
+    }
+    let rows: Vec<Vec<String>> = tasks
+        .iter()
+        .map(|t| {
+            vec![
+                t.config.name.clone(),
+                t.config.implementation.clone(),
+                if t.config.enabled { "yes" } else { "no" }.into(),
+                t.config.schedule.to_string(),
+                time(t.last_run_at),
+                last_result(t),
+                if t.config.enabled {
+                    time(t.next_run_at)
+                } else {
+                    "-".into()
+                },
+                t.run_count.to_string(),
+                t.skipped_count.to_string(),
+                t.failed_count.to_string(),
+            ]
+        })
+        .collect();
+    print_table(
+        &[
+            "NAME",
+            "IMPLEMENTATION",
+            "ENABLED",
+            "SCHEDULE",
+            "LAST RUN",
+            "LAST RESULT",
+            "NEXT RUN",
+            "RUNS",
+            "SKIPPED",
+            "FAILED",
+        ],
+        &rows,
+    );
+    Ok(exit::OK)
+}
+
+#[derive(Serialize)]
+struct Shown<'a> {
+    #[serde(flatten)]
+    task: &'a TaskRecord,
+    upcoming: Vec<chrono::DateTime<Utc>>,
+    last_runs: &'a [RunRecord],
+}
+
+async fn show(store: &dyn Store, a: ShowArgs) -> anyhow::Result<u8> {
+    let task = store.get_task(&a.name).await?;
+    let runs = store
+        .list_runs(&RunFilter {
+            task_id: Some(task.id),
+            limit: Some(10),
+            ..Default::default()
+        })
+        .await?;
+    let from = task
+        .next_run_at
+        .map(|n| n - chrono::TimeDelta::milliseconds(1));
+    let upcoming = match (task.config.enabled, from) {
+        (true, Some(from)) => task.config.schedule.upcoming(from, 10),
+        _ => Vec::new(),
+    };
+    if a.json {
+        let shown = Shown {
+            task: &task,
+            upcoming,
+            last_runs: &runs,
+        };
+        println!("{}", serde_json::to_string_pretty(&shown)?);
+        return Ok(exit::OK);
+    }
+    let c = &task.config;
+    println!("name            {}", c.name);
+    println!("implementation  {}", c.implementation);
+    println!("enabled         {}", if c.enabled { "yes" } else { "no" });
+    println!("schedule        {}", c.schedule);
+    println!(
+        "misfire         {:?} (catch-up window {})",
+        c.misfire,
+        humantime::format_duration(c.catch_up_window)
+    );
+    println!(
+        "retries         {} (backoff {}, doubling)",
+        c.retries,
+        humantime::format_duration(c.retry_backoff)
+    );
+    println!(
+        "limits          timeout {}, memory {}, fuel {}",
+        humantime::format_duration(c.limits.timeout),
+        bytesize::ByteSize(c.limits.memory_bytes),
+        c.limits.fuel.map_or("unlimited".into(), |f| f.to_string())
+    );
+    for (k, v) in &c.properties {
+        println!("property        {k} = {v}");
+    }
+    for g in &c.grants.dirs {
+        println!(
+            "grant           {} as {}{}",
+            g.host_path.display(),
+            g.guest_path,
+            if g.read_only { " (read-only)" } else { "" }
+        );
+    }
+    println!(
+        "counters        {} runs, {} skipped, {} failed",
+        task.run_count, task.skipped_count, task.failed_count
+    );
+    if let Some(r) = &task.running_run_id {
+        println!("running         {r}");
+    }
+    if let Some(r) = task.retry_at {
+        println!(
+            "retry           attempt {} at {}",
+            task.retry_attempt,
+            time(Some(r))
+        );
+    }
+    println!("\nnext fire times:");
+    if upcoming.is_empty() {
+        println!("  none");
+    }
+    for t in &upcoming {
+        println!("  {}", time(Some(*t)));
+    }
+    println!("\nlast runs:");
+    super::runs::print_runs(&runs);
+    Ok(exit::OK)
+}
+
+async fn set_enabled(store: &dyn Store, name: &str, enabled: bool) -> anyhow::Result<u8> {
+    let task = store.get_task(name).await?;
+    let mut config = task.config.clone();
+    config.enabled = enabled;
+    // Enabling restarts the schedule from now: slots that passed while it
+    // was disabled are not runs that were missed.
+    let next = if enabled && !task.config.enabled {
+        common::first_run(&config.schedule, Utc::now())
+    } else {
+        task.next_run_at
+    };
+    store.update_task(name, &config, next).await?;
+    println!("'{name}' {}", if enabled { "enabled" } else { "disabled" });
+    Ok(exit::OK)
+}
+
+async fn edit(store: &dyn Store, a: EditArgs) -> anyhow::Result<u8> {
+    let task = store.get_task(&a.name).await?;
+    let now = Utc::now();
+    let mut config = task.config.clone();
+    let mut next = task.next_run_at;
+    if let Some(schedule) = a.schedule.to_schedule(now)? {
+        next = common::first_run(&schedule, now);
+        config.schedule = schedule;
+    }
+    if let Some(name) = &a.rename {
+        config.name = name.clone();
+    }
+    if let Some(i) = &a.implementation {
+        config.implementation = i.clone();
+    }
+    if a.clear_grants {
+        config.grants.dirs.clear();
+    }
+    if a.unlimited_fuel {
+        config.limits.fuel = None;
+    }
+    for k in &a.remove_properties {
+        config.properties.remove(k);
+    }
+    a.config.apply(&mut config)?;
+    let task = store.update_task(&a.name, &config, next).await?;
+    println!(
+        "updated '{}' ({}); next run {}",
+        task.config.name,
+        task.config.schedule,
+        time(task.next_run_at)
+    );
+    Ok(exit::OK)
+}
+
+async fn run_now(store: &dyn Store, a: RunArgs) -> anyhow::Result<u8> {
+    let task = store.get_task(&a.name).await?;
+    let id = store.queue_manual_run(task.id, "cronwerk task run").await?;
+    if a.no_wait {
+        println!("{id}");
+        return Ok(exit::OK);
+    }
+    let live = super::serve::live_instances(store).await?;
+    if live.is_empty() {
+        eprintln!(
+            "queued run {id}; no `cronwerk serve` is running on this data directory, \
+             so it will start when one does"
+        );
+        return Ok(exit::OK);
+    }
+    let deadline = tokio::time::Instant::now() + a.wait;
+    loop {
+        let run = store.get_run(&id).await?;
+        if !matches!(run.state, RunState::Queued | RunState::Running) {
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&run)?);
+            } else {
+                super::runs::print_runs(std::slice::from_ref(&run));
+            }
+            return Ok(match run.state {
+                RunState::Succeeded => exit::OK,
+                RunState::Failed => exit::TASK_FAILED,
+                _ => exit::STOPPED,
+            });
+        }
+        if tokio::time::Instant::now() >= deadline {
+            eprintln!(
+                "run {id} is still {}; see `cronwerk runs --task '{}'`",
+                run.state, a.name
+            );
+            return Ok(exit::STOPPED);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

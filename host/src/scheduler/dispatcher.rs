@@ -1,0 +1,473 @@
+//! The event-driven dispatcher: sleeps until the earliest due time (or a
+//! change), claims due slots in the store (one conditional update each, so
+//! several dispatchers on one database never run a slot twice), hands runs
+//! to the [`Executor`], keeps their leases alive, and records how they end.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+
+use super::clock::Clock;
+use super::plan::{SlotAction, plan_slot};
+use crate::runtime::{
+    CancelToken, InstanceInfo, Level, Outcome, RunContext, RunReport, RunRequest, Trigger,
+};
+use crate::store::{
+    Claim, NewEvent, NewRun, RunFinish, RunRecord, RunState, Store, StoreResult, TaskRecord,
+};
+
+/// Runs one task execution; the scheduler's only way to reach components.
+#[async_trait::async_trait]
+pub trait Executor: Send + Sync {
+    async fn execute(&self, implementation: &str, request: RunRequest) -> Execution;
+}
+
+/// What an [`Executor`] did.
+pub enum Execution {
+    /// No loaded component implements the identifier.
+    Missing,
+    /// The run happened; `version` is the component's own version.
+    Ran {
+        report: Box<RunReport>,
+        version: String,
+    },
+}
+
+/// Knobs of a dispatcher.
+#[derive(Debug, Clone)]
+pub struct DispatcherConfig {
+    pub instance: InstanceInfo,
+    /// A running run's lease; renewed every third of it. A run whose lease
+    /// expires (its instance died) is recorded abandoned.
+    pub lease: Duration,
+    /// How long cancelled runs get to stop on shutdown.
+    pub grace: Duration,
+    /// How often to look for changes made by other processes (CLI edits,
+    /// manual run requests) when nothing is due sooner.
+    pub poll: Duration,
+    /// Finished runs kept per configuration.
+    pub keep_runs: u32,
+    /// Events kept this long.
+    pub keep_events: Duration,
+}
+
+impl Default for DispatcherConfig {
+    fn default() -> Self {
+        DispatcherConfig {
+            instance: InstanceInfo {
+                name: "local".into(),
+                roles: Vec::new(),
+            },
+            lease: Duration::from_secs(30),
+            grace: Duration::from_secs(10),
+            poll: Duration::from_millis(250),
+            keep_runs: 1000,
+            keep_events: Duration::from_secs(14 * 24 * 3600),
+        }
+    }
+}
+
+/// Claims due work and runs it. Share as `Arc`.
+pub struct Dispatcher {
+    store: Arc<dyn Store>,
+    executor: Arc<dyn Executor>,
+    clock: Arc<dyn Clock>,
+    config: DispatcherConfig,
+    wake: Notify,
+    running: Mutex<HashMap<String, CancelToken>>,
+    runs: tokio::sync::Mutex<JoinSet<()>>,
+}
+
+fn to_std(d: chrono::TimeDelta) -> Duration {
+    d.to_std().unwrap_or(Duration::ZERO)
+}
+
+fn delta(d: Duration) -> chrono::TimeDelta {
+    chrono::TimeDelta::from_std(d).unwrap_or(chrono::TimeDelta::MAX)
+}
+
+impl Dispatcher {
+    pub fn new(
+        store: Arc<dyn Store>,
+        executor: Arc<dyn Executor>,
+        clock: Arc<dyn Clock>,
+        config: DispatcherConfig,
+    ) -> Arc<Self> {
+        Arc::new(Dispatcher {
+            store,
+            executor,
+            clock,
+            config,
+            wake: Notify::new(),
+            running: Mutex::new(HashMap::new()),
+            runs: tokio::sync::Mutex::new(JoinSet::new()),
+        })
+    }
+
+    /// Makes the loop look again now (a configuration changed in-process).
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Ids of the runs this dispatcher has in flight.
+    pub fn running_ids(&self) -> Vec<String> {
+        self.lock_running().keys().cloned().collect()
+    }
+
+    fn lock_running(&self) -> std::sync::MutexGuard<'_, HashMap<String, CancelToken>> {
+        self.running.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs until `shutdown` resolves; then cancels runs in flight, gives
+    /// them the grace period, and returns once every run is recorded.
+    pub async fn run(self: Arc<Self>, shutdown: impl std::future::Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        let mut last_token = None;
+        let mut next_housekeeping = self.clock.now();
+        let mut next_lease_renewal = self.clock.now();
+        loop {
+            let now = self.clock.now();
+            if now >= next_housekeeping {
+                self.housekeeping(now).await;
+                next_housekeeping = now + delta(self.config.lease / 2);
+            }
+            if now >= next_lease_renewal {
+                self.renew_leases(now).await;
+                next_lease_renewal = now + delta(self.config.lease / 3);
+            }
+            let pass = self.tick(now).await;
+            self.reap().await;
+            let poll_until = now + delta(self.config.poll);
+            let earliest = match pass {
+                Ok(()) => self.store.earliest_due().await.ok().flatten(),
+                Err(e) => {
+                    // Back off: a failing store must not turn into a busy loop.
+                    tracing::error!("dispatcher pass failed: {e}");
+                    None
+                }
+            };
+            // A time already past is work waiting on a running run (catch-up,
+            // retry); that run's end wakes us, so only poll meanwhile.
+            let wake_at = match earliest {
+                Some(e) if e > now => e.min(poll_until),
+                _ => poll_until,
+            }
+            .min(next_lease_renewal)
+            .min(next_housekeeping);
+            // Sleep until the earliest of: a due slot, a local wake-up, the
+            // next look for other processes' changes, shutdown.
+            loop {
+                let now = self.clock.now();
+                if now >= wake_at {
+                    break;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(to_std(wake_at - now)) => {}
+                    _ = self.wake.notified() => break,
+                    _ = &mut shutdown => {
+                        self.shut_down().await;
+                        return;
+                    }
+                }
+                let token = self.store.change_token().await.ok();
+                if token != last_token {
+                    last_token = token;
+                    break;
+                }
+            }
+        }
+    }
+
+    /// One pass: queued manual runs, due retries and slots.
+    pub async fn tick(self: &Arc<Self>, now: DateTime<Utc>) -> StoreResult<()> {
+        for queued in self.store.queued_runs().await? {
+            self.start_queued(queued, now).await?;
+        }
+        for task in self.store.due_tasks(now).await? {
+            if task.retry_at.is_some_and(|r| r <= now) && task.running_run_id.is_none() {
+                self.start_retry(&task, now).await?;
+                continue;
+            }
+            if let Some(action) = plan_slot(&task, now) {
+                self.act(&task, action, now).await?;
+            }
+        }
+        Ok(())
+    }
+
+    fn new_run(&self, task: &TaskRecord, trigger: Trigger, now: DateTime<Utc>) -> NewRun {
+        NewRun {
+            id: uuid::Uuid::now_v7().to_string(),
+            task_id: task.id,
+            task_name: task.config.name.clone(),
+            implementation: task.config.implementation.clone(),
+            trigger,
+            attempt: 1,
+            scheduled_for: None,
+            started_at: now,
+            lease_until: now + delta(self.config.lease),
+            instance: self.config.instance.name.clone(),
+            message: String::new(),
+        }
+    }
+
+    async fn act(
+        self: &Arc<Self>,
+        task: &TaskRecord,
+        action: SlotAction,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        match action {
+            SlotAction::Run {
+                slot,
+                next,
+                catch_up,
+            } => {
+                let mut run = self.new_run(task, Trigger::Schedule, now);
+                run.scheduled_for = Some(slot);
+                match self.store.claim_slot(task.id, slot, next, &run).await? {
+                    Claim::Claimed => self.spawn_run(task.clone(), run, next).await,
+                    Claim::AlreadyRunning { .. } if catch_up => {
+                        // Catch-up slots wait for the running one to finish.
+                    }
+                    Claim::AlreadyRunning { run_id } => {
+                        run.message =
+                            format!("skipped: the previous run {run_id} was still running");
+                        self.store.skip_slot(task.id, slot, next, &run).await?;
+                    }
+                    Claim::Lost => {}
+                }
+            }
+            SlotAction::Skip { slot, next, reason } => {
+                let mut run = self.new_run(task, Trigger::Schedule, now);
+                run.scheduled_for = Some(slot);
+                run.message = reason;
+                self.store.skip_slot(task.id, slot, next, &run).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn start_retry(
+        self: &Arc<Self>,
+        task: &TaskRecord,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        let Some(retry_at) = task.retry_at else {
+            return Ok(());
+        };
+        let mut run = self.new_run(task, Trigger::Retry, now);
+        run.attempt = task.retry_attempt;
+        if self.store.claim_retry(task.id, retry_at, &run).await? == Claim::Claimed {
+            self.spawn_run(task.clone(), run, task.next_run_at).await;
+        }
+        Ok(())
+    }
+
+    async fn start_queued(
+        self: &Arc<Self>,
+        queued: RunRecord,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        let lease_until = now + delta(self.config.lease);
+        let claim = self
+            .store
+            .start_queued_run(&queued.id, &self.config.instance.name, now, lease_until)
+            .await?;
+        if claim == Claim::Claimed {
+            let task = self.store.get_task_by_id(queued.task_id).await?;
+            let mut run = self.new_run(&task, Trigger::Manual, now);
+            run.id = queued.id;
+            let next = task.next_run_at;
+            self.spawn_run(task, run, next).await;
+        }
+        Ok(())
+    }
+
+    /// Starts a manual run now on this instance (the one that got the request).
+    pub async fn run_now(self: &Arc<Self>, task_name: &str) -> StoreResult<(String, Claim)> {
+        let task = self.store.get_task(task_name).await?;
+        let run = self.new_run(&task, Trigger::Manual, self.clock.now());
+        let claim = self.store.claim_manual(task.id, &run).await?;
+        let id = run.id.clone();
+        if claim == Claim::Claimed {
+            let next = task.next_run_at;
+            self.spawn_run(task, run, next).await;
+        }
+        Ok((id, claim))
+    }
+
+    async fn spawn_run(
+        self: &Arc<Self>,
+        task: TaskRecord,
+        run: NewRun,
+        next: Option<DateTime<Utc>>,
+    ) {
+        let cancel = CancelToken::new();
+        self.lock_running().insert(run.id.clone(), cancel.clone());
+        let this = self.clone();
+        self.runs.lock().await.spawn(async move {
+            let run_id = run.id.clone();
+            if let Err(e) = this.execute(&task, run, next, cancel).await {
+                tracing::error!(run = %run_id, "recording the run failed: {e}");
+            }
+            this.lock_running().remove(&run_id);
+            this.wake();
+        });
+    }
+
+    async fn execute(
+        &self,
+        task: &TaskRecord,
+        run: NewRun,
+        next: Option<DateTime<Utc>>,
+        cancel: CancelToken,
+    ) -> StoreResult<()> {
+        let config = &task.config;
+        let state = self.store.load_state(task.id).await?;
+        let request = RunRequest {
+            context: RunContext {
+                configuration_name: config.name.clone(),
+                run_id: run.id.clone(),
+                trigger: run.trigger,
+                scheduled_for: run.scheduled_for.map(Into::into),
+                last_run: task.last_run_at.map(Into::into),
+                next_run: next.map(Into::into),
+                run_count: task.run_count,
+                properties: config.properties.clone(),
+            },
+            payload: None,
+            limits: config.limits,
+            grants: config.grants.clone(),
+            config: Default::default(),
+            state,
+            instance: self.config.instance.clone(),
+            farm: None,
+            cancel,
+            grace: self.config.grace,
+        };
+        let execution = self.executor.execute(&config.implementation, request).await;
+        let finished_at = self.clock.now();
+        let mut finish = RunFinish {
+            run_id: run.id.clone(),
+            task_id: task.id,
+            finished_at,
+            state: RunState::Failed,
+            reason: None,
+            message: String::new(),
+            duration_us: 0,
+            fuel: 0,
+            peak_memory_bytes: 0,
+            component_sha256: None,
+            component_version: None,
+            events: Vec::new(),
+            task_state: None,
+            retry: None,
+        };
+        match execution {
+            Execution::Missing => {
+                finish.message = format!(
+                    "no component implements '{}': add one to the plugins folder",
+                    config.implementation
+                );
+                finish.events.push(NewEvent {
+                    task_id: Some(task.id),
+                    run_id: Some(run.id.clone()),
+                    ..NewEvent::host(Level::Error, "COMPONENT_MISSING", finish.message.clone())
+                });
+            }
+            Execution::Ran { report, version } => {
+                let (state, reason) = match &report.outcome {
+                    Outcome::Succeeded { .. } => (RunState::Succeeded, None),
+                    Outcome::Failed { .. } => (RunState::Failed, None),
+                    Outcome::Stopped { reason, .. } => {
+                        (RunState::Stopped, Some(reason.as_str().to_owned()))
+                    }
+                    Outcome::Cancelled { .. } => (RunState::Cancelled, None),
+                };
+                finish.state = state;
+                finish.reason = reason;
+                finish.message = report.outcome.message().to_owned();
+                finish.duration_us = report.duration.as_micros() as u64;
+                finish.fuel = report.fuel_consumed;
+                finish.peak_memory_bytes = report.peak_memory_bytes;
+                finish.component_sha256 = Some(report.component_sha256.clone());
+                finish.component_version = Some(version);
+                finish.events = report
+                    .events
+                    .iter()
+                    .map(|e| NewEvent {
+                        at: e.at.into(),
+                        level: e.level,
+                        source: e.source,
+                        code: e.code.clone(),
+                        message: e.message.clone(),
+                        task_id: Some(task.id),
+                        run_id: Some(run.id.clone()),
+                    })
+                    .collect();
+                finish.task_state = Some(report.state.clone());
+            }
+        }
+        if finish.state.is_failure() && run.attempt <= config.retries {
+            let backoff = config.retry_backoff * 2u32.saturating_pow(run.attempt - 1);
+            finish.retry = Some((finished_at + delta(backoff), run.attempt + 1));
+        }
+        self.store.finish_run(&finish).await?;
+        Ok(())
+    }
+
+    async fn renew_leases(&self, now: DateTime<Utc>) {
+        let ids = self.running_ids();
+        if ids.is_empty() {
+            return;
+        }
+        let until = now + delta(self.config.lease);
+        if let Err(e) = self.store.renew_leases(&ids, until).await {
+            tracing::error!("renewing run leases failed: {e}");
+        }
+    }
+
+    async fn housekeeping(&self, now: DateTime<Utc>) {
+        match self.store.abandon_expired(now).await {
+            Ok(runs) => {
+                for run in runs {
+                    tracing::warn!(run = %run.id, task = %run.task_name, "run abandoned: lease expired");
+                }
+            }
+            Err(e) => tracing::error!("rescuing expired runs failed: {e}"),
+        }
+        let since = now - delta(self.config.keep_events);
+        if let Err(e) = self.store.prune(self.config.keep_runs, since).await {
+            tracing::error!("applying retention failed: {e}");
+        }
+    }
+
+    /// Collects finished run tasks so the set does not grow.
+    async fn reap(&self) {
+        let mut runs = self.runs.lock().await;
+        while runs.try_join_next().is_some() {}
+    }
+
+    async fn shut_down(&self) {
+        let tokens: Vec<CancelToken> = self.lock_running().values().cloned().collect();
+        if !tokens.is_empty() {
+            tracing::info!(
+                "cancelling {} running task(s); they have {} to stop",
+                tokens.len(),
+                humantime::format_duration(self.config.grace)
+            );
+        }
+        for t in tokens {
+            t.cancel();
+        }
+        // The runtime stops a run hard once its grace period is over, so
+        // every run ends and is recorded (as cancelled if it had to stop).
+        let mut runs = self.runs.lock().await;
+        while runs.join_next().await.is_some() {}
+    }
+}

@@ -1,0 +1,403 @@
+//! Behaviour every backend must have, written against `&dyn Store` so each
+//! backend runs the same suite.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+
+use super::*;
+use crate::runtime::{EventSource, Level, Trigger};
+use crate::scheduler::schedule::Schedule;
+
+fn t(s: u32) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 21, 12, 0, 0).unwrap() + chrono::TimeDelta::seconds(s as i64)
+}
+
+fn config(name: &str) -> TaskConfig {
+    TaskConfig::new(
+        name,
+        "Acme.HelloScheduledTask",
+        Schedule::every(Duration::from_secs(10), t(0)).unwrap(),
+    )
+}
+
+fn new_run(task: &TaskRecord, id: &str, slot: Option<DateTime<Utc>>, now: DateTime<Utc>) -> NewRun {
+    NewRun {
+        id: id.into(),
+        task_id: task.id,
+        task_name: task.config.name.clone(),
+        implementation: task.config.implementation.clone(),
+        trigger: if slot.is_some() {
+            Trigger::Schedule
+        } else {
+            Trigger::Manual
+        },
+        attempt: 1,
+        scheduled_for: slot,
+        started_at: now,
+        lease_until: now + chrono::TimeDelta::seconds(30),
+        instance: "i1".into(),
+        message: String::new(),
+    }
+}
+
+fn finish(task: &TaskRecord, run_id: &str, state: RunState, now: DateTime<Utc>) -> RunFinish {
+    RunFinish {
+        run_id: run_id.into(),
+        task_id: task.id,
+        finished_at: now,
+        state,
+        reason: None,
+        message: format!("{state}"),
+        duration_us: 42,
+        fuel: 7,
+        peak_memory_bytes: 65536,
+        component_sha256: Some("abc".into()),
+        component_version: Some("1.0.0".into()),
+        events: vec![NewEvent {
+            at: now,
+            level: Level::Warning,
+            source: EventSource::Task,
+            code: "NOTIFICATION".into(),
+            message: "hello".into(),
+            task_id: Some(task.id),
+            run_id: Some(run_id.into()),
+        }],
+        task_state: Some(BTreeMap::from([("count".into(), "1".into())])),
+        retry: None,
+    }
+}
+
+pub async fn configurations_crud(store: &dyn Store) {
+    let created = store.create_task(&config("a"), Some(t(10))).await.unwrap();
+    assert_eq!(created.next_run_at, Some(t(10)));
+    assert!(matches!(
+        store.create_task(&config("a"), None).await,
+        Err(StoreError::TaskExists(_))
+    ));
+    let mut renamed = config("b");
+    renamed.properties.insert("k".into(), "v".into());
+    renamed.enabled = false;
+    let updated = store.update_task("a", &renamed, Some(t(20))).await.unwrap();
+    assert_eq!(updated.id, created.id);
+    assert_eq!(updated.config, renamed);
+    assert!(matches!(
+        store.get_task("a").await,
+        Err(StoreError::TaskNotFound(_))
+    ));
+    assert_eq!(store.list_tasks().await.unwrap().len(), 1);
+    store.delete_task("b").await.unwrap();
+    assert!(matches!(
+        store.delete_task("b").await,
+        Err(StoreError::TaskNotFound(_))
+    ));
+}
+
+pub async fn one_claim_per_slot_and_overlap_skips(store: &dyn Store) {
+    let task = store.create_task(&config("c"), Some(t(10))).await.unwrap();
+    assert_eq!(store.due_tasks(t(9)).await.unwrap().len(), 0);
+    assert_eq!(store.due_tasks(t(10)).await.unwrap().len(), 1);
+    assert_eq!(store.earliest_due().await.unwrap(), Some(t(10)));
+
+    let run1 = new_run(&task, "r1", Some(t(10)), t(10));
+    assert_eq!(
+        store
+            .claim_slot(task.id, t(10), Some(t(20)), &run1)
+            .await
+            .unwrap(),
+        Claim::Claimed
+    );
+    // A second claimant of the same slot loses.
+    let rival = new_run(&task, "r1b", Some(t(10)), t(10));
+    assert_eq!(
+        store
+            .claim_slot(task.id, t(10), Some(t(20)), &rival)
+            .await
+            .unwrap(),
+        Claim::Lost
+    );
+    // The next slot comes while r1 runs: overlap.
+    let run2 = new_run(&task, "r2", Some(t(20)), t(20));
+    assert_eq!(
+        store
+            .claim_slot(task.id, t(20), Some(t(30)), &run2)
+            .await
+            .unwrap(),
+        Claim::AlreadyRunning {
+            run_id: "r1".into()
+        }
+    );
+    assert!(
+        store
+            .skip_slot(task.id, t(20), Some(t(30)), &run2)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .skip_slot(task.id, t(20), Some(t(30)), &run2)
+            .await
+            .unwrap()
+    );
+
+    let task = store.get_task("c").await.unwrap();
+    assert_eq!((task.run_count, task.skipped_count), (1, 1));
+    assert_eq!(task.running_run_id.as_deref(), Some("r1"));
+    assert_eq!(task.next_run_at, Some(t(30)));
+    let runs = store
+        .list_runs(&RunFilter {
+            task_id: Some(task.id),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let states: Vec<_> = runs.iter().map(|r| (r.id.as_str(), r.state)).collect();
+    assert_eq!(
+        states,
+        vec![("r2", RunState::Skipped), ("r1", RunState::Running)]
+    );
+}
+
+pub async fn finishing_records_outcome_events_state_and_retry(store: &dyn Store) {
+    let task = store.create_task(&config("f"), Some(t(10))).await.unwrap();
+    let run = new_run(&task, "f1", Some(t(10)), t(10));
+    store
+        .claim_slot(task.id, t(10), Some(t(20)), &run)
+        .await
+        .unwrap();
+    let mut f = finish(&task, "f1", RunState::Failed, t(11));
+    f.retry = Some((t(15), 2));
+    assert!(store.finish_run(&f).await.unwrap());
+    assert!(!store.finish_run(&f).await.unwrap(), "a run finishes once");
+
+    let task = store.get_task("f").await.unwrap();
+    assert_eq!(task.last_outcome, Some(RunState::Failed));
+    assert_eq!(task.failed_count, 1);
+    assert_eq!(task.running_run_id, None);
+    assert_eq!((task.retry_at, task.retry_attempt), (Some(t(15)), 2));
+    assert_eq!(store.load_state(task.id).await.unwrap()["count"], "1");
+    let r = store.get_run("f1").await.unwrap();
+    assert_eq!(
+        (r.state, r.duration_us, r.fuel),
+        (RunState::Failed, Some(42), Some(7))
+    );
+    assert_eq!(r.component_version.as_deref(), Some("1.0.0"));
+
+    // The retry is due at t(15) even though the next slot is t(20).
+    assert_eq!(store.earliest_due().await.unwrap(), Some(t(15)));
+    let mut retry = new_run(&task, "f2", None, t(15));
+    retry.trigger = Trigger::Retry;
+    retry.attempt = 2;
+    assert_eq!(
+        store.claim_retry(task.id, t(15), &retry).await.unwrap(),
+        Claim::Claimed
+    );
+    assert_eq!(store.get_task("f").await.unwrap().retry_at, None);
+
+    let events = store
+        .list_events(&EventFilter {
+            run_id: Some("f1".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].task_name.as_deref(), Some("f"));
+}
+
+pub async fn expired_leases_are_abandoned(store: &dyn Store) {
+    let task = store.create_task(&config("l"), Some(t(10))).await.unwrap();
+    let run = new_run(&task, "l1", Some(t(10)), t(10));
+    store
+        .claim_slot(task.id, t(10), Some(t(20)), &run)
+        .await
+        .unwrap();
+    store.renew_leases(&["l1".into()], t(100)).await.unwrap();
+    assert!(store.abandon_expired(t(99)).await.unwrap().is_empty());
+    let abandoned = store.abandon_expired(t(101)).await.unwrap();
+    assert_eq!(abandoned.len(), 1);
+    let r = store.get_run("l1").await.unwrap();
+    assert_eq!(r.state, RunState::Abandoned);
+    assert!(r.message.contains("instance i1"), "{}", r.message);
+    let task = store.get_task("l").await.unwrap();
+    assert_eq!(task.running_run_id, None);
+    assert_eq!(task.last_outcome, Some(RunState::Abandoned));
+    // A late finish from the dead instance does not overwrite the record.
+    assert!(
+        !store
+            .finish_run(&finish(&task, "l1", RunState::Succeeded, t(102)))
+            .await
+            .unwrap()
+    );
+}
+
+pub async fn manual_runs_queue_and_never_overlap(store: &dyn Store) {
+    let mut cfg = config("m");
+    cfg.enabled = false;
+    let task = store.create_task(&cfg, None).await.unwrap();
+    let q1 = store.queue_manual_run(task.id, "test").await.unwrap();
+    let q2 = store.queue_manual_run(task.id, "test").await.unwrap();
+    assert_eq!(store.queued_runs().await.unwrap().len(), 2);
+    assert_eq!(
+        store
+            .start_queued_run(&q1, "i1", t(1), t(31))
+            .await
+            .unwrap(),
+        Claim::Claimed
+    );
+    assert_eq!(
+        store
+            .start_queued_run(&q2, "i1", t(2), t(32))
+            .await
+            .unwrap(),
+        Claim::AlreadyRunning { run_id: q1.clone() }
+    );
+    assert_eq!(
+        store
+            .start_queued_run(&q2, "i1", t(2), t(32))
+            .await
+            .unwrap(),
+        Claim::Lost
+    );
+    assert_eq!(store.get_run(&q2).await.unwrap().state, RunState::Skipped);
+    assert!(store.queued_runs().await.unwrap().is_empty());
+    let direct = new_run(&task, "m3", None, t(3));
+    assert_eq!(
+        store.claim_manual(task.id, &direct).await.unwrap(),
+        Claim::AlreadyRunning { run_id: q1 }
+    );
+    assert_eq!(store.get_task("m").await.unwrap().skipped_count, 2);
+}
+
+pub async fn events_filter_and_retention(store: &dyn Store) {
+    let task = store.create_task(&config("e"), None).await.unwrap();
+    let mut events = Vec::new();
+    for (i, level) in [Level::Info, Level::Warning, Level::Error, Level::Debug]
+        .into_iter()
+        .enumerate()
+    {
+        events.push(NewEvent {
+            at: t(i as u32),
+            level,
+            source: EventSource::Task,
+            code: format!("C{i}"),
+            message: format!("m{i}"),
+            task_id: Some(task.id),
+            run_id: None,
+        });
+    }
+    events.push(NewEvent::host(Level::Info, "HOST", "plugin loaded"));
+    store.append_events(&events).await.unwrap();
+    let warn = store
+        .list_events(&EventFilter {
+            min_level: Some(Level::Warning),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        warn.iter().map(|e| e.code.as_str()).collect::<Vec<_>>(),
+        vec!["C1", "C2"]
+    );
+    let of_task = store
+        .list_events(&EventFilter {
+            task_id: Some(task.id),
+            limit: Some(2),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        of_task.iter().map(|e| e.code.as_str()).collect::<Vec<_>>(),
+        vec!["C2", "C3"]
+    );
+    let after = store
+        .list_events(&EventFilter {
+            after_id: Some(of_task[1].id),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(after.len(), 1);
+    assert_eq!(after[0].code, "HOST");
+
+    // Retention: keep 2 finished runs, drop events before t(2).
+    let mut next = t(0);
+    for i in 0..4 {
+        let id = format!("e{i}");
+        let run = new_run(&task, &id, None, next);
+        store.claim_manual(task.id, &run).await.unwrap();
+        store
+            .finish_run(&finish(&task, &id, RunState::Succeeded, next))
+            .await
+            .unwrap();
+        next += chrono::TimeDelta::seconds(1);
+    }
+    let (runs, _events) = store.prune(2, t(2)).await.unwrap();
+    assert_eq!(runs, 2);
+    let left = store
+        .list_runs(&RunFilter {
+            task_id: Some(task.id),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        left.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+        vec!["e3", "e2"]
+    );
+}
+
+pub async fn plugins_and_instances(store: &dyn Store) {
+    let row = PluginRow {
+        instance: "i1".into(),
+        file: "plugins/hello.wasm".into(),
+        sha256: "abc".into(),
+        identifier: Some("Acme.HelloScheduledTask".into()),
+        version: Some("1.0.0".into()),
+        loaded_at: t(0),
+        status: "ok".into(),
+        error: None,
+    };
+    store
+        .set_plugins("i1", std::slice::from_ref(&row))
+        .await
+        .unwrap();
+    store
+        .set_plugins("i1", std::slice::from_ref(&row))
+        .await
+        .unwrap();
+    assert_eq!(store.list_plugins().await.unwrap(), vec![row]);
+    let inst = InstanceRow {
+        name: "i1".into(),
+        pid: 7,
+        version: "0.1.0".into(),
+        roles: vec!["edit".into()],
+        started_at: t(0),
+        heartbeat_at: t(5),
+    };
+    store.heartbeat(&inst).await.unwrap();
+    store
+        .heartbeat(&InstanceRow {
+            heartbeat_at: t(10),
+            ..inst.clone()
+        })
+        .await
+        .unwrap();
+    let listed = store.list_instances().await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].heartbeat_at, t(10));
+    assert_eq!(listed[0].roles, vec!["edit".to_string()]);
+}
+
+/// Every test above, on a fresh store each.
+pub async fn run_all(make: impl Fn() -> Box<dyn Store>) {
+    configurations_crud(&*make()).await;
+    one_claim_per_slot_and_overlap_skips(&*make()).await;
+    finishing_records_outcome_events_state_and_retry(&*make()).await;
+    expired_leases_are_abandoned(&*make()).await;
+    manual_runs_queue_and_never_overlap(&*make()).await;
+    events_filter_and_retention(&*make()).await;
+    plugins_and_instances(&*make()).await;
+}

@@ -1,0 +1,423 @@
+//! `cronwerk serve` as an operator runs it: the real binary on a real data
+//! directory and plugins folder, driven by the real CLI. Waits are for
+//! named records in the store (a run in a given state), never fixed sleeps.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use cronwerk::store::{RunFilter, RunRecord, RunState, SqliteStore, Store};
+
+struct Env {
+    _dir: tempfile::TempDir,
+    data: PathBuf,
+    plugins: PathBuf,
+}
+
+impl Env {
+    fn new(components: &[&str]) -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let plugins = dir.path().join("plugins");
+        std::fs::create_dir_all(&plugins).unwrap();
+        for c in components {
+            std::fs::copy(common::component_path(c), plugins.join(c)).unwrap();
+        }
+        Env {
+            _dir: dir,
+            data,
+            plugins,
+        }
+    }
+
+    fn cli(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_cronwerk"))
+            .arg("--data-dir")
+            .arg(&self.data)
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Starts `serve` and returns once it says it is serving.
+    fn serve(&self) -> Serve {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_cronwerk"))
+            .arg("--data-dir")
+            .arg(&self.data)
+            .args([
+                "serve",
+                "--lease",
+                "1s",
+                "--grace",
+                "2s",
+                "--name",
+                "test-instance",
+            ])
+            .arg("--plugins")
+            .arg(&self.plugins)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let _ = tx.send(line);
+            }
+        });
+        loop {
+            let line = rx
+                .recv_timeout(Duration::from_secs(30))
+                .expect("serve did not report that it is serving");
+            if line.contains("serving") {
+                break;
+            }
+        }
+        Serve { child, lines: rx }
+    }
+
+    fn store(&self) -> SqliteStore {
+        SqliteStore::open(&self.data).unwrap()
+    }
+
+    fn runs(&self, task: &str) -> Vec<RunRecord> {
+        let store = self.store();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let id = store.get_task(task).await.unwrap().id;
+            let mut runs = store
+                .list_runs(&RunFilter {
+                    task_id: Some(id),
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            runs.reverse();
+            runs
+        })
+    }
+
+    /// Polls the store until `done` holds for the task's runs (oldest first).
+    fn wait_runs(
+        &self,
+        task: &str,
+        what: &str,
+        done: impl Fn(&[RunRecord]) -> bool,
+    ) -> Vec<RunRecord> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let runs = self.runs(task);
+            if done(&runs) {
+                return runs;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; runs: {:#?}",
+                runs.iter()
+                    .map(|r| (r.state, &r.message))
+                    .collect::<Vec<_>>()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+struct Serve {
+    child: Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Serve {
+    fn signal(&self, sig: &str) {
+        let status = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// SIGTERM, then the exit code and what it printed.
+    fn stop(mut self) -> (Option<i32>, Vec<String>) {
+        self.signal("-TERM");
+        let status = self.child.wait().unwrap();
+        (status.code(), self.lines.try_iter().collect())
+    }
+
+    fn kill_9(mut self) {
+        self.signal("-KILL");
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn count(runs: &[RunRecord], state: RunState) -> usize {
+    runs.iter().filter(|r| r.state == state).count()
+}
+
+fn sha256_of(path: &Path) -> String {
+    cronwerk::runtime::sha256_hex(&std::fs::read(path).unwrap())
+}
+
+#[test]
+fn hello_runs_on_schedule_and_the_history_shows_it() {
+    let env = Env::new(&["hello.wasm"]);
+    env.ok(&[
+        "task",
+        "add",
+        "hello",
+        "--implementation",
+        "Acme.HelloScheduledTask",
+        "--every",
+        "1s",
+    ]);
+    let serve = env.serve();
+    let runs = env.wait_runs("hello", "3 successful runs", |r| {
+        count(r, RunState::Succeeded) >= 3
+    });
+    let ok: Vec<&RunRecord> = runs
+        .iter()
+        .filter(|r| r.state == RunState::Succeeded)
+        .collect();
+    for pair in ok.windows(2) {
+        let gap = pair[1].scheduled_for.unwrap() - pair[0].scheduled_for.unwrap();
+        assert_eq!(
+            gap,
+            chrono::TimeDelta::seconds(1),
+            "slots are one interval apart"
+        );
+    }
+    let hello_sha = sha256_of(&env.plugins.join("hello.wasm"));
+    for r in &ok {
+        assert_eq!(r.component_sha256.as_deref(), Some(hello_sha.as_str()));
+        assert_eq!(r.component_version.as_deref(), Some("1.0.0"));
+        assert_eq!(r.instance.as_deref(), Some("test-instance"));
+        assert!(r.fuel.unwrap() > 0 && r.peak_memory_bytes.unwrap() > 0);
+    }
+
+    let list = env.ok(&["task", "list"]);
+    assert!(
+        list.contains("hello  Acme.HelloScheduledTask  yes      every 1s"),
+        "{list}"
+    );
+    let events = env.ok(&[
+        "events", "--task", "hello", "--level", "warning", "--limit", "1",
+    ]);
+    assert!(
+        events.contains("NOTIFICATION  Hello from my scheduled task!"),
+        "{events}"
+    );
+    let show = env.ok(&["task", "show", "hello"]);
+    assert!(show.contains("next fire times:"), "{show}");
+    let plugins = env.ok(&["plugins"]);
+    assert!(
+        plugins.contains("Acme.HelloScheduledTask  1.0.0"),
+        "{plugins}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&env.ok(&["runs", "--task", "hello", "--json"])).unwrap();
+    assert!(json.as_array().unwrap().len() >= 3);
+    let (code, _) = serve.stop();
+    assert_eq!(code, Some(0));
+}
+
+#[test]
+fn cli_changes_reach_a_running_serve() {
+    let env = Env::new(&["hello.wasm", "misbehave.wasm"]);
+    env.ok(&[
+        "task",
+        "add",
+        "later",
+        "--implementation",
+        "Acme.HelloScheduledTask",
+        "--every",
+        "1h",
+    ]);
+    let _serve = env.serve();
+    // Edited to every second while serve runs: it starts running.
+    env.ok(&["task", "edit", "later", "--every", "1s"]);
+    env.wait_runs("later", "a run after the edit", |r| {
+        count(r, RunState::Succeeded) >= 1
+    });
+
+    // A configuration added while serve runs, with state carried between runs.
+    env.ok(&[
+        "task",
+        "add",
+        "counter",
+        "--implementation",
+        "Cronwerk.Test.Misbehave",
+        "--every",
+        "1s",
+        "-p",
+        "action=state",
+    ]);
+    let runs = env.wait_runs("counter", "3 runs", |r| count(r, RunState::Succeeded) >= 3);
+    let messages: Vec<&str> = runs
+        .iter()
+        .filter(|r| r.state == RunState::Succeeded)
+        .map(|r| r.message.as_str())
+        .collect();
+    assert_eq!(&messages[..3], &["count=1", "count=2", "count=3"]);
+
+    // A manual run of a disabled configuration, through the CLI, waits for
+    // and prints the outcome.
+    env.ok(&["task", "disable", "counter"]);
+    let out = env.ok(&["task", "run", "counter"]);
+    assert!(out.contains("manual") && out.contains("succeeded"), "{out}");
+}
+
+#[test]
+fn a_run_that_is_still_going_makes_the_next_slot_skip() {
+    let env = Env::new(&["misbehave.wasm"]);
+    env.ok(&[
+        "task",
+        "add",
+        "slow",
+        "--implementation",
+        "Cronwerk.Test.Misbehave",
+        "--every",
+        "1s",
+        "-p",
+        "action=sleep",
+        "-p",
+        "ms=2500",
+    ]);
+    let _serve = env.serve();
+    let runs = env.wait_runs("slow", "a skipped slot and a finished run", |r| {
+        count(r, RunState::Skipped) >= 1 && count(r, RunState::Succeeded) >= 1
+    });
+    let skipped = runs.iter().find(|r| r.state == RunState::Skipped).unwrap();
+    assert!(
+        skipped.message.contains("was still running"),
+        "{}",
+        skipped.message
+    );
+    let task = env.ok(&["task", "list", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&task).unwrap();
+    assert!(v[0]["skipped_count"].as_u64().unwrap() >= 1);
+}
+
+#[test]
+fn a_configuration_without_a_component_fails_clearly_and_the_host_goes_on() {
+    let env = Env::new(&["hello.wasm"]);
+    env.ok(&[
+        "task",
+        "add",
+        "ghost",
+        "--implementation",
+        "Acme.Nope",
+        "--every",
+        "1s",
+    ]);
+    env.ok(&[
+        "task",
+        "add",
+        "hello",
+        "--implementation",
+        "Acme.HelloScheduledTask",
+        "--every",
+        "1s",
+    ]);
+    let _serve = env.serve();
+    let runs = env.wait_runs("ghost", "a failed run", |r| count(r, RunState::Failed) >= 1);
+    assert!(
+        runs[0]
+            .message
+            .starts_with("no component implements 'Acme.Nope'"),
+        "{}",
+        runs[0].message
+    );
+    env.wait_runs("hello", "hello still running", |r| {
+        count(r, RunState::Succeeded) >= 1
+    });
+}
+
+#[test]
+fn kill_9_mid_run_leaves_an_abandoned_run_and_the_schedule_goes_on() {
+    let env = Env::new(&["misbehave.wasm"]);
+    env.ok(&[
+        "task",
+        "add",
+        "long",
+        "--implementation",
+        "Cronwerk.Test.Misbehave",
+        "--every",
+        "1s",
+        "-p",
+        "action=sleep",
+        "-p",
+        "ms=60000",
+    ]);
+    let serve = env.serve();
+    let runs = env.wait_runs("long", "a running run", |r| {
+        count(r, RunState::Running) == 1
+    });
+    let victim = runs
+        .iter()
+        .find(|r| r.state == RunState::Running)
+        .unwrap()
+        .id
+        .clone();
+    serve.kill_9();
+
+    let serve = env.serve();
+    let runs = env.wait_runs(
+        "long",
+        "the killed run abandoned and a new one running",
+        |r| {
+            r.iter()
+                .any(|x| x.id == victim && x.state == RunState::Abandoned)
+                && r.iter()
+                    .any(|x| x.id != victim && x.state == RunState::Running)
+        },
+    );
+    let abandoned = runs.iter().find(|r| r.id == victim).unwrap();
+    assert!(
+        abandoned.message.contains("stopped renewing"),
+        "{}",
+        abandoned.message
+    );
+
+    // Graceful shutdown: the running task is cancelled, sees the flag, and
+    // its run is recorded cancelled; nothing stays running.
+    let (code, _) = serve.stop();
+    assert_eq!(code, Some(0));
+    let runs = env.runs("long");
+    assert_eq!(count(&runs, RunState::Running), 0, "{runs:#?}");
+    let cancelled = runs
+        .iter()
+        .find(|r| r.state == RunState::Cancelled)
+        .expect("a cancelled run");
+    assert!(
+        cancelled.message.starts_with("cancelled after"),
+        "{}",
+        cancelled.message
+    );
+}
