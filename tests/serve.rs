@@ -421,3 +421,86 @@ fn kill_9_mid_run_leaves_an_abandoned_run_and_the_schedule_goes_on() {
         cancelled.message
     );
 }
+
+#[test]
+fn a_new_version_serves_the_next_run_while_a_running_one_finishes_on_the_old() {
+    let env = Env::new(&["misbehave.wasm"]);
+    let file = env.plugins.join("misbehave.wasm");
+    let v1 = sha256_of(&file);
+    env.ok(&[
+        "task",
+        "add",
+        "tick",
+        "--implementation",
+        "Cronwerk.Test.Misbehave",
+        "--every",
+        "1s",
+        "-p",
+        "action=ok",
+    ]);
+    env.ok(&[
+        "task",
+        "add",
+        "long",
+        "--implementation",
+        "Cronwerk.Test.Misbehave",
+        "--every",
+        "24h",
+        "-p",
+        "action=sleep",
+        "-p",
+        "ms=3000",
+    ]);
+    let _serve = env.serve();
+    env.wait_runs("tick", "a run on v1", |r| {
+        r.iter()
+            .any(|x| x.component_sha256.as_deref() == Some(v1.as_str()))
+    });
+    let long_id = env
+        .ok(&["task", "run", "long", "--no-wait"])
+        .trim()
+        .to_owned();
+    env.wait_runs("long", "the long run running", |r| {
+        r.iter()
+            .any(|x| x.id == long_id && x.state == RunState::Running)
+    });
+
+    // Write-then-rename, as a deployment would.
+    let v2_bytes = common::with_custom_section(&std::fs::read(&file).unwrap(), "release", b"v2");
+    let v2 = cronwerk::runtime::sha256_hex(&v2_bytes);
+    let tmp = env.plugins.join("misbehave.wasm.partial");
+    std::fs::write(&tmp, &v2_bytes).unwrap();
+    std::fs::rename(&tmp, &file).unwrap();
+
+    env.wait_runs("tick", "a run on v2", |r| {
+        r.iter()
+            .any(|x| x.component_sha256.as_deref() == Some(v2.as_str()))
+    });
+    let runs = env.wait_runs("long", "the long run finished", |r| {
+        r.iter()
+            .any(|x| x.id == long_id && x.state == RunState::Succeeded)
+    });
+    let long = runs.iter().find(|r| r.id == long_id).unwrap();
+    assert_eq!(
+        long.component_sha256.as_deref(),
+        Some(v1.as_str()),
+        "finished on the old version"
+    );
+
+    // Removing the file: the next runs fail, saying so.
+    std::fs::remove_file(&file).unwrap();
+    let runs = env.wait_runs("tick", "a run failing for want of a component", |r| {
+        r.last().is_some_and(|x| x.state == RunState::Failed)
+    });
+    assert!(
+        runs.last()
+            .unwrap()
+            .message
+            .starts_with("no component implements 'Cronwerk.Test.Misbehave'"),
+        "{}",
+        runs.last().unwrap().message
+    );
+    let events = env.ok(&["events", "--level", "info", "--limit", "200"]);
+    assert!(events.contains("PLUGIN_UPDATED"), "{events}");
+    assert!(events.contains("PLUGIN_REMOVED"), "{events}");
+}

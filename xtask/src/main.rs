@@ -20,8 +20,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Build the example tasks and run them through cronwerk.
-    Demo,
+    /// Build the example tasks, schedule hello every 10 s and serve it.
+    Demo {
+        /// Stop after this long (e.g. 35s) and print the overview; default: until Ctrl-C.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        duration: Option<std::time::Duration>,
+    },
     /// Run the whole test suite, with every set-up step it needs.
     Test {
         /// Skip rustfmt and clippy.
@@ -48,7 +52,7 @@ fn main() -> Result<()> {
         Cmd::BuildExamples { out } => {
             examples::build(&out)?;
         }
-        Cmd::Demo => demo()?,
+        Cmd::Demo { duration } => demo(duration)?,
         Cmd::Test {
             no_lint,
             cargo_args,
@@ -103,42 +107,83 @@ fn components_dir() -> Result<PathBuf> {
     Ok(target_dir()?.join("cronwerk-components"))
 }
 
-fn demo() -> Result<()> {
+const DEMO_TASK: &str = "Hello every 10s";
+
+fn demo(duration: Option<std::time::Duration>) -> Result<()> {
     let plugins = PathBuf::from("plugins");
+    let data = PathBuf::from("cronwerk-data");
     examples::build(&plugins)?;
     run(Command::new(cargo()).args(["build", "--release", "--quiet", "-p", "cronwerk"]))?;
-    let cronwerk = target_dir()?.join("release/cronwerk");
-    let hello = plugins.join("hello.wasm");
-    println!("\n== cronwerk inspect {}", hello.display());
-    run(Command::new(&cronwerk).arg("inspect").arg(&hello))?;
-    println!(
-        "\n== cronwerk exec {} --property greeting=Hi",
-        hello.display()
-    );
-    run(Command::new(&cronwerk).arg("exec").arg(&hello).args([
-        "--property",
-        "greeting=Hi",
-        "--timeout",
-        "2s",
-        "--memory",
-        "64MiB",
-    ]))?;
-    let wat = plugins.join("wat-hello.wasm");
-    println!("\n== cronwerk exec {}", wat.display());
-    run(Command::new(&cronwerk).arg("exec").arg(&wat))?;
-    println!("\n== a runaway task, stopped by its fuel limit (exit code 2 is expected)");
-    let status = Command::new(&cronwerk)
-        .arg("exec")
-        .arg(plugins.join("misbehave.wasm"))
-        .args(["--property", "action=spin", "--fuel", "50_000_000"])
-        .status()?;
-    println!("{status}");
-    println!(
-        "\nThe components are in {}/; try `{} exec {} --json`.",
-        plugins.display(),
-        cronwerk.display(),
-        hello.display()
-    );
+    let bin = target_dir()?.join("release/cronwerk");
+    let cronwerk = |args: &[&str]| -> Result<std::process::ExitStatus> {
+        Ok(Command::new(&bin)
+            .arg("--data-dir")
+            .arg(&data)
+            .args(args)
+            .status()?)
+    };
+
+    println!("\n== the example components");
+    for file in ["hello.wasm", "wat-hello.wasm", "misbehave.wasm"] {
+        run(Command::new(&bin)
+            .arg("inspect")
+            .arg(plugins.join(file))
+            .arg("--json")
+            .stdout(std::process::Stdio::null()))?;
+        println!("  plugins/{file}: ok");
+    }
+    // The demo configuration, created once; a second demo reuses the data.
+    let exists = Command::new(&bin)
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["task", "show", DEMO_TASK])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()?
+        .success();
+    if !exists {
+        cronwerk(&[
+            "task",
+            "add",
+            DEMO_TASK,
+            "--implementation",
+            "Acme.HelloScheduledTask",
+            "--every",
+            "10s",
+            "--timeout",
+            "2s",
+            "--memory",
+            "64MiB",
+        ])?;
+    }
+    println!("\n== cronwerk serve (Ctrl-C stops it; the history is printed every 10 s)");
+    let mut serve = Command::new(&bin)
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["serve", "--plugins"])
+        .arg(&plugins)
+        .spawn()
+        .context("starting cronwerk serve")?;
+    let started = std::time::Instant::now();
+    loop {
+        std::thread::sleep(std::time::Duration::from_secs(10));
+        if let Some(status) = serve.try_wait()? {
+            println!("cronwerk serve ended: {status}");
+            return Ok(());
+        }
+        println!("\n$ cronwerk runs --task '{DEMO_TASK}' --limit 5");
+        cronwerk(&["runs", "--task", DEMO_TASK, "--limit", "5"])?;
+        if duration.is_some_and(|d| started.elapsed() >= d) {
+            break;
+        }
+    }
+    // A bounded demo ends the way an operator would: SIGTERM, then the overview.
+    run(Command::new("kill").args(["-TERM", &serve.id().to_string()]))?;
+    serve.wait()?;
+    println!("\n$ cronwerk task list");
+    cronwerk(&["task", "list"])?;
+    println!("\n$ cronwerk events --task '{DEMO_TASK}' --limit 4");
+    cronwerk(&["events", "--task", DEMO_TASK, "--limit", "4"])?;
     Ok(())
 }
 

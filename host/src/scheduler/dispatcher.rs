@@ -447,6 +447,12 @@ impl Dispatcher {
         }
     }
 
+    /// Waits until every run this dispatcher started has been recorded.
+    pub async fn wait_idle(&self) {
+        let mut runs = self.runs.lock().await;
+        while runs.join_next().await.is_some() {}
+    }
+
     /// Collects finished run tasks so the set does not grow.
     async fn reap(&self) {
         let mut runs = self.runs.lock().await;

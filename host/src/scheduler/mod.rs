@@ -5,6 +5,8 @@
 
 pub mod clock;
 pub mod dispatcher;
+#[cfg(test)]
+mod dispatcher_tests;
 pub mod plan;
 pub mod schedule;
 

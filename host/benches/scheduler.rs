@@ -1,0 +1,948 @@
+//! The scheduler service, measured with the real pieces: `SqliteStore` on a
+//! temporary file, `Runtime`, `Plugins`, `Dispatcher` with `SystemClock`,
+//! and an executor that runs `example-tasks/hello` the way `cronwerk serve`
+//! does. Run with `cargo xtask bench` (it builds the components and sets
+//! CRONWERK_BENCH_COMPONENTS); CRONWERK_BENCH_QUICK=1 shortens the lateness
+//! run from 60 s to 10 s. Prints markdown tables.
+//!
+//! 1. End-to-end throughput: N one-off configurations of
+//!    `Acme.HelloScheduledTask` due at the same instant; wall time from that
+//!    instant until every run is recorded succeeded. The store is wrapped in
+//!    a pass-through that times each call, to show where the time goes.
+//! 2. Lateness: 1,000 configurations `every 1s`; lateness of each slot from
+//!    its run record (started_at − scheduled_for) and, for comparison, from
+//!    the moment the executor was actually called.
+//! 3. Hot reload: a new version of hello renamed into a watched plugins
+//!    folder, until `Plugins::get` serves its sha256.
+//! 4. Restart: `Plugins::open` over 100 components, cold (compiles) and warm
+//!    (compile cache).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use chrono::{DateTime, TimeDelta, Utc};
+use cronwerk::plugins::{EventSink, Plugins};
+use cronwerk::runtime::{
+    EngineSettings, EventSource, Level, RunRequest, Runtime, Trigger, sha256_hex,
+};
+use cronwerk::scheduler::schedule::Schedule;
+use cronwerk::scheduler::{Dispatcher, DispatcherConfig, Execution, Executor, SystemClock};
+use cronwerk::store::{
+    Claim, EventFilter, EventRecord, InstanceRow, NewEvent, NewRun, PluginRow, RunFilter,
+    RunFinish, RunRecord, RunState, SqliteStore, Store, StoreResult, TaskConfig, TaskRecord,
+};
+
+const HELLO: &str = "Acme.HelloScheduledTask";
+/// Configurations due at once in the throughput run.
+const THROUGHPUT_TASKS: usize = 20_000;
+/// Configurations `every 1s` in the lateness run.
+const LATENESS_TASKS: usize = 1_000;
+const RELOADS: usize = 20;
+const RESTART_COMPONENTS: usize = 100;
+/// Sequential runs for the isolated per-run costs.
+const ISOLATED_RUNS: usize = 2_000;
+
+// ---------------------------------------------------------------------------
+// Instrumentation: a pass-through store and executor that time every call.
+// ---------------------------------------------------------------------------
+
+/// Call counts and summed wall time per operation. Concurrent calls
+/// overlap, so sums can exceed the elapsed time; they include waiting for
+/// the store's connection mutex.
+#[derive(Default)]
+struct Timing(Mutex<BTreeMap<&'static str, (u64, Duration)>>);
+
+impl Timing {
+    fn record(&self, what: &'static str, took: Duration) {
+        let mut map = self.0.lock().unwrap();
+        let entry = map.entry(what).or_default();
+        entry.0 += 1;
+        entry.1 += took;
+    }
+
+    fn snapshot(&self) -> BTreeMap<&'static str, (u64, Duration)> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+struct TimedStore {
+    inner: Arc<SqliteStore>,
+    timing: Arc<Timing>,
+}
+
+impl TimedStore {
+    async fn time<T>(&self, what: &'static str, f: impl std::future::Future<Output = T>) -> T {
+        let start = Instant::now();
+        let result = f.await;
+        self.timing.record(what, start.elapsed());
+        result
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for TimedStore {
+    async fn create_task(
+        &self,
+        config: &TaskConfig,
+        next_run_at: Option<DateTime<Utc>>,
+    ) -> StoreResult<TaskRecord> {
+        self.time("create_task", self.inner.create_task(config, next_run_at))
+            .await
+    }
+    async fn update_task(
+        &self,
+        name: &str,
+        config: &TaskConfig,
+        next_run_at: Option<DateTime<Utc>>,
+    ) -> StoreResult<TaskRecord> {
+        self.time(
+            "update_task",
+            self.inner.update_task(name, config, next_run_at),
+        )
+        .await
+    }
+    async fn delete_task(&self, name: &str) -> StoreResult<()> {
+        self.time("delete_task", self.inner.delete_task(name)).await
+    }
+    async fn get_task(&self, name: &str) -> StoreResult<TaskRecord> {
+        self.time("get_task", self.inner.get_task(name)).await
+    }
+    async fn get_task_by_id(&self, id: i64) -> StoreResult<TaskRecord> {
+        self.time("get_task_by_id", self.inner.get_task_by_id(id))
+            .await
+    }
+    async fn list_tasks(&self) -> StoreResult<Vec<TaskRecord>> {
+        self.time("list_tasks", self.inner.list_tasks()).await
+    }
+    async fn due_tasks(&self, now: DateTime<Utc>) -> StoreResult<Vec<TaskRecord>> {
+        self.time("due_tasks", self.inner.due_tasks(now)).await
+    }
+    async fn earliest_due(&self) -> StoreResult<Option<DateTime<Utc>>> {
+        self.time("earliest_due", self.inner.earliest_due()).await
+    }
+    async fn claim_slot(
+        &self,
+        task_id: i64,
+        slot: DateTime<Utc>,
+        next: Option<DateTime<Utc>>,
+        run: &NewRun,
+    ) -> StoreResult<Claim> {
+        self.time(
+            "claim_slot",
+            self.inner.claim_slot(task_id, slot, next, run),
+        )
+        .await
+    }
+    async fn skip_slot(
+        &self,
+        task_id: i64,
+        slot: DateTime<Utc>,
+        next: Option<DateTime<Utc>>,
+        skipped: &NewRun,
+    ) -> StoreResult<bool> {
+        self.time(
+            "skip_slot",
+            self.inner.skip_slot(task_id, slot, next, skipped),
+        )
+        .await
+    }
+    async fn claim_retry(
+        &self,
+        task_id: i64,
+        retry_at: DateTime<Utc>,
+        run: &NewRun,
+    ) -> StoreResult<Claim> {
+        self.time(
+            "claim_retry",
+            self.inner.claim_retry(task_id, retry_at, run),
+        )
+        .await
+    }
+    async fn claim_manual(&self, task_id: i64, run: &NewRun) -> StoreResult<Claim> {
+        self.time("claim_manual", self.inner.claim_manual(task_id, run))
+            .await
+    }
+    async fn finish_run(&self, finish: &RunFinish) -> StoreResult<bool> {
+        self.time("finish_run", self.inner.finish_run(finish)).await
+    }
+    async fn renew_leases(&self, run_ids: &[String], until: DateTime<Utc>) -> StoreResult<()> {
+        self.time("renew_leases", self.inner.renew_leases(run_ids, until))
+            .await
+    }
+    async fn abandon_expired(&self, now: DateTime<Utc>) -> StoreResult<Vec<RunRecord>> {
+        self.time("abandon_expired", self.inner.abandon_expired(now))
+            .await
+    }
+    async fn get_run(&self, id: &str) -> StoreResult<RunRecord> {
+        self.time("get_run", self.inner.get_run(id)).await
+    }
+    async fn list_runs(&self, filter: &RunFilter) -> StoreResult<Vec<RunRecord>> {
+        self.time("list_runs", self.inner.list_runs(filter)).await
+    }
+    async fn queued_runs(&self) -> StoreResult<Vec<RunRecord>> {
+        self.time("queued_runs", self.inner.queued_runs()).await
+    }
+    async fn queue_manual_run(&self, task_id: i64, requested_by: &str) -> StoreResult<String> {
+        self.time(
+            "queue_manual_run",
+            self.inner.queue_manual_run(task_id, requested_by),
+        )
+        .await
+    }
+    async fn start_queued_run(
+        &self,
+        run_id: &str,
+        instance: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> StoreResult<Claim> {
+        self.time(
+            "start_queued_run",
+            self.inner
+                .start_queued_run(run_id, instance, now, lease_until),
+        )
+        .await
+    }
+    async fn append_events(&self, events: &[NewEvent]) -> StoreResult<()> {
+        self.time("append_events", self.inner.append_events(events))
+            .await
+    }
+    async fn list_events(&self, filter: &EventFilter) -> StoreResult<Vec<EventRecord>> {
+        self.time("list_events", self.inner.list_events(filter))
+            .await
+    }
+    async fn load_state(&self, task_id: i64) -> StoreResult<BTreeMap<String, String>> {
+        self.time("load_state", self.inner.load_state(task_id))
+            .await
+    }
+    async fn set_plugins(&self, instance: &str, plugins: &[PluginRow]) -> StoreResult<()> {
+        self.time("set_plugins", self.inner.set_plugins(instance, plugins))
+            .await
+    }
+    async fn list_plugins(&self) -> StoreResult<Vec<PluginRow>> {
+        self.time("list_plugins", self.inner.list_plugins()).await
+    }
+    async fn heartbeat(&self, instance: &InstanceRow) -> StoreResult<()> {
+        self.time("heartbeat", self.inner.heartbeat(instance)).await
+    }
+    async fn list_instances(&self) -> StoreResult<Vec<InstanceRow>> {
+        self.time("list_instances", self.inner.list_instances())
+            .await
+    }
+    async fn change_token(&self) -> StoreResult<u64> {
+        self.time("change_token", self.inner.change_token()).await
+    }
+    async fn prune(&self, keep_runs: u32, events_since: DateTime<Utc>) -> StoreResult<(u64, u64)> {
+        self.time("prune", self.inner.prune(keep_runs, events_since))
+            .await
+    }
+}
+
+/// `cronwerk serve`'s executor (a run takes whatever component the plugins
+/// folder serves now), plus timing and the moment each scheduled run
+/// actually reached the executor.
+struct BenchExecutor {
+    plugins: Arc<Plugins>,
+    runtime: Arc<Runtime>,
+    timing: Arc<Timing>,
+    /// (scheduled_for, executor entered) of scheduled runs.
+    entered: Mutex<Vec<(SystemTime, SystemTime)>>,
+}
+
+#[async_trait::async_trait]
+impl Executor for BenchExecutor {
+    async fn execute(&self, implementation: &str, request: RunRequest) -> Execution {
+        if request.context.trigger == Trigger::Schedule
+            && let Some(slot) = request.context.scheduled_for
+        {
+            self.entered.lock().unwrap().push((slot, SystemTime::now()));
+        }
+        match self.plugins.get(implementation) {
+            None => Execution::Missing,
+            Some(component) => {
+                let start = Instant::now();
+                let report = self.runtime.run(&component, request).await;
+                self.timing.record("Runtime::run (wasm)", start.elapsed());
+                Execution::Ran {
+                    report: Box::new(report),
+                    version: component.info().version.clone(),
+                }
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------
+
+fn quiet_sink() -> EventSink {
+    Arc::new(|_| {})
+}
+
+fn delta(d: Duration) -> TimeDelta {
+    TimeDelta::from_std(d).unwrap()
+}
+
+/// Sorted-sample quantile.
+fn quantile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() as f64 * q) as usize).min(sorted.len() - 1)]
+}
+
+fn sorted(mut v: Vec<f64>) -> Vec<f64> {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// `component` with a custom section appended (id 0, LEB128 size, LEB128
+/// name length, name, payload): the same component, new content, new sha256.
+fn with_custom_section(component: &[u8], name: &str, payload: &[u8]) -> Vec<u8> {
+    fn leb128(mut n: usize, out: &mut Vec<u8>) {
+        loop {
+            let byte = (n & 0x7f) as u8;
+            n >>= 7;
+            if n == 0 {
+                out.push(byte);
+                return;
+            }
+            out.push(byte | 0x80);
+        }
+    }
+    let mut body = Vec::new();
+    leb128(name.len(), &mut body);
+    body.extend_from_slice(name.as_bytes());
+    body.extend_from_slice(payload);
+    let mut out = component.to_vec();
+    out.push(0);
+    leb128(body.len(), &mut out);
+    out.extend_from_slice(&body);
+    out
+}
+
+/// hello with its identifier string replaced in place by another of the
+/// same length: the string is a data segment, its length a constant in the
+/// code, so equal length keeps the component valid.
+fn hello_as(hello: &[u8], identifier: &str) -> Vec<u8> {
+    assert_eq!(identifier.len(), HELLO.len());
+    let at: Vec<usize> = hello
+        .windows(HELLO.len())
+        .enumerate()
+        .filter(|(_, w)| *w == HELLO.as_bytes())
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(at.len(), 1, "hello.wasm holds its identifier once");
+    let mut out = hello.to_vec();
+    out[at[0]..at[0] + HELLO.len()].copy_from_slice(identifier.as_bytes());
+    out
+}
+
+/// Writes under a name the registry ignores, then renames into place.
+fn write_then_rename(dir: &Path, name: &str, bytes: &[u8]) -> Instant {
+    let partial = dir.join(format!("{name}.partial"));
+    std::fs::write(&partial, bytes).unwrap();
+    let renamed_at = Instant::now();
+    std::fs::rename(partial, dir.join(name)).unwrap();
+    renamed_at
+}
+
+fn dispatcher_config() -> DispatcherConfig {
+    DispatcherConfig {
+        instance: cronwerk::runtime::InstanceInfo {
+            name: "bench".into(),
+            roles: Vec::new(),
+        },
+        ..Default::default()
+    }
+}
+
+struct Shared {
+    runtime: Arc<Runtime>,
+    plugins: Arc<Plugins>,
+    hello: Vec<u8>,
+    _plugins_dir: tempfile::TempDir,
+}
+
+fn executor(shared: &Shared, timing: &Arc<Timing>) -> Arc<BenchExecutor> {
+    Arc::new(BenchExecutor {
+        plugins: shared.plugins.clone(),
+        runtime: shared.runtime.clone(),
+        timing: timing.clone(),
+        entered: Mutex::new(Vec::new()),
+    })
+}
+
+/// Creates `n` configurations (named `{prefix}-{i}`); returns the time it took.
+async fn create_tasks(
+    store: &dyn Store,
+    n: usize,
+    prefix: &str,
+    schedule: &Schedule,
+    first: DateTime<Utc>,
+) -> Duration {
+    let start = Instant::now();
+    for i in 0..n {
+        let config = TaskConfig::new(&format!("{prefix}-{i:05}"), HELLO, schedule.clone());
+        store.create_task(&config, Some(first)).await.unwrap();
+    }
+    start.elapsed()
+}
+
+// ---------------------------------------------------------------------------
+// 1. Throughput
+// ---------------------------------------------------------------------------
+
+struct Throughput {
+    runs: usize,
+    created_in: Duration,
+    elapsed: Duration,
+    breakdown: BTreeMap<&'static str, (u64, Duration)>,
+}
+
+async fn throughput(shared: &Shared, n: usize) -> Throughput {
+    let tmp = tempfile::tempdir().unwrap();
+    let inner = Arc::new(SqliteStore::open(tmp.path()).unwrap());
+    let timing = Arc::new(Timing::default());
+    let store = Arc::new(TimedStore {
+        inner: inner.clone(),
+        timing: timing.clone(),
+    });
+
+    // Creating configurations takes a while; the shared due time must lie
+    // after it (a slot more than 5 s late is a misfire and is skipped), so
+    // estimate the rate on a throwaway store first.
+    let pilot_dir = tempfile::tempdir().unwrap();
+    let pilot = SqliteStore::open(pilot_dir.path()).unwrap();
+    let far = Utc::now() + TimeDelta::days(1);
+    let pilot_took = create_tasks(&pilot, 500, "pilot", &Schedule::at(far), far).await;
+    drop(pilot);
+    let estimate = pilot_took * (n as u32) / 500;
+    let due = Utc::now() + delta(estimate * 3 / 2) + TimeDelta::seconds(1);
+    let created_in = create_tasks(&*inner, n, "hello", &Schedule::at(due), due).await;
+    let wait = (due - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+    if wait.is_zero() {
+        eprintln!(
+            "warning: creating the configurations overran the due time by {:?}",
+            Utc::now() - due
+        );
+    }
+    tokio::time::sleep(wait).await;
+
+    let dispatcher = Dispatcher::new(
+        store.clone(),
+        executor(shared, &timing),
+        Arc::new(SystemClock),
+        dispatcher_config(),
+    );
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let start = Instant::now();
+    let monitor = async {
+        // Done when nothing is due any more (every slot claimed) and,
+        // after that, nothing is running (every run recorded). Polls the
+        // store directly so the polling does not count in the breakdown.
+        let running = RunFilter {
+            state: Some(RunState::Running),
+            limit: Some(1),
+            ..Default::default()
+        };
+        loop {
+            if inner.earliest_due().await.unwrap().is_none()
+                && inner.list_runs(&running).await.unwrap().is_empty()
+            {
+                break;
+            }
+            assert!(start.elapsed() < Duration::from_secs(300), "stuck");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let elapsed = start.elapsed();
+        stop.send(()).unwrap();
+        elapsed
+    };
+    let ((), elapsed) = tokio::join!(
+        dispatcher.run(async move {
+            let _ = stopped.await;
+        }),
+        monitor
+    );
+    let succeeded = inner
+        .list_runs(&RunFilter {
+            state: Some(RunState::Succeeded),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .len();
+    let all = inner.list_runs(&RunFilter::default()).await.unwrap().len();
+    assert_eq!(
+        (succeeded, all),
+        (n, n),
+        "every configuration ran once and succeeded"
+    );
+    Throughput {
+        runs: n,
+        created_in,
+        elapsed,
+        breakdown: timing.snapshot(),
+    }
+}
+
+/// The two per-run costs, each alone on one thread: a claim and a finish
+/// (two write transactions and the state read, as the dispatcher does them)
+/// on a fresh store, and a `Runtime::run` of hello.
+async fn isolated_costs(shared: &Shared) -> (Duration, Duration) {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(tmp.path()).unwrap();
+    let slot = Utc::now() - TimeDelta::seconds(1);
+    let mut tasks = Vec::new();
+    for i in 0..ISOLATED_RUNS {
+        let config = TaskConfig::new(&format!("iso-{i:05}"), HELLO, Schedule::at(slot));
+        tasks.push(store.create_task(&config, Some(slot)).await.unwrap());
+    }
+    let start = Instant::now();
+    for task in &tasks {
+        let now = Utc::now();
+        let run = NewRun {
+            id: uuid::Uuid::now_v7().to_string(),
+            task_id: task.id,
+            task_name: task.config.name.clone(),
+            implementation: HELLO.into(),
+            trigger: Trigger::Schedule,
+            attempt: 1,
+            scheduled_for: Some(slot),
+            started_at: now,
+            lease_until: now + TimeDelta::seconds(30),
+            instance: "bench".into(),
+            message: String::new(),
+        };
+        assert_eq!(
+            store.claim_slot(task.id, slot, None, &run).await.unwrap(),
+            Claim::Claimed
+        );
+        let state = store.load_state(task.id).await.unwrap();
+        let finish = RunFinish {
+            run_id: run.id.clone(),
+            task_id: task.id,
+            finished_at: Utc::now(),
+            state: RunState::Succeeded,
+            reason: None,
+            message: String::new(),
+            duration_us: 40,
+            fuel: 10_000,
+            peak_memory_bytes: 1 << 20,
+            component_sha256: Some(sha256_hex(b"x")),
+            component_version: Some("0.1.0".into()),
+            events: vec![NewEvent {
+                at: Utc::now(),
+                level: Level::Warning,
+                source: EventSource::Task,
+                code: "NOTIFICATION".into(),
+                message: "Hello from my scheduled task!".into(),
+                task_id: Some(task.id),
+                run_id: Some(run.id.clone()),
+            }],
+            task_state: Some(state),
+            retry: None,
+        };
+        assert!(store.finish_run(&finish).await.unwrap());
+    }
+    let store_per_run = start.elapsed() / ISOLATED_RUNS as u32;
+
+    let component = shared.plugins.get(HELLO).unwrap();
+    let request = RunRequest::default();
+    for _ in 0..200 {
+        shared.runtime.run(&component, request.clone()).await;
+    }
+    let start = Instant::now();
+    for _ in 0..ISOLATED_RUNS {
+        let report = shared.runtime.run(&component, request.clone()).await;
+        assert!(report.outcome.is_success());
+    }
+    let wasm_per_run = start.elapsed() / ISOLATED_RUNS as u32;
+    (store_per_run, wasm_per_run)
+}
+
+// ---------------------------------------------------------------------------
+// 2. Lateness
+// ---------------------------------------------------------------------------
+
+struct Lateness {
+    seconds: u64,
+    expected: usize,
+    ran: usize,
+    skipped: usize,
+    /// started_at − scheduled_for from the run records, ms, sorted.
+    recorded: Vec<f64>,
+    /// executor entered − scheduled_for, ms, sorted.
+    actual: Vec<f64>,
+    breakdown: BTreeMap<&'static str, (u64, Duration)>,
+}
+
+async fn lateness(shared: &Shared, n: usize, seconds: u64, create_per_task: Duration) -> Lateness {
+    let tmp = tempfile::tempdir().unwrap();
+    let inner = Arc::new(SqliteStore::open(tmp.path()).unwrap());
+    let timing = Arc::new(Timing::default());
+    let store = Arc::new(TimedStore {
+        inner: inner.clone(),
+        timing: timing.clone(),
+    });
+    // First slot on a whole second after the configurations exist.
+    let lead = create_per_task * (n as u32) * 2 + Duration::from_secs(2);
+    let first = {
+        let t = Utc::now() + delta(lead);
+        DateTime::from_timestamp(t.timestamp() + 1, 0).unwrap()
+    };
+    let schedule = Schedule::every(Duration::from_secs(1), first).unwrap();
+    create_tasks(&*inner, n, "every", &schedule, first).await;
+    assert!(Utc::now() < first, "creating took longer than planned");
+
+    let exec = executor(shared, &timing);
+    let dispatcher = Dispatcher::new(
+        store.clone(),
+        exec.clone(),
+        Arc::new(SystemClock),
+        dispatcher_config(),
+    );
+    let end = first + TimeDelta::seconds(seconds as i64);
+    // Stop half a second after the window, so its last slot has run.
+    let stop_at = end + TimeDelta::milliseconds(500);
+    dispatcher
+        .run(async move {
+            let wait = (stop_at - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+            tokio::time::sleep(wait).await;
+        })
+        .await;
+
+    let runs = inner.list_runs(&RunFilter::default()).await.unwrap();
+    let in_window = |s: DateTime<Utc>| s >= first && s < end;
+    let mut ran = 0;
+    let mut skipped = 0;
+    let mut recorded = Vec::new();
+    for run in &runs {
+        let Some(slot) = run.scheduled_for.filter(|s| in_window(*s)) else {
+            continue;
+        };
+        if run.state == RunState::Skipped {
+            skipped += 1;
+        } else {
+            ran += 1;
+            let started = run.started_at.expect("a run that ran has started");
+            recorded.push((started - slot).num_microseconds().unwrap() as f64 / 1e3);
+        }
+    }
+    let actual = exec
+        .entered
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(slot, _)| in_window((*slot).into()))
+        .map(|(slot, entered)| match entered.duration_since(*slot) {
+            Ok(late) => ms(late),
+            Err(early) => -ms(early.duration()),
+        })
+        .collect();
+    Lateness {
+        seconds,
+        expected: n * seconds as usize,
+        ran,
+        skipped,
+        recorded: sorted(recorded),
+        actual: sorted(actual),
+        breakdown: timing.snapshot(),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// 3. Hot reload
+// ---------------------------------------------------------------------------
+
+/// Latencies from the rename to `get` serving the new sha256, and the cold
+/// load time of one such version (compile + link + describe, no watcher).
+async fn hot_reload(shared: &Shared) -> (Vec<f64>, Vec<f64>) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("plugins");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("hello.wasm"), &shared.hello).unwrap();
+    let plugins = Plugins::open(
+        shared.runtime.clone(),
+        dir.clone(),
+        tmp.path().join("cache"),
+        quiet_sink(),
+    )
+    .await
+    .unwrap();
+    let _watch = plugins.watch().unwrap();
+    let mut changes = plugins.changes();
+    // Let the watcher's first rescan pass.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let nonce = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+        .to_le_bytes();
+
+    let mut latencies = Vec::new();
+    for i in 0..RELOADS {
+        let bytes = with_custom_section(
+            &shared.hello,
+            "cronwerk-bench",
+            &[&nonce[..], &i.to_le_bytes()].concat(),
+        );
+        let sha = sha256_hex(&bytes);
+        let renamed_at = write_then_rename(&dir, "hello.wasm", &bytes);
+        let serving = |p: &Plugins| p.get(HELLO).is_some_and(|c| c.sha256() == sha);
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            changes.wait_for(|_| serving(&plugins)),
+        )
+        .await
+        .expect("the new version was served within 10 s")
+        .unwrap();
+        latencies.push(ms(renamed_at.elapsed()));
+        // Let the notification burst settle before the next version.
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+
+    let mut loads = Vec::new();
+    for i in 0..5 {
+        let bytes = with_custom_section(
+            &shared.hello,
+            "cronwerk-bench-load",
+            &[&nonce[..], &[i]].concat(),
+        );
+        let start = Instant::now();
+        shared
+            .runtime
+            .load_bytes(bytes, "hello.wasm".into())
+            .await
+            .unwrap();
+        loads.push(ms(start.elapsed()));
+    }
+    (sorted(latencies), sorted(loads))
+}
+
+// ---------------------------------------------------------------------------
+// 4. Restart
+// ---------------------------------------------------------------------------
+
+struct Restart {
+    cold: Duration,
+    cold_stats: (u64, u64),
+    runtime_new: Duration,
+    warm: Duration,
+    warm_stats: (u64, u64),
+}
+
+async fn restart(shared: &Shared) -> Restart {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("plugins");
+    let cache = tmp.path().join("cache");
+    std::fs::create_dir(&dir).unwrap();
+    // Distinct identifiers (Acme.HelloScheduled0000 …), so that all 100
+    // serve: no conflicts.
+    for i in 0..RESTART_COMPONENTS {
+        let bytes = hello_as(&shared.hello, &format!("Acme.HelloScheduled{i:04}"));
+        std::fs::write(dir.join(format!("hello-{i:03}.wasm")), bytes).unwrap();
+    }
+    let check = |plugins: &Plugins| {
+        let entries = plugins.entries();
+        assert_eq!(entries.len(), RESTART_COMPONENTS);
+        assert!(entries.iter().all(|e| e.serving), "every component serves");
+    };
+
+    let start = Instant::now();
+    let cold = Plugins::open(
+        shared.runtime.clone(),
+        dir.clone(),
+        cache.clone(),
+        quiet_sink(),
+    )
+    .await
+    .unwrap();
+    let cold_took = start.elapsed();
+    check(&cold);
+    let cold_stats = cold.cache_stats();
+    drop(cold);
+
+    // A restarted process builds its engine again, then opens the folder.
+    let start = Instant::now();
+    let runtime = Arc::new(Runtime::new(EngineSettings::default()).unwrap());
+    let runtime_new = start.elapsed();
+    let start = Instant::now();
+    let warm = Plugins::open(runtime, dir, cache, quiet_sink())
+        .await
+        .unwrap();
+    let warm_took = start.elapsed();
+    check(&warm);
+    Restart {
+        cold: cold_took,
+        cold_stats,
+        runtime_new,
+        warm: warm_took,
+        warm_stats: warm.cache_stats(),
+    }
+}
+
+// ---------------------------------------------------------------------------
+
+fn print_breakdown(title: &str, breakdown: &BTreeMap<&'static str, (u64, Duration)>) {
+    println!("\n{title}\n");
+    println!("| call | calls | mean µs | total s |");
+    println!("| --- | ---: | ---: | ---: |");
+    let mut rows: Vec<_> = breakdown.iter().collect();
+    rows.sort_by(|a, b| b.1.1.cmp(&a.1.1));
+    for (what, (count, total)) in rows {
+        println!(
+            "| {what} | {count} | {:.1} | {:.2} |",
+            total.as_secs_f64() * 1e6 / *count as f64,
+            total.as_secs_f64()
+        );
+    }
+}
+
+fn main() {
+    let dir = std::env::var_os("CRONWERK_BENCH_COMPONENTS")
+        .expect("run with `cargo xtask bench` (it builds the components and sets CRONWERK_BENCH_COMPONENTS)");
+    let hello_path = PathBuf::from(dir).join("hello.wasm");
+    let quick = std::env::var("CRONWERK_BENCH_QUICK").is_ok_and(|v| v == "1");
+    let lateness_seconds = if quick { 10 } else { 60 };
+    // Like `cronwerk serve`: a multi-threaded runtime, one worker per core.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+
+    rt.block_on(async {
+        let runtime = Arc::new(Runtime::new(EngineSettings::default()).unwrap());
+        let hello = std::fs::read(&hello_path).unwrap();
+        let plugins_dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(plugins_dir.path().join("plugins")).unwrap();
+        std::fs::copy(&hello_path, plugins_dir.path().join("plugins/hello.wasm")).unwrap();
+        let plugins = Plugins::open(
+            runtime.clone(),
+            plugins_dir.path().join("plugins"),
+            plugins_dir.path().join("cache"),
+            quiet_sink(),
+        )
+        .await
+        .unwrap();
+        assert!(plugins.get(HELLO).is_some());
+        let shared = Shared {
+            runtime,
+            plugins,
+            hello,
+            _plugins_dir: plugins_dir,
+        };
+
+        let tp = throughput(&shared, THROUGHPUT_TASKS).await;
+        let (store_per_run, wasm_per_run) = isolated_costs(&shared).await;
+        let create_per_task = tp.created_in / tp.runs as u32;
+        let late = lateness(&shared, LATENESS_TASKS, lateness_seconds, create_per_task).await;
+        let (reloads, loads) = hot_reload(&shared).await;
+        let rs = restart(&shared).await;
+
+        let runs_per_s = tp.runs as f64 / tp.elapsed.as_secs_f64();
+        println!(
+            "Scheduler service (SqliteStore on a temp file, Runtime, Plugins, Dispatcher, \
+             SystemClock; tokio multi-thread, {cores} workers)\n"
+        );
+        println!("| measure | result | target |");
+        println!("| --- | --- | --- |");
+        println!(
+            "| end-to-end, {} one-off `hello` configurations due at once, history recorded | \
+             **{runs_per_s:.0} runs/s** ({:.2} s until all {} recorded succeeded) | ≥ 20000 runs/s |",
+            tp.runs,
+            tp.elapsed.as_secs_f64(),
+            tp.runs
+        );
+        println!(
+            "| per run, alone on one thread: store (claim_slot + load_state + finish_run) | \
+             {:.1} µs ({:.0}/s) | |",
+            store_per_run.as_secs_f64() * 1e6,
+            1.0 / store_per_run.as_secs_f64()
+        );
+        println!(
+            "| per run, alone on one thread: wasm (`Runtime::run` of hello) | {:.1} µs ({:.0}/s) | |",
+            wasm_per_run.as_secs_f64() * 1e6,
+            1.0 / wasm_per_run.as_secs_f64()
+        );
+        println!(
+            "| creating a configuration (`create_task`) | {:.1} µs each | |",
+            create_per_task.as_secs_f64() * 1e6
+        );
+        println!(
+            "| lateness, {} configurations `every 1s` for {} s: recorded (started_at − scheduled_for) | \
+             p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms | |",
+            LATENESS_TASKS,
+            late.seconds,
+            quantile(&late.recorded, 0.5),
+            quantile(&late.recorded, 0.99),
+            late.recorded.last().copied().unwrap_or(f64::NAN)
+        );
+        println!(
+            "| lateness, same runs: executor actually called − scheduled_for | \
+             p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms | |",
+            quantile(&late.actual, 0.5),
+            quantile(&late.actual, 0.99),
+            late.actual.last().copied().unwrap_or(f64::NAN)
+        );
+        println!(
+            "| slots in the window | {} expected: {} ran, {} skipped, {} missing | |",
+            late.expected,
+            late.ran,
+            late.skipped,
+            late.expected - late.ran - late.skipped
+        );
+        println!(
+            "| hot reload, rename → `get` serves the new sha256 ({} versions) | \
+             p50 {:.0} ms, max {:.0} ms | ≤ 300 ms |",
+            RELOADS,
+            quantile(&reloads, 0.5),
+            reloads.last().unwrap()
+        );
+        println!(
+            "| of which loading one new version (`Runtime::load_bytes`: compile, link, describe) | \
+             p50 {:.0} ms | |",
+            quantile(&loads, 0.5)
+        );
+        println!(
+            "| restart, cold: `Plugins::open` over {} components, empty cache (hits/misses {}/{}) | \
+             {:.2} s | |",
+            RESTART_COMPONENTS,
+            rs.cold_stats.0,
+            rs.cold_stats.1,
+            rs.cold.as_secs_f64()
+        );
+        println!(
+            "| restart, warm: `Runtime::new` + `Plugins::open` over the same cache (hits/misses {}/{}) | \
+             **{:.0} ms** ({:.0} + {:.0} ms) | ≤ 1 s warm |",
+            rs.warm_stats.0,
+            rs.warm_stats.1,
+            ms(rs.runtime_new + rs.warm),
+            ms(rs.runtime_new),
+            ms(rs.warm)
+        );
+
+        print_breakdown(
+            &format!(
+                "Where the time goes, end-to-end run ({} runs in {:.2} s; summed per call, \
+                 including waits for the store's connection mutex)",
+                tp.runs,
+                tp.elapsed.as_secs_f64()
+            ),
+            &tp.breakdown,
+        );
+        print_breakdown(
+            &format!("Where the time goes, lateness run ({} s)", late.seconds),
+            &late.breakdown,
+        );
+    });
+}

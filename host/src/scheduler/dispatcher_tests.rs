@@ -1,0 +1,362 @@
+//! The dispatcher against a real (in-memory) store with an injected clock
+//! and a scripted executor: every scheduling rule checked at exact instants.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use tokio::sync::Semaphore;
+
+use super::clock::Clock;
+use super::dispatcher::{Dispatcher, DispatcherConfig, Execution, Executor};
+use super::schedule::Schedule;
+use crate::runtime::{Event, EventSource, Level, Outcome, RunReport, RunRequest, Trigger};
+use crate::store::{MisfirePolicy, RunFilter, RunRecord, RunState, SqliteStore, Store, TaskConfig};
+
+fn t(s: i64) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 21, 12, 0, 0).unwrap() + chrono::TimeDelta::seconds(s)
+}
+
+struct ManualClock(Mutex<DateTime<Utc>>);
+
+impl ManualClock {
+    fn set(&self, now: DateTime<Utc>) {
+        *self.0.lock().unwrap() = now;
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> DateTime<Utc> {
+        *self.0.lock().unwrap()
+    }
+}
+
+/// Plays back scripted outcomes (success when the script runs out); can
+/// hold runs until released, to make them overlap.
+struct Script {
+    outcomes: Mutex<VecDeque<Option<Outcome>>>,
+    gate: Option<Arc<Semaphore>>,
+    seen: Mutex<Vec<RunRequest>>,
+}
+
+#[async_trait::async_trait]
+impl Executor for Script {
+    async fn execute(&self, _implementation: &str, request: RunRequest) -> Execution {
+        if let Some(gate) = &self.gate {
+            gate.acquire().await.unwrap().forget();
+        }
+        self.seen.lock().unwrap().push(request.clone());
+        let next = self.outcomes.lock().unwrap().pop_front();
+        let outcome = match next {
+            Some(None) => return Execution::Missing,
+            Some(Some(o)) => o,
+            None => Outcome::Succeeded {
+                message: String::new(),
+            },
+        };
+        let mut state = request.state.clone();
+        state.insert("seen".into(), request.context.run_id.clone());
+        Execution::Ran {
+            report: Box::new(RunReport {
+                outcome,
+                run_id: request.context.run_id.clone(),
+                identifier: "A.B".into(),
+                component_sha256: "sha".into(),
+                duration: Duration::from_micros(5),
+                fuel_consumed: 1,
+                peak_memory_bytes: 1,
+                events: vec![Event {
+                    at: std::time::SystemTime::now(),
+                    level: Level::Info,
+                    source: EventSource::Task,
+                    code: "RAN".into(),
+                    message: "ran".into(),
+                }],
+                state,
+            }),
+            version: "1.0.0".into(),
+        }
+    }
+}
+
+struct Fixture {
+    store: Arc<SqliteStore>,
+    clock: Arc<ManualClock>,
+    script: Arc<Script>,
+    dispatcher: Arc<Dispatcher>,
+}
+
+fn fixture(outcomes: Vec<Option<Outcome>>, gated: bool) -> Fixture {
+    let store = Arc::new(SqliteStore::in_memory().unwrap());
+    let clock = Arc::new(ManualClock(Mutex::new(t(0))));
+    let script = Arc::new(Script {
+        outcomes: Mutex::new(outcomes.into()),
+        gate: gated.then(|| Arc::new(Semaphore::new(0))),
+        seen: Mutex::new(Vec::new()),
+    });
+    let dispatcher = Dispatcher::new(
+        store.clone(),
+        script.clone(),
+        clock.clone(),
+        DispatcherConfig::default(),
+    );
+    Fixture {
+        store,
+        clock,
+        script,
+        dispatcher,
+    }
+}
+
+impl Fixture {
+    async fn add(&self, config: TaskConfig, next: DateTime<Utc>) -> i64 {
+        self.store
+            .create_task(&config, Some(next))
+            .await
+            .unwrap()
+            .id
+    }
+
+    /// One dispatcher pass at `now`, then every run it started recorded.
+    async fn tick(&self, now: DateTime<Utc>) {
+        self.clock.set(now);
+        self.dispatcher.tick(now).await.unwrap();
+        if self.script.gate.is_none() {
+            self.dispatcher.wait_idle().await;
+        }
+    }
+
+    async fn runs(&self, task_id: i64) -> Vec<RunRecord> {
+        let mut runs = self
+            .store
+            .list_runs(&RunFilter {
+                task_id: Some(task_id),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        runs.reverse();
+        runs
+    }
+}
+
+fn every_10s(misfire: MisfirePolicy) -> TaskConfig {
+    let mut c = TaskConfig::new(
+        "t",
+        "A.B",
+        Schedule::every(Duration::from_secs(10), t(0)).unwrap(),
+    );
+    c.misfire = misfire;
+    c.catch_up_window = Duration::from_secs(35);
+    c
+}
+
+fn summary(runs: &[RunRecord]) -> Vec<(Option<DateTime<Utc>>, RunState, Trigger)> {
+    runs.iter()
+        .map(|r| (r.scheduled_for, r.state, r.trigger))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_due_slot_runs_once_and_records_everything() {
+    let f = fixture(vec![], false);
+    let id = f.add(every_10s(MisfirePolicy::Skip), t(10)).await;
+    f.tick(t(9)).await;
+    assert!(f.runs(id).await.is_empty(), "not due before its time");
+    f.tick(t(10)).await;
+    f.tick(t(10)).await;
+    let runs = f.runs(id).await;
+    assert_eq!(
+        summary(&runs),
+        vec![(Some(t(10)), RunState::Succeeded, Trigger::Schedule)]
+    );
+    let task = f.store.get_task_by_id(id).await.unwrap();
+    assert_eq!(task.next_run_at, Some(t(20)));
+    assert_eq!(task.run_count, 1);
+    assert_eq!(task.last_outcome, Some(RunState::Succeeded));
+    // State the run left is handed to the next run.
+    f.tick(t(20)).await;
+    let seen = f.script.seen.lock().unwrap();
+    assert_eq!(seen[1].state.get("seen"), Some(&runs[0].id));
+    assert_eq!(seen[1].context.run_count, 1);
+    assert_eq!(seen[1].context.scheduled_for, Some(t(20).into()));
+}
+
+#[tokio::test]
+async fn a_slot_that_comes_while_the_previous_run_is_going_is_skipped() {
+    let f = fixture(vec![], true);
+    let id = f.add(every_10s(MisfirePolicy::Skip), t(10)).await;
+    f.tick(t(10)).await; // starts, held by the gate
+    f.tick(t(20)).await; // overlap
+    f.script.gate.as_ref().unwrap().add_permits(1);
+    f.dispatcher.wait_idle().await;
+    let runs = f.runs(id).await;
+    assert_eq!(
+        summary(&runs),
+        vec![
+            (Some(t(10)), RunState::Succeeded, Trigger::Schedule),
+            (Some(t(20)), RunState::Skipped, Trigger::Schedule),
+        ]
+    );
+    assert!(runs[1].message.contains("was still running"));
+    let task = f.store.get_task_by_id(id).await.unwrap();
+    assert_eq!((task.skipped_count, task.next_run_at), (1, Some(t(30))));
+}
+
+#[tokio::test]
+async fn misfire_skip_records_the_gap_and_resumes_in_the_future() {
+    let f = fixture(vec![], false);
+    let id = f.add(every_10s(MisfirePolicy::Skip), t(10)).await;
+    f.tick(t(100)).await;
+    let runs = f.runs(id).await;
+    assert_eq!(
+        summary(&runs),
+        vec![(Some(t(10)), RunState::Skipped, Trigger::Schedule)]
+    );
+    assert!(
+        runs[0].message.starts_with("missed 10 slot(s)"),
+        "{}",
+        runs[0].message
+    );
+    assert_eq!(
+        f.store.get_task_by_id(id).await.unwrap().next_run_at,
+        Some(t(110))
+    );
+}
+
+#[tokio::test]
+async fn misfire_once_runs_a_single_catch_up() {
+    let f = fixture(vec![], false);
+    let id = f.add(every_10s(MisfirePolicy::Once), t(10)).await;
+    f.tick(t(100)).await;
+    f.tick(t(100)).await;
+    assert_eq!(
+        summary(&f.runs(id).await),
+        vec![(Some(t(10)), RunState::Succeeded, Trigger::Schedule)]
+    );
+    assert_eq!(
+        f.store.get_task_by_id(id).await.unwrap().next_run_at,
+        Some(t(110))
+    );
+}
+
+#[tokio::test]
+async fn misfire_all_runs_every_slot_in_the_window_one_after_another() {
+    let f = fixture(vec![], false);
+    let id = f.add(every_10s(MisfirePolicy::All), t(10)).await;
+    for _ in 0..8 {
+        f.tick(t(100)).await;
+    }
+    let runs = f.runs(id).await;
+    // Window 35 s back from t(100) starts at t(65): slots 70, 80, 90, 100 run.
+    assert_eq!(
+        summary(&runs),
+        vec![
+            (Some(t(10)), RunState::Skipped, Trigger::Schedule),
+            (Some(t(70)), RunState::Succeeded, Trigger::Schedule),
+            (Some(t(80)), RunState::Succeeded, Trigger::Schedule),
+            (Some(t(90)), RunState::Succeeded, Trigger::Schedule),
+            (Some(t(100)), RunState::Succeeded, Trigger::Schedule),
+        ]
+    );
+    assert!(
+        runs[0].message.contains("catch-up window"),
+        "{}",
+        runs[0].message
+    );
+    assert_eq!(
+        f.store.get_task_by_id(id).await.unwrap().next_run_at,
+        Some(t(110))
+    );
+}
+
+#[tokio::test]
+async fn failed_runs_are_retried_with_doubling_backoff() {
+    let failure = || {
+        Some(Outcome::Failed {
+            message: "boom".into(),
+        })
+    };
+    let f = fixture(
+        vec![
+            failure(),
+            failure(),
+            Some(Outcome::Succeeded {
+                message: "ok".into(),
+            }),
+        ],
+        false,
+    );
+    let mut config = every_10s(MisfirePolicy::Skip);
+    config.schedule = Schedule::every(Duration::from_secs(3600), t(0)).unwrap();
+    config.retries = 2;
+    config.retry_backoff = Duration::from_secs(1);
+    let id = f.add(config, t(10)).await;
+    f.tick(t(10)).await;
+    assert_eq!(
+        f.store.get_task_by_id(id).await.unwrap().retry_at,
+        Some(t(11))
+    );
+    f.tick(t(11)).await;
+    assert_eq!(
+        f.store.get_task_by_id(id).await.unwrap().retry_at,
+        Some(t(13))
+    );
+    f.tick(t(12)).await;
+    f.tick(t(13)).await;
+    let runs = f.runs(id).await;
+    let attempts: Vec<_> = runs
+        .iter()
+        .map(|r| (r.trigger, r.attempt, r.state))
+        .collect();
+    assert_eq!(
+        attempts,
+        vec![
+            (Trigger::Schedule, 1, RunState::Failed),
+            (Trigger::Retry, 2, RunState::Failed),
+            (Trigger::Retry, 3, RunState::Succeeded),
+        ]
+    );
+    let task = f.store.get_task_by_id(id).await.unwrap();
+    assert_eq!((task.retry_at, task.failed_count), (None, 2));
+}
+
+#[tokio::test]
+async fn a_missing_component_fails_the_run_with_a_clear_message() {
+    let f = fixture(vec![None], false);
+    let id = f.add(every_10s(MisfirePolicy::Skip), t(10)).await;
+    f.tick(t(10)).await;
+    let runs = f.runs(id).await;
+    assert_eq!(runs[0].state, RunState::Failed);
+    assert_eq!(
+        runs[0].message,
+        "no component implements 'A.B': add one to the plugins folder"
+    );
+}
+
+#[tokio::test]
+async fn manual_runs_work_for_disabled_configurations_and_do_not_overlap() {
+    let f = fixture(vec![], true);
+    let mut config = every_10s(MisfirePolicy::Skip);
+    config.enabled = false;
+    let id = f.add(config, t(10)).await;
+    let (first, claim) = f.dispatcher.run_now("t").await.unwrap();
+    assert_eq!(claim, crate::store::Claim::Claimed);
+    let (_, second) = f.dispatcher.run_now("t").await.unwrap();
+    assert_eq!(
+        second,
+        crate::store::Claim::AlreadyRunning { run_id: first }
+    );
+    f.tick(t(10)).await; // disabled: no scheduled run
+    f.script.gate.as_ref().unwrap().add_permits(1);
+    f.dispatcher.wait_idle().await;
+    let runs = f.runs(id).await;
+    assert_eq!(
+        summary(&runs),
+        vec![
+            (None, RunState::Succeeded, Trigger::Manual),
+            (None, RunState::Skipped, Trigger::Manual),
+        ]
+    );
+}
