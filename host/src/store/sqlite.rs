@@ -355,11 +355,19 @@ impl SqliteStore {
     }
 }
 
-fn is_unique_violation(e: &rusqlite::Error) -> bool {
-    matches!(
-        e,
-        rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation
-    )
+/// Turns the unique-name constraint failing into [`StoreError::TaskExists`].
+fn name_free(result: StoreResult<usize>, name: &str) -> StoreResult<usize> {
+    match result {
+        Err(StoreError::Backend(e))
+            if e.downcast_ref::<rusqlite::Error>().is_some_and(|e| {
+                matches!(e, rusqlite::Error::SqliteFailure(f, _)
+                    if f.code == rusqlite::ErrorCode::ConstraintViolation)
+            }) =>
+        {
+            Err(StoreError::TaskExists(name.to_owned()))
+        }
+        other => other,
+    }
 }
 
 #[async_trait::async_trait]
@@ -378,16 +386,8 @@ impl Store for SqliteStore {
                 params![config.name, config.enabled, json, now, opt_ms(next_run_at)],
             )
         });
-        match result {
-            Ok(_) => self.get_task(&config.name).await,
-            Err(StoreError::Backend(e))
-                if e.downcast_ref::<rusqlite::Error>()
-                    .is_some_and(is_unique_violation) =>
-            {
-                Err(StoreError::TaskExists(config.name.clone()))
-            }
-            Err(e) => Err(e),
-        }
+        name_free(result, &config.name)?;
+        self.get_task(&config.name).await
     }
 
     async fn update_task(
@@ -412,16 +412,9 @@ impl Store for SqliteStore {
                 ],
             )
         });
-        match changed {
-            Ok(0) => Err(StoreError::TaskNotFound(name.to_owned())),
-            Ok(_) => self.get_task(&config.name).await,
-            Err(StoreError::Backend(e))
-                if e.downcast_ref::<rusqlite::Error>()
-                    .is_some_and(is_unique_violation) =>
-            {
-                Err(StoreError::TaskExists(config.name.clone()))
-            }
-            Err(e) => Err(e),
+        match name_free(changed, &config.name)? {
+            0 => Err(StoreError::TaskNotFound(name.to_owned())),
+            _ => self.get_task(&config.name).await,
         }
     }
 
