@@ -16,6 +16,10 @@
 //!    folder, until `Plugins::get` serves its sha256.
 //! 4. Restart: `Plugins::open` over 100 components, cold (compiles) and warm
 //!    (compile cache).
+//!
+//! Beside 1, the two per-run costs alone (store calls, wasm run) and a
+//! prototype of batching: the store's claim and finish SQL on its own
+//! schema, 1, 16 or 256 runs per transaction.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -43,6 +47,8 @@ const RELOADS: usize = 20;
 const RESTART_COMPONENTS: usize = 100;
 /// Sequential runs for the isolated per-run costs.
 const ISOLATED_RUNS: usize = 2_000;
+/// Runs per batch size in the batching prototype.
+const PROTOTYPE_RUNS: usize = 10_000;
 
 // ---------------------------------------------------------------------------
 // Instrumentation: a pass-through store and executor that time every call.
@@ -569,6 +575,123 @@ async fn isolated_costs(shared: &Shared) -> (Duration, Duration) {
     (store_per_run, wasm_per_run)
 }
 
+/// What batching would buy: the SQL that `claim_slot`, `load_state` and
+/// `finish_run` run for one run (copied from store/sqlite.rs), on the
+/// store's own schema (`SqliteStore::open` creates it, then a plain
+/// rusqlite connection takes over), with `batch` claims in one transaction
+/// and then their `batch` finishes in another. Store work only, one thread;
+/// returns µs per run.
+fn batching_prototype(batch: usize, runs: usize) -> f64 {
+    use rusqlite::{Connection, TransactionBehavior, params};
+    let tmp = tempfile::tempdir().unwrap();
+    drop(SqliteStore::open(tmp.path()).unwrap());
+    let mut conn = Connection::open(tmp.path().join("cronwerk.db")).unwrap();
+    conn.pragma_update(None, "synchronous", "NORMAL").unwrap();
+    let slot = 1_000_i64;
+    {
+        let config = serde_json::to_string(&TaskConfig::new(
+            "proto",
+            HELLO,
+            Schedule::at(DateTime::from_timestamp_millis(slot).unwrap()),
+        ))
+        .unwrap();
+        let tx = conn.transaction().unwrap();
+        for i in 0..runs {
+            tx.execute(
+                "INSERT INTO tasks (name, enabled, config, created_at, updated_at, next_run_at)
+                 VALUES (?1, 1, ?2, 0, 0, ?3)",
+                params![format!("proto-{i:05}"), config, slot],
+            )
+            .unwrap();
+        }
+        tx.commit().unwrap();
+    }
+    let ids: Vec<(i64, String)> = (1..=runs as i64)
+        .map(|id| (id, uuid::Uuid::now_v7().to_string()))
+        .collect();
+    let start = Instant::now();
+    for chunk in ids.chunks(batch) {
+        let now = Utc::now().timestamp_millis();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .unwrap();
+        for (task_id, run_id) in chunk {
+            let won = tx
+                .prepare_cached(
+                    "UPDATE tasks SET next_run_at = ?1, running_run_id = ?2, last_run_at = ?3,
+                            run_count = run_count + 1, retry_at = NULL, retry_attempt = 0
+                     WHERE id = ?4 AND next_run_at = ?5 AND enabled = 1
+                       AND running_run_id IS NULL",
+                )
+                .unwrap()
+                .execute(params![None::<i64>, run_id, now, task_id, slot])
+                .unwrap();
+            assert_eq!(won, 1);
+            tx.prepare_cached(
+                "INSERT INTO runs (id, task_id, task_name, implementation, trigger, attempt,
+                                   scheduled_for, started_at, finished_at, lease_until, state,
+                                   message, instance)
+                 VALUES (?1, ?2, 'proto', ?3, 'schedule', 1, ?4, ?5, NULL, ?6, 'running', '',
+                         'bench')",
+            )
+            .unwrap()
+            .execute(params![run_id, task_id, HELLO, slot, now, now + 30_000])
+            .unwrap();
+        }
+        tx.commit().unwrap();
+        for (task_id, _) in chunk {
+            let mut stmt = conn
+                .prepare_cached("SELECT key, value FROM task_state WHERE task_id = ?1")
+                .unwrap();
+            let state: Vec<(String, String)> = stmt
+                .query_map([task_id], |r| Ok((r.get(0)?, r.get(1)?)))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            assert!(state.is_empty());
+        }
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .unwrap();
+        for (task_id, run_id) in chunk {
+            let done = tx
+                .prepare_cached(
+                    "UPDATE runs SET state = 'succeeded', reason = NULL, message = '',
+                            finished_at = ?1, duration_us = 40, fuel = 10000,
+                            peak_memory = 1048576, component_sha256 = ?2,
+                            component_version = '0.1.0', lease_until = NULL
+                     WHERE id = ?3 AND state = 'running'",
+                )
+                .unwrap()
+                .execute(params![now, sha256_hex(b"x"), run_id])
+                .unwrap();
+            assert_eq!(done, 1);
+            tx.prepare_cached(
+                "UPDATE tasks SET running_run_id = NULL, last_outcome = 'succeeded',
+                        last_message = '', failed_count = failed_count + 0, retry_at = NULL,
+                        retry_attempt = 0
+                 WHERE id = ?1 AND running_run_id = ?2",
+            )
+            .unwrap()
+            .execute(params![task_id, run_id])
+            .unwrap();
+            tx.prepare_cached(
+                "INSERT INTO events (at, level, source, code, message, task_id, run_id)
+                 VALUES (?1, 3, 'task', 'NOTIFICATION', 'Hello from my scheduled task!', ?2, ?3)",
+            )
+            .unwrap()
+            .execute(params![now, task_id, run_id])
+            .unwrap();
+            tx.prepare_cached("DELETE FROM task_state WHERE task_id = ?1")
+                .unwrap()
+                .execute([task_id])
+                .unwrap();
+        }
+        tx.commit().unwrap();
+    }
+    start.elapsed().as_secs_f64() * 1e6 / runs as f64
+}
+
 // ---------------------------------------------------------------------------
 // 2. Lateness
 // ---------------------------------------------------------------------------
@@ -797,7 +920,7 @@ fn print_breakdown(title: &str, breakdown: &BTreeMap<&'static str, (u64, Duratio
     println!("| call | calls | mean µs | total s |");
     println!("| --- | ---: | ---: | ---: |");
     let mut rows: Vec<_> = breakdown.iter().collect();
-    rows.sort_by(|a, b| b.1.1.cmp(&a.1.1));
+    rows.sort_by_key(|row| std::cmp::Reverse(row.1.1));
     for (what, (count, total)) in rows {
         println!(
             "| {what} | {count} | {:.1} | {:.2} |",
@@ -844,6 +967,10 @@ fn main() {
 
         let tp = throughput(&shared, THROUGHPUT_TASKS).await;
         let (store_per_run, wasm_per_run) = isolated_costs(&shared).await;
+        let batched: Vec<(usize, f64)> = [1, 16, 256]
+            .into_iter()
+            .map(|b| (b, batching_prototype(b, PROTOTYPE_RUNS)))
+            .collect();
         let create_per_task = tp.created_in / tp.runs as u32;
         let late = lateness(&shared, LATENESS_TASKS, lateness_seconds, create_per_task).await;
         let (reloads, loads) = hot_reload(&shared).await;
@@ -874,6 +1001,13 @@ fn main() {
             wasm_per_run.as_secs_f64() * 1e6,
             1.0 / wasm_per_run.as_secs_f64()
         );
+        for (batch, us) in &batched {
+            println!(
+                "| per run, prototype: the same SQL with {batch} claim(s) per transaction, then {batch} finish(es) | \
+                 {us:.1} µs ({:.0}/s) | |",
+                1e6 / us
+            );
+        }
         println!(
             "| creating a configuration (`create_task`) | {:.1} µs each | |",
             create_per_task.as_secs_f64() * 1e6

@@ -40,7 +40,8 @@ enum Cmd {
         #[arg(long, default_value = "plugins")]
         out: PathBuf,
     },
-    /// Run the per-run overhead benchmark (figures go to BENCHMARKS.md by hand).
+    /// Run the benchmarks: per-run overhead, then the scheduler service
+    /// (figures go to BENCHMARKS.md by hand).
     Bench,
 }
 
@@ -216,7 +217,11 @@ fn test(no_lint: bool, cargo_args: &[String]) -> Result<()> {
 fn bench() -> Result<()> {
     let components = components_dir()?;
     examples::build(&components)?;
-    run(Command::new(cargo())
-        .args(["bench", "-p", "cronwerk", "--bench", "per_run"])
-        .env("CRONWERK_BENCH_COMPONENTS", &components))
+    // CRONWERK_BENCH_QUICK=1 (inherited) shortens the scheduler bench.
+    for bench in ["per_run", "scheduler"] {
+        run(Command::new(cargo())
+            .args(["bench", "-p", "cronwerk", "--bench", bench])
+            .env("CRONWERK_BENCH_COMPONENTS", &components))?;
+    }
+    Ok(())
 }
