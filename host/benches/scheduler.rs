@@ -35,7 +35,8 @@ use cronwerk::scheduler::schedule::Schedule;
 use cronwerk::scheduler::{Dispatcher, DispatcherConfig, Execution, Executor, SystemClock};
 use cronwerk::store::{
     Claim, EventFilter, EventRecord, InstanceRow, NewEvent, NewRun, PluginRow, RunFilter,
-    RunFinish, RunRecord, RunState, SqliteStore, Store, StoreResult, TaskConfig, TaskRecord,
+    RunFinish, RunRecord, RunState, SlotClaim, SqliteStore, Store, StoreResult, TaskConfig,
+    TaskRecord,
 };
 
 const HELLO: &str = "Acme.HelloScheduledTask";
@@ -128,18 +129,9 @@ impl Store for TimedStore {
     async fn earliest_due(&self) -> StoreResult<Option<DateTime<Utc>>> {
         self.time("earliest_due", self.inner.earliest_due()).await
     }
-    async fn claim_slot(
-        &self,
-        task_id: i64,
-        slot: DateTime<Utc>,
-        next: Option<DateTime<Utc>>,
-        run: &NewRun,
-    ) -> StoreResult<Claim> {
-        self.time(
-            "claim_slot",
-            self.inner.claim_slot(task_id, slot, next, run),
-        )
-        .await
+    async fn claim_slots(&self, claims: &[SlotClaim]) -> StoreResult<Vec<Claim>> {
+        self.time("claim_slots", self.inner.claim_slots(claims))
+            .await
     }
     async fn skip_slot(
         &self,
@@ -170,8 +162,9 @@ impl Store for TimedStore {
         self.time("claim_manual", self.inner.claim_manual(task_id, run))
             .await
     }
-    async fn finish_run(&self, finish: &RunFinish) -> StoreResult<bool> {
-        self.time("finish_run", self.inner.finish_run(finish)).await
+    async fn finish_runs(&self, finishes: &[RunFinish]) -> StoreResult<Vec<bool>> {
+        self.time("finish_runs", self.inner.finish_runs(finishes))
+            .await
     }
     async fn renew_leases(&self, run_ids: &[String], until: DateTime<Utc>) -> StoreResult<()> {
         self.time("renew_leases", self.inner.renew_leases(run_ids, until))
@@ -221,6 +214,13 @@ impl Store for TimedStore {
     }
     async fn load_state(&self, task_id: i64) -> StoreResult<BTreeMap<String, String>> {
         self.time("load_state", self.inner.load_state(task_id))
+            .await
+    }
+    async fn load_states(
+        &self,
+        task_ids: &[i64],
+    ) -> StoreResult<std::collections::HashMap<i64, BTreeMap<String, String>>> {
+        self.time("load_states", self.inner.load_states(task_ids))
             .await
     }
     async fn set_plugins(&self, instance: &str, plugins: &[PluginRow]) -> StoreResult<()> {

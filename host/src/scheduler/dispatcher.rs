@@ -17,7 +17,8 @@ use crate::runtime::{
     CancelToken, InstanceInfo, Level, Outcome, RunContext, RunReport, RunRequest, Trigger,
 };
 use crate::store::{
-    Claim, NewEvent, NewRun, RunFinish, RunRecord, RunState, Store, StoreResult, TaskRecord,
+    Claim, NewEvent, NewRun, OnOverlap, RunFinish, RunRecord, RunState, SlotClaim, Store,
+    StoreResult, TaskRecord,
 };
 
 /// Runs one task execution; the scheduler's only way to reach components.
@@ -80,6 +81,8 @@ pub struct Dispatcher {
     wake: Notify,
     running: Mutex<HashMap<String, CancelToken>>,
     runs: tokio::sync::Mutex<JoinSet<()>>,
+    /// Finished runs waiting to be committed together (group commit).
+    finished: Mutex<Vec<RunFinish>>,
 }
 
 fn to_std(d: chrono::TimeDelta) -> Duration {
@@ -105,6 +108,7 @@ impl Dispatcher {
             wake: Notify::new(),
             running: Mutex::new(HashMap::new()),
             runs: tokio::sync::Mutex::new(JoinSet::new()),
+            finished: Mutex::new(Vec::new()),
         })
     }
 
@@ -182,18 +186,65 @@ impl Dispatcher {
         }
     }
 
-    /// One pass: queued manual runs, due retries and slots.
+    /// One pass: queued manual runs, due retries and slots. All slots due
+    /// in this pass are claimed in one store transaction.
     pub async fn tick(self: &Arc<Self>, now: DateTime<Utc>) -> StoreResult<()> {
         for queued in self.store.queued_runs().await? {
             self.start_queued(queued, now).await?;
         }
+        let mut claims = Vec::new();
+        let mut claimed_tasks = Vec::new();
         for task in self.store.due_tasks(now).await? {
             if task.retry_at.is_some_and(|r| r <= now) && task.running_run_id.is_none() {
                 self.start_retry(&task, now).await?;
                 continue;
             }
-            if let Some(action) = plan_slot(&task, now) {
-                self.act(&task, action, now).await?;
+            match plan_slot(&task, now) {
+                Some(SlotAction::Run {
+                    slot,
+                    next,
+                    catch_up,
+                }) => {
+                    let mut run = self.new_run(&task, Trigger::Schedule, now);
+                    run.scheduled_for = Some(slot);
+                    claims.push(SlotClaim {
+                        slot,
+                        next,
+                        run,
+                        // Catch-up slots wait for the running one to finish.
+                        on_overlap: if catch_up {
+                            OnOverlap::Wait
+                        } else {
+                            OnOverlap::Skip
+                        },
+                    });
+                    claimed_tasks.push(task);
+                }
+                Some(SlotAction::Skip { slot, next, reason }) => {
+                    let mut run = self.new_run(&task, Trigger::Schedule, now);
+                    run.scheduled_for = Some(slot);
+                    run.message = reason;
+                    self.store.skip_slot(task.id, slot, next, &run).await?;
+                }
+                None => {}
+            }
+        }
+        if claims.is_empty() {
+            return Ok(());
+        }
+        let results = self.store.claim_slots(&claims).await?;
+        let won: Vec<i64> = claims
+            .iter()
+            .zip(&results)
+            .filter(|(_, r)| **r == Claim::Claimed)
+            .map(|(c, _)| c.run.task_id)
+            .collect();
+        // One read for the state of every claimed run, not one per run.
+        let mut states = self.store.load_states(&won).await?;
+        for ((claim, task), result) in claims.into_iter().zip(claimed_tasks).zip(results) {
+            if result == Claim::Claimed {
+                let state = states.remove(&task.id);
+                self.spawn_run(task, claim.run, claim.next, state).await;
             }
         }
         Ok(())
@@ -215,43 +266,6 @@ impl Dispatcher {
         }
     }
 
-    async fn act(
-        self: &Arc<Self>,
-        task: &TaskRecord,
-        action: SlotAction,
-        now: DateTime<Utc>,
-    ) -> StoreResult<()> {
-        match action {
-            SlotAction::Run {
-                slot,
-                next,
-                catch_up,
-            } => {
-                let mut run = self.new_run(task, Trigger::Schedule, now);
-                run.scheduled_for = Some(slot);
-                match self.store.claim_slot(task.id, slot, next, &run).await? {
-                    Claim::Claimed => self.spawn_run(task.clone(), run, next).await,
-                    Claim::AlreadyRunning { .. } if catch_up => {
-                        // Catch-up slots wait for the running one to finish.
-                    }
-                    Claim::AlreadyRunning { run_id } => {
-                        run.message =
-                            format!("skipped: the previous run {run_id} was still running");
-                        self.store.skip_slot(task.id, slot, next, &run).await?;
-                    }
-                    Claim::Lost => {}
-                }
-            }
-            SlotAction::Skip { slot, next, reason } => {
-                let mut run = self.new_run(task, Trigger::Schedule, now);
-                run.scheduled_for = Some(slot);
-                run.message = reason;
-                self.store.skip_slot(task.id, slot, next, &run).await?;
-            }
-        }
-        Ok(())
-    }
-
     async fn start_retry(
         self: &Arc<Self>,
         task: &TaskRecord,
@@ -263,7 +277,8 @@ impl Dispatcher {
         let mut run = self.new_run(task, Trigger::Retry, now);
         run.attempt = task.retry_attempt;
         if self.store.claim_retry(task.id, retry_at, &run).await? == Claim::Claimed {
-            self.spawn_run(task.clone(), run, task.next_run_at).await;
+            self.spawn_run(task.clone(), run, task.next_run_at, None)
+                .await;
         }
         Ok(())
     }
@@ -283,7 +298,7 @@ impl Dispatcher {
             let mut run = self.new_run(&task, Trigger::Manual, now);
             run.id = queued.id;
             let next = task.next_run_at;
-            self.spawn_run(task, run, next).await;
+            self.spawn_run(task, run, next, None).await;
         }
         Ok(())
     }
@@ -296,39 +311,55 @@ impl Dispatcher {
         let id = run.id.clone();
         if claim == Claim::Claimed {
             let next = task.next_run_at;
-            self.spawn_run(task, run, next).await;
+            self.spawn_run(task, run, next, None).await;
         }
         Ok((id, claim))
     }
 
+    /// Starts a claimed run; `state` is the configuration's stored state
+    /// when the caller already read it.
     async fn spawn_run(
         self: &Arc<Self>,
         task: TaskRecord,
         run: NewRun,
         next: Option<DateTime<Utc>>,
+        state: Option<std::collections::BTreeMap<String, String>>,
     ) {
         let cancel = CancelToken::new();
         self.lock_running().insert(run.id.clone(), cancel.clone());
         let this = self.clone();
         self.runs.lock().await.spawn(async move {
             let run_id = run.id.clone();
-            if let Err(e) = this.execute(&task, run, next, cancel).await {
-                tracing::error!(run = %run_id, "recording the run failed: {e}");
-            }
+            let wake = match this.execute(&task, run, next, cancel, state).await {
+                Ok(wake) => wake,
+                Err(e) => {
+                    tracing::error!(run = %run_id, "recording the run failed: {e}");
+                    true
+                }
+            };
             this.lock_running().remove(&run_id);
-            this.wake();
+            // Only work this run was holding up needs a pass now: a retry,
+            // or a slot that came due while it ran.
+            if wake {
+                this.wake();
+            }
         });
     }
 
+    /// Runs and records one run; true if the dispatcher should look again.
     async fn execute(
         &self,
         task: &TaskRecord,
         run: NewRun,
         next: Option<DateTime<Utc>>,
         cancel: CancelToken,
-    ) -> StoreResult<()> {
+        state: Option<std::collections::BTreeMap<String, String>>,
+    ) -> StoreResult<bool> {
         let config = &task.config;
-        let state = self.store.load_state(task.id).await?;
+        let state = match state {
+            Some(state) => state,
+            None => self.store.load_state(task.id).await?,
+        };
         let request = RunRequest {
             context: RunContext {
                 configuration_name: config.name.clone(),
@@ -417,7 +448,27 @@ impl Dispatcher {
             let backoff = config.retry_backoff * 2u32.saturating_pow(run.attempt - 1);
             finish.retry = Some((finished_at + delta(backoff), run.attempt + 1));
         }
-        self.store.finish_run(&finish).await?;
+        let wake = finish.retry.is_some() || next.is_some_and(|n| n <= self.clock.now());
+        self.record(finish).await?;
+        Ok(wake)
+    }
+
+    /// Group commit: the first run to finish while no commit is gathering
+    /// becomes the committer; runs finishing meanwhile join its batch. One
+    /// transaction then records them all. A commit that fails leaves its runs
+    /// `running` until their leases expire and they are recorded abandoned.
+    async fn record(&self, finish: RunFinish) -> StoreResult<()> {
+        let committer = {
+            let mut pending = self.finished.lock().unwrap_or_else(|e| e.into_inner());
+            pending.push(finish);
+            pending.len() == 1
+        };
+        if !committer {
+            return Ok(());
+        }
+        tokio::task::yield_now().await;
+        let batch = std::mem::take(&mut *self.finished.lock().unwrap_or_else(|e| e.into_inner()));
+        self.store.finish_runs(&batch).await?;
         Ok(())
     }
 

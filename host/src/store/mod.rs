@@ -63,17 +63,30 @@ pub trait Store: Send + Sync {
     async fn due_tasks(&self, now: DateTime<Utc>) -> StoreResult<Vec<TaskRecord>>;
     /// The earliest next fire time or retry time of any enabled configuration.
     async fn earliest_due(&self) -> StoreResult<Option<DateTime<Utc>>>;
-    /// Claims slot `slot` of configuration `task_id` for `run` and moves its
-    /// next fire time to `next`, in one conditional step: succeeds only if
-    /// the slot is still the configuration's next fire time and nothing is
-    /// running. Exactly one claimant wins a slot.
+    /// Claims many slots in one atomic step. Each claim succeeds only if its
+    /// slot is still the configuration's next fire time and nothing is
+    /// running, and then moves the next fire time on; on overlap it records
+    /// the slot skipped (or leaves it due, per [`OnOverlap`]). Exactly one
+    /// claimant wins a slot. Batching is what keeps a thousand slots due in
+    /// the same second from being a thousand transactions.
+    async fn claim_slots(&self, claims: &[SlotClaim]) -> StoreResult<Vec<Claim>>;
+    /// One slot: [`claim_slots`](Self::claim_slots) with [`OnOverlap::Wait`].
     async fn claim_slot(
         &self,
         task_id: i64,
         slot: DateTime<Utc>,
         next: Option<DateTime<Utc>>,
         run: &NewRun,
-    ) -> StoreResult<Claim>;
+    ) -> StoreResult<Claim> {
+        debug_assert_eq!(task_id, run.task_id);
+        let claim = SlotClaim {
+            slot,
+            next,
+            run: run.clone(),
+            on_overlap: OnOverlap::Wait,
+        };
+        Ok(self.claim_slots(&[claim]).await?.remove(0))
+    }
     /// Records slot `slot` as skipped (overlap, misfire) and moves the next
     /// fire time to `next`, conditionally like [`claim_slot`](Self::claim_slot).
     async fn skip_slot(
@@ -94,10 +107,18 @@ pub trait Store: Send + Sync {
     async fn claim_manual(&self, task_id: i64, run: &NewRun) -> StoreResult<Claim>;
 
     // --- runs -----------------------------------------------------------
-    /// Records how a run ended, its events and the state it left, clears the
-    /// configuration's running mark and updates its counters; schedules a
-    /// retry when `retry_at` is given. Only a run still `running` can finish.
-    async fn finish_run(&self, finish: &RunFinish) -> StoreResult<bool>;
+    /// Records how runs ended (in one transaction): outcome, events and the
+    /// state each left; clears the configuration's running mark, updates its
+    /// counters, schedules a retry when asked. Only a run still `running`
+    /// can finish; the result says which did.
+    async fn finish_runs(&self, finishes: &[RunFinish]) -> StoreResult<Vec<bool>>;
+    /// One run: [`finish_runs`](Self::finish_runs).
+    async fn finish_run(&self, finish: &RunFinish) -> StoreResult<bool> {
+        Ok(self
+            .finish_runs(std::slice::from_ref(finish))
+            .await?
+            .remove(0))
+    }
     /// Extends the leases of `run_ids` (held by a live instance) to `until`.
     async fn renew_leases(&self, run_ids: &[String], until: DateTime<Utc>) -> StoreResult<()>;
     /// Marks running runs whose lease expired before `now` as abandoned and
@@ -123,6 +144,12 @@ pub trait Store: Send + Sync {
     async fn append_events(&self, events: &[NewEvent]) -> StoreResult<()>;
     async fn list_events(&self, filter: &EventFilter) -> StoreResult<Vec<EventRecord>>;
     async fn load_state(&self, task_id: i64) -> StoreResult<BTreeMap<String, String>>;
+    /// The states of several configurations in one read (for a batch of
+    /// claimed runs); configurations without state map to an empty map.
+    async fn load_states(
+        &self,
+        task_ids: &[i64],
+    ) -> StoreResult<std::collections::HashMap<i64, BTreeMap<String, String>>>;
 
     // --- plugins and instances -------------------------------------------
     /// Replaces the plugin status an instance reports.

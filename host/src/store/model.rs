@@ -217,6 +217,25 @@ pub struct NewRun {
     pub message: String,
 }
 
+/// What a slot claim does when the configuration is still running.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnOverlap {
+    /// Record the slot as skipped and move the schedule on (the rule).
+    Skip,
+    /// Leave the slot due, to run once the running run ends (catch-up).
+    Wait,
+}
+
+/// One slot to claim for `run` (its task is `run.task_id`).
+#[derive(Debug, Clone)]
+pub struct SlotClaim {
+    pub slot: DateTime<Utc>,
+    /// The next fire time once this slot is taken or skipped.
+    pub next: Option<DateTime<Utc>>,
+    pub run: NewRun,
+    pub on_overlap: OnOverlap,
+}
+
 /// The result of trying to start a run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Claim {

@@ -375,6 +375,101 @@ fn name_free(result: StoreResult<usize>, name: &str) -> StoreResult<usize> {
     }
 }
 
+/// Records one finished run inside `tx`; false if it was not running.
+fn finish_one(tx: &Transaction<'_>, f: &RunFinish) -> rusqlite::Result<bool> {
+    let finished = tx.execute(
+        "UPDATE runs SET state = ?1, reason = ?2, message = ?3, finished_at = ?4,
+                duration_us = ?5, fuel = ?6, peak_memory = ?7, component_sha256 = ?8,
+                component_version = ?9, lease_until = NULL
+         WHERE id = ?10 AND state = 'running'",
+        params![
+            f.state.as_str(),
+            f.reason,
+            f.message,
+            ms(f.finished_at),
+            f.duration_us as i64,
+            f.fuel as i64,
+            f.peak_memory_bytes as i64,
+            f.component_sha256,
+            f.component_version,
+            f.run_id,
+        ],
+    )?;
+    if finished == 0 {
+        // Abandoned meanwhile (lease expired): its record stands.
+        return Ok(false);
+    }
+    let failed = i64::from(f.state.is_failure());
+    let (retry_at, retry_attempt) = match f.retry {
+        Some((at, attempt)) => (Some(ms(at)), attempt as i64),
+        None => (None, 0),
+    };
+    tx.execute(
+        "UPDATE tasks SET running_run_id = NULL, last_outcome = ?1, last_message = ?2,
+                failed_count = failed_count + ?3, retry_at = ?4, retry_attempt = ?5
+         WHERE id = ?6 AND running_run_id = ?7",
+        params![
+            f.state.as_str(),
+            f.message,
+            failed,
+            retry_at,
+            retry_attempt,
+            f.task_id,
+            f.run_id
+        ],
+    )?;
+    insert_events(tx, &f.events)?;
+    if let Some(state) = &f.task_state {
+        tx.execute("DELETE FROM task_state WHERE task_id = ?1", [f.task_id])?;
+        let mut stmt =
+            tx.prepare_cached("INSERT INTO task_state (task_id, key, value) VALUES (?1, ?2, ?3)")?;
+        for (k, v) in state {
+            stmt.execute(params![f.task_id, k, v])?;
+        }
+    }
+    Ok(true)
+}
+
+/// One slot claim inside `tx`.
+fn claim_one(tx: &Transaction<'_>, c: &SlotClaim) -> rusqlite::Result<Claim> {
+    let run = &c.run;
+    let won = tx
+        .prepare_cached(
+            "UPDATE tasks SET next_run_at = ?1, running_run_id = ?2, last_run_at = ?3,
+                    run_count = run_count + 1, retry_at = NULL, retry_attempt = 0
+             WHERE id = ?4 AND next_run_at = ?5 AND enabled = 1 AND running_run_id IS NULL",
+        )?
+        .execute(params![
+            opt_ms(c.next),
+            run.id,
+            ms(run.started_at),
+            run.task_id,
+            ms(c.slot)
+        ])?;
+    if won == 1 {
+        insert_run(tx, run, RunState::Running)?;
+        return Ok(Claim::Claimed);
+    }
+    let running: Option<Option<String>> = tx
+        .prepare_cached("SELECT running_run_id FROM tasks WHERE id = ?1 AND next_run_at = ?2")?
+        .query_row(params![run.task_id, ms(c.slot)], |r| r.get(0))
+        .optional()?;
+    let Some(Some(running)) = running else {
+        return Ok(Claim::Lost);
+    };
+    if c.on_overlap == OnOverlap::Skip {
+        tx.prepare_cached(
+            "UPDATE tasks SET next_run_at = ?1, skipped_count = skipped_count + 1
+             WHERE id = ?2 AND next_run_at = ?3",
+        )?
+        .execute(params![opt_ms(c.next), run.task_id, ms(c.slot)])?;
+        let mut skipped = run.clone();
+        skipped.message = format!("skipped: the previous run {running} was still running");
+        insert_run(tx, &skipped, RunState::Skipped)?;
+    }
+    Ok(Claim::AlreadyRunning { run_id: running })
+}
+
 #[async_trait::async_trait]
 impl Store for SqliteStore {
     async fn create_task(
@@ -485,36 +580,8 @@ impl Store for SqliteStore {
         .map(|v| v.map(from_ms))
     }
 
-    async fn claim_slot(
-        &self,
-        task_id: i64,
-        slot: DateTime<Utc>,
-        next: Option<DateTime<Utc>>,
-        run: &NewRun,
-    ) -> StoreResult<Claim> {
-        self.write(|tx| {
-            let won = tx.execute(
-                "UPDATE tasks SET next_run_at = ?1, running_run_id = ?2, last_run_at = ?3,
-                        run_count = run_count + 1, retry_at = NULL, retry_attempt = 0
-                 WHERE id = ?4 AND next_run_at = ?5 AND enabled = 1 AND running_run_id IS NULL",
-                params![opt_ms(next), run.id, ms(run.started_at), task_id, ms(slot)],
-            )?;
-            if won == 1 {
-                insert_run(tx, run, RunState::Running)?;
-                return Ok(Claim::Claimed);
-            }
-            let running: Option<Option<String>> = tx
-                .query_row(
-                    "SELECT running_run_id FROM tasks WHERE id = ?1 AND next_run_at = ?2",
-                    params![task_id, ms(slot)],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            Ok(match running {
-                Some(Some(run_id)) => Claim::AlreadyRunning { run_id },
-                _ => Claim::Lost,
-            })
-        })
+    async fn claim_slots(&self, claims: &[SlotClaim]) -> StoreResult<Vec<Claim>> {
+        self.write(|tx| claims.iter().map(|c| claim_one(tx, c)).collect())
     }
 
     async fn skip_slot(
@@ -593,61 +660,8 @@ impl Store for SqliteStore {
         })
     }
 
-    async fn finish_run(&self, f: &RunFinish) -> StoreResult<bool> {
-        self.write(|tx| {
-            let finished = tx.execute(
-                "UPDATE runs SET state = ?1, reason = ?2, message = ?3, finished_at = ?4,
-                        duration_us = ?5, fuel = ?6, peak_memory = ?7, component_sha256 = ?8,
-                        component_version = ?9, lease_until = NULL
-                 WHERE id = ?10 AND state = 'running'",
-                params![
-                    f.state.as_str(),
-                    f.reason,
-                    f.message,
-                    ms(f.finished_at),
-                    f.duration_us as i64,
-                    f.fuel as i64,
-                    f.peak_memory_bytes as i64,
-                    f.component_sha256,
-                    f.component_version,
-                    f.run_id,
-                ],
-            )?;
-            if finished == 0 {
-                // Abandoned meanwhile (lease expired): its record stands.
-                return Ok(false);
-            }
-            let failed = i64::from(f.state.is_failure());
-            let (retry_at, retry_attempt) = match f.retry {
-                Some((at, attempt)) => (Some(ms(at)), attempt as i64),
-                None => (None, 0),
-            };
-            tx.execute(
-                "UPDATE tasks SET running_run_id = NULL, last_outcome = ?1, last_message = ?2,
-                        failed_count = failed_count + ?3, retry_at = ?4, retry_attempt = ?5
-                 WHERE id = ?6 AND running_run_id = ?7",
-                params![
-                    f.state.as_str(),
-                    f.message,
-                    failed,
-                    retry_at,
-                    retry_attempt,
-                    f.task_id,
-                    f.run_id
-                ],
-            )?;
-            insert_events(tx, &f.events)?;
-            if let Some(state) = &f.task_state {
-                tx.execute("DELETE FROM task_state WHERE task_id = ?1", [f.task_id])?;
-                let mut stmt = tx.prepare_cached(
-                    "INSERT INTO task_state (task_id, key, value) VALUES (?1, ?2, ?3)",
-                )?;
-                for (k, v) in state {
-                    stmt.execute(params![f.task_id, k, v])?;
-                }
-            }
-            Ok(true)
-        })
+    async fn finish_runs(&self, finishes: &[RunFinish]) -> StoreResult<Vec<bool>> {
+        self.write(|tx| finishes.iter().map(|f| finish_one(tx, f)).collect())
     }
 
     async fn renew_leases(&self, run_ids: &[String], until: DateTime<Utc>) -> StoreResult<()> {
@@ -879,6 +893,29 @@ impl Store for SqliteStore {
                 c.prepare_cached("SELECT key, value FROM task_state WHERE task_id = ?1")?;
             stmt.query_map([task_id], |r| Ok((r.get(0)?, r.get(1)?)))?
                 .collect()
+        })
+    }
+
+    async fn load_states(
+        &self,
+        task_ids: &[i64],
+    ) -> StoreResult<std::collections::HashMap<i64, BTreeMap<String, String>>> {
+        self.with(|c| {
+            let mut states: std::collections::HashMap<i64, BTreeMap<String, String>> =
+                task_ids.iter().map(|id| (*id, BTreeMap::new())).collect();
+            let mut stmt =
+                c.prepare_cached("SELECT key, value FROM task_state WHERE task_id = ?1")?;
+            for id in task_ids {
+                let entries = stmt.query_map([id], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+                })?;
+                let state = states.entry(*id).or_default();
+                for entry in entries {
+                    let (k, v) = entry?;
+                    state.insert(k, v);
+                }
+            }
+            Ok(states)
         })
     }
 
