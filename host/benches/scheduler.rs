@@ -39,6 +39,11 @@ use cronwerk::store::{
     TaskRecord,
 };
 
+// The end-to-end tests' helpers (`with_custom_section`) serve the bench too.
+#[path = "../../tests/common/mod.rs"]
+mod common;
+use common::with_custom_section;
+
 const HELLO: &str = "Acme.HelloScheduledTask";
 /// Configurations due at once in the throughput run.
 const THROUGHPUT_TASKS: usize = 20_000;
@@ -307,31 +312,6 @@ fn sorted(mut v: Vec<f64>) -> Vec<f64> {
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
-}
-
-/// `component` with a custom section appended (id 0, LEB128 size, LEB128
-/// name length, name, payload): the same component, new content, new sha256.
-fn with_custom_section(component: &[u8], name: &str, payload: &[u8]) -> Vec<u8> {
-    fn leb128(mut n: usize, out: &mut Vec<u8>) {
-        loop {
-            let byte = (n & 0x7f) as u8;
-            n >>= 7;
-            if n == 0 {
-                out.push(byte);
-                return;
-            }
-            out.push(byte | 0x80);
-        }
-    }
-    let mut body = Vec::new();
-    leb128(name.len(), &mut body);
-    body.extend_from_slice(name.as_bytes());
-    body.extend_from_slice(payload);
-    let mut out = component.to_vec();
-    out.push(0);
-    leb128(body.len(), &mut out);
-    out.extend_from_slice(&body);
-    out
 }
 
 /// hello with its identifier string replaced in place by another of the
