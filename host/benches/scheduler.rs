@@ -85,6 +85,24 @@ struct TimedStore {
 }
 
 impl TimedStore {
+    /// A fresh SQLite store in a temp dir, wrapped to time every call; the
+    /// dir lives as long as the returned guard.
+    fn temp() -> (
+        tempfile::TempDir,
+        Arc<SqliteStore>,
+        Arc<Timing>,
+        Arc<TimedStore>,
+    ) {
+        let tmp = tempfile::tempdir().unwrap();
+        let inner = Arc::new(SqliteStore::open(tmp.path()).unwrap());
+        let timing = Arc::new(Timing::default());
+        let store = Arc::new(TimedStore {
+            inner: inner.clone(),
+            timing: timing.clone(),
+        });
+        (tmp, inner, timing, store)
+    }
+
     async fn time<T>(&self, what: &'static str, f: impl std::future::Future<Output = T>) -> T {
         let start = Instant::now();
         let result = f.await;
@@ -394,13 +412,7 @@ struct Throughput {
 }
 
 async fn throughput(shared: &Shared, n: usize) -> Throughput {
-    let tmp = tempfile::tempdir().unwrap();
-    let inner = Arc::new(SqliteStore::open(tmp.path()).unwrap());
-    let timing = Arc::new(Timing::default());
-    let store = Arc::new(TimedStore {
-        inner: inner.clone(),
-        timing: timing.clone(),
-    });
+    let (_tmp, inner, timing, store) = TimedStore::temp();
 
     // Creating configurations takes a while; the shared due time must lie
     // after it (a slot more than 5 s late is a misfire and is skipped), so
@@ -689,13 +701,7 @@ struct Lateness {
 }
 
 async fn lateness(shared: &Shared, n: usize, seconds: u64, create_per_task: Duration) -> Lateness {
-    let tmp = tempfile::tempdir().unwrap();
-    let inner = Arc::new(SqliteStore::open(tmp.path()).unwrap());
-    let timing = Arc::new(Timing::default());
-    let store = Arc::new(TimedStore {
-        inner: inner.clone(),
-        timing: timing.clone(),
-    });
+    let (_tmp, inner, timing, store) = TimedStore::temp();
     // First slot on a whole second after the configurations exist.
     let lead = create_per_task * (n as u32) * 2 + Duration::from_secs(2);
     let first = {
