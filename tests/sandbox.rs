@@ -285,6 +285,7 @@ async fn a_granted_directory_is_visible_and_nothing_outside_it() {
                     guest_path: "/data".into(),
                     read_only,
                 }],
+                ..Grants::default()
             }
         }
     };

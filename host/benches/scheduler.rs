@@ -35,8 +35,8 @@ use cronwerk::scheduler::schedule::Schedule;
 use cronwerk::scheduler::{Dispatcher, DispatcherConfig, Execution, Executor, SystemClock};
 use cronwerk::store::{
     Claim, EventFilter, EventRecord, InstanceRow, NewEvent, NewRun, PluginRow, RunFilter,
-    RunFinish, RunRecord, RunState, SlotClaim, SqliteStore, Store, StoreResult, TaskConfig,
-    TaskRecord,
+    RunFinish, RunRecord, RunState, Settings, SlotClaim, SqliteStore, Store, StoreResult,
+    TaskConfig, TaskRecord,
 };
 
 // The end-to-end tests' helpers (`with_custom_section`) serve the bench too.
@@ -259,6 +259,21 @@ impl Store for TimedStore {
     async fn list_instances(&self) -> StoreResult<Vec<InstanceRow>> {
         self.time("list_instances", self.inner.list_instances())
             .await
+    }
+    async fn set_setting(
+        &self,
+        identifier: &str,
+        key: &str,
+        value: Option<&str>,
+    ) -> StoreResult<()> {
+        self.time(
+            "set_setting",
+            self.inner.set_setting(identifier, key, value),
+        )
+        .await
+    }
+    async fn list_settings(&self) -> StoreResult<Settings> {
+        self.time("list_settings", self.inner.list_settings()).await
     }
     async fn change_token(&self) -> StoreResult<u64> {
         self.time("change_token", self.inner.change_token()).await

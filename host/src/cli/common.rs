@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use clap::Args;
 
 use super::args;
-use crate::runtime::DirGrant;
+use crate::runtime::{DirGrant, HttpGrant};
 use crate::scheduler::schedule::Schedule;
 use crate::store::{MisfirePolicy, SqliteStore, Store, TaskConfig};
 
@@ -101,6 +101,10 @@ pub struct ConfigArgs {
     /// Grant a host directory to the task: HOST[:GUEST][:ro] (repeatable).
     #[arg(long = "grant-dir")]
     pub grant_dirs: Vec<DirGrant>,
+    /// Let the task send HTTP requests to HOST[:PORT] (repeatable; `*.example.com`
+    /// for subdomains; without a port only 80/443).
+    #[arg(long = "allow-http")]
+    pub allow_http: Vec<HttpGrant>,
     /// After downtime: skip missed slots, run once, or run all within --catch-up.
     #[arg(long)]
     pub misfire: Option<MisfirePolicy>,
@@ -146,6 +150,11 @@ impl ConfigArgs {
                 .dirs
                 .retain(|g| g.guest_path != grant.guest_path);
             config.grants.dirs.push(grant.clone());
+        }
+        for grant in &self.allow_http {
+            if !config.grants.http_hosts.contains(grant) {
+                config.grants.http_hosts.push(grant.clone());
+            }
         }
         if let Some(m) = self.misfire {
             config.misfire = m;

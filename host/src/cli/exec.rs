@@ -9,10 +9,11 @@ use std::time::{Duration, SystemTime};
 use clap::Args;
 use serde::Serialize;
 
+use super::compile_cache::{self, CacheArgs, LoadStats};
 use super::{args, exit};
 use crate::runtime::{
-    BroadcastPayload, CancelToken, DirGrant, EngineSettings, Grants, InstanceInfo, LoadError,
-    Outcome, RunContext, RunLimits, RunReport, RunRequest, Runtime, Trigger,
+    BroadcastPayload, CancelToken, DirGrant, EngineSettings, Grants, HttpGrant, InstanceInfo,
+    LoadError, Outcome, RunContext, RunLimits, RunReport, RunRequest, Runtime, Trigger,
 };
 
 #[derive(Args)]
@@ -41,6 +42,10 @@ pub struct ExecArgs {
     /// of the file system is visible to the task.
     #[arg(long = "grant-dir")]
     grant_dirs: Vec<DirGrant>,
+    /// Let the task send HTTP requests to HOST[:PORT] (repeatable; `*.example.com`
+    /// for subdomains; without a port only 80/443). Denied otherwise.
+    #[arg(long = "allow-http")]
+    allow_http: Vec<HttpGrant>,
     /// Configuration name the task is told.
     #[arg(long)]
     name: Option<String>,
@@ -62,12 +67,15 @@ pub struct ExecArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    cache: CacheArgs,
 }
 
 #[derive(Serialize)]
 struct JsonReport<'a> {
     file: String,
     version: &'a str,
+    load: &'a LoadStats,
     #[serde(flatten)]
     report: &'a RunReport,
 }
@@ -87,8 +95,8 @@ pub async fn run(args: ExecArgs) -> anyhow::Result<u8> {
         max_concurrent_runs: 4,
         ..Default::default()
     })?;
-    let component = match runtime.load_file(&args.file).await {
-        Ok(c) => c,
+    let (component, load) = match compile_cache::load(&runtime, &args.file, &args.cache).await {
+        Ok(loaded) => loaded,
         Err(e) => return Ok(report_load_error(&e, args.json)),
     };
     let name = args.name.clone().unwrap_or_else(|| {
@@ -116,6 +124,7 @@ pub async fn run(args: ExecArgs) -> anyhow::Result<u8> {
         },
         grants: Grants {
             dirs: args.grant_dirs.clone(),
+            http_hosts: args.allow_http.clone(),
         },
         config: args::to_map(args.config.clone()),
         state: args::to_map(args.state.clone()),
@@ -143,8 +152,10 @@ pub async fn run(args: ExecArgs) -> anyhow::Result<u8> {
     if !args.json {
         let info = component.info();
         eprintln!(
-            "running {} {} (Ctrl-C cancels)",
-            info.identifier, info.version
+            "running {} {} ({}; Ctrl-C cancels)",
+            info.identifier,
+            info.version,
+            load.describe()
         );
     }
     let report = runtime.run(&component, request).await;
@@ -153,6 +164,7 @@ pub async fn run(args: ExecArgs) -> anyhow::Result<u8> {
         let json = JsonReport {
             file: args.file.display().to_string(),
             version: &component.info().version,
+            load: &load,
             report: &report,
         };
         println!("{}", serde_json::to_string_pretty(&json)?);

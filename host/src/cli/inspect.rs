@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use clap::Args;
 use serde::Serialize;
 
+use super::compile_cache::{self, CacheArgs, LoadStats};
 use super::exit;
 use crate::runtime::{Component, EngineSettings, Runtime, TaskInfo};
 
@@ -16,6 +17,8 @@ pub struct InspectArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    cache: CacheArgs,
 }
 
 #[derive(Serialize)]
@@ -27,6 +30,7 @@ struct Inspection<'a> {
     info: &'a TaskInfo,
     imports: &'a [String],
     exports: &'a [String],
+    load: &'a LoadStats,
 }
 
 pub async fn run(args: InspectArgs) -> anyhow::Result<u8> {
@@ -34,11 +38,11 @@ pub async fn run(args: InspectArgs) -> anyhow::Result<u8> {
         max_concurrent_runs: 4,
         ..Default::default()
     })?;
-    let component = match runtime.load_file(&args.file).await {
-        Ok(c) => c,
+    let (component, load) = match compile_cache::load(&runtime, &args.file, &args.cache).await {
+        Ok(loaded) => loaded,
         Err(e) => return Ok(super::exec::report_load_error(&e, args.json)),
     };
-    let inspection = describe(&component, &args.file);
+    let inspection = describe(&component, &args.file, &load);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&inspection)?);
     } else {
@@ -47,7 +51,7 @@ pub async fn run(args: InspectArgs) -> anyhow::Result<u8> {
     Ok(exit::OK)
 }
 
-fn describe<'a>(c: &'a Component, file: &std::path::Path) -> Inspection<'a> {
+fn describe<'a>(c: &'a Component, file: &std::path::Path, load: &'a LoadStats) -> Inspection<'a> {
     Inspection {
         file: file.display().to_string(),
         size_bytes: c.size_bytes(),
@@ -55,6 +59,7 @@ fn describe<'a>(c: &'a Component, file: &std::path::Path) -> Inspection<'a> {
         info: c.info(),
         imports: c.imports(),
         exports: c.exports(),
+        load,
     }
 }
 
@@ -76,4 +81,5 @@ fn print_text(i: &Inspection<'_>) {
     }
     println!("exports      {}", i.exports.join(", "));
     println!("imports      {}", i.imports.join("\n             "));
+    println!("load         {}", i.load.describe());
 }

@@ -3,6 +3,8 @@
 
 mod args;
 mod common;
+mod compile_cache;
+mod config;
 mod events;
 mod exec;
 mod inspect;
@@ -65,6 +67,10 @@ enum Command {
     /// Manage task configurations.
     #[command(subcommand)]
     Task(task::TaskCommand),
+    /// Settings shared by all configurations of an implementation identifier
+    /// (what tasks read through the `config` import).
+    #[command(subcommand)]
+    Config(config::ConfigCommand),
     /// Show the run history.
     Runs(runs::RunsArgs),
     /// Show the event log.
@@ -110,6 +116,7 @@ pub fn main() -> ExitCode {
             Command::Exec(args) => exec::run(args).await,
             Command::Serve(args) => serve::run(&cli.data_dir, args).await,
             Command::Task(command) => task::run(&cli.data_dir, command).await,
+            Command::Config(command) => config::run(&cli.data_dir, command).await,
             Command::Runs(args) => runs::run(&cli.data_dir, args).await,
             Command::Events(args) => events::run(&cli.data_dir, args).await,
             Command::Plugins(args) => plugins::run(&cli.data_dir, args).await,

@@ -98,7 +98,7 @@ pub struct EditArgs {
     /// Remove a property (repeatable).
     #[arg(long = "remove-property")]
     remove_properties: Vec<String>,
-    /// Remove all directory grants.
+    /// Remove all directory and HTTP grants (before adding the ones given).
     #[arg(long)]
     clear_grants: bool,
     /// Remove the fuel limit.
@@ -289,6 +289,9 @@ async fn show(store: &dyn Store, a: ShowArgs) -> anyhow::Result<u8> {
             if g.read_only { " (read-only)" } else { "" }
         );
     }
+    for h in &c.grants.http_hosts {
+        println!("http            {h}");
+    }
     println!(
         "counters        {} runs, {} skipped, {} failed",
         task.run_count, task.skipped_count, task.failed_count
@@ -348,6 +351,7 @@ async fn edit(store: &dyn Store, a: EditArgs) -> anyhow::Result<u8> {
     }
     if a.clear_grants {
         config.grants.dirs.clear();
+        config.grants.http_hosts.clear();
     }
     if a.unlimited_fuel {
         config.limits.fuel = None;

@@ -209,7 +209,7 @@ pub(crate) fn missing_export(origin: &str, exports: &[String]) -> LoadError {
 }
 
 /// Identifiers are what configurations refer to: keep them printable.
-pub(crate) fn validate_identifier(id: &str) -> Result<(), String> {
+pub fn validate_identifier(id: &str) -> Result<(), String> {
     if id.is_empty() {
         return Err("it is empty".into());
     }

@@ -1,16 +1,18 @@
 //! What the host offers a task inside one run: the implementations of the
 //! `log`, `cancellation`, `config`, `state`, `farm` and `instance` imports,
-//! plus the WASI context and the memory limiter of the run's store.
+//! plus the WASI and `wasi:http` contexts and the memory limiter of the run's store.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::bindings::cronwerk::task::{cancellation, config, farm, instance, log, state, types};
 use super::cancel::CancelToken;
 use super::events::{EventLog, EventSource, Level};
+use super::http::HttpPolicy;
 use super::limits::MemoryLimiter;
 
 /// Who this instance is; reported to tasks through the `instance` import.
@@ -88,6 +90,8 @@ impl TaskState {
 pub struct RunState {
     pub(crate) wasi: WasiCtx,
     pub(crate) table: ResourceTable,
+    pub(crate) http: WasiHttpCtx,
+    pub(crate) http_policy: HttpPolicy,
     pub(crate) limiter: MemoryLimiter,
     pub(crate) events: EventLog,
     pub(crate) cancel: CancelToken,
@@ -102,6 +106,16 @@ impl WasiView for RunState {
         WasiCtxView {
             ctx: &mut self.wasi,
             table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for RunState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.http_policy,
         }
     }
 }

@@ -11,6 +11,7 @@ mod context;
 mod engine;
 mod events;
 mod host_state;
+mod http;
 mod limits;
 mod outcome;
 mod sandbox;
@@ -27,11 +28,17 @@ use wasmtime::component::{HasSelf, Linker};
 pub use bindings::{CONTRACT_VERSION, TASK_EXPORT};
 pub use cache::CacheOutcome;
 pub use cancel::CancelToken;
-pub use component::{Component, LoadError, TaskInfo, read_component_file, sha256_hex};
+pub use component::{
+    Component, LoadError, TaskInfo, read_component_file, sha256_hex, validate_identifier,
+};
 pub use context::{RunContext, Trigger};
 pub use engine::{Allocator, CronwerkEngine, EngineSettings};
 pub use events::{Event, EventLimits, EventLog, EventSource, Level, truncate};
-pub use host_state::{BroadcastPayload, Farm, InstanceInfo};
+pub use host_state::{
+    BroadcastPayload, Farm, InstanceInfo, STATE_MAX_KEY_BYTES, STATE_MAX_TOTAL_BYTES,
+    STATE_MAX_VALUE_BYTES,
+};
+pub use http::HttpGrant;
 pub use limits::{MemoryLimitExceeded, RunLimits};
 pub use outcome::{Outcome, RunReport, StopReason};
 pub use sandbox::{DirGrant, Grants};
@@ -84,6 +91,8 @@ impl Runtime {
         let engine = CronwerkEngine::new(settings)?;
         let mut linker = Linker::new(&engine.engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
+            .map_err(anyhow::Error::from)?;
         ScheduledTask::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
             .map_err(anyhow::Error::from)?;
         Ok(Runtime {

@@ -17,6 +17,7 @@ use super::cancel::CancelToken;
 use super::capture::CapturedOutput;
 use super::events::EventLog;
 use super::host_state::{Farm, InstanceInfo, RunState, TaskState};
+use super::http::{HttpGrant, HttpPolicy};
 use super::limits::{MemoryLimiter, RunLimits};
 use super::outcome::{StoppedAfterGrace, TimeLimitExceeded};
 
@@ -60,6 +61,9 @@ impl std::str::FromStr for DirGrant {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Grants {
     pub dirs: Vec<DirGrant>,
+    /// Hosts the task may send HTTP requests to (`wasi:http`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub http_hosts: Vec<HttpGrant>,
 }
 
 /// Everything a sandbox is built from besides the component.
@@ -113,6 +117,8 @@ impl Sandbox {
         let state = RunState {
             wasi: wasi.build(),
             table: ResourceTable::new(),
+            http: wasmtime_wasi_http::WasiHttpCtx::new(),
+            http_policy: HttpPolicy::new(spec.grants.http_hosts.clone(), spec.events.clone()),
             limiter: MemoryLimiter::new(spec.limits.memory_bytes),
             events: spec.events,
             cancel: spec.cancel.clone(),

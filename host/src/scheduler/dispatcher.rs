@@ -17,7 +17,7 @@ use crate::runtime::{
     CancelToken, InstanceInfo, Level, Outcome, RunContext, RunReport, RunRequest, Trigger,
 };
 use crate::store::{
-    Claim, NewEvent, NewRun, OnOverlap, RunFinish, RunRecord, RunState, SlotClaim, Store,
+    Claim, NewEvent, NewRun, OnOverlap, RunFinish, RunRecord, RunState, Settings, SlotClaim, Store,
     StoreResult, TaskRecord,
 };
 
@@ -83,6 +83,9 @@ pub struct Dispatcher {
     runs: tokio::sync::Mutex<JoinSet<()>>,
     /// Finished runs waiting to be committed together (group commit).
     finished: Mutex<Vec<RunFinish>>,
+    /// Identifier settings as of the latest pass; runs read them through
+    /// the `config` import.
+    settings: Mutex<Arc<Settings>>,
 }
 
 fn to_std(d: chrono::TimeDelta) -> Duration {
@@ -109,6 +112,7 @@ impl Dispatcher {
             running: Mutex::new(HashMap::new()),
             runs: tokio::sync::Mutex::new(JoinSet::new()),
             finished: Mutex::new(Vec::new()),
+            settings: Mutex::new(Arc::new(Settings::new())),
         })
     }
 
@@ -189,6 +193,9 @@ impl Dispatcher {
     /// One pass: queued manual runs, due retries and slots. All slots due
     /// in this pass are claimed in one store transaction.
     pub async fn tick(self: &Arc<Self>, now: DateTime<Utc>) -> StoreResult<()> {
+        // One small read per pass keeps `config set` live without a read per run.
+        let settings = Arc::new(self.store.list_settings().await?);
+        *self.settings.lock().unwrap_or_else(|e| e.into_inner()) = settings;
         for queued in self.store.queued_runs().await? {
             self.start_queued(queued, now).await?;
         }
@@ -374,7 +381,13 @@ impl Dispatcher {
             payload: None,
             limits: config.limits,
             grants: config.grants.clone(),
-            config: Default::default(),
+            config: self
+                .settings
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&config.implementation)
+                .cloned()
+                .unwrap_or_default(),
             state,
             instance: self.config.instance.clone(),
             farm: None,

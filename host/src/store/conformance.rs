@@ -400,4 +400,43 @@ pub async fn run_all(make: impl Fn() -> Box<dyn Store>) {
     manual_runs_queue_and_never_overlap(&*make()).await;
     events_filter_and_retention(&*make()).await;
     plugins_and_instances(&*make()).await;
+    identifier_settings(&*make()).await;
+}
+
+pub async fn identifier_settings(store: &dyn Store) {
+    assert!(store.list_settings().await.unwrap().is_empty());
+    let before = store.change_token().await.unwrap();
+    store
+        .set_setting("Acme.CacheWarmup", "user-agent", Some("probe/1"))
+        .await
+        .unwrap();
+    assert_ne!(store.change_token().await.unwrap(), before);
+    store
+        .set_setting("Acme.CacheWarmup", "user-agent", Some("probe/2"))
+        .await
+        .unwrap();
+    store
+        .set_setting("Acme.ReportDigest", "team", Some("ops"))
+        .await
+        .unwrap();
+    store
+        .set_setting("Acme.ReportDigest", "gone", Some("x"))
+        .await
+        .unwrap();
+    store
+        .set_setting("Acme.ReportDigest", "gone", None)
+        .await
+        .unwrap();
+    // Removing what is not there is fine.
+    store
+        .set_setting("Acme.Nothing", "nope", None)
+        .await
+        .unwrap();
+    let settings = store.list_settings().await.unwrap();
+    assert_eq!(settings.len(), 2);
+    assert_eq!(settings["Acme.CacheWarmup"]["user-agent"], "probe/2");
+    assert_eq!(
+        settings["Acme.ReportDigest"].iter().collect::<Vec<_>>(),
+        [(&"team".to_owned(), &"ops".to_owned())]
+    );
 }

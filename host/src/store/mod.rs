@@ -34,6 +34,9 @@ pub enum StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// Settings scoped to implementation identifiers: identifier → key → value.
+pub type Settings = BTreeMap<String, BTreeMap<String, String>>;
+
 /// Persistence for everything the scheduler and the CLI share.
 #[async_trait::async_trait]
 pub trait Store: Send + Sync {
@@ -157,6 +160,18 @@ pub trait Store: Send + Sync {
     async fn list_plugins(&self) -> StoreResult<Vec<PluginRow>>;
     async fn heartbeat(&self, instance: &InstanceRow) -> StoreResult<()>;
     async fn list_instances(&self) -> StoreResult<Vec<InstanceRow>>;
+
+    // --- identifier settings (the tasks' `config` import) -----------------
+    /// Sets one setting of an implementation identifier, or removes it
+    /// (`None`); removing a missing setting is not an error.
+    async fn set_setting(
+        &self,
+        identifier: &str,
+        key: &str,
+        value: Option<&str>,
+    ) -> StoreResult<()>;
+    /// Every setting, by identifier, then key.
+    async fn list_settings(&self) -> StoreResult<Settings>;
 
     // --- housekeeping ------------------------------------------------------
     /// A value that changes whenever anyone (another process too) committed

@@ -114,8 +114,18 @@ CREATE TABLE instances (
 /// `due_tasks`, SQLite only uses `tasks_due` if `retry_at` has an index too.
 const SCHEMA_V2: &str = "CREATE INDEX tasks_retry ON tasks (enabled, retry_at);";
 
+/// Settings an operator scopes to an implementation identifier; every run
+/// of that identifier reads them through the `config` import.
+const SCHEMA_V3: &str = "CREATE TABLE settings (
+    identifier TEXT    NOT NULL,
+    key        TEXT    NOT NULL,
+    value      TEXT    NOT NULL,
+    updated_at INTEGER NOT NULL,
+    PRIMARY KEY (identifier, key)
+);";
+
 fn migrations() -> Migrations<'static> {
-    Migrations::new(vec![M::up(SCHEMA_V1), M::up(SCHEMA_V2)])
+    Migrations::new(vec![M::up(SCHEMA_V1), M::up(SCHEMA_V2), M::up(SCHEMA_V3)])
 }
 
 /// The SQLite store.
@@ -1003,6 +1013,49 @@ impl Store for SqliteStore {
                 })
             })?
             .collect()
+        })
+    }
+
+    async fn set_setting(
+        &self,
+        identifier: &str,
+        key: &str,
+        value: Option<&str>,
+    ) -> StoreResult<()> {
+        self.write(|tx| {
+            match value {
+                Some(value) => tx.execute(
+                    "INSERT INTO settings (identifier, key, value, updated_at)
+                     VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (identifier, key)
+                     DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+                    params![identifier, key, value, ms(Utc::now())],
+                )?,
+                None => tx.execute(
+                    "DELETE FROM settings WHERE identifier = ?1 AND key = ?2",
+                    params![identifier, key],
+                )?,
+            };
+            Ok(())
+        })
+    }
+
+    async fn list_settings(&self) -> StoreResult<super::Settings> {
+        self.with(|c| {
+            let mut stmt = c.prepare_cached("SELECT identifier, key, value FROM settings")?;
+            let mut settings = super::Settings::new();
+            let rows = stmt.query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                ))
+            })?;
+            for row in rows {
+                let (identifier, key, value) = row?;
+                settings.entry(identifier).or_default().insert(key, value);
+            }
+            Ok(settings)
         })
     }
 

@@ -1,0 +1,134 @@
+//! Where `exec` and `inspect` keep compiled components between invocations:
+//! a per-user cache directory, so trying a 15 MB Python or JavaScript task a
+//! second time takes milliseconds instead of seconds of Cranelift.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use serde::Serialize;
+
+use crate::runtime::{CacheOutcome, Component, LoadError, Runtime, read_component_file};
+
+#[derive(Args, Debug, Clone)]
+pub struct CacheArgs {
+    /// Keep compiled components here [default: $XDG_CACHE_HOME/cronwerk, else ~/.cache/cronwerk].
+    #[arg(long, env = "CRONWERK_CACHE_DIR")]
+    cache_dir: Option<PathBuf>,
+    /// Compile from scratch and leave the cache alone.
+    #[arg(long)]
+    no_cache: bool,
+}
+
+impl CacheArgs {
+    /// The cache directory in use, if any.
+    pub fn dir(&self) -> Option<PathBuf> {
+        if self.no_cache {
+            return None;
+        }
+        self.cache_dir.clone().or_else(|| {
+            default_dir(
+                std::env::var_os("XDG_CACHE_HOME").map(PathBuf::from),
+                std::env::var_os("HOME").map(PathBuf::from),
+            )
+        })
+    }
+}
+
+/// `$XDG_CACHE_HOME/cronwerk`, else `$HOME/.cache/cronwerk` (relative values
+/// are ignored, as the XDG specification asks).
+fn default_dir(xdg_cache_home: Option<PathBuf>, home: Option<PathBuf>) -> Option<PathBuf> {
+    match xdg_cache_home.filter(|p| p.is_absolute()) {
+        Some(base) => Some(base.join("cronwerk")),
+        None => home
+            .filter(|p| p.is_absolute())
+            .map(|h| h.join(".cache").join("cronwerk")),
+    }
+}
+
+/// How a component came to be loaded.
+#[derive(Debug, Clone, Serialize)]
+pub struct LoadStats {
+    /// `hit`, `miss` or `off`.
+    pub cache: &'static str,
+    pub millis: f64,
+}
+
+impl LoadStats {
+    /// A few words for a status line, e.g. "loaded from the compile cache in 1.9 ms".
+    pub fn describe(&self) -> String {
+        let took = format_millis(self.millis);
+        match self.cache {
+            "hit" => format!("loaded from the compile cache in {took}"),
+            "miss" => format!("compiled in {took}, now cached"),
+            _ => format!("compiled in {took}, cache off"),
+        }
+    }
+}
+
+fn format_millis(ms: f64) -> String {
+    if ms >= 1000.0 {
+        format!("{:.2} s", ms / 1000.0)
+    } else {
+        format!("{ms:.1} ms")
+    }
+}
+
+/// Loads `file` through the cache chosen by `args`.
+pub async fn load(
+    runtime: &Runtime,
+    file: &Path,
+    args: &CacheArgs,
+) -> Result<(Component, LoadStats), LoadError> {
+    let started = Instant::now();
+    let elapsed = |s: Instant| Duration::as_secs_f64(&s.elapsed()) * 1e3;
+    match args.dir() {
+        None => {
+            let component = runtime.load_file(file).await?;
+            let millis = elapsed(started);
+            Ok((
+                component,
+                LoadStats {
+                    cache: "off",
+                    millis,
+                },
+            ))
+        }
+        Some(dir) => {
+            let bytes = read_component_file(file)?;
+            let (component, outcome) = runtime
+                .load_bytes_cached(bytes, file.display().to_string(), &dir)
+                .await?;
+            let cache = match outcome {
+                CacheOutcome::Hit => "hit",
+                CacheOutcome::Miss => "miss",
+            };
+            Ok((
+                component,
+                LoadStats {
+                    cache,
+                    millis: elapsed(started),
+                },
+            ))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn follows_xdg_then_home() {
+        let p = PathBuf::from;
+        assert_eq!(
+            default_dir(Some(p("/x/cache")), Some(p("/home/u"))),
+            Some(p("/x/cache/cronwerk"))
+        );
+        assert_eq!(
+            default_dir(Some(p("relative")), Some(p("/home/u"))),
+            Some(p("/home/u/.cache/cronwerk"))
+        );
+        assert_eq!(default_dir(None, None), None);
+    }
+}
