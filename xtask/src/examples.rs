@@ -5,15 +5,35 @@ use std::process::Command;
 
 use anyhow::{Context, Result};
 
+use crate::lang_guests::{self, Builder, Guest};
 use crate::{cargo, run, target_dir, toolchain};
 
 const TARGET: &str = "wasm32-wasip2";
 
 /// Rust guests: (cargo package, file name in the output folder).
-const RUST_GUESTS: &[(&str, &str)] = &[("hello", "hello.wasm"), ("misbehave", "misbehave.wasm")];
+const RUST_GUESTS: &[(&str, &str)] = &[
+    ("hello", "hello.wasm"),
+    ("misbehave", "misbehave.wasm"),
+    ("file-cleanup", "file-cleanup.wasm"),
+];
 
 /// Tasks written in WebAssembly text: (source, file name in the output folder).
 const WAT_GUESTS: &[(&str, &str)] = &[("example-tasks/wat-hello/task.wat", "wat-hello.wasm")];
+
+/// Tasks written in Python and JavaScript, built by their language's
+/// component builder (kept in the target directory between builds).
+const SOURCE_GUESTS: &[Guest] = &[
+    Guest {
+        dir: "example-tasks/report-digest",
+        builder: Builder::Python { module: "app" },
+        file: "report-digest.wasm",
+    },
+    Guest {
+        dir: "example-tasks/cache-warmup",
+        builder: Builder::JavaScript { entry: "task.js" },
+        file: "cache-warmup.wasm",
+    },
+];
 
 /// Builds all examples into `out`.
 pub fn build(out: &Path) -> Result<()> {
@@ -27,15 +47,26 @@ pub fn build(out: &Path) -> Result<()> {
     run(&mut cmd)?;
     let built = target_dir()?.join(TARGET).join("release");
     for (package, file) in RUST_GUESTS {
-        let from = built.join(format!("{package}.wasm"));
+        let from = built.join(artifact(package));
         copy_if_changed(&from, &out.join(file))?;
     }
     for (source, file) in WAT_GUESTS {
         let bytes = wat::parse_file(source).with_context(|| format!("assembling {source}"))?;
         write_if_changed(&out.join(file), &bytes)?;
     }
+    let kept = target_dir()?.join("cronwerk-lang-builds");
+    for guest in SOURCE_GUESTS {
+        let bytes = lang_guests::build(guest, &kept)?;
+        write_if_changed(&out.join(guest.file), &bytes)?;
+    }
     eprintln!("xtask: examples built into {}", out.display());
     Ok(())
+}
+
+/// The file cargo writes for a cdylib package: its crate name, in which
+/// `-` becomes `_`.
+fn artifact(package: &str) -> String {
+    format!("{}.wasm", package.replace('-', "_"))
 }
 
 fn copy_if_changed(from: &Path, to: &Path) -> Result<()> {
@@ -53,4 +84,15 @@ fn write_if_changed(to: &Path, bytes: &[u8]) -> Result<()> {
     std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, to).with_context(|| format!("moving into {}", to.display()))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn artifact_uses_the_crate_name() {
+        assert_eq!(artifact("hello"), "hello.wasm");
+        assert_eq!(artifact("file-cleanup"), "file_cleanup.wasm");
+    }
 }

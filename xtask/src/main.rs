@@ -3,6 +3,8 @@
 //! nothing but Rust installed.
 
 mod examples;
+mod lang_guests;
+mod lang_tools;
 mod toolchain;
 
 use std::path::{Path, PathBuf};
