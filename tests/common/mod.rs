@@ -2,6 +2,8 @@
 //! a shared runtime, and run requests with test-friendly defaults.
 #![allow(dead_code)]
 
+pub mod serve_env;
+
 use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -17,6 +19,13 @@ pub fn components_dir() -> PathBuf {
              or build the components with `cargo xtask build-examples --out DIR` and set it to DIR"
         ),
     }
+}
+
+/// Compiled code shared by every test process (beside the components), so
+/// the big Python and JavaScript guests compile once per build, not per test.
+pub fn compile_cache_dir() -> PathBuf {
+    let dir = components_dir();
+    dir.parent().unwrap_or(&dir).join("cronwerk-test-cache")
 }
 
 pub fn component_path(file: &str) -> PathBuf {

@@ -41,6 +41,10 @@ pub struct ServeArgs {
     /// Runs that may execute at once.
     #[arg(long, default_value_t = 128)]
     max_concurrent_runs: u32,
+    /// Keep compiled components here [default: DATA_DIR/cache]; the same
+    /// folder can serve several data directories and `cronwerk exec`.
+    #[arg(long, env = "CRONWERK_CACHE_DIR")]
+    cache_dir: Option<PathBuf>,
 }
 
 /// Runs a task by identifier with whatever the plugins folder serves now.
@@ -152,7 +156,9 @@ pub async fn run(data_dir: &Path, a: ServeArgs) -> anyhow::Result<u8> {
     let plugins = Plugins::open(
         runtime.clone(),
         a.plugins.clone(),
-        data_dir.join("cache"),
+        a.cache_dir
+            .clone()
+            .unwrap_or_else(|| data_dir.join("cache")),
         on_event,
     )
     .await
