@@ -28,6 +28,27 @@ pub fn compile_cache_dir() -> PathBuf {
     dir.parent().unwrap_or(&dir).join("cronwerk-test-cache")
 }
 
+/// Compiles `file` into [`compile_cache_dir`] once per test process (a
+/// no-op when an earlier process did), so that a test starting `serve` with
+/// a big guest does not spend its start-up wait in Cranelift, and parallel
+/// tests do not compile the same guest side by side.
+pub fn warm_compile_cache(file: &str) {
+    static WARMED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let mut warmed = WARMED.lock().unwrap_or_else(|e| e.into_inner());
+    if warmed.iter().any(|f| f == file) {
+        return;
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cronwerk"))
+        .arg("inspect")
+        .arg(component_path(file))
+        .arg("--cache-dir")
+        .arg(compile_cache_dir())
+        .output()
+        .expect("running cronwerk inspect");
+    assert!(out.status.success(), "inspect {file}: {out:?}");
+    warmed.push(file.to_owned());
+}
+
 pub fn component_path(file: &str) -> PathBuf {
     let path = components_dir().join(file);
     assert!(

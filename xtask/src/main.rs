@@ -209,7 +209,7 @@ fn test(no_lint: bool, cargo_args: &[String]) -> Result<()> {
     // Release: the tests compile real components with Cranelift, which is
     // slow unoptimised, and it shares the build with demo and bench.
     run(Command::new(cargo())
-        .args(["test", "--release"])
+        .args(["test", "--release", "--workspace"])
         .args(cargo_args)
         .env("CRONWERK_TEST_COMPONENTS", &components))?;
     eprintln!("xtask: all tests passed");
