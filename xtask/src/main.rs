@@ -220,7 +220,7 @@ fn bench() -> Result<()> {
     let components = components_dir()?;
     examples::build(&components)?;
     // CRONWERK_BENCH_QUICK=1 (inherited) shortens the scheduler bench.
-    for bench in ["per_run", "scheduler"] {
+    for bench in ["per_run", "languages", "scheduler"] {
         run(Command::new(cargo())
             .args(["bench", "-p", "cronwerk", "--bench", bench])
             .env("CRONWERK_BENCH_COMPONENTS", &components))?;
