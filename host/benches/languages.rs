@@ -180,16 +180,15 @@ fn main() {
         }
     });
 
-    println!("\n## Per run (fresh instance each run; {samples} runs after {warmup} warm-up, one thread)\n");
+    println!(
+        "\n## Per run (fresh instance each run; {samples} runs after {warmup} warm-up, one thread)\n"
+    );
     println!("| engine | language | p50 µs | p99 µs | runs/s (1 thread) |");
     println!("| --- | --- | ---: | ---: | ---: |");
     for (label, settings) in variants() {
         rt.block_on(async {
             let runtime = Runtime::new(settings).unwrap();
-            for lang in LANGUAGES
-                .iter()
-                .filter(|l| wanted(l.name) || wanted(label))
-            {
+            for lang in LANGUAGES.iter().filter(|l| wanted(l.name) || wanted(label)) {
                 let bytes = std::fs::read(dir.join(lang.file)).unwrap();
                 let (component, _) = runtime
                     .load_bytes_cached(bytes, lang.file.into(), &cache)

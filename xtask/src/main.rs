@@ -5,6 +5,7 @@
 mod examples;
 mod lang_guests;
 mod lang_tools;
+mod postgres;
 mod toolchain;
 
 use std::path::{Path, PathBuf};
@@ -206,12 +207,17 @@ fn test(no_lint: bool, cargo_args: &[String]) -> Result<()> {
             "warnings",
         ]))?;
     }
+    // The store's PostgreSQL tests run against a throwaway cluster, stopped
+    // when this returns (passed or not).
+    let postgres = postgres::Cluster::start(&target_dir()?)?;
     // Release: the tests compile real components with Cranelift, which is
     // slow unoptimised, and it shares the build with demo and bench.
     run(Command::new(cargo())
         .args(["test", "--release", "--workspace"])
         .args(cargo_args)
-        .env("CRONWERK_TEST_COMPONENTS", &components))?;
+        .env("CRONWERK_TEST_COMPONENTS", &components)
+        .env("CRONWERK_TEST_POSTGRES", postgres.url())
+        .env("CRONWERK_REQUIRE_POSTGRES", "1"))?;
     eprintln!("xtask: all tests passed");
     Ok(())
 }

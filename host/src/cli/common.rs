@@ -2,7 +2,7 @@
 //! a configuration, and plain-text tables.
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -12,13 +12,49 @@ use clap::Args;
 use super::args;
 use crate::runtime::{DirGrant, HttpGrant};
 use crate::scheduler::schedule::Schedule;
-use crate::store::{MisfirePolicy, SqliteStore, Store, TaskConfig};
+use crate::store::{MisfirePolicy, PostgresStore, SqliteStore, Store, TaskConfig, is_postgres_url};
 
-/// Opens the store of `data_dir` (creating it on first use).
-pub fn open_store(data_dir: &Path) -> anyhow::Result<Arc<dyn Store>> {
-    let store = SqliteStore::open(data_dir)
-        .with_context(|| format!("opening the cronwerk store in {}", data_dir.display()))?;
-    Ok(Arc::new(store))
+/// The `--database` of this process, set once by `main`.
+static DATABASE: OnceLock<Option<String>> = OnceLock::new();
+
+/// Records `--database` for [`open_store`].
+pub fn use_database(url: Option<String>) {
+    let _ = DATABASE.set(url.filter(|u| !u.is_empty()));
+}
+
+fn database() -> Option<&'static str> {
+    DATABASE.get().and_then(|d| d.as_deref())
+}
+
+/// Opens the store every verb uses: the PostgreSQL database of
+/// `--database` when it is a postgres:// URL, else `cronwerk.db` in
+/// `data_dir` (created on first use).
+pub async fn open_store(data_dir: &Path) -> anyhow::Result<Arc<dyn Store>> {
+    match database() {
+        Some(url) if is_postgres_url(url) => {
+            let store = PostgresStore::open(url)
+                .await
+                .context("opening the cronwerk store in PostgreSQL (--database)")?;
+            Ok(Arc::new(store))
+        }
+        Some(_) => anyhow::bail!(
+            "--database takes a postgres:// or postgresql:// URL; leave it out to keep the \
+             store in --data-dir (SQLite)"
+        ),
+        None => {
+            let store = SqliteStore::open(data_dir)
+                .with_context(|| format!("opening the cronwerk store in {}", data_dir.display()))?;
+            Ok(Arc::new(store))
+        }
+    }
+}
+
+/// Where the store is, for messages (never a password).
+pub fn store_location(data_dir: &Path) -> String {
+    match database() {
+        Some(_) => "a PostgreSQL database".into(),
+        None => data_dir.display().to_string(),
+    }
 }
 
 /// When a configuration runs: exactly one of these (for `add`), or none to

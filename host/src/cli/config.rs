@@ -31,7 +31,7 @@ pub enum ConfigCommand {
 }
 
 pub async fn run(data_dir: &Path, command: ConfigCommand) -> anyhow::Result<u8> {
-    let store = common::open_store(data_dir)?;
+    let store = common::open_store(data_dir).await?;
     match command {
         ConfigCommand::Set {
             identifier,

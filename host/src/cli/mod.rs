@@ -50,6 +50,10 @@ struct Cli {
         default_value = "cronwerk-data"
     )]
     data_dir: std::path::PathBuf,
+    /// Keep the store in this PostgreSQL database instead (postgres://user@host/db),
+    /// shared by several `serve` instances.
+    #[arg(long, global = true, env = "CRONWERK_DATABASE", value_name = "URL")]
+    database: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -110,6 +114,7 @@ pub fn main() -> ExitCode {
             return ExitCode::from(exit::INTERNAL);
         }
     };
+    common::use_database(cli.database.clone());
     let code = runtime.block_on(async {
         let result = match cli.command {
             Command::Inspect(args) => inspect::run(args).await,

@@ -15,7 +15,7 @@ pub struct PluginsArgs {
 }
 
 pub async fn run(data_dir: &Path, a: PluginsArgs) -> anyhow::Result<u8> {
-    let store = common::open_store(data_dir)?;
+    let store = common::open_store(data_dir).await?;
     let plugins = store.list_plugins().await?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&plugins)?);

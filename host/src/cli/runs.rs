@@ -24,7 +24,7 @@ pub struct RunsArgs {
 }
 
 pub async fn run(data_dir: &Path, a: RunsArgs) -> anyhow::Result<u8> {
-    let store = common::open_store(data_dir)?;
+    let store = common::open_store(data_dir).await?;
     let task_id = match &a.task {
         Some(name) => Some(store.get_task(name).await?.id),
         None => None,

@@ -7,13 +7,12 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
-use chrono::Utc;
 use clap::Args;
 
 use super::{args, common, exit};
 use crate::plugins::{PluginEntry, PluginEvent, Plugins};
 use crate::runtime::{EngineSettings, InstanceInfo, RunRequest, Runtime};
-use crate::scheduler::{Dispatcher, DispatcherConfig, Execution, Executor, SystemClock};
+use crate::scheduler::{Dispatcher, DispatcherConfig, Execution, Executor};
 use crate::store::{InstanceRow, NewEvent, PluginRow, Store};
 
 /// An instance whose heartbeat is older than this is considered gone.
@@ -116,7 +115,7 @@ fn plugin_rows(instance: &str, entries: &[PluginEntry]) -> Vec<PluginRow> {
 
 /// Instances whose heartbeat is recent.
 pub async fn live_instances(store: &dyn Store) -> anyhow::Result<Vec<InstanceRow>> {
-    let cutoff = Utc::now() - chrono::TimeDelta::from_std(LIVENESS).expect("small");
+    let cutoff = store.clock().now() - chrono::TimeDelta::from_std(LIVENESS).expect("small");
     Ok(store
         .list_instances()
         .await?
@@ -137,7 +136,9 @@ async fn shutdown_signal() {
 }
 
 pub async fn run(data_dir: &Path, a: ServeArgs) -> anyhow::Result<u8> {
-    let store = common::open_store(data_dir)?;
+    let store = common::open_store(data_dir).await?;
+    // Every instance on one store schedules by the store's clock.
+    let clock = store.clock();
     let instance = InstanceInfo {
         name: a.name.clone().unwrap_or_else(host_name),
         roles: a.roles.clone(),
@@ -195,9 +196,10 @@ pub async fn run(data_dir: &Path, a: ServeArgs) -> anyhow::Result<u8> {
             }
         }
     });
-    let started_at = Utc::now();
+    let started_at = clock.now();
     let heartbeat = tokio::spawn({
         let store = store.clone();
+        let clock = clock.clone();
         let row = InstanceRow {
             name: instance.name.clone(),
             pid: std::process::id(),
@@ -209,7 +211,7 @@ pub async fn run(data_dir: &Path, a: ServeArgs) -> anyhow::Result<u8> {
         async move {
             loop {
                 let row = InstanceRow {
-                    heartbeat_at: Utc::now(),
+                    heartbeat_at: clock.now(),
                     ..row.clone()
                 };
                 if let Err(e) = store.heartbeat(&row).await {
@@ -237,7 +239,7 @@ pub async fn run(data_dir: &Path, a: ServeArgs) -> anyhow::Result<u8> {
     eprintln!(
         "cronwerk: instance {} serving {} from {} ({loaded} component(s) loaded{}), {tasks} configuration(s)",
         instance.name,
-        data_dir.display(),
+        common::store_location(data_dir),
         a.plugins.display(),
         if failed > 0 {
             format!(", {failed} not: see `cronwerk plugins`")
@@ -252,7 +254,7 @@ pub async fn run(data_dir: &Path, a: ServeArgs) -> anyhow::Result<u8> {
             plugins: plugins.clone(),
             runtime,
         }),
-        Arc::new(SystemClock),
+        clock,
         DispatcherConfig {
             instance: instance.clone(),
             lease: a.lease,

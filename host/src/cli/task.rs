@@ -107,7 +107,7 @@ pub struct EditArgs {
 }
 
 pub async fn run(data_dir: &Path, command: TaskCommand) -> anyhow::Result<u8> {
-    let store = common::open_store(data_dir)?;
+    let store = common::open_store(data_dir).await?;
     let result = match command {
         TaskCommand::Add(a) => add(&*store, a).await,
         TaskCommand::List(a) => list(&*store, a).await,
@@ -138,7 +138,7 @@ pub async fn run(data_dir: &Path, command: TaskCommand) -> anyhow::Result<u8> {
 }
 
 async fn add(store: &dyn Store, a: AddArgs) -> anyhow::Result<u8> {
-    let now = Utc::now();
+    let now = store.clock().now();
     let Some(schedule) = a.schedule.to_schedule(now)? else {
         anyhow::bail!("say when it runs: --every, --cron, --at or --run-on");
     };
@@ -325,7 +325,7 @@ async fn set_enabled(store: &dyn Store, name: &str, enabled: bool) -> anyhow::Re
     // Enabling restarts the schedule from now: slots that passed while it
     // was disabled are not runs that were missed.
     let next = if enabled && !task.config.enabled {
-        common::first_run(&config.schedule, Utc::now())
+        common::first_run(&config.schedule, store.clock().now())
     } else {
         task.next_run_at
     };
@@ -336,7 +336,7 @@ async fn set_enabled(store: &dyn Store, name: &str, enabled: bool) -> anyhow::Re
 
 async fn edit(store: &dyn Store, a: EditArgs) -> anyhow::Result<u8> {
     let task = store.get_task(&a.name).await?;
-    let now = Utc::now();
+    let now = store.clock().now();
     let mut config = task.config.clone();
     let mut next = task.next_run_at;
     if let Some(schedule) = a.schedule.to_schedule(now)? {

@@ -1,19 +1,24 @@
 //! What happened and what is configured: task configurations with their
 //! scheduling state, runs, events, per-configuration state, plugin status
 //! and instances, behind one trait so backends are interchangeable (SQLite
-//! now, PostgreSQL for clusters). The trait's operations are the scheduler's
+//! on one machine, PostgreSQL for clusters). The trait's operations are the scheduler's
 //! consistency points: claiming a slot and finishing a run are each one
 //! atomic, conditional step in the database, never in a process's memory.
 
 #[cfg(test)]
 mod conformance;
 mod model;
+mod postgres;
 mod sqlite;
 
 pub use model::*;
+pub use postgres::{PostgresStore, SCHEMA_VERSION as POSTGRES_SCHEMA_VERSION, is_postgres_url};
 pub use sqlite::SqliteStore;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::scheduler::{Clock, SystemClock};
 
 use chrono::{DateTime, Utc};
 
@@ -177,6 +182,12 @@ pub trait Store: Send + Sync {
     /// A value that changes whenever anyone (another process too) committed
     /// a change; the dispatcher polls it to pick up CLI edits.
     async fn change_token(&self) -> StoreResult<u64>;
+    /// The clock every process sharing this store should schedule and judge
+    /// leases by, so they agree on "now": the machine's own clock for a
+    /// store on this machine; for a shared server, the server's clock.
+    fn clock(&self) -> Arc<dyn Clock> {
+        Arc::new(SystemClock)
+    }
     /// Applies retention: keeps the newest `keep_runs` finished runs per
     /// configuration and events newer than `events_since`.
     async fn prune(&self, keep_runs: u32, events_since: DateTime<Utc>) -> StoreResult<(u64, u64)>;

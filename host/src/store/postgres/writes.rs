@@ -1,0 +1,417 @@
+//! The multi-statement writes, each run inside one transaction by the
+//! caller. Under PostgreSQL's default isolation (read committed) a
+//! conditional `UPDATE` that waited for another transaction's lock
+//! re-checks its condition against the row that transaction committed, so
+//! "`next_run_at` is still this slot" is decided by the database: of two
+//! instances claiming one slot, exactly one moves it on.
+//!
+//! Rows are locked in one global order so concurrent batches cannot
+//! deadlock: run rows before task rows, each in ascending id order.
+
+use chrono::{DateTime, Utc};
+use deadpool_postgres::Transaction;
+use tokio_postgres::Row;
+use tokio_postgres::types::ToSql;
+
+use super::rows::{self, ms, opt_ms};
+use crate::runtime::{EventSource, Level};
+use crate::store::{Claim, NewEvent, NewRun, OnOverlap, RunFinish, RunRecord, RunState, SlotClaim};
+
+type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
+
+/// Executes one (cached) statement; returns the number of rows it changed.
+pub async fn exec(tx: &Transaction<'_>, sql: &str, params: Params<'_>) -> anyhow::Result<u64> {
+    let stmt = tx.prepare_cached(sql).await?;
+    Ok(tx.execute(&stmt, params).await?)
+}
+
+/// Runs one (cached) query.
+pub async fn query(
+    tx: &Transaction<'_>,
+    sql: &str,
+    params: Params<'_>,
+) -> anyhow::Result<Vec<Row>> {
+    let stmt = tx.prepare_cached(sql).await?;
+    Ok(tx.query(&stmt, params).await?)
+}
+
+pub async fn insert_run(tx: &Transaction<'_>, run: &NewRun, state: RunState) -> anyhow::Result<()> {
+    let finished = (state == RunState::Skipped).then_some(ms(run.started_at));
+    let lease = (state == RunState::Running).then_some(ms(run.lease_until));
+    exec(
+        tx,
+        "INSERT INTO runs (id, task_id, task_name, implementation, trigger, attempt, scheduled_for,
+                           started_at, finished_at, lease_until, state, message, instance)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+        &[
+            &run.id,
+            &run.task_id,
+            &run.task_name,
+            &run.implementation,
+            &rows::trigger_str(run.trigger),
+            &i64::from(run.attempt),
+            &opt_ms(run.scheduled_for),
+            &ms(run.started_at),
+            &finished,
+            &lease,
+            &state.as_str(),
+            &run.message,
+            &run.instance,
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Appends events in one statement, in order (ids ascend with the input).
+pub async fn insert_events(tx: &Transaction<'_>, events: &[NewEvent]) -> anyhow::Result<()> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let at: Vec<DateTime<Utc>> = events.iter().map(|e| ms(e.at)).collect();
+    let level: Vec<i64> = events.iter().map(|e| rows::level_to_int(e.level)).collect();
+    let source: Vec<&str> = events.iter().map(|e| rows::source_str(e.source)).collect();
+    let code: Vec<&str> = events.iter().map(|e| e.code.as_str()).collect();
+    let message: Vec<&str> = events.iter().map(|e| e.message.as_str()).collect();
+    let task_id: Vec<Option<i64>> = events.iter().map(|e| e.task_id).collect();
+    let run_id: Vec<Option<&str>> = events.iter().map(|e| e.run_id.as_deref()).collect();
+    exec(
+        tx,
+        "INSERT INTO events (at, level, source, code, message, task_id, run_id)
+         SELECT at, level, source, code, message, task_id, run_id FROM UNNEST($1::timestamptz[], $2::bigint[], $3::text[], $4::text[],
+                              $5::text[], $6::bigint[], $7::text[])
+         WITH ORDINALITY AS e(at, level, source, code, message, task_id, run_id, n)
+         ORDER BY n",
+        &[&at, &level, &source, &code, &message, &task_id, &run_id],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Claims slots in task-id order (the lock order); results in input order.
+pub async fn claim_slots(tx: &Transaction<'_>, claims: &[SlotClaim]) -> anyhow::Result<Vec<Claim>> {
+    let mut order: Vec<usize> = (0..claims.len()).collect();
+    order.sort_by_key(|&i| claims[i].run.task_id);
+    let mut results = vec![Claim::Lost; claims.len()];
+    for i in order {
+        results[i] = claim_slot(tx, &claims[i]).await?;
+    }
+    Ok(results)
+}
+
+async fn claim_slot(tx: &Transaction<'_>, c: &SlotClaim) -> anyhow::Result<Claim> {
+    let run = &c.run;
+    let won = exec(
+        tx,
+        "UPDATE tasks SET next_run_at = $1, running_run_id = $2, last_run_at = $3,
+                run_count = run_count + 1, retry_at = NULL, retry_attempt = 0
+         WHERE id = $4 AND next_run_at = $5 AND enabled AND running_run_id IS NULL",
+        &[
+            &opt_ms(c.next),
+            &run.id,
+            &ms(run.started_at),
+            &run.task_id,
+            &ms(c.slot),
+        ],
+    )
+    .await?;
+    if won == 1 {
+        insert_run(tx, run, RunState::Running).await?;
+        return Ok(Claim::Claimed);
+    }
+    let running = query(
+        tx,
+        "SELECT running_run_id FROM tasks WHERE id = $1 AND next_run_at = $2",
+        &[&run.task_id, &ms(c.slot)],
+    )
+    .await?;
+    let Some(Some(running)) = running
+        .first()
+        .map(|r| r.try_get::<_, Option<String>>(0))
+        .transpose()?
+    else {
+        return Ok(Claim::Lost);
+    };
+    if c.on_overlap == OnOverlap::Skip {
+        // Conditional again: another instance may be skipping this very
+        // slot; only the one that moves the schedule records the skip.
+        let moved = exec(
+            tx,
+            "UPDATE tasks SET next_run_at = $1, skipped_count = skipped_count + 1
+             WHERE id = $2 AND next_run_at = $3",
+            &[&opt_ms(c.next), &run.task_id, &ms(c.slot)],
+        )
+        .await?;
+        if moved == 0 {
+            return Ok(Claim::Lost);
+        }
+        let mut skipped = run.clone();
+        skipped.message = format!("skipped: the previous run {running} was still running");
+        insert_run(tx, &skipped, RunState::Skipped).await?;
+    }
+    Ok(Claim::AlreadyRunning { run_id: running })
+}
+
+/// Records finished runs: locks their run rows (id order), then updates
+/// them and their configurations in task-id order; results in input order.
+pub async fn finish_runs(
+    tx: &Transaction<'_>,
+    finishes: &[RunFinish],
+) -> anyhow::Result<Vec<bool>> {
+    let ids: Vec<&str> = finishes.iter().map(|f| f.run_id.as_str()).collect();
+    query(
+        tx,
+        "SELECT id FROM runs WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+        &[&ids],
+    )
+    .await?;
+    let mut order: Vec<usize> = (0..finishes.len()).collect();
+    order.sort_by_key(|&i| finishes[i].task_id);
+    let mut results = vec![false; finishes.len()];
+    for i in order {
+        results[i] = finish_run(tx, &finishes[i]).await?;
+    }
+    Ok(results)
+}
+
+async fn finish_run(tx: &Transaction<'_>, f: &RunFinish) -> anyhow::Result<bool> {
+    let finished = exec(
+        tx,
+        "UPDATE runs SET state = $1, reason = $2, message = $3, finished_at = $4,
+                duration_us = $5, fuel = $6, peak_memory = $7, component_sha256 = $8,
+                component_version = $9, lease_until = NULL
+         WHERE id = $10 AND state = 'running'",
+        &[
+            &f.state.as_str(),
+            &f.reason,
+            &f.message,
+            &ms(f.finished_at),
+            &(f.duration_us as i64),
+            &(f.fuel as i64),
+            &(f.peak_memory_bytes as i64),
+            &f.component_sha256,
+            &f.component_version,
+            &f.run_id,
+        ],
+    )
+    .await?;
+    if finished == 0 {
+        // Abandoned meanwhile (lease expired): its record stands.
+        return Ok(false);
+    }
+    let failed = i64::from(f.state.is_failure());
+    let (retry_at, retry_attempt) = match f.retry {
+        Some((at, attempt)) => (Some(ms(at)), i64::from(attempt)),
+        None => (None, 0),
+    };
+    exec(
+        tx,
+        "UPDATE tasks SET running_run_id = NULL, last_outcome = $1, last_message = $2,
+                failed_count = failed_count + $3, retry_at = $4, retry_attempt = $5
+         WHERE id = $6 AND running_run_id = $7",
+        &[
+            &f.state.as_str(),
+            &f.message,
+            &failed,
+            &retry_at,
+            &retry_attempt,
+            &f.task_id,
+            &f.run_id,
+        ],
+    )
+    .await?;
+    insert_events(tx, &f.events).await?;
+    if let Some(state) = &f.task_state {
+        exec(
+            tx,
+            "DELETE FROM task_state WHERE task_id = $1",
+            &[&f.task_id],
+        )
+        .await?;
+        let keys: Vec<&str> = state.keys().map(String::as_str).collect();
+        let values: Vec<&str> = state.values().map(String::as_str).collect();
+        exec(
+            tx,
+            "INSERT INTO task_state (task_id, key, value)
+             SELECT $1, k, v FROM UNNEST($2::text[], $3::text[]) AS s(k, v)",
+            &[&f.task_id, &keys, &values],
+        )
+        .await?;
+    }
+    Ok(true)
+}
+
+/// Records runs whose lease expired before `now` as abandoned. Runs locked
+/// by someone else right now are left alone: that is their instance
+/// finishing them, or another survivor abandoning them.
+pub async fn abandon_expired(
+    tx: &Transaction<'_>,
+    now: DateTime<Utc>,
+) -> anyhow::Result<Vec<RunRecord>> {
+    let expired = query(
+        tx,
+        &format!(
+            "SELECT {} FROM runs WHERE state = 'running' AND lease_until < $1
+             ORDER BY id FOR UPDATE SKIP LOCKED",
+            rows::RUN_COLUMNS
+        ),
+        &[&ms(now)],
+    )
+    .await?;
+    let mut expired = rows::all(&expired, rows::run)?;
+    expired.sort_by_key(|r| r.task_id);
+    for run in &expired {
+        let message = format!(
+            "abandoned: instance {} stopped renewing the run's lease (crashed or killed?)",
+            run.instance.as_deref().unwrap_or("?")
+        );
+        exec(
+            tx,
+            "UPDATE runs SET state = 'abandoned', finished_at = $1, message = $2,
+                    lease_until = NULL
+             WHERE id = $3 AND state = 'running'",
+            &[&ms(now), &message, &run.id],
+        )
+        .await?;
+        exec(
+            tx,
+            "UPDATE tasks SET running_run_id = NULL, last_outcome = 'abandoned',
+                    last_message = $1, failed_count = failed_count + 1
+             WHERE id = $2 AND running_run_id = $3",
+            &[&message, &run.task_id, &run.id],
+        )
+        .await?;
+        insert_events(
+            tx,
+            &[NewEvent {
+                at: now,
+                level: Level::Error,
+                source: EventSource::Host,
+                code: "RUN_ABANDONED".into(),
+                message,
+                task_id: Some(run.task_id),
+                run_id: Some(run.id.clone()),
+            }],
+        )
+        .await?;
+    }
+    Ok(expired)
+}
+
+/// Moves a queued run to running unless its configuration is running
+/// already. The queued row is locked first, so of two instances picking
+/// up the same request one starts it and the other finds it gone.
+pub async fn start_queued_run(
+    tx: &Transaction<'_>,
+    run_id: &str,
+    instance: &str,
+    now: DateTime<Utc>,
+    lease_until: DateTime<Utc>,
+) -> anyhow::Result<Claim> {
+    let queued = query(
+        tx,
+        "SELECT task_id FROM runs WHERE id = $1 AND state = 'queued' FOR UPDATE",
+        &[&run_id],
+    )
+    .await?;
+    let Some(row) = queued.first() else {
+        return Ok(Claim::Lost);
+    };
+    let task_id: i64 = row.try_get(0)?;
+    let won = exec(
+        tx,
+        "UPDATE tasks SET running_run_id = $1, last_run_at = $2, run_count = run_count + 1
+         WHERE id = $3 AND running_run_id IS NULL",
+        &[&run_id, &ms(now), &task_id],
+    )
+    .await?;
+    if won == 1 {
+        exec(
+            tx,
+            "UPDATE runs SET state = 'running', started_at = $1, lease_until = $2, instance = $3
+             WHERE id = $4",
+            &[&ms(now), &ms(lease_until), &instance, &run_id],
+        )
+        .await?;
+        return Ok(Claim::Claimed);
+    }
+    let running = query(
+        tx,
+        "SELECT running_run_id FROM tasks WHERE id = $1",
+        &[&task_id],
+    )
+    .await?;
+    let running: Option<String> = match running.first() {
+        Some(row) => row.try_get(0)?,
+        None => None,
+    };
+    match running {
+        Some(other) => {
+            exec(
+                tx,
+                "UPDATE runs SET state = 'skipped', started_at = $1, finished_at = $1,
+                        instance = $2, message = $3
+                 WHERE id = $4",
+                &[
+                    &ms(now),
+                    &instance,
+                    &format!("not started: run {other} is still running"),
+                    &run_id,
+                ],
+            )
+            .await?;
+            exec(
+                tx,
+                "UPDATE tasks SET skipped_count = skipped_count + 1 WHERE id = $1",
+                &[&task_id],
+            )
+            .await?;
+            Ok(Claim::AlreadyRunning { run_id: other })
+        }
+        None => Ok(Claim::Lost),
+    }
+}
+
+/// Starts a manual run unless one is running (then records it skipped).
+pub async fn claim_manual(
+    tx: &Transaction<'_>,
+    task_id: i64,
+    run: &NewRun,
+) -> anyhow::Result<Claim> {
+    let won = exec(
+        tx,
+        "UPDATE tasks SET running_run_id = $1, last_run_at = $2, run_count = run_count + 1
+         WHERE id = $3 AND running_run_id IS NULL",
+        &[&run.id, &ms(run.started_at), &task_id],
+    )
+    .await?;
+    if won == 1 {
+        insert_run(tx, run, RunState::Running).await?;
+        return Ok(Claim::Claimed);
+    }
+    let running = query(
+        tx,
+        "SELECT running_run_id FROM tasks WHERE id = $1",
+        &[&task_id],
+    )
+    .await?;
+    let running: Option<String> = match running.first() {
+        Some(row) => row.try_get(0)?,
+        None => None,
+    };
+    match running {
+        Some(run_id) => {
+            let mut skipped = run.clone();
+            skipped.message = format!("not started: run {run_id} is still running");
+            insert_run(tx, &skipped, RunState::Skipped).await?;
+            exec(
+                tx,
+                "UPDATE tasks SET skipped_count = skipped_count + 1 WHERE id = $1",
+                &[&task_id],
+            )
+            .await?;
+            Ok(Claim::AlreadyRunning { run_id })
+        }
+        None => Ok(Claim::Lost),
+    }
+}
