@@ -27,6 +27,7 @@ use wasmtime::component::{HasSelf, Linker};
 pub use bindings::{CONTRACT_VERSION, TASK_EXPORT};
 pub use cache::CacheOutcome;
 pub use cancel::CancelToken;
+pub(crate) use component::validate_identifier;
 pub use component::{Component, LoadError, TaskInfo, read_component_file, sha256_hex};
 pub use context::{RunContext, Trigger};
 pub use engine::{Allocator, CronwerkEngine, EngineSettings};
