@@ -135,7 +135,9 @@ impl Policy {
                 .or_else(|| v.strip_prefix("bearer "))
         }) else {
             return Ok(Presented::Invalid(
-                "the Authorization header must be `Bearer TOKEN`".into(),
+                "the Authorization header must be `Bearer TOKEN`, with the API token from the \
+                 data directory's api-token file"
+                    .into(),
             ));
         };
         let expected = self.token.read().map_err(|e| {

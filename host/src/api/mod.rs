@@ -227,7 +227,10 @@ impl ApiServer {
 /// gave must be free.
 pub async fn start(listen: Option<&Listen>, ctx: ApiContext) -> anyhow::Result<Option<ApiServer>> {
     let (addr, explicit) = match listen {
-        Some(Listen::Off) => return Ok(None),
+        Some(Listen::Off) => {
+            eprintln!("cronwerk: the API and dashboard are off (--listen none)");
+            return Ok(None);
+        }
         Some(Listen::At(addr)) => (*addr, true),
         None => (DEFAULT_LISTEN.parse().expect("a valid address"), false),
     };
@@ -261,7 +264,6 @@ pub async fn start(listen: Option<&Listen>, ctx: ApiContext) -> anyhow::Result<O
             tracing::error!("the API server stopped: {e}");
         }
     });
-    eprintln!("cronwerk: API and dashboard on http://{addr}/");
     if created {
         eprintln!(
             "cronwerk: API token (shown this once; kept in {}, `cronwerk token rotate` replaces it): {token}",
@@ -271,5 +273,7 @@ pub async fn start(listen: Option<&Listen>, ctx: ApiContext) -> anyhow::Result<O
     if !loopback {
         eprintln!("cronwerk: {addr} is not loopback: every API request needs the token");
     }
+    // Last, so whoever waits for this line has seen the ones above.
+    eprintln!("cronwerk: API and dashboard on http://{addr}/");
     Ok(Some(ApiServer { addr, task }))
 }
