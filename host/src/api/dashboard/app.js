@@ -94,7 +94,7 @@ function relative(iso) {
 /** A time cell that keeps its relative part fresh. */
 function timeCell(iso, tag = 'td') {
   if (!iso) return h(tag, { class: 'muted' }, '–');
-  return h(tag, { title: new Date(iso).toString() }, when(iso), ' ',
+  return h(tag, { class: 'time', title: new Date(iso).toString() }, when(iso), ' ',
     h('span', { class: 'rel muted', dataset: { at: iso } }, relative(iso)));
 }
 
@@ -140,7 +140,7 @@ function setLive() {
  * which EventSource cannot send). Calls onEvent({event, id, data}); retries
  * with Last-Event-ID until the returned stop() is called.
  */
-function follow(path, onEvent) {
+function follow(path, onEvent, onOpen) {
   const controller = new AbortController();
   let lastId = null;
   let stopped = false;
@@ -155,6 +155,7 @@ function follow(path, onEvent) {
         open = true;
         streamsOpen += 1;
         setLive();
+        if (onOpen) onOpen();
         const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
         let buffer = '';
         let message = { event: 'message', id: null, data: [] };
@@ -359,7 +360,8 @@ function durationChart(runs) {
   const H = 140;
   const m = { l: 56, r: 8, t: 10, b: 22 };
   const max = Math.max(...done.map((r) => r.duration_us), 1);
-  const bw = (W - m.l - m.r) / done.length;
+  // Bars keep a readable width; few runs stay at the left.
+  const bw = Math.min((W - m.l - m.r) / done.length, 24);
   const y = (v) => m.t + (H - m.t - m.b) * (1 - v / max);
   const svg = h('svg', { viewBox: `0 0 ${W} ${H}`, class: 'chart', role: 'img', 'aria-label': `Duration of the last ${done.length} runs` },
     h('line', { x1: m.l, x2: W - m.r, y1: y(0), y2: y(0), class: 'axis' }),
@@ -367,7 +369,7 @@ function durationChart(runs) {
     h('text', { x: m.l - 6, y: y(max) + 4, class: 'label end' }, duration(max)),
     h('text', { x: m.l - 6, y: y(0) + 4, class: 'label end' }, '0'),
     h('text', { x: m.l, y: H - 6, class: 'label' }, when(done[0].started_at)),
-    h('text', { x: W - m.r, y: H - 6, class: 'label end' }, when(done[done.length - 1].started_at)),
+    bw * done.length > 150 ? h('text', { x: m.l + bw * done.length, y: H - 6, class: 'label end' }, when(done[done.length - 1].started_at)) : null,
     done.map((r, i) => {
       const top = y(r.duration_us);
       return h('rect', { x: m.l + i * bw + bw * 0.15, width: Math.max(bw * 0.7, 1), y: top, height: Math.max(y(0) - top, 1), class: `bar ${r.state}` },
@@ -527,8 +529,12 @@ async function eventsPage(params) {
   if (shown === 0) counter.textContent = 'following live';
   const last = first.data.length ? first.data[first.data.length - 1].id : 0;
   q.set('after', last);
+  const table = rows.closest('table');
   onLeave(follow(`/api/events/stream?${q}`, (m) => {
     try { add(JSON.parse(m.data), true); } catch { /* a keep-alive or foreign line */ }
+  }, () => {
+    // Which filter this table follows, once its stream is open.
+    table.dataset.following = new URLSearchParams(Object.entries(filter).filter(([, v]) => v)).toString() || 'all';
   }), gen);
 }
 
