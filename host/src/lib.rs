@@ -3,10 +3,13 @@
 //!
 //! Data flows one way: [`plugins`] turn files into ready components,
 //! [`scheduler`] decides when, [`runtime`] decides how one run happens,
-//! [`store`] records what happened. The CLI in [`cli`] drives them.
+//! [`store`] records what happened. The CLI in [`cli`] and the HTTP API and
+//! dashboard in [`api`] drive them, both through the checks in [`spec`].
 
+pub mod api;
 pub mod cli;
 pub mod plugins;
 pub mod runtime;
 pub mod scheduler;
+pub mod spec;
 pub mod store;

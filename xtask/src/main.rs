@@ -2,6 +2,8 @@
 //! `cargo xtask demo` and `cargo xtask test` work on a fresh machine with
 //! nothing but Rust installed.
 
+mod browser;
+mod dashboard;
 mod examples;
 mod lang_guests;
 mod lang_tools;
@@ -23,7 +25,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Build the example tasks, schedule hello every 10 s and serve it.
+    /// Build the example tasks, schedule hello every 10 s, serve it with the dashboard.
     Demo {
         /// Stop after this long (e.g. 35s) and print the overview; default: until Ctrl-C.
         #[arg(long, value_parser = humantime::parse_duration)]
@@ -164,10 +166,11 @@ fn demo(duration: Option<std::time::Duration>) -> Result<()> {
     let mut serve = Command::new(&bin)
         .arg("--data-dir")
         .arg(&data)
-        .args(["serve", "--plugins"])
+        .args(["serve", "--listen", dashboard::ADDRESS, "--plugins"])
         .arg(&plugins)
         .spawn()
         .context("starting cronwerk serve")?;
+    dashboard::announce(&data, dashboard::ADDRESS, &mut serve)?;
     let started = std::time::Instant::now();
     loop {
         std::thread::sleep(std::time::Duration::from_secs(10));
@@ -195,6 +198,7 @@ fn test(no_lint: bool, cargo_args: &[String]) -> Result<()> {
     toolchain::ensure_components(&["rustfmt", "clippy"])?;
     let components = components_dir()?;
     examples::build(&components)?;
+    let chromium = browser::prepare()?;
     if !no_lint {
         run(Command::new(cargo()).args(["fmt", "--all", "--check"]))?;
         run(Command::new(cargo()).args([
@@ -217,8 +221,18 @@ fn test(no_lint: bool, cargo_args: &[String]) -> Result<()> {
         .args(cargo_args)
         .env("CRONWERK_TEST_COMPONENTS", &components)
         .env("CRONWERK_TEST_POSTGRES", postgres.url())
-        .env("CRONWERK_REQUIRE_POSTGRES", "1"))?;
-    eprintln!("xtask: all tests passed");
+        .env("CRONWERK_REQUIRE_POSTGRES", "1")
+        .env("CRONWERK_CHROMIUM", &chromium)
+        .env(
+            "CRONWERK_ARTIFACTS",
+            target_dir()?.join("cronwerk-artifacts"),
+        ))?;
+    eprintln!(
+        "xtask: all tests passed; screenshots of the dashboard are in {}",
+        target_dir()?
+            .join("cronwerk-artifacts/screenshots")
+            .display()
+    );
     Ok(())
 }
 

@@ -1,7 +1,9 @@
 //! Parsers for command-line values shared by several verbs.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+
+// Value parsers shared with the HTTP API live with the validation they serve.
+pub use crate::spec::{parse_count as count, parse_duration as duration, parse_size as size};
 
 /// `KEY=VALUE`.
 pub fn key_value(s: &str) -> Result<(String, String), String> {
@@ -16,29 +18,10 @@ pub fn to_map(pairs: Vec<(String, String)>) -> BTreeMap<String, String> {
     pairs.into_iter().collect()
 }
 
-/// A duration such as `2s`, `500ms`, `5m`, `1h 30m`.
-pub fn duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s)
-        .map_err(|e| format!("'{s}' is not a duration ({e}); use e.g. 2s, 500ms, 5m"))
-}
-
-/// A size such as `64MiB`, `1GiB`, `512KiB` or a plain number of bytes.
-pub fn size(s: &str) -> Result<u64, String> {
-    s.trim()
-        .parse::<bytesize::ByteSize>()
-        .map(|b| b.as_u64())
-        .map_err(|e| format!("'{s}' is not a size ({e}); use e.g. 64MiB, 1GiB"))
-}
-
-/// A count that may use `_` separators: `10_000_000`.
-pub fn count(s: &str) -> Result<u64, String> {
-    s.replace('_', "")
-        .parse()
-        .map_err(|_| format!("'{s}' is not a whole number"))
-}
-
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]

@@ -11,8 +11,8 @@ use clap::Args;
 
 use super::args;
 use crate::runtime::{DirGrant, HttpGrant};
-use crate::scheduler::schedule::Schedule;
-use crate::store::{MisfirePolicy, PostgresStore, SqliteStore, Store, TaskConfig, is_postgres_url};
+use crate::spec::{ConfigSpec, ScheduleSpec};
+use crate::store::{MisfirePolicy, PostgresStore, SqliteStore, Store, is_postgres_url};
 
 /// The `--database` of this process, set once by `main`.
 static DATABASE: OnceLock<Option<String>> = OnceLock::new();
@@ -81,40 +81,18 @@ pub struct ScheduleArgs {
     pub interval_seconds: Option<u64>,
 }
 
-fn parse_time(flag: &str, text: &str) -> anyhow::Result<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(text)
-        .map(|t| {
-            let t = t.with_timezone(&Utc);
-            // Stores keep milliseconds; so does the schedule.
-            chrono::DurationRound::duration_trunc(t, chrono::TimeDelta::milliseconds(1))
-                .unwrap_or(t)
-        })
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "--{flag} '{text}' is not an RFC 3339 time ({e}); use e.g. 2026-12-01T08:00:00Z"
-            )
-        })
-}
-
 impl ScheduleArgs {
-    /// The schedule these options describe, if any; `now` anchors intervals
-    /// (on a whole second, so runs fall on round times).
-    pub fn to_schedule(&self, now: DateTime<Utc>) -> anyhow::Result<Option<Schedule>> {
-        let now = chrono::DurationRound::duration_trunc(now, chrono::TimeDelta::seconds(1))
-            .unwrap_or(now);
-        let schedule = if let Some(every) = &self.every {
-            let interval = Schedule::parse_interval(every)?;
-            Schedule::every(interval, now)?
-        } else if let Some(expr) = &self.cron {
-            Schedule::cron(expr, &self.tz)?
-        } else if let Some(at) = &self.at {
-            Schedule::at(parse_time("at", at)?)
-        } else if let Some(run_on) = &self.run_on {
-            Schedule::run_on(parse_time("run-on", run_on)?, self.interval_seconds)?
-        } else {
-            return Ok(None);
-        };
-        Ok(Some(schedule))
+    /// The shared description of what these flags say.
+    pub fn spec(&self) -> ScheduleSpec {
+        ScheduleSpec {
+            every: self.every.clone(),
+            cron: self.cron.clone(),
+            // --tz has a default; it only means something with --cron.
+            timezone: self.cron.as_ref().map(|_| self.tz.clone()),
+            at: self.at.clone(),
+            run_on: self.run_on.clone(),
+            interval_seconds: self.interval_seconds,
+        }
     }
 }
 
@@ -156,64 +134,29 @@ pub struct ConfigArgs {
 }
 
 impl ConfigArgs {
-    /// Applies the given options onto `config`.
-    pub fn apply(&self, config: &mut TaskConfig) -> anyhow::Result<()> {
-        if let Some(t) = self.timeout {
-            anyhow::ensure!(!t.is_zero(), "--timeout must be more than zero");
-            config.limits.timeout = t;
+    /// The shared description of what these flags say; relative grant
+    /// paths are taken from the current directory, as a shell user means them.
+    pub fn spec(&self) -> ConfigSpec {
+        ConfigSpec {
+            timeout: self.timeout,
+            fuel: self.fuel,
+            memory: self.memory,
+            properties: self.properties.clone(),
+            grant_dirs: self
+                .grant_dirs
+                .iter()
+                .map(|g| DirGrant {
+                    host_path: std::path::absolute(&g.host_path)
+                        .unwrap_or_else(|_| g.host_path.clone()),
+                    ..g.clone()
+                })
+                .collect(),
+            allow_http: self.allow_http.clone(),
+            misfire: self.misfire,
+            catch_up: self.catch_up,
+            retries: self.retries,
+            retry_backoff: self.retry_backoff,
         }
-        if let Some(f) = self.fuel {
-            config.limits.fuel = Some(f);
-        }
-        if let Some(m) = self.memory {
-            anyhow::ensure!(
-                m >= 64 * 1024,
-                "--memory must be at least 64KiB (one wasm page)"
-            );
-            config.limits.memory_bytes = m;
-        }
-        for (k, v) in &self.properties {
-            config.properties.insert(k.clone(), v.clone());
-        }
-        for grant in &self.grant_dirs {
-            anyhow::ensure!(
-                grant.host_path.is_dir(),
-                "--grant-dir {}: not a directory on this host",
-                grant.host_path.display()
-            );
-            config
-                .grants
-                .dirs
-                .retain(|g| g.guest_path != grant.guest_path);
-            config.grants.dirs.push(grant.clone());
-        }
-        for grant in &self.allow_http {
-            if !config.grants.http_hosts.contains(grant) {
-                config.grants.http_hosts.push(grant.clone());
-            }
-        }
-        if let Some(m) = self.misfire {
-            config.misfire = m;
-        }
-        if let Some(c) = self.catch_up {
-            config.catch_up_window = c;
-        }
-        if let Some(r) = self.retries {
-            config.retries = r;
-        }
-        if let Some(b) = self.retry_backoff {
-            config.retry_backoff = b;
-        }
-        Ok(())
-    }
-}
-
-/// The first fire time of a schedule that starts now: intervals wait one
-/// interval, everything else takes its first time from now on.
-pub fn first_run(schedule: &Schedule, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
-    match schedule {
-        Schedule::Every { .. } | Schedule::Cron { .. } => schedule.next_after(now),
-        _ => schedule.first_at_or_after(now),
     }
 }
 

@@ -12,6 +12,7 @@ mod plugins;
 mod runs;
 mod serve;
 mod task;
+mod token;
 
 use std::process::ExitCode;
 
@@ -81,6 +82,9 @@ enum Command {
     Events(events::EventsArgs),
     /// Show the components running instances have loaded.
     Plugins(plugins::PluginsArgs),
+    /// Manage the HTTP API's token.
+    #[command(subcommand)]
+    Token(token::TokenCommand),
 }
 
 /// Entry point of the `cronwerk` binary.
@@ -125,6 +129,7 @@ pub fn main() -> ExitCode {
             Command::Runs(args) => runs::run(&cli.data_dir, args).await,
             Command::Events(args) => events::run(&cli.data_dir, args).await,
             Command::Plugins(args) => plugins::run(&cli.data_dir, args).await,
+            Command::Token(command) => token::run(&cli.data_dir, command),
         };
         result.unwrap_or_else(|e| {
             eprintln!("error: {e:#}");

@@ -34,6 +34,7 @@ pub async fn run(data_dir: &Path, a: RunsArgs) -> anyhow::Result<u8> {
             task_id,
             state: a.state,
             limit: Some(a.limit),
+            ..Default::default()
         })
         .await?;
     if a.json {

@@ -44,6 +44,10 @@ pub struct ServeArgs {
     /// folder can serve several data directories and `cronwerk exec`.
     #[arg(long, env = "CRONWERK_CACHE_DIR")]
     cache_dir: Option<PathBuf>,
+    /// Where the HTTP API, dashboard and /metrics listen: IP:PORT (port 0
+    /// picks one) or none [default: 127.0.0.1:7878, skipped if taken].
+    #[arg(long, env = "CRONWERK_LISTEN")]
+    listen: Option<crate::api::Listen>,
 }
 
 /// Runs a task by identifier with whatever the plugins folder serves now.
@@ -151,8 +155,13 @@ pub async fn run(data_dir: &Path, a: ServeArgs) -> anyhow::Result<u8> {
     // Plugin events go to the event log through a channel: the registry
     // reports them synchronously, the store is async.
     let (event_tx, mut event_rx) = tokio::sync::mpsc::unbounded_channel::<PluginEvent>();
-    let on_event = Arc::new(move |e: PluginEvent| {
-        let _ = event_tx.send(e);
+    let metrics = crate::api::Metrics::new();
+    let on_event = Arc::new({
+        let metrics = metrics.clone();
+        move |e: PluginEvent| {
+            metrics.plugin_event(&e);
+            let _ = event_tx.send(e);
+        }
     });
     let plugins = Plugins::open(
         runtime.clone(),
@@ -250,10 +259,10 @@ pub async fn run(data_dir: &Path, a: ServeArgs) -> anyhow::Result<u8> {
 
     let dispatcher = Dispatcher::new(
         store.clone(),
-        Arc::new(PluginExecutor {
+        metrics.meter(Arc::new(PluginExecutor {
             plugins: plugins.clone(),
             runtime,
-        }),
+        })),
         clock,
         DispatcherConfig {
             instance: instance.clone(),
@@ -262,8 +271,25 @@ pub async fn run(data_dir: &Path, a: ServeArgs) -> anyhow::Result<u8> {
             ..Default::default()
         },
     );
+    let api = crate::api::start(
+        a.listen.as_ref(),
+        crate::api::ApiContext {
+            store: store.clone(),
+            dispatcher: dispatcher.clone(),
+            plugins: plugins.clone(),
+            metrics,
+            instance: instance.name.clone(),
+            data_dir: data_dir.to_owned(),
+            started_at,
+            liveness: LIVENESS,
+        },
+    )
+    .await?;
     dispatcher.run(shutdown_signal()).await;
 
+    if let Some(api) = api {
+        api.stop();
+    }
     heartbeat.abort();
     plugin_reporter.abort();
     event_writer.abort();

@@ -11,7 +11,8 @@ use serde::Serialize;
 
 use super::common::{self, ConfigArgs, ScheduleArgs, print_table, short, time};
 use super::exit;
-use crate::store::{RunFilter, RunRecord, RunState, Store, StoreError, TaskConfig, TaskRecord};
+use crate::spec;
+use crate::store::{RunFilter, RunRecord, RunState, Store, StoreError, TaskRecord};
 
 #[derive(Subcommand)]
 pub enum TaskCommand {
@@ -131,6 +132,10 @@ pub async fn run(data_dir: &Path, command: TaskCommand) -> anyhow::Result<u8> {
                 eprintln!("error: {e}");
                 Ok(exit::USAGE)
             }
+            _ if e.is::<spec::FieldError>() => {
+                eprintln!("error: {e}");
+                Ok(exit::USAGE)
+            }
             _ => Err(e),
         },
         ok => ok,
@@ -138,20 +143,14 @@ pub async fn run(data_dir: &Path, command: TaskCommand) -> anyhow::Result<u8> {
 }
 
 async fn add(store: &dyn Store, a: AddArgs) -> anyhow::Result<u8> {
-    let now = store.clock().now();
-    let Some(schedule) = a.schedule.to_schedule(now)? else {
-        anyhow::bail!("say when it runs: --every, --cron, --at or --run-on");
-    };
-    let mut config = TaskConfig::new(&a.name, &a.implementation, schedule);
-    config.enabled = !a.disabled;
-    a.config.apply(&mut config)?;
-    let next = common::first_run(&config.schedule, now);
-    if next.is_none() {
-        anyhow::bail!(
-            "'{}' would never run: that time is in the past",
-            config.schedule
-        );
-    }
+    let (config, next) = spec::new_config(
+        &a.name,
+        &a.implementation,
+        &a.schedule.spec(),
+        &a.config.spec(),
+        !a.disabled,
+        store.clock().now(),
+    )?;
     let task = store.create_task(&config, next).await?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&task)?);
@@ -241,13 +240,7 @@ async fn show(store: &dyn Store, a: ShowArgs) -> anyhow::Result<u8> {
             ..Default::default()
         })
         .await?;
-    let from = task
-        .next_run_at
-        .map(|n| n - chrono::TimeDelta::milliseconds(1));
-    let upcoming = match (task.config.enabled, from) {
-        (true, Some(from)) => task.config.schedule.upcoming(from, 10),
-        _ => Vec::new(),
-    };
+    let upcoming = spec::upcoming(&task, 10);
     if a.json {
         let shown = Shown {
             task: &task,
@@ -322,13 +315,7 @@ async fn set_enabled(store: &dyn Store, name: &str, enabled: bool) -> anyhow::Re
     let task = store.get_task(name).await?;
     let mut config = task.config.clone();
     config.enabled = enabled;
-    // Enabling restarts the schedule from now: slots that passed while it
-    // was disabled are not runs that were missed.
-    let next = if enabled && !task.config.enabled {
-        common::first_run(&config.schedule, store.clock().now())
-    } else {
-        task.next_run_at
-    };
+    let (config, next) = spec::change(&task, config, store.clock().now())?;
     store.update_task(name, &config, next).await?;
     println!("'{name}' {}", if enabled { "enabled" } else { "disabled" });
     Ok(exit::OK)
@@ -338,15 +325,15 @@ async fn edit(store: &dyn Store, a: EditArgs) -> anyhow::Result<u8> {
     let task = store.get_task(&a.name).await?;
     let now = store.clock().now();
     let mut config = task.config.clone();
-    let mut next = task.next_run_at;
-    if let Some(schedule) = a.schedule.to_schedule(now)? {
-        next = common::first_run(&schedule, now);
+    if let Some(schedule) = a.schedule.spec().to_schedule(now)? {
         config.schedule = schedule;
     }
     if let Some(name) = &a.rename {
+        spec::check_name(name)?;
         config.name = name.clone();
     }
     if let Some(i) = &a.implementation {
+        spec::check_implementation(i)?;
         config.implementation = i.clone();
     }
     if a.clear_grants {
@@ -359,7 +346,8 @@ async fn edit(store: &dyn Store, a: EditArgs) -> anyhow::Result<u8> {
     for k in &a.remove_properties {
         config.properties.remove(k);
     }
-    a.config.apply(&mut config)?;
+    a.config.spec().apply(&mut config)?;
+    let (config, next) = spec::change(&task, config, now)?;
     let task = store.update_task(&a.name, &config, next).await?;
     println!(
         "updated '{}' ({}); next run {}",

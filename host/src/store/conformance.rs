@@ -391,6 +391,56 @@ pub async fn plugins_and_instances(store: &dyn Store) {
     assert_eq!(listed[0].roles, vec!["edit".to_string()]);
 }
 
+pub async fn runs_filter_by_time_and_state(store: &dyn Store) {
+    let task = store.create_task(&config("f"), None).await.unwrap();
+    for (i, state) in [RunState::Succeeded, RunState::Failed, RunState::Succeeded]
+        .into_iter()
+        .enumerate()
+    {
+        let at = t(10 * (i as u32 + 1));
+        let id = format!("f{i}");
+        let run = new_run(&task, &id, None, at);
+        assert_eq!(
+            store.claim_manual(task.id, &run).await.unwrap(),
+            Claim::Claimed
+        );
+        assert!(
+            store
+                .finish_run(&finish(&task, &id, state, at))
+                .await
+                .unwrap()
+        );
+    }
+    let ids = |runs: Vec<RunRecord>| runs.into_iter().map(|r| r.id).collect::<Vec<_>>();
+    let list = |filter: RunFilter| async move { ids(store.list_runs(&filter).await.unwrap()) };
+    assert_eq!(
+        list(RunFilter {
+            since: Some(t(20)),
+            ..Default::default()
+        })
+        .await,
+        ["f2", "f1"]
+    );
+    assert_eq!(
+        list(RunFilter {
+            since: Some(t(10)),
+            until: Some(t(30)),
+            ..Default::default()
+        })
+        .await,
+        ["f1", "f0"]
+    );
+    assert_eq!(
+        list(RunFilter {
+            state: Some(RunState::Succeeded),
+            until: Some(t(25)),
+            ..Default::default()
+        })
+        .await,
+        ["f0"]
+    );
+}
+
 /// Every test above, on a fresh store each.
 pub async fn run_all(make: impl Fn() -> Box<dyn Store>) {
     configurations_crud(&*make()).await;
@@ -401,6 +451,7 @@ pub async fn run_all(make: impl Fn() -> Box<dyn Store>) {
     events_filter_and_retention(&*make()).await;
     plugins_and_instances(&*make()).await;
     identifier_settings(&*make()).await;
+    runs_filter_by_time_and_state(&*make()).await;
 }
 
 pub async fn identifier_settings(store: &dyn Store) {

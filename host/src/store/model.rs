@@ -327,6 +327,11 @@ pub struct EventFilter {
 pub struct RunFilter {
     pub task_id: Option<i64>,
     pub state: Option<RunState>,
+    /// Only runs whose time (started, else queued, else scheduled) is at
+    /// or after this.
+    pub since: Option<DateTime<Utc>>,
+    /// ... and before this.
+    pub until: Option<DateTime<Utc>>,
     /// The newest this many (newest first).
     pub limit: Option<u32>,
 }

@@ -746,13 +746,17 @@ impl Store for SqliteStore {
             let mut stmt = c.prepare(&format!(
                 "SELECT {RUN_COLUMNS} FROM runs
                  WHERE (?1 IS NULL OR task_id = ?1) AND (?2 IS NULL OR state = ?2)
+                   AND (?4 IS NULL OR COALESCE(started_at, queued_at, scheduled_for) >= ?4)
+                   AND (?5 IS NULL OR COALESCE(started_at, queued_at, scheduled_for) < ?5)
                  ORDER BY id DESC LIMIT ?3"
             ))?;
             stmt.query_map(
                 params![
                     filter.task_id,
                     filter.state.map(RunState::as_str),
-                    filter.limit.map_or(-1, i64::from)
+                    filter.limit.map_or(-1, i64::from),
+                    opt_ms(filter.since),
+                    opt_ms(filter.until)
                 ],
                 run_from_row,
             )?

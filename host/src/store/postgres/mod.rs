@@ -468,6 +468,10 @@ impl Store for PostgresStore {
                     "SELECT {} FROM runs
                      WHERE ($1::BIGINT IS NULL OR task_id = $1)
                        AND ($2::TEXT IS NULL OR state = $2)
+                       AND ($4::TIMESTAMPTZ IS NULL
+                            OR COALESCE(started_at, queued_at, scheduled_for) >= $4)
+                       AND ($5::TIMESTAMPTZ IS NULL
+                            OR COALESCE(started_at, queued_at, scheduled_for) < $5)
                      ORDER BY id DESC LIMIT $3",
                     rows::RUN_COLUMNS
                 ),
@@ -475,6 +479,8 @@ impl Store for PostgresStore {
                     &filter.task_id,
                     &filter.state.map(RunState::as_str),
                     &filter.limit.map(i64::from),
+                    &filter.since.map(ms),
+                    &filter.until.map(ms),
                 ],
             )
             .await?;

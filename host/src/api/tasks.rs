@@ -1,0 +1,586 @@
+//! `/api/tasks`: task configurations. List, create, read, replace, delete,
+//! enable / disable, run now, their next fire times, and a preview that
+//! validates an input and shows its next fire times without saving it (the
+//! dashboard's form calls it as the operator types). Input goes through the
+//! same checks as `cronwerk task add/edit` (crate::spec).
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::AppState;
+use super::error::{ApiError, ApiJson, ApiQuery, ApiResult, ErrorBody};
+use crate::runtime::{DirGrant, HttpGrant};
+use crate::scheduler::schedule::Schedule;
+use crate::spec::{self, ConfigSpec, Field, FieldError, ScheduleSpec};
+use crate::store::{Claim, MisfirePolicy, TaskConfig, TaskRecord};
+
+/// Fire times shown with each configuration.
+const UPCOMING: usize = 5;
+
+/// When a configuration runs: exactly one of `every`, `cron`, `at` or
+/// `run_on`. The same shape is returned, so a task read can be sent back.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleBody {
+    /// An interval such as `30s`, `5m`, `1h 30m` (at least 1s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "10s")]
+    pub every: Option<String>,
+    /// A cron expression: 6 fields with seconds (`0 30 2 * * *`) or 5 without.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cron: Option<String>,
+    /// The IANA time zone of `cron` (default UTC), e.g. `Europe/Prague`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<String>,
+    /// Once, at this RFC 3339 time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<String>,
+    /// First run at this RFC 3339 time; with `interval_seconds`, then every N seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_on: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval_seconds: Option<u64>,
+}
+
+impl ScheduleBody {
+    fn spec(&self) -> ScheduleSpec {
+        ScheduleSpec {
+            every: self.every.clone(),
+            cron: self.cron.clone(),
+            timezone: self.timezone.clone(),
+            at: self.at.clone(),
+            run_on: self.run_on.clone(),
+            interval_seconds: self.interval_seconds,
+        }
+    }
+
+    fn of(schedule: &Schedule) -> Self {
+        let time = |t: &DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true);
+        match schedule {
+            Schedule::Every { interval, .. } => ScheduleBody {
+                every: Some(humantime::format_duration(*interval).to_string()),
+                ..Default::default()
+            },
+            Schedule::Cron {
+                expression,
+                timezone,
+            } => ScheduleBody {
+                cron: Some(expression.clone()),
+                timezone: Some(timezone.clone()),
+                ..Default::default()
+            },
+            Schedule::At { at } => ScheduleBody {
+                at: Some(time(at)),
+                ..Default::default()
+            },
+            Schedule::RunOn {
+                run_on,
+                interval_seconds,
+            } => ScheduleBody {
+                run_on: Some(time(run_on)),
+                interval_seconds: *interval_seconds,
+                ..Default::default()
+            },
+        }
+    }
+}
+
+/// A host directory a task may see.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GrantBody {
+    /// An absolute path to an existing directory of the host.
+    pub host_path: String,
+    /// Where the task sees it (default: the same path).
+    #[serde(default)]
+    pub guest_path: Option<String>,
+    #[serde(default)]
+    pub read_only: bool,
+}
+
+/// A size: bytes, or text such as `64MiB`.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum SizeBody {
+    Bytes(u64),
+    Text(String),
+}
+
+/// A configuration as the operator writes it (create, or replace whole).
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TaskInput {
+    #[schema(example = "Hello every 10s")]
+    pub name: String,
+    /// Identifier of the component that implements it.
+    #[schema(example = "Acme.HelloScheduledTask")]
+    pub implementation: String,
+    /// Default true.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    pub schedule: ScheduleBody,
+    /// Wall-time limit per run, e.g. `30s` (default 60s).
+    #[serde(default)]
+    pub timeout: Option<String>,
+    /// Fuel per run (about one unit per wasm instruction); default unlimited.
+    #[serde(default)]
+    pub fuel: Option<u64>,
+    /// Memory limit per run: bytes or e.g. `64MiB` (default 128MiB).
+    #[serde(default)]
+    pub memory: Option<SizeBody>,
+    /// Custom properties the task reads from its run context.
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+    /// Host directories the task may see (none by default).
+    #[serde(default)]
+    pub grants: Vec<GrantBody>,
+    /// Hosts the task may send HTTP requests to, e.g. `api.example.com`,
+    /// `*.example.com` or `127.0.0.1:8080` (none by default).
+    #[serde(default)]
+    pub allow_http: Vec<String>,
+    /// After downtime: `skip` (default), `once` or `all`.
+    #[serde(default)]
+    pub misfire: Option<String>,
+    /// How far back `misfire: all` catches up, e.g. `1h`.
+    #[serde(default)]
+    pub catch_up: Option<String>,
+    /// Retries after a failed or stopped run (default 0).
+    #[serde(default)]
+    pub retries: Option<u32>,
+    /// Delay before the first retry, doubling each time (default 10s).
+    #[serde(default)]
+    pub retry_backoff: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn duration(
+    field: Field,
+    text: &Option<String>,
+) -> Result<Option<std::time::Duration>, FieldError> {
+    text.as_deref()
+        .map(|t| spec::parse_duration(t).map_err(|m| FieldError::new(field, m)))
+        .transpose()
+}
+
+impl TaskInput {
+    fn config_spec(&self) -> Result<ConfigSpec, FieldError> {
+        let memory = match &self.memory {
+            None => None,
+            Some(SizeBody::Bytes(n)) => Some(*n),
+            Some(SizeBody::Text(t)) => {
+                Some(spec::parse_size(t).map_err(|m| FieldError::new(Field::Memory, m))?)
+            }
+        };
+        let misfire = self
+            .misfire
+            .as_deref()
+            .map(|m| m.parse::<MisfirePolicy>())
+            .transpose()
+            .map_err(|m| FieldError::new(Field::Misfire, m))?;
+        let grant_dirs = self
+            .grants
+            .iter()
+            .map(|g| DirGrant {
+                host_path: g.host_path.clone().into(),
+                guest_path: g.guest_path.clone().unwrap_or_else(|| g.host_path.clone()),
+                read_only: g.read_only,
+            })
+            .collect();
+        let allow_http = self
+            .allow_http
+            .iter()
+            .map(|h| h.parse::<HttpGrant>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|m| FieldError::new(Field::AllowHttp, m))?;
+        Ok(ConfigSpec {
+            timeout: duration(Field::Timeout, &self.timeout)?,
+            fuel: self.fuel,
+            memory,
+            properties: self
+                .properties
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            grant_dirs,
+            allow_http,
+            misfire,
+            catch_up: duration(Field::CatchUp, &self.catch_up)?,
+            retries: self.retries,
+            retry_backoff: duration(Field::RetryBackoff, &self.retry_backoff)?,
+        })
+    }
+
+    /// The configuration this input describes.
+    fn to_config(&self, now: DateTime<Utc>) -> Result<TaskConfig, FieldError> {
+        spec::build_config(
+            &self.name,
+            &self.implementation,
+            &self.schedule.spec(),
+            &self.config_spec()?,
+            self.enabled,
+            now,
+        )
+    }
+
+    /// ... as a new configuration, with its first fire time.
+    fn to_new(
+        &self,
+        now: DateTime<Utc>,
+    ) -> Result<(TaskConfig, Option<DateTime<Utc>>), FieldError> {
+        let config = self.to_config(now)?;
+        let next = spec::first_run_checked(&config.schedule, now)?;
+        Ok((config, next))
+    }
+}
+
+/// A configuration with its scheduling state and counters.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Task {
+    pub id: i64,
+    pub name: String,
+    pub implementation: String,
+    pub enabled: bool,
+    pub schedule: ScheduleBody,
+    /// The schedule in words, e.g. "every 10s".
+    #[schema(example = "every 10s")]
+    pub schedule_text: String,
+    pub timeout: String,
+    pub fuel: Option<u64>,
+    /// Memory limit in bytes.
+    pub memory: u64,
+    pub properties: BTreeMap<String, String>,
+    pub grants: Vec<GrantBody>,
+    pub misfire: String,
+    pub catch_up: String,
+    pub retries: u32,
+    pub retry_backoff: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// None once a one-off has run, or while disabled.
+    pub next_run_at: Option<DateTime<Utc>>,
+    pub last_run_at: Option<DateTime<Utc>>,
+    /// How the last run ended: succeeded, failed, stopped, cancelled, skipped, abandoned.
+    pub last_outcome: Option<String>,
+    /// The last result message (empty for a plain success).
+    pub last_message: Option<String>,
+    pub run_count: u64,
+    pub skipped_count: u64,
+    pub failed_count: u64,
+    /// The run in progress, if one is.
+    pub running_run_id: Option<String>,
+    pub retry_at: Option<DateTime<Utc>>,
+    pub retry_attempt: u32,
+    /// The next fire times (up to 5; none while disabled).
+    pub upcoming: Vec<DateTime<Utc>>,
+}
+
+impl From<&TaskRecord> for Task {
+    fn from(t: &TaskRecord) -> Self {
+        let c = &t.config;
+        let text = |d: std::time::Duration| humantime::format_duration(d).to_string();
+        Task {
+            id: t.id,
+            name: c.name.clone(),
+            implementation: c.implementation.clone(),
+            enabled: c.enabled,
+            schedule: ScheduleBody::of(&c.schedule),
+            schedule_text: c.schedule.describe(),
+            timeout: text(c.limits.timeout),
+            fuel: c.limits.fuel,
+            memory: c.limits.memory_bytes,
+            properties: c.properties.clone(),
+            grants: c
+                .grants
+                .dirs
+                .iter()
+                .map(|g| GrantBody {
+                    host_path: g.host_path.display().to_string(),
+                    guest_path: Some(g.guest_path.clone()),
+                    read_only: g.read_only,
+                })
+                .collect(),
+            misfire: serde_json::to_value(c.misfire)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default(),
+            catch_up: text(c.catch_up_window),
+            retries: c.retries,
+            retry_backoff: text(c.retry_backoff),
+            created_at: t.created_at,
+            updated_at: t.updated_at,
+            next_run_at: if c.enabled { t.next_run_at } else { None },
+            last_run_at: t.last_run_at,
+            last_outcome: t.last_outcome.map(|o| o.to_string()),
+            last_message: t.last_message.clone(),
+            run_count: t.run_count,
+            skipped_count: t.skipped_count,
+            failed_count: t.failed_count,
+            running_run_id: t.running_run_id.clone(),
+            retry_at: t.retry_at,
+            retry_attempt: t.retry_attempt,
+            upcoming: spec::upcoming(t, UPCOMING),
+        }
+    }
+}
+
+#[utoipa::path(
+    get, path = "/api/tasks", tag = "tasks",
+    responses((status = 200, description = "Every configuration, by name", body = [Task]))
+)]
+pub async fn list(State(s): State<AppState>) -> ApiResult<Json<Vec<Task>>> {
+    let tasks = s.store.list_tasks().await?;
+    Ok(Json(tasks.iter().map(Task::from).collect()))
+}
+
+#[utoipa::path(
+    post, path = "/api/tasks", tag = "tasks", request_body = TaskInput,
+    security(("token" = [])),
+    responses(
+        (status = 201, description = "Created", body = Task),
+        (status = 400, description = "A field is wrong; `field` names it", body = ErrorBody),
+        (status = 401, description = "No or wrong token", body = ErrorBody),
+        (status = 409, description = "The name is taken", body = ErrorBody),
+    )
+)]
+pub async fn create(
+    State(s): State<AppState>,
+    ApiJson(input): ApiJson<TaskInput>,
+) -> ApiResult<(StatusCode, Json<Task>)> {
+    let (config, next) = input.to_new(s.store.clock().now())?;
+    let task = s.store.create_task(&config, next).await?;
+    Ok((StatusCode::CREATED, Json(Task::from(&task))))
+}
+
+#[utoipa::path(
+    get, path = "/api/tasks/{name}", tag = "tasks",
+    params(("name" = String, Path, description = "The configuration's name")),
+    responses(
+        (status = 200, body = Task),
+        (status = 404, description = "No such configuration", body = ErrorBody),
+    )
+)]
+pub async fn get(State(s): State<AppState>, Path(name): Path<String>) -> ApiResult<Json<Task>> {
+    Ok(Json(Task::from(&s.store.get_task(&name).await?)))
+}
+
+#[utoipa::path(
+    put, path = "/api/tasks/{name}", tag = "tasks", request_body = TaskInput,
+    params(("name" = String, Path, description = "The configuration's current name")),
+    security(("token" = [])),
+    responses(
+        (status = 200, description = "Replaced; counters and history stay", body = Task),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+    )
+)]
+pub async fn replace(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+    ApiJson(input): ApiJson<TaskInput>,
+) -> ApiResult<Json<Task>> {
+    let task = s.store.get_task(&name).await?;
+    let now = s.store.clock().now();
+    let config = input.to_config(now)?;
+    let (config, next) = spec::change(&task, config, now)?;
+    let task = s.store.update_task(&name, &config, next).await?;
+    Ok(Json(Task::from(&task)))
+}
+
+#[utoipa::path(
+    delete, path = "/api/tasks/{name}", tag = "tasks",
+    params(("name" = String, Path)),
+    security(("token" = [])),
+    responses(
+        (status = 204, description = "Deleted with its state"),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+    )
+)]
+pub async fn delete(State(s): State<AppState>, Path(name): Path<String>) -> ApiResult<StatusCode> {
+    s.store.delete_task(&name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn set_enabled(s: &AppState, name: &str, enabled: bool) -> ApiResult<Json<Task>> {
+    let task = s.store.get_task(name).await?;
+    let mut config = task.config.clone();
+    config.enabled = enabled;
+    let (config, next) = spec::change(&task, config, s.store.clock().now())?;
+    let task = s.store.update_task(name, &config, next).await?;
+    Ok(Json(Task::from(&task)))
+}
+
+#[utoipa::path(
+    post, path = "/api/tasks/{name}/enable", tag = "tasks",
+    params(("name" = String, Path)),
+    security(("token" = [])),
+    responses(
+        (status = 200, description = "Enabled; the schedule restarts from now", body = Task),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+    )
+)]
+pub async fn enable(State(s): State<AppState>, Path(name): Path<String>) -> ApiResult<Json<Task>> {
+    set_enabled(&s, &name, true).await
+}
+
+#[utoipa::path(
+    post, path = "/api/tasks/{name}/disable", tag = "tasks",
+    params(("name" = String, Path)),
+    security(("token" = [])),
+    responses(
+        (status = 200, description = "Disabled; manual runs still work", body = Task),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+    )
+)]
+pub async fn disable(State(s): State<AppState>, Path(name): Path<String>) -> ApiResult<Json<Task>> {
+    set_enabled(&s, &name, false).await
+}
+
+/// A manual run that was asked for.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RunStarted {
+    pub run_id: String,
+    /// `running`, or `skipped` when the configuration was still running
+    /// (runs never overlap; the skip is recorded).
+    pub state: String,
+    pub message: String,
+}
+
+#[utoipa::path(
+    post, path = "/api/tasks/{name}/run", tag = "tasks",
+    params(("name" = String, Path)),
+    security(("token" = [])),
+    responses(
+        (status = 202, description = "Started on this instance (also for disabled configurations)", body = RunStarted),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+    )
+)]
+pub async fn run_now(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<(StatusCode, Json<RunStarted>)> {
+    let (run_id, claim) = s.dispatcher.run_now(&name).await?;
+    let (state, message) = match claim {
+        Claim::Claimed => ("running", format!("'{name}' is running now")),
+        Claim::AlreadyRunning { run_id: running } => (
+            "skipped",
+            format!("'{name}' is still running (run {running}); this run was recorded skipped"),
+        ),
+        Claim::Lost => ("skipped", format!("'{name}' changed meanwhile; try again")),
+    };
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(RunStarted {
+            run_id,
+            state: state.into(),
+            message,
+        }),
+    ))
+}
+
+/// What an input would be, without saving it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Preview {
+    /// Whether creating it would succeed (the name may still be taken).
+    pub valid: bool,
+    /// The first field at fault, if any.
+    pub field: Option<String>,
+    pub error: Option<String>,
+    /// The schedule in words, when the schedule itself is valid.
+    pub schedule_text: Option<String>,
+    /// Its next 5 fire times from now.
+    pub next: Vec<DateTime<Utc>>,
+}
+
+#[utoipa::path(
+    post, path = "/api/preview", tag = "tasks", request_body = TaskInput,
+    responses(
+        (status = 200, description = "The verdict and, for a valid schedule, its next fire times", body = Preview),
+        (status = 400, description = "The body does not have the input's shape", body = ErrorBody),
+    )
+)]
+pub async fn preview(
+    State(s): State<AppState>,
+    ApiJson(input): ApiJson<TaskInput>,
+) -> Json<Preview> {
+    let now = s.store.clock().now();
+    let schedule = input.schedule.spec().to_schedule(now).ok().flatten();
+    let (schedule_text, next) = match &schedule {
+        Some(s) => {
+            let first = spec::first_run(s, now);
+            let next = first
+                .map(|f| s.upcoming(f - chrono::TimeDelta::milliseconds(1), UPCOMING))
+                .unwrap_or_default();
+            (Some(s.describe()), next)
+        }
+        None => (None, Vec::new()),
+    };
+    let verdict = input.to_new(now);
+    let (field, error) = match &verdict {
+        Ok(_) => (None, None),
+        Err(e) => (Some(e.field.json().to_owned()), Some(e.message.clone())),
+    };
+    Json(Preview {
+        valid: verdict.is_ok(),
+        field,
+        error,
+        schedule_text,
+        next,
+    })
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct UpcomingQuery {
+    /// How many fire times (default 20, at most 500).
+    pub limit: Option<u32>,
+}
+
+/// One coming fire time.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FireTime {
+    pub task: String,
+    pub at: DateTime<Utc>,
+}
+
+#[utoipa::path(
+    get, path = "/api/upcoming", tag = "tasks", params(UpcomingQuery),
+    responses(
+        (status = 200, description = "The next fire times of all enabled configurations, soonest first", body = [FireTime]),
+        (status = 400, body = ErrorBody),
+    )
+)]
+pub async fn upcoming(
+    State(s): State<AppState>,
+    ApiQuery(q): ApiQuery<UpcomingQuery>,
+) -> ApiResult<Json<Vec<FireTime>>> {
+    let limit = q.limit.unwrap_or(20);
+    if limit == 0 || limit > 500 {
+        return Err(ApiError::field("limit", "must be between 1 and 500"));
+    }
+    let limit = limit as usize;
+    let mut times: Vec<FireTime> = s
+        .store
+        .list_tasks()
+        .await?
+        .iter()
+        .flat_map(|t| {
+            spec::upcoming(t, limit).into_iter().map(|at| FireTime {
+                task: t.config.name.clone(),
+                at,
+            })
+        })
+        .collect();
+    times.sort_by(|a, b| a.at.cmp(&b.at).then_with(|| a.task.cmp(&b.task)));
+    times.truncate(limit);
+    Ok(Json(times))
+}

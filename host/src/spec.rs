@@ -1,0 +1,684 @@
+//! What an operator may set on a task configuration, validated in one place.
+//! The CLI (`task add/edit`) and the HTTP API (`POST/PUT /api/tasks`) both
+//! turn their input into a [`ScheduleSpec`] and a [`ConfigSpec`] and call
+//! into here, so a value one accepts the other accepts too, and both report
+//! a bad one with the same [`FieldError`] (the CLI names the flag, the API
+//! the JSON field).
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use crate::runtime::{DirGrant, HttpGrant};
+use crate::scheduler::schedule::Schedule;
+use crate::store::{MisfirePolicy, TaskConfig, TaskRecord};
+
+/// A field of a configuration, as the CLI and the API call it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Field {
+    Name,
+    Implementation,
+    /// No schedule, or more than one kind of it.
+    Schedule,
+    Every,
+    Cron,
+    Timezone,
+    At,
+    RunOn,
+    IntervalSeconds,
+    Timeout,
+    Fuel,
+    Memory,
+    Properties,
+    Grants,
+    AllowHttp,
+    Misfire,
+    CatchUp,
+    Retries,
+    RetryBackoff,
+}
+
+impl Field {
+    /// The command-line flag that sets it.
+    pub fn flag(self) -> &'static str {
+        match self {
+            Field::Name => "NAME",
+            Field::Implementation => "--implementation",
+            Field::Schedule => "--every/--cron/--at/--run-on",
+            Field::Every => "--every",
+            Field::Cron => "--cron",
+            Field::Timezone => "--tz",
+            Field::At => "--at",
+            Field::RunOn => "--run-on",
+            Field::IntervalSeconds => "--interval-seconds",
+            Field::Timeout => "--timeout",
+            Field::Fuel => "--fuel",
+            Field::Memory => "--memory",
+            Field::Properties => "--property",
+            Field::Grants => "--grant-dir",
+            Field::AllowHttp => "--allow-http",
+            Field::Misfire => "--misfire",
+            Field::CatchUp => "--catch-up",
+            Field::Retries => "--retries",
+            Field::RetryBackoff => "--retry-backoff",
+        }
+    }
+
+    /// The JSON field of the API's task input.
+    pub fn json(self) -> &'static str {
+        match self {
+            Field::Name => "name",
+            Field::Implementation => "implementation",
+            Field::Schedule => "schedule",
+            Field::Every => "schedule.every",
+            Field::Cron => "schedule.cron",
+            Field::Timezone => "schedule.timezone",
+            Field::At => "schedule.at",
+            Field::RunOn => "schedule.run_on",
+            Field::IntervalSeconds => "schedule.interval_seconds",
+            Field::Timeout => "timeout",
+            Field::Fuel => "fuel",
+            Field::Memory => "memory",
+            Field::Properties => "properties",
+            Field::Grants => "grants",
+            Field::AllowHttp => "allow_http",
+            Field::Misfire => "misfire",
+            Field::CatchUp => "catch_up",
+            Field::Retries => "retries",
+            Field::RetryBackoff => "retry_backoff",
+        }
+    }
+}
+
+/// A value the operator gave that cannot be used; `message` says what is
+/// wrong and how to fix it, without naming the field (callers do that).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}: {message}", field.flag())]
+pub struct FieldError {
+    pub field: Field,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: Field, message: impl Into<String>) -> Self {
+        FieldError {
+            field,
+            message: message.into(),
+        }
+    }
+}
+
+/// A duration such as `2s`, `500ms`, `5m`, `1h 30m`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s.trim())
+        .map_err(|e| format!("'{s}' is not a duration ({e}); use e.g. 2s, 500ms, 5m"))
+}
+
+/// A size such as `64MiB`, `1GiB`, `512KiB` or a plain number of bytes.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    s.trim()
+        .parse::<bytesize::ByteSize>()
+        .map(|b| b.as_u64())
+        .map_err(|e| format!("'{s}' is not a size ({e}); use e.g. 64MiB, 1GiB"))
+}
+
+/// A count that may use `_` separators: `10_000_000`.
+pub fn parse_count(s: &str) -> Result<u64, String> {
+    s.trim()
+        .replace('_', "")
+        .parse()
+        .map_err(|_| format!("'{s}' is not a whole number"))
+}
+
+/// An RFC 3339 time, truncated to the millisecond the store keeps.
+pub fn parse_time(text: &str) -> Result<DateTime<Utc>, String> {
+    DateTime::parse_from_rfc3339(text.trim())
+        .map(|t| {
+            let t = t.with_timezone(&Utc);
+            chrono::DurationRound::duration_trunc(t, chrono::TimeDelta::milliseconds(1))
+                .unwrap_or(t)
+        })
+        .map_err(|e| {
+            format!("'{text}' is not an RFC 3339 time ({e}); use e.g. 2026-12-01T08:00:00Z")
+        })
+}
+
+/// When a configuration runs: exactly one of `every`, `cron`, `at`,
+/// `run_on` (or none, for an edit that keeps the schedule).
+#[derive(Debug, Clone, Default)]
+pub struct ScheduleSpec {
+    pub every: Option<String>,
+    pub cron: Option<String>,
+    /// Time zone of `cron` (IANA name); UTC when not given.
+    pub timezone: Option<String>,
+    pub at: Option<String>,
+    pub run_on: Option<String>,
+    /// With `run_on`: repeat every N seconds.
+    pub interval_seconds: Option<u64>,
+}
+
+impl ScheduleSpec {
+    /// The schedule this describes, if any; `now` anchors intervals (on a
+    /// whole second, so runs fall on round times).
+    pub fn to_schedule(&self, now: DateTime<Utc>) -> Result<Option<Schedule>, FieldError> {
+        let given: Vec<Field> = [
+            (self.every.is_some(), Field::Every),
+            (self.cron.is_some(), Field::Cron),
+            (self.at.is_some(), Field::At),
+            (self.run_on.is_some(), Field::RunOn),
+        ]
+        .into_iter()
+        .filter_map(|(set, f)| set.then_some(f))
+        .collect();
+        if given.len() > 1 {
+            return Err(FieldError::new(
+                Field::Schedule,
+                format!(
+                    "give one of every, cron, at or run_on, not {}",
+                    given
+                        .iter()
+                        .map(|f| f.json().trim_start_matches("schedule."))
+                        .collect::<Vec<_>>()
+                        .join(" and ")
+                ),
+            ));
+        }
+        if self.interval_seconds.is_some() && self.run_on.is_none() {
+            return Err(FieldError::new(
+                Field::IntervalSeconds,
+                "only goes with run_on (the first run); for a plain interval use every",
+            ));
+        }
+        if self.timezone.is_some() && self.cron.is_none() {
+            return Err(FieldError::new(
+                Field::Timezone,
+                "only goes with cron; every, at and run_on are absolute",
+            ));
+        }
+        let now = chrono::DurationRound::duration_trunc(now, chrono::TimeDelta::seconds(1))
+            .unwrap_or(now);
+        let schedule = if let Some(every) = &self.every {
+            let interval = Schedule::parse_interval(every)
+                .map_err(|e| FieldError::new(Field::Every, e.to_string()))?;
+            Schedule::every(interval, now)
+                .map_err(|e| FieldError::new(Field::Every, e.to_string()))?
+        } else if let Some(expr) = &self.cron {
+            let tz = self.timezone.as_deref().unwrap_or("UTC");
+            Schedule::cron(expr, tz).map_err(|e| {
+                let field = match e {
+                    crate::scheduler::schedule::ScheduleError::UnknownTimeZone { .. } => {
+                        Field::Timezone
+                    }
+                    _ => Field::Cron,
+                };
+                FieldError::new(field, e.to_string())
+            })?
+        } else if let Some(at) = &self.at {
+            Schedule::at(parse_time(at).map_err(|m| FieldError::new(Field::At, m))?)
+        } else if let Some(run_on) = &self.run_on {
+            let first = parse_time(run_on).map_err(|m| FieldError::new(Field::RunOn, m))?;
+            Schedule::run_on(first, self.interval_seconds)
+                .map_err(|e| FieldError::new(Field::IntervalSeconds, e.to_string()))?
+        } else {
+            return Ok(None);
+        };
+        Ok(Some(schedule))
+    }
+}
+
+/// Limits, grants, properties and policies of a configuration. Every field
+/// is optional so an edit can change just what is given.
+#[derive(Debug, Clone, Default)]
+pub struct ConfigSpec {
+    pub timeout: Option<Duration>,
+    pub fuel: Option<u64>,
+    pub memory: Option<u64>,
+    pub properties: Vec<(String, String)>,
+    pub grant_dirs: Vec<DirGrant>,
+    /// Hosts the task may send HTTP requests to (added to those it has).
+    pub allow_http: Vec<HttpGrant>,
+    pub misfire: Option<MisfirePolicy>,
+    pub catch_up: Option<Duration>,
+    pub retries: Option<u32>,
+    pub retry_backoff: Option<Duration>,
+}
+
+/// Most retries a configuration may ask for: with doubling backoff, more
+/// would wait for years.
+pub const MAX_RETRIES: u32 = 20;
+
+impl ConfigSpec {
+    /// Checks the given values and applies them onto `config`.
+    pub fn apply(&self, config: &mut TaskConfig) -> Result<(), FieldError> {
+        if let Some(t) = self.timeout {
+            if t.is_zero() {
+                return Err(FieldError::new(Field::Timeout, "must be more than zero"));
+            }
+            config.limits.timeout = t;
+        }
+        if let Some(f) = self.fuel {
+            if f == 0 {
+                return Err(FieldError::new(
+                    Field::Fuel,
+                    "must be more than zero; leave it out for unlimited fuel",
+                ));
+            }
+            config.limits.fuel = Some(f);
+        }
+        if let Some(m) = self.memory {
+            if m < 64 * 1024 {
+                return Err(FieldError::new(
+                    Field::Memory,
+                    "must be at least 64KiB (one wasm page)",
+                ));
+            }
+            config.limits.memory_bytes = m;
+        }
+        for (k, v) in &self.properties {
+            if k.trim().is_empty() {
+                return Err(FieldError::new(
+                    Field::Properties,
+                    format!("a property needs a name (got '={v}')"),
+                ));
+            }
+            config.properties.insert(k.clone(), v.clone());
+        }
+        for grant in &self.grant_dirs {
+            if !grant.guest_path.starts_with('/') {
+                return Err(FieldError::new(
+                    Field::Grants,
+                    format!(
+                        "the task sees a directory at an absolute path: '{}' should start with '/'",
+                        grant.guest_path
+                    ),
+                ));
+            }
+            if !grant.host_path.is_absolute() || !grant.host_path.is_dir() {
+                return Err(FieldError::new(
+                    Field::Grants,
+                    format!(
+                        "{}: not a directory on this host (give an absolute path to an existing directory)",
+                        grant.host_path.display()
+                    ),
+                ));
+            }
+            config
+                .grants
+                .dirs
+                .retain(|g| g.guest_path != grant.guest_path);
+            config.grants.dirs.push(grant.clone());
+        }
+        for grant in &self.allow_http {
+            if !config.grants.http_hosts.contains(grant) {
+                config.grants.http_hosts.push(grant.clone());
+            }
+        }
+        if let Some(m) = self.misfire {
+            config.misfire = m;
+        }
+        if let Some(c) = self.catch_up {
+            config.catch_up_window = c;
+        }
+        if let Some(r) = self.retries {
+            if r > MAX_RETRIES {
+                return Err(FieldError::new(
+                    Field::Retries,
+                    format!("at most {MAX_RETRIES} (got {r})"),
+                ));
+            }
+            config.retries = r;
+        }
+        if let Some(b) = self.retry_backoff {
+            config.retry_backoff = b;
+        }
+        Ok(())
+    }
+}
+
+/// Configuration names are what operators type and URLs carry: printable,
+/// not padded, of a sane length.
+pub fn check_name(name: &str) -> Result<(), FieldError> {
+    let problem = if name.trim().is_empty() {
+        Some("is empty: give the configuration a name, e.g. \"Nightly cleanup\"".to_owned())
+    } else if name.trim() != name {
+        Some(format!("'{name}' starts or ends with spaces"))
+    } else if name.chars().count() > 200 {
+        Some(format!(
+            "is {} characters long; the limit is 200",
+            name.chars().count()
+        ))
+    } else {
+        name.chars()
+            .find(|c| c.is_control() || *c == '/')
+            .map(|c| format!("contains {c:?}; names are printable text without '/'"))
+    };
+    problem.map_or(Ok(()), |m| Err(FieldError::new(Field::Name, m)))
+}
+
+/// Implementation identifiers follow the rule components' own identifiers
+/// obey, so a configuration can only name something a component could be.
+pub fn check_implementation(identifier: &str) -> Result<(), FieldError> {
+    crate::runtime::validate_identifier(identifier)
+        .map_err(|m| FieldError::new(Field::Implementation, m))
+}
+
+/// A configuration from the operator's input, checked field by field.
+pub fn build_config(
+    name: &str,
+    implementation: &str,
+    schedule: &ScheduleSpec,
+    config: &ConfigSpec,
+    enabled: bool,
+    now: DateTime<Utc>,
+) -> Result<TaskConfig, FieldError> {
+    check_name(name)?;
+    check_implementation(implementation)?;
+    let Some(schedule) = schedule.to_schedule(now)? else {
+        return Err(FieldError::new(
+            Field::Schedule,
+            "say when it runs: every, cron, at or run_on",
+        ));
+    };
+    let mut task = TaskConfig::new(name, implementation, schedule);
+    task.enabled = enabled;
+    config.apply(&mut task)?;
+    Ok(task)
+}
+
+/// The first fire time of a schedule that starts now; a schedule with none
+/// (a one-off in the past) is an error, not a configuration that silently
+/// never runs.
+pub fn first_run_checked(
+    schedule: &Schedule,
+    now: DateTime<Utc>,
+) -> Result<Option<DateTime<Utc>>, FieldError> {
+    match first_run(schedule, now) {
+        Some(next) => Ok(Some(next)),
+        None => Err(FieldError::new(
+            match schedule {
+                Schedule::RunOn { .. } => Field::RunOn,
+                _ => Field::At,
+            },
+            format!("'{schedule}' would never run: that time is in the past"),
+        )),
+    }
+}
+
+/// A new configuration from the operator's input, and its first fire time.
+pub fn new_config(
+    name: &str,
+    implementation: &str,
+    schedule: &ScheduleSpec,
+    config: &ConfigSpec,
+    enabled: bool,
+    now: DateTime<Utc>,
+) -> Result<(TaskConfig, Option<DateTime<Utc>>), FieldError> {
+    let task = build_config(name, implementation, schedule, config, enabled, now)?;
+    let next = first_run_checked(&task.schedule, now)?;
+    Ok((task, next))
+}
+
+/// `task` changed to `new`: the configuration to store and its next fire
+/// time. A schedule given again unchanged keeps its grid and next run (an
+/// interval is not restarted); a new schedule starts from now, and so does
+/// enabling (slots that passed while it was disabled are not runs that were
+/// missed).
+pub fn change(
+    task: &TaskRecord,
+    mut new: TaskConfig,
+    now: DateTime<Utc>,
+) -> Result<(TaskConfig, Option<DateTime<Utc>>), FieldError> {
+    let same = same_schedule(&task.config.schedule, &new.schedule);
+    if same {
+        new.schedule = task.config.schedule.clone();
+    }
+    let next = if !same {
+        first_run_checked(&new.schedule, now)?
+    } else if new.enabled && !task.config.enabled {
+        first_run(&new.schedule, now)
+    } else {
+        task.next_run_at
+    };
+    Ok((new, next))
+}
+
+/// The first fire time of a schedule that starts now: intervals wait one
+/// interval, everything else takes its first time from now on.
+pub fn first_run(schedule: &Schedule, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    match schedule {
+        Schedule::Every { .. } | Schedule::Cron { .. } => schedule.next_after(now),
+        _ => schedule.first_at_or_after(now),
+    }
+}
+
+/// Whether `new` describes the same fire times as `old`: an interval given
+/// again keeps its grid (and so its next run) rather than restarting it.
+pub fn same_schedule(old: &Schedule, new: &Schedule) -> bool {
+    match (old, new) {
+        (Schedule::Every { interval: a, .. }, Schedule::Every { interval: b, .. }) => a == b,
+        _ => old == new,
+    }
+}
+
+/// Up to `n` fire times of `task` from its next one on (none while disabled).
+pub fn upcoming(task: &TaskRecord, n: usize) -> Vec<DateTime<Utc>> {
+    let from = task
+        .next_run_at
+        .map(|n| n - chrono::TimeDelta::milliseconds(1));
+    match (task.config.enabled, from) {
+        (true, Some(from)) => task.config.schedule.upcoming(from, n),
+        _ => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn now() -> DateTime<Utc> {
+        "2026-03-01T10:00:00.400Z".parse().unwrap()
+    }
+
+    #[test]
+    fn parses_values() {
+        assert_eq!(parse_duration("2s").unwrap(), Duration::from_secs(2));
+        assert!(parse_duration("soon").unwrap_err().contains("soon"));
+        assert_eq!(parse_size("64MiB").unwrap(), 64 * 1024 * 1024);
+        assert_eq!(parse_size("1000").unwrap(), 1000);
+        assert!(parse_size("lots").is_err());
+        assert_eq!(parse_count("10_000").unwrap(), 10_000);
+        assert!(parse_time("tomorrow").unwrap_err().contains("RFC 3339"));
+    }
+
+    #[test]
+    fn one_schedule_kind_at_a_time() {
+        let spec = ScheduleSpec {
+            every: Some("10s".into()),
+            cron: Some("* * * * *".into()),
+            ..Default::default()
+        };
+        let e = spec.to_schedule(now()).unwrap_err();
+        assert_eq!(e.field, Field::Schedule);
+        assert!(e.message.contains("every and cron"), "{}", e.message);
+        let spec = ScheduleSpec {
+            every: Some("10s".into()),
+            interval_seconds: Some(5),
+            ..Default::default()
+        };
+        assert_eq!(
+            spec.to_schedule(now()).unwrap_err().field,
+            Field::IntervalSeconds
+        );
+        assert!(
+            ScheduleSpec::default()
+                .to_schedule(now())
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn errors_name_the_field_at_fault() {
+        let cases = [
+            (
+                ScheduleSpec {
+                    every: Some("0s".into()),
+                    ..Default::default()
+                },
+                Field::Every,
+            ),
+            (
+                ScheduleSpec {
+                    cron: Some("61 * * * *".into()),
+                    ..Default::default()
+                },
+                Field::Cron,
+            ),
+            (
+                ScheduleSpec {
+                    cron: Some("0 2 * * *".into()),
+                    timezone: Some("Mars/Olympus".into()),
+                    ..Default::default()
+                },
+                Field::Timezone,
+            ),
+            (
+                ScheduleSpec {
+                    at: Some("noon".into()),
+                    ..Default::default()
+                },
+                Field::At,
+            ),
+        ];
+        for (spec, field) in cases {
+            assert_eq!(
+                spec.to_schedule(now()).unwrap_err().field,
+                field,
+                "{spec:?}"
+            );
+        }
+        let every = ScheduleSpec {
+            every: Some("10s".into()),
+            ..Default::default()
+        };
+        let bad = |config: ConfigSpec| {
+            new_config("t", "Acme.T", &every, &config, true, now())
+                .unwrap_err()
+                .field
+        };
+        assert_eq!(
+            bad(ConfigSpec {
+                timeout: Some(Duration::ZERO),
+                ..Default::default()
+            }),
+            Field::Timeout
+        );
+        assert_eq!(
+            bad(ConfigSpec {
+                memory: Some(1000),
+                ..Default::default()
+            }),
+            Field::Memory
+        );
+        assert_eq!(
+            bad(ConfigSpec {
+                grant_dirs: vec!["/definitely/not/here:/data".parse().unwrap()],
+                ..Default::default()
+            }),
+            Field::Grants
+        );
+        assert_eq!(
+            bad(ConfigSpec {
+                retries: Some(1000),
+                ..Default::default()
+            }),
+            Field::Retries
+        );
+        let e = new_config("", "Acme.T", &every, &ConfigSpec::default(), true, now()).unwrap_err();
+        assert_eq!(e.field, Field::Name);
+        let e = new_config("t", "Acme T", &every, &ConfigSpec::default(), true, now()).unwrap_err();
+        assert_eq!(e.field, Field::Implementation);
+        let past = ScheduleSpec {
+            at: Some("2020-01-01T00:00:00Z".into()),
+            ..Default::default()
+        };
+        let e = new_config("t", "Acme.T", &past, &ConfigSpec::default(), true, now()).unwrap_err();
+        assert_eq!(e.field, Field::At);
+        assert!(e.message.contains("never run"));
+    }
+
+    #[test]
+    fn a_new_configuration_starts_on_a_whole_second() {
+        let every = ScheduleSpec {
+            every: Some("10s".into()),
+            ..Default::default()
+        };
+        let (config, next) =
+            new_config("t", "Acme.T", &every, &ConfigSpec::default(), true, now()).unwrap();
+        assert_eq!(next, Some("2026-03-01T10:00:10Z".parse().unwrap()));
+        assert!(config.enabled);
+    }
+
+    #[test]
+    fn the_next_run_moves_only_when_the_schedule_or_enabling_says_so() {
+        let every = ScheduleSpec {
+            every: Some("10s".into()),
+            ..Default::default()
+        };
+        let (config, next) =
+            new_config("t", "Acme.T", &every, &ConfigSpec::default(), false, now()).unwrap();
+        let task = TaskRecord {
+            id: 1,
+            config: config.clone(),
+            created_at: now(),
+            updated_at: now(),
+            next_run_at: next,
+            last_run_at: None,
+            last_outcome: None,
+            last_message: None,
+            run_count: 0,
+            skipped_count: 0,
+            failed_count: 0,
+            running_run_id: None,
+            retry_at: None,
+            retry_attempt: 0,
+        };
+        let later = now() + chrono::TimeDelta::seconds(95);
+        // The same interval given again: same grid, same next run.
+        let mut same = config.clone();
+        same.schedule = every.to_schedule(later).unwrap().unwrap();
+        let (kept, kept_next) = change(&task, same, later).unwrap();
+        assert_eq!(kept.schedule, config.schedule);
+        assert_eq!(kept_next, next);
+        // Enabling restarts from now.
+        let mut enabled = config.clone();
+        enabled.enabled = true;
+        assert!(change(&task, enabled, later).unwrap().1.unwrap() > later);
+        // A new interval restarts from now.
+        let mut other = config.clone();
+        other.schedule = ScheduleSpec {
+            every: Some("1m".into()),
+            ..Default::default()
+        }
+        .to_schedule(later)
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            change(&task, other, later).unwrap().1,
+            Some("2026-03-01T10:02:35Z".parse().unwrap())
+        );
+        // A new one-off in the past is refused; the same one kept is not.
+        let mut past = config;
+        past.schedule = Schedule::at("2020-01-01T00:00:00Z".parse().unwrap());
+        assert_eq!(
+            change(&task, past.clone(), later).unwrap_err().field,
+            Field::At
+        );
+        let task = TaskRecord {
+            config: past.clone(),
+            next_run_at: None,
+            ..task
+        };
+        assert_eq!(change(&task, past, later).unwrap().1, None);
+    }
+}

@@ -1,0 +1,804 @@
+//! The HTTP API of a real `cronwerk serve`: every endpoint, the token rules
+//! (401 without or with a wrong token, 403 for a foreign host name), 400s
+//! that name the field, 404s for unknown configurations and runs, live
+//! streams, metrics, and `--listen`.
+
+mod common;
+#[path = "support/server.rs"]
+mod server;
+
+use std::os::unix::fs::PermissionsExt as _;
+
+use serde_json::{Value, json};
+use server::{Server, next_data};
+
+const HELLO: &str = "Acme.HelloScheduledTask";
+
+fn task(name: &str, every: &str) -> Value {
+    json!({
+        "name": name,
+        "implementation": HELLO,
+        "schedule": {"every": every},
+        "timeout": "5s",
+        "memory": "64MiB",
+    })
+}
+
+fn names(list: &Value) -> Vec<String> {
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn the_token_is_created_private_shown_once_and_rotates_without_a_restart() {
+    let s = Server::start(&["hello.wasm"]);
+    let token = s.token();
+    assert_eq!(token.len(), 64);
+    let shown: Vec<&String> = s
+        .startup
+        .iter()
+        .filter(|l| l.contains("API token"))
+        .collect();
+    assert_eq!(shown.len(), 1, "{:?}", s.startup);
+    assert!(shown[0].contains(&token));
+    let mode = std::fs::metadata(s.data.join("api-token"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+
+    // Rotation takes effect at once.
+    let out = s.cli(&["token", "rotate"]);
+    assert!(out.status.success());
+    let rotated = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert_eq!(rotated, s.token());
+    assert_ne!(rotated, token);
+    let body = task("t", "1h");
+    assert_eq!(
+        s.call("POST", "/api/tasks", Some(&token), Some(&body))
+            .status,
+        401
+    );
+    assert_eq!(
+        s.call("POST", "/api/tasks", Some(&rotated), Some(&body))
+            .status,
+        201
+    );
+
+    // A second start keeps the token and does not print it.
+    let s = s.restart();
+    assert_eq!(s.token(), rotated);
+    assert!(
+        !s.startup.iter().any(|l| l.contains("API token")),
+        "{:?}",
+        s.startup
+    );
+}
+
+#[test]
+fn changes_need_the_token_and_loopback_reads_do_not() {
+    let s = Server::start(&["hello.wasm"]);
+    s.send_ok("POST", "/api/tasks", Some(&task("t", "1h")), 201);
+    let body = task("u", "1h");
+    let writes: &[(&str, &str, Option<&Value>)] = &[
+        ("POST", "/api/tasks", Some(&body)),
+        ("PUT", "/api/tasks/t", Some(&body)),
+        ("DELETE", "/api/tasks/t", None),
+        ("POST", "/api/tasks/t/enable", None),
+        ("POST", "/api/tasks/t/disable", None),
+        ("POST", "/api/tasks/t/run", None),
+    ];
+    for (method, path, body) in writes {
+        for token in [None, Some("wrong"), Some("")] {
+            let r = s.call(method, path, token, *body);
+            assert_eq!(
+                r.status, 401,
+                "{method} {path} with {token:?}: {:?}",
+                r.body
+            );
+            assert!(
+                r.body["error"].as_str().unwrap().contains("token"),
+                "{:?}",
+                r.body
+            );
+        }
+    }
+    // Nothing changed.
+    assert_eq!(names(&s.get_ok("/api/tasks")), ["t"]);
+    assert_eq!(s.get_ok("/api/runs?task=t"), json!([]));
+
+    let reads = [
+        "/api/tasks",
+        "/api/tasks/t",
+        "/api/runs",
+        "/api/events",
+        "/api/plugins",
+        "/api/instances",
+        "/api/upcoming",
+        "/metrics",
+    ];
+    for path in reads {
+        assert_eq!(s.get(path).status, 200, "{path}");
+        let r = s.call("GET", path, Some("wrong"), None);
+        assert_eq!(r.status, 401, "{path} with a wrong token");
+        assert_eq!(s.call("GET", path, Some(&s.token()), None).status, 200);
+    }
+    // The preview changes nothing, so it is a read.
+    assert_eq!(
+        s.call("POST", "/api/preview", None, Some(&body)).status,
+        200
+    );
+
+    // A loopback listener answers loopback names only (DNS rebinding).
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    for host in ["evil.example", "evil.example:80", "10.0.0.1"] {
+        let r = agent
+            .get(s.url("/api/tasks"))
+            .header("Host", host)
+            .call()
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 403, "Host: {host}");
+        let r = agent.get(s.url("/")).header("Host", host).call().unwrap();
+        assert_eq!(r.status().as_u16(), 403, "dashboard with Host: {host}");
+    }
+    for host in ["localhost", "127.0.0.1:1", "[::1]:7878"] {
+        let r = agent
+            .get(s.url("/api/tasks"))
+            .header("Host", host)
+            .call()
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200, "Host: {host}");
+    }
+}
+
+#[test]
+fn configurations_round_trip_through_create_read_replace_enable_run_and_delete() {
+    let s = Server::start(&["hello.wasm"]);
+    let created = s.send_ok(
+        "POST",
+        "/api/tasks",
+        Some(&json!({
+            "name": "Nightly",
+            "implementation": HELLO,
+            "enabled": false,
+            "schedule": {"cron": "0 30 2 * * *", "timezone": "Europe/Prague"},
+            "timeout": "30s",
+            "fuel": 50_000_000,
+            "memory": 67108864,
+            "properties": {"greeting": "hi"},
+            "retries": 2,
+            "retry_backoff": "5s",
+            "misfire": "once",
+        })),
+        201,
+    );
+    assert_eq!(created["name"], "Nightly");
+    assert_eq!(created["enabled"], false);
+    assert_eq!(
+        created["schedule_text"],
+        "every day at 02:30:00 (Europe/Prague)"
+    );
+    assert_eq!(created["fuel"], 50_000_000);
+    assert_eq!(created["memory"], 67108864);
+    assert_eq!(created["misfire"], "once");
+    assert_eq!(created["next_run_at"], Value::Null, "disabled: no next run");
+    assert_eq!(created["upcoming"], json!([]));
+
+    // Enabling restarts the schedule from now; the next 5 fire times come along.
+    let enabled = s.send_ok("POST", "/api/tasks/Nightly/enable", None, 200);
+    assert_eq!(enabled["enabled"], true);
+    assert!(enabled["next_run_at"].is_string());
+    assert_eq!(enabled["upcoming"].as_array().unwrap().len(), 5);
+    assert_eq!(enabled["upcoming"][0], enabled["next_run_at"]);
+
+    // What GET returns can be sent back (the input fields), and a rename works.
+    let read = s.get_ok("/api/tasks/Nightly");
+    let mut input = json!({});
+    for key in [
+        "implementation",
+        "enabled",
+        "schedule",
+        "timeout",
+        "fuel",
+        "memory",
+        "properties",
+        "grants",
+        "misfire",
+        "catch_up",
+        "retries",
+        "retry_backoff",
+    ] {
+        input[key] = read[key].clone();
+    }
+    input["name"] = json!("Nightly cleanup");
+    input["timeout"] = json!("45s");
+    let replaced = s.send_ok("PUT", "/api/tasks/Nightly", Some(&input), 200);
+    assert_eq!(replaced["name"], "Nightly cleanup");
+    assert_eq!(replaced["timeout"], "45s");
+    assert_eq!(replaced["id"], created["id"]);
+    assert_eq!(replaced["properties"], json!({"greeting": "hi"}));
+    // The same schedule kept its next run.
+    assert_eq!(replaced["next_run_at"], enabled["next_run_at"]);
+    assert_eq!(s.get("/api/tasks/Nightly").status, 404);
+
+    // A second configuration, and the name taken is a 409 on `name`.
+    s.send_ok("POST", "/api/tasks", Some(&task("Hello", "1h")), 201);
+    let taken = s.call(
+        "POST",
+        "/api/tasks",
+        Some(&s.token()),
+        Some(&task("Hello", "1h")),
+    );
+    assert_eq!(taken.status, 409);
+    assert_eq!(taken.body["field"], "name");
+    assert_eq!(names(&s.get_ok("/api/tasks")), ["Hello", "Nightly cleanup"]);
+
+    // Disabled configurations run on request too.
+    let disabled = s.send_ok("POST", "/api/tasks/Nightly%20cleanup/disable", None, 200);
+    assert_eq!(disabled["enabled"], false);
+    let started = s.send_ok("POST", "/api/tasks/Nightly%20cleanup/run", None, 202);
+    assert_eq!(started["state"], "running");
+    let run_id = started["run_id"].as_str().unwrap().to_owned();
+    let run = s.wait_for(
+        "the manual run to succeed",
+        &format!("/api/runs/{run_id}"),
+        |r| r["state"] == "succeeded",
+    );
+    assert_eq!(run["trigger"], "manual");
+    assert_eq!(run["task_name"], "Nightly cleanup");
+    assert_eq!(run["component_version"], "1.0.0");
+    assert!(run["fuel"].as_u64().unwrap() > 0);
+    assert!(run["duration_us"].as_u64().is_some());
+    assert!(run["peak_memory_bytes"].as_u64().unwrap() > 0);
+    let task = s.get_ok("/api/tasks/Nightly%20cleanup");
+    assert_eq!(task["run_count"], 1);
+    assert_eq!(task["last_outcome"], "succeeded");
+
+    assert_eq!(
+        s.send_ok("DELETE", "/api/tasks/Nightly%20cleanup", None, 204),
+        Value::Null
+    );
+    assert_eq!(s.get("/api/tasks/Nightly%20cleanup").status, 404);
+    assert_eq!(names(&s.get_ok("/api/tasks")), ["Hello"]);
+}
+
+/// `body` posted to /api/tasks must be a 400 naming `field`.
+fn assert_bad(s: &Server, body: Value, field: &str) {
+    let r = s.call("POST", "/api/tasks", Some(&s.token()), Some(&body));
+    assert_eq!(r.status, 400, "{body}: {:?}", r.body);
+    assert_eq!(r.body["field"], field, "{body}: {:?}", r.body);
+    let error = r.body["error"].as_str().unwrap();
+    assert!(error.starts_with(&format!("{field}: ")), "{error}");
+    // The preview names the same field, with a 200.
+    if field != "body" {
+        let p = s.call("POST", "/api/preview", None, Some(&body));
+        if p.status == 200 {
+            assert_eq!(p.body["valid"], false);
+            assert_eq!(p.body["field"], field, "preview of {body}");
+        } else {
+            // Shape errors are 400 for the preview as well.
+            assert_eq!(p.status, 400);
+            assert_eq!(p.body["field"], field);
+        }
+    }
+}
+
+fn with(key: &str, value: Value) -> Value {
+    let mut t = task("bad", "10s");
+    if let Some((outer, inner)) = key.split_once('.') {
+        t[outer][inner] = value;
+    } else {
+        t[key] = value;
+    }
+    t
+}
+
+#[test]
+fn bad_input_is_a_400_naming_the_field() {
+    let s = Server::start(&["hello.wasm"]);
+    let mut no_name = task("x", "10s");
+    no_name.as_object_mut().unwrap().remove("name");
+    assert_bad(&s, no_name, "name");
+    assert_bad(&s, with("name", json!("")), "name");
+    assert_bad(&s, with("name", json!(" padded ")), "name");
+    assert_bad(&s, with("name", json!("a/b")), "name");
+    assert_bad(
+        &s,
+        with("implementation", json!("Acme Hello")),
+        "implementation",
+    );
+    assert_bad(&s, with("schedule", json!({})), "schedule");
+    assert_bad(
+        &s,
+        with("schedule", json!({"every": "10s", "cron": "* * * * *"})),
+        "schedule",
+    );
+    assert_bad(&s, with("schedule.every", json!("0s")), "schedule.every");
+    assert_bad(&s, with("schedule.every", json!("often")), "schedule.every");
+    assert_bad(
+        &s,
+        with("schedule", json!({"cron": "61 * * * *"})),
+        "schedule.cron",
+    );
+    assert_bad(
+        &s,
+        with(
+            "schedule",
+            json!({"cron": "0 2 * * *", "timezone": "Mars/Olympus"}),
+        ),
+        "schedule.timezone",
+    );
+    assert_bad(
+        &s,
+        with("schedule", json!({"at": "2020-01-01T00:00:00Z"})),
+        "schedule.at",
+    );
+    assert_bad(
+        &s,
+        with("schedule", json!({"at": "tomorrow"})),
+        "schedule.at",
+    );
+    assert_bad(
+        &s,
+        with(
+            "schedule",
+            json!({"run_on": "2030-01-01T00:00:00Z", "interval_seconds": 0}),
+        ),
+        "schedule.interval_seconds",
+    );
+    assert_bad(&s, with("schedule.evry", json!("1s")), "schedule.evry");
+    assert_bad(&s, with("timeout", json!("soon")), "timeout");
+    assert_bad(&s, with("timeout", json!("0s")), "timeout");
+    assert_bad(&s, with("memory", json!("lots")), "memory");
+    assert_bad(&s, with("memory", json!(1000)), "memory");
+    assert_bad(&s, with("fuel", json!(0)), "fuel");
+    assert_bad(&s, with("fuel", json!("many")), "fuel");
+    assert_bad(&s, with("misfire", json!("sometimes")), "misfire");
+    assert_bad(&s, with("retries", json!(1000)), "retries");
+    assert_bad(&s, with("retry_backoff", json!("later")), "retry_backoff");
+    assert_bad(&s, with("catch_up", json!("forever")), "catch_up");
+    assert_bad(
+        &s,
+        with(
+            "grants",
+            json!([{"host_path": "/no/such/dir", "guest_path": "/data"}]),
+        ),
+        "grants",
+    );
+    assert_bad(
+        &s,
+        with(
+            "grants",
+            json!([{"host_path": "relative", "guest_path": "/data"}]),
+        ),
+        "grants",
+    );
+    assert_bad(&s, with("surprise", json!(1)), "surprise");
+    // Not an object.
+    let r = s.call(
+        "POST",
+        "/api/tasks",
+        Some(&s.token()),
+        Some(&Value::String("{".into())),
+    );
+    assert_eq!(r.status, 400);
+    assert_eq!(r.body["field"], "body");
+    // Nothing was created by any of them.
+    assert_eq!(s.get_ok("/api/tasks"), json!([]));
+
+    // PUT validates the same way.
+    s.send_ok("POST", "/api/tasks", Some(&task("ok", "10s")), 201);
+    let r = s.call(
+        "PUT",
+        "/api/tasks/ok",
+        Some(&s.token()),
+        Some(&with("timeout", json!("soon"))),
+    );
+    assert_eq!((r.status, r.body["field"].clone()), (400, json!("timeout")));
+
+    // Query parameters.
+    for (path, field) in [
+        ("/api/runs?limit=0", "limit"),
+        ("/api/runs?limit=many", "limit"),
+        ("/api/runs?outcome=meh", "outcome"),
+        ("/api/runs?since=yesterday", "since"),
+        ("/api/runs?until=later", "until"),
+        ("/api/runs?color=red", "color"),
+        ("/api/events?level=loud", "level"),
+        ("/api/events?limit=5000", "limit"),
+        ("/api/events?after=x", "after"),
+        ("/api/events/stream?level=loud", "level"),
+        ("/api/upcoming?limit=0", "limit"),
+    ] {
+        let r = s.get(path);
+        assert_eq!(r.status, 400, "{path}: {:?}", r.body);
+        assert_eq!(r.body["field"], field, "{path}: {:?}", r.body);
+    }
+}
+
+#[test]
+fn unknown_configurations_runs_and_endpoints_are_404() {
+    let s = Server::start(&["hello.wasm"]);
+    let body = task("x", "1h");
+    for (method, path, body) in [
+        ("GET", "/api/tasks/nope", None),
+        ("PUT", "/api/tasks/nope", Some(&body)),
+        ("DELETE", "/api/tasks/nope", None),
+        ("POST", "/api/tasks/nope/enable", None),
+        ("POST", "/api/tasks/nope/disable", None),
+        ("POST", "/api/tasks/nope/run", None),
+        ("GET", "/api/runs?task=nope", None),
+        ("GET", "/api/events?task=nope", None),
+        ("GET", "/api/events/stream?task=nope", None),
+        ("GET", "/api/runs/no-such-run", None),
+        ("GET", "/api/nothing-here", None),
+    ] {
+        let r = s.call(method, path, Some(&s.token()), body);
+        assert_eq!(r.status, 404, "{method} {path}: {:?}", r.body);
+        assert!(r.body["error"].is_string(), "{method} {path}: {:?}", r.body);
+    }
+    assert!(
+        s.get("/api/tasks/nope").body["error"]
+            .as_str()
+            .unwrap()
+            .contains("'nope'")
+    );
+}
+
+#[test]
+fn runs_and_events_filter_and_the_event_stream_follows_live() {
+    let s = Server::start(&["hello.wasm"]);
+    let mut quiet = task("quiet", "1h");
+    quiet["properties"] = json!({"greeting": "hi"});
+    s.send_ok("POST", "/api/tasks", Some(&quiet), 201);
+    s.send_ok("POST", "/api/tasks", Some(&task("other", "1h")), 201);
+    let before = chrono::Utc::now() - chrono::TimeDelta::seconds(1);
+
+    // Follow the log of `quiet` only, then make it run.
+    let events = s.stream("/api/events/stream?task=quiet");
+    let changes = s.stream("/api/changes");
+    next_data_or_change(&changes);
+    let first = s.send_ok("POST", "/api/tasks/quiet/run", None, 202)["run_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let event = next_data(&events, "an event of the manual run", |e| {
+        e["run_id"] == first
+    });
+    assert_eq!(event["task_name"], "quiet");
+    assert!(event["id"].as_i64().unwrap() > 0);
+    next_data_or_change(&changes);
+    s.wait_for(
+        "the first run to finish",
+        &format!("/api/runs/{first}"),
+        |r| r["state"] == "succeeded",
+    );
+    let second = s.send_ok("POST", "/api/tasks/quiet/run", None, 202)["run_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    next_data(&events, "an event of the second run", |e| {
+        e["run_id"] == second
+    });
+    s.wait_for(
+        "the second run to finish",
+        &format!("/api/runs/{second}"),
+        |r| r["state"] == "succeeded",
+    );
+    s.send_ok("POST", "/api/tasks/other/run", None, 202);
+    s.wait_for("the other run", "/api/runs?task=other", |r| {
+        r[0]["state"] == "succeeded"
+    });
+
+    // Runs: by task, outcome, time, limit; newest first.
+    let runs = s.get_ok("/api/runs?task=quiet");
+    let ids: Vec<&str> = runs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [second.as_str(), first.as_str()]);
+    assert_eq!(s.get_ok("/api/runs").as_array().unwrap().len(), 3);
+    assert_eq!(s.get_ok("/api/runs?limit=1")[0]["task_name"], "other");
+    assert_eq!(s.get_ok("/api/runs?outcome=failed"), json!([]));
+    assert_eq!(
+        s.get_ok("/api/runs?outcome=succeeded&task=quiet")
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    let since = before.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let until =
+        (before - chrono::TimeDelta::hours(1)).to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    assert_eq!(
+        s.get_ok(&format!("/api/runs?since={since}"))
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+    assert_eq!(s.get_ok(&format!("/api/runs?until={until}")), json!([]));
+
+    // Events: by task, run, level, after, limit; oldest first.
+    let of_first = s.get_ok(&format!("/api/events?run={first}"));
+    assert!(!of_first.as_array().unwrap().is_empty());
+    assert!(
+        of_first
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["run_id"] == first.as_str())
+    );
+    let warnings = s.get_ok("/api/events?task=quiet&level=warning");
+    assert!(!warnings.as_array().unwrap().is_empty());
+    assert!(
+        warnings
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["level"] == "warning" || e["level"] == "error")
+    );
+    let all = s.get_ok("/api/events?task=quiet");
+    let all = all.as_array().unwrap();
+    assert!(
+        all.len() > warnings.as_array().unwrap().len(),
+        "info events too"
+    );
+    assert!(
+        all.windows(2)
+            .all(|w| w[0]["id"].as_i64() < w[1]["id"].as_i64())
+    );
+    let last = all.last().unwrap()["id"].as_i64().unwrap();
+    assert_eq!(
+        s.get_ok(&format!("/api/events?task=quiet&after={last}")),
+        json!([])
+    );
+    assert_eq!(s.get_ok("/api/events?limit=1").as_array().unwrap().len(), 1);
+
+    // A stream resumed after an id replays what came after it.
+    let resumed = s.stream(&format!(
+        "/api/events/stream?task=quiet&after={}",
+        all[0]["id"]
+    ));
+    let replayed = next_data(&resumed, "a replayed event", |_| true);
+    assert_eq!(replayed["id"], all[1]["id"]);
+}
+
+/// Waits for one `change` on the changes stream.
+fn next_data_or_change(lines: &std::sync::mpsc::Receiver<String>) {
+    next_data(lines, "a change", |v| v.is_u64());
+}
+
+#[test]
+fn plugins_instances_health_upcoming_preview_openapi_and_metrics() {
+    let s = Server::start(&["hello.wasm", "wat-hello.wasm"]);
+    // A broken file and a second copy of hello (a conflict).
+    std::fs::write(s.plugins.join("broken.wasm"), b"not wasm").unwrap();
+    std::fs::copy(
+        s.plugins.join("hello.wasm"),
+        s.plugins.join("hello-copy.wasm"),
+    )
+    .unwrap();
+    let plugins = s.wait_for("the new files to be seen", "/api/plugins", |p| {
+        p.as_array().unwrap().len() == 4
+    });
+    let by_file = |file: &str| -> Value {
+        plugins
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["file"] == file)
+            .unwrap_or_else(|| panic!("{file} in {plugins:#}"))
+            .clone()
+    };
+    let hello = by_file("hello.wasm");
+    assert_eq!(hello["status"], "ok");
+    assert_eq!(hello["identifier"], HELLO);
+    assert_eq!(hello["version"], "1.0.0");
+    assert_eq!(hello["sha256"].as_str().unwrap().len(), 64);
+    assert!(
+        hello["imports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i.as_str().unwrap().starts_with("cronwerk:task/log@"))
+    );
+    assert!(
+        hello["capabilities"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("log"))
+    );
+    let broken = by_file("broken.wasm");
+    assert_eq!(broken["status"], "failed");
+    assert!(
+        broken["error"]
+            .as_str()
+            .unwrap()
+            .contains("not a WebAssembly file")
+    );
+    let copy = by_file("hello-copy.wasm");
+    assert_eq!(copy["status"], "conflict");
+    assert!(copy["error"].as_str().unwrap().contains("hello.wasm"));
+
+    let instances = s.get_ok("/api/instances");
+    assert_eq!(instances[0]["name"], "api-test");
+    assert_eq!(instances[0]["live"], true);
+    assert_eq!(instances[0]["this"], true);
+    let health = s.get_ok("/api/health");
+    assert_eq!(health["status"], "ok");
+    assert_eq!(health["instance"], "api-test");
+    // Health is public even with a wrong token.
+    assert_eq!(
+        s.call("GET", "/api/health", Some("wrong"), None).status,
+        200
+    );
+
+    s.send_ok("POST", "/api/tasks", Some(&task("a", "1h")), 201);
+    s.send_ok("POST", "/api/tasks", Some(&task("b", "30m")), 201);
+    let upcoming = s.get_ok("/api/upcoming?limit=3");
+    let order: Vec<&str> = upcoming
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["task"].as_str().unwrap())
+        .collect();
+    assert_eq!(order, ["b", "a", "b"]);
+
+    let preview = s
+        .call("POST", "/api/preview", None, Some(&task("new", "15m")))
+        .body;
+    assert_eq!(preview["valid"], true);
+    assert_eq!(preview["schedule_text"], "every 15m");
+    assert_eq!(preview["next"].as_array().unwrap().len(), 5);
+    // An invalid input still previews its valid schedule.
+    let preview = s
+        .call(
+            "POST",
+            "/api/preview",
+            None,
+            Some(&with("timeout", json!("x"))),
+        )
+        .body;
+    assert_eq!(preview["valid"], false);
+    assert_eq!(preview["field"], "timeout");
+    assert_eq!(preview["next"].as_array().unwrap().len(), 5);
+
+    // The OpenAPI document lists every endpoint, generated from the code.
+    let doc = s.get_ok("/api/openapi.json");
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    let mut paths: Vec<&str> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    paths.sort();
+    assert_eq!(
+        paths,
+        [
+            "/api/changes",
+            "/api/events",
+            "/api/events/stream",
+            "/api/health",
+            "/api/instances",
+            "/api/plugins",
+            "/api/preview",
+            "/api/runs",
+            "/api/runs/{id}",
+            "/api/tasks",
+            "/api/tasks/{name}",
+            "/api/tasks/{name}/disable",
+            "/api/tasks/{name}/enable",
+            "/api/tasks/{name}/run",
+            "/api/upcoming",
+            "/metrics",
+        ]
+    );
+    assert!(doc["paths"]["/api/tasks"]["post"]["security"].is_array());
+    assert!(doc["components"]["schemas"]["TaskInput"].is_object());
+    assert!(doc["components"]["securitySchemes"]["token"].is_object());
+
+    // Metrics after a run.
+    let run = s.send_ok("POST", "/api/tasks/a/run", None, 202)["run_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    s.wait_for("the run", &format!("/api/runs/{run}"), |r| {
+        r["state"] == "succeeded"
+    });
+    let metrics = s.get("/metrics");
+    let text = metrics.body.as_str().unwrap().to_owned();
+    for expected in [
+        "cronwerk_runs_total{identifier=\"Acme.HelloScheduledTask\",outcome=\"succeeded\"} 1",
+        "cronwerk_run_duration_seconds_count{identifier=\"Acme.HelloScheduledTask\"} 1",
+        "# TYPE cronwerk_run_lateness_seconds histogram",
+        "cronwerk_run_fuel_consumed_total{identifier=\"Acme.HelloScheduledTask\"}",
+        "cronwerk_plugin_load_failures_total 1",
+        "cronwerk_runs_running 0",
+        "cronwerk_plugins{status=\"conflict\"} 1",
+        "cronwerk_plugins{status=\"failed\"} 1",
+        "cronwerk_configurations{enabled=\"true\"} 2",
+        "cronwerk_configuration_runs{kind=\"runs\",task=\"a\"} 1",
+    ] {
+        assert!(text.contains(expected), "{expected} missing from:\n{text}");
+    }
+}
+
+#[test]
+fn the_dashboard_is_served_from_the_binary() {
+    let s = Server::start(&[]);
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    for (path, kind, needle) in [
+        ("/", "text/html", "<script type=\"module\" src=\"/app.js\">"),
+        ("/app.js", "text/javascript", "text/event-stream"),
+        ("/style.css", "text/css", "body"),
+        ("/icon.svg", "image/svg+xml", "<svg"),
+    ] {
+        let mut r = agent.get(s.url(path)).call().unwrap();
+        assert_eq!(r.status().as_u16(), 200, "{path}");
+        let ct = r.headers()["content-type"].to_str().unwrap().to_owned();
+        assert!(ct.starts_with(kind), "{path}: {ct}");
+        assert!(
+            r.headers().contains_key("content-security-policy"),
+            "{path}"
+        );
+        let body = r.body_mut().read_to_string().unwrap();
+        assert!(body.contains(needle), "{path} lacks {needle}");
+        assert!(
+            !body.contains("https://"),
+            "{path} loads nothing from elsewhere"
+        );
+    }
+}
+
+#[test]
+fn listen_none_turns_the_api_off_and_a_taken_address_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    let (mut child, _lines, startup, base) =
+        server::spawn(&dir.path().join("data"), &plugins, &["--listen", "none"]);
+    assert_eq!(base, None, "{startup:?}");
+    assert!(
+        startup.iter().any(|l| l.contains("--listen none")),
+        "{startup:?}"
+    );
+    assert!(!dir.path().join("data/api-token").exists());
+    let _ = child.kill();
+    let _ = child.wait();
+
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = server::cronwerk()
+        .arg("--data-dir")
+        .arg(dir.path().join("data2"))
+        .args(["serve", "--listen", &addr, "--plugins"])
+        .arg(&plugins)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&addr) && stderr.contains("--listen"),
+        "{stderr}"
+    );
+
+    let out = server::cronwerk()
+        .args(["serve", "--listen", "somewhere"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("IP:PORT"));
+}

@@ -1,0 +1,173 @@
+// Drives the cronwerk dashboard as an operator would, in headless Chromium
+// (Debian's chromium package; Playwright's own browser download is not
+// used): create a task through the form, see it run, switch it off, press
+// Run now, follow the event log live, look at the plugins. Fails on any
+// console error, page error or failed request. Started by tests/browser.rs,
+// which runs `cronwerk serve` and passes:
+//   CRONWERK_URL          base URL of the dashboard
+//   CRONWERK_TOKEN        the API token
+//   CRONWERK_SCREENSHOTS  folder for one screenshot per page
+//   CRONWERK_CHROMIUM     the browser (default /usr/bin/chromium)
+
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { chromium } from 'playwright-core';
+
+const base = process.env.CRONWERK_URL;
+const token = process.env.CRONWERK_TOKEN;
+const shots = process.env.CRONWERK_SCREENSHOTS;
+if (!base || !token || !shots) {
+  console.error('set CRONWERK_URL, CRONWERK_TOKEN and CRONWERK_SCREENSHOTS (tests/browser.rs does)');
+  process.exit(2);
+}
+mkdirSync(shots, { recursive: true });
+
+const TASK = 'Browser hello';
+const problems = [];
+const step = (what) => console.log(`browser: ${what}`);
+
+const browser = await chromium.launch({
+  executablePath: process.env.CRONWERK_CHROMIUM || '/usr/bin/chromium',
+  headless: true,
+  args: [
+    '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+    '--disable-background-networking', '--disable-component-update', '--disable-sync',
+  ],
+});
+
+/** The API, with the token, from outside the page (to make things happen while watching). */
+async function call(method, path) {
+  const r = await fetch(base + path, { method, headers: { Authorization: `Bearer ${token}` } });
+  if (!r.ok) throw new Error(`${method} ${path}: HTTP ${r.status} ${await r.text()}`);
+  return r.json();
+}
+
+async function shot(page, name) {
+  const path = join(shots, `${name}.png`);
+  await page.screenshot({ path, fullPage: true });
+  step(`screenshot ${path}`);
+}
+
+let failed = false;
+try {
+  const context = await browser.newContext({ viewport: { width: 1440, height: 900 }, colorScheme: 'light' });
+  const page = await context.newPage();
+  page.setDefaultTimeout(20000);
+  page.on('console', (m) => {
+    if (m.type() === 'error' || m.type() === 'assert') problems.push(`console ${m.type()}: ${m.text()}`);
+  });
+  page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
+  page.on('requestfailed', (r) => {
+    // Leaving a page aborts its live streams: that is the design, not a failure.
+    const why = r.failure() ? r.failure().errorText : '';
+    if (!why.includes('ERR_ABORTED')) problems.push(`request failed: ${r.method()} ${r.url()} ${why}`);
+  });
+  page.on('response', (r) => {
+    if (r.status() >= 400) problems.push(`HTTP ${r.status()} for ${r.request().method()} ${r.url()}`);
+  });
+
+  step('open the dashboard with the token in the address');
+  await page.goto(`${base}/#token=${token}`);
+  await page.getByRole('heading', { name: 'Scheduled tasks' }).waitFor();
+  await page.getByText('No task configurations yet').waitFor();
+  if (page.url().includes(token)) throw new Error('the token stayed in the address bar');
+  await page.locator('#live.on').waitFor();
+  await shot(page, '01-tasks-empty');
+
+  step('create a task through the form');
+  await page.getByRole('button', { name: 'New task' }).click();
+  const dialog = page.locator('#task-dialog');
+  await dialog.getByRole('heading', { name: 'New task' }).waitFor();
+  await dialog.getByLabel('Name', { exact: true }).fill(TASK);
+  await dialog.getByLabel('Implementation').fill('Acme.HelloScheduledTask');
+  const interval = dialog.getByLabel('Interval');
+  await interval.fill('0s');
+  await dialog.locator('[data-error-for="schedule"]').getByText('interval must be at least 1s').waitFor();
+  await shot(page, '02-task-form-validation');
+  await interval.fill('2s');
+  await dialog.locator('#preview').getByText('Every 2s').waitFor();
+  await dialog.locator('#preview-times li').nth(4).waitFor();
+  if (await dialog.locator('[data-error-for="schedule"]').textContent() !== '') throw new Error('the schedule error stayed after the fix');
+  await dialog.getByLabel('Time limit').fill('5s');
+  await dialog.getByLabel('Memory limit').fill('64MiB');
+  await dialog.getByLabel('Properties').fill('greeting=hi from the browser');
+  await shot(page, '03-task-form');
+  await dialog.getByRole('button', { name: 'Create task' }).click();
+  await dialog.waitFor({ state: 'hidden' });
+
+  step('see it run on its schedule, without reloading');
+  const row = page.locator(`tr[data-task="${TASK}"]`);
+  await row.waitFor();
+  await row.locator('td').nth(5).getByText('succeeded').waitFor();
+  await row.locator('td').nth(3).getByText('every 2s').waitFor();
+  await shot(page, '04-tasks');
+
+  step('switch it off, then press Run now');
+  await row.getByRole('checkbox', { name: `Enabled: ${TASK}` }).uncheck();
+  await row.locator('td').nth(6).getByText('disabled').waitFor();
+  await row.locator('.badge.running').waitFor({ state: 'detached' });
+  const before = (await call('GET', `/api/tasks/${encodeURIComponent(TASK)}`)).run_count;
+  await row.getByRole('button', { name: 'Run now' }).click();
+  await page.locator('#toast').getByText(`“${TASK}” is running`).waitFor();
+  await page.waitForFunction(
+    ([name, n]) => {
+      const cell = document.querySelector(`tr[data-task="${name}"] td:nth-child(8)`);
+      return cell && Number(cell.textContent.replace(/,/g, '')) > n;
+    },
+    [TASK, before],
+  );
+
+  step('the task detail shows the manual run, limits and the chart');
+  await row.getByRole('link', { name: TASK }).click();
+  await page.getByRole('heading', { name: TASK }).waitFor();
+  const manual = page.locator('table.runs tbody tr').filter({ hasText: 'manual' });
+  await manual.first().locator('.badge.succeeded').waitFor();
+  await page.getByText('hi from the browser').waitFor();
+  await page.locator('dl.facts').getByText('64 MiB').waitFor();
+  await page.locator('svg.chart rect.bar').first().waitFor();
+  await shot(page, '05-task-detail');
+
+  step('the event log follows live');
+  await page.getByRole('link', { name: 'Event log' }).click();
+  await page.getByRole('heading', { name: 'Event log' }).waitFor();
+  await page.locator('#filter-task').selectOption(TASK);
+  // The filtered page's stream is open: what happens from now on arrives live.
+  await page.locator(`table.events[data-following="${new URLSearchParams({ task: TASK })}"]`).waitFor();
+  await page.locator('table.events tbody tr[data-event]').first().waitFor();
+  const newest = async () => Number(await page.locator('table.events tbody tr[data-event]').first().getAttribute('data-event'));
+  const seen = await newest();
+  const run = await call('POST', `/api/tasks/${encodeURIComponent(TASK)}/run`);
+  const fresh = page.locator('table.events tbody tr.fresh').filter({ hasText: run.run_id.slice(-8) });
+  await fresh.first().waitFor();
+  if (await newest() <= seen) throw new Error('no newer event arrived at the top of the log');
+  await page.locator('#filter-level').selectOption('warning');
+  await page.waitForURL(/level=warning/);
+  // The filtered page replaces the unfiltered one (which has info events).
+  await page.waitForFunction(() => {
+    const rows = (level) => document.querySelectorAll(`table.events tbody tr.${level}`).length;
+    return document.querySelector('#filter-level').value === 'warning' && rows('warning') > 0 && rows('info') === 0;
+  });
+  await shot(page, '06-events');
+
+  step('the plugins page shows loaded and broken components');
+  await page.getByRole('link', { name: 'Plugins' }).click();
+  await page.getByRole('heading', { name: 'Plugins' }).waitFor();
+  await page.locator('tr[data-file="hello.wasm"] .badge.succeeded').getByText('ok').waitFor();
+  await page.locator('tr[data-file="broken.wasm"] .badge.failed').getByText('failed').waitFor();
+  await page.locator('tr[data-file="broken.wasm"] .plugin-error').getByText('not a WebAssembly file').waitFor();
+  await shot(page, '07-plugins');
+
+  await context.close();
+} catch (e) {
+  failed = true;
+  console.error(`browser: FAILED: ${e.stack || e}`);
+} finally {
+  await browser.close();
+}
+
+if (problems.length) {
+  console.error(`browser: ${problems.length} problem(s) in the page:\n  ${problems.join('\n  ')}`);
+  failed = true;
+}
+if (failed) process.exit(1);
+step('all checks passed');
