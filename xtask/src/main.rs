@@ -206,12 +206,17 @@ fn test(no_lint: bool, cargo_args: &[String]) -> Result<()> {
             "warnings",
         ]))?;
     }
+    // The `cronwerk new` tests build each language's template with the
+    // pinned builders; installed here even when the examples were fresh.
+    let tools = lang_tools::ensure()?;
     // Release: the tests compile real components with Cranelift, which is
     // slow unoptimised, and it shares the build with demo and bench.
     run(Command::new(cargo())
         .args(["test", "--release", "--workspace"])
         .args(cargo_args)
-        .env("CRONWERK_TEST_COMPONENTS", &components))?;
+        .env("CRONWERK_TEST_COMPONENTS", &components)
+        .env("CRONWERK_TEST_TOOLS", &tools.dir)
+        .env("CRONWERK_REQUIRE_TOOLS", "1"))?;
     eprintln!("xtask: all tests passed");
     Ok(())
 }

@@ -8,6 +8,7 @@ mod config;
 mod events;
 mod exec;
 mod inspect;
+mod new;
 mod plugins;
 mod runs;
 mod serve;
@@ -77,6 +78,8 @@ enum Command {
     Events(events::EventsArgs),
     /// Show the components running instances have loaded.
     Plugins(plugins::PluginsArgs),
+    /// Create a task project to build: Rust, Python or JavaScript.
+    New(new::NewArgs),
 }
 
 /// Entry point of the `cronwerk` binary.
@@ -120,6 +123,7 @@ pub fn main() -> ExitCode {
             Command::Runs(args) => runs::run(&cli.data_dir, args).await,
             Command::Events(args) => events::run(&cli.data_dir, args).await,
             Command::Plugins(args) => plugins::run(&cli.data_dir, args).await,
+            Command::New(args) => new::run(args).await,
         };
         result.unwrap_or_else(|e| {
             eprintln!("error: {e:#}");
