@@ -25,6 +25,9 @@ pub const JS_PACKAGE_DIR: &str = "example-tasks/cache-warmup";
 
 /// The installed builders.
 pub struct LangTools {
+    /// The folder holding both: `python/` (a virtual environment) and
+    /// `node/node_modules`.
+    pub dir: PathBuf,
     /// The `componentize-py` executable inside its virtual environment.
     pub componentize_py: PathBuf,
     /// componentize-js's command-line script, run with `node`.
@@ -43,6 +46,7 @@ pub fn ensure() -> Result<&'static LangTools> {
     let tools = LangTools {
         componentize_py: ensure_componentize_py(&dir.join("python"))?,
         componentize_js: ensure_componentize_js(&dir.join("node"))?,
+        dir: dir.clone(),
     };
     eprintln!(
         "xtask: using componentize-py {COMPONENTIZE_PY_VERSION} and componentize-js \

@@ -214,6 +214,9 @@ fn test(no_lint: bool, cargo_args: &[String]) -> Result<()> {
     // The store's PostgreSQL tests run against a throwaway cluster, stopped
     // when this returns (passed or not).
     let postgres = postgres::Cluster::start(&target_dir()?)?;
+    // The `cronwerk new` tests build each language's template with the
+    // pinned builders; installed here even when the examples were fresh.
+    let tools = lang_tools::ensure()?;
     // Release: the tests compile real components with Cranelift, which is
     // slow unoptimised, and it shares the build with demo and bench.
     run(Command::new(cargo())
@@ -222,6 +225,8 @@ fn test(no_lint: bool, cargo_args: &[String]) -> Result<()> {
         .env("CRONWERK_TEST_COMPONENTS", &components)
         .env("CRONWERK_TEST_POSTGRES", postgres.url())
         .env("CRONWERK_REQUIRE_POSTGRES", "1")
+        .env("CRONWERK_TEST_TOOLS", &tools.dir)
+        .env("CRONWERK_REQUIRE_TOOLS", "1")
         .env("CRONWERK_CHROMIUM", &chromium)
         .env(
             "CRONWERK_ARTIFACTS",

@@ -8,6 +8,7 @@ mod config;
 mod events;
 mod exec;
 mod inspect;
+mod new;
 mod plugins;
 mod runs;
 mod serve;
@@ -85,6 +86,8 @@ enum Command {
     /// Manage the HTTP API's token.
     #[command(subcommand)]
     Token(token::TokenCommand),
+    /// Create a task project to build: Rust, Python or JavaScript.
+    New(new::NewArgs),
 }
 
 /// Entry point of the `cronwerk` binary.
@@ -130,6 +133,7 @@ pub fn main() -> ExitCode {
             Command::Events(args) => events::run(&cli.data_dir, args).await,
             Command::Plugins(args) => plugins::run(&cli.data_dir, args).await,
             Command::Token(command) => token::run(&cli.data_dir, command),
+            Command::New(args) => new::run(args).await,
         };
         result.unwrap_or_else(|e| {
             eprintln!("error: {e:#}");
