@@ -175,10 +175,15 @@ fn configurations_round_trip_through_create_read_replace_enable_run_and_delete()
             "retries": 2,
             "retry_backoff": "5s",
             "misfire": "once",
+            "allow_http": ["API.example.com", "127.0.0.1:8080"],
         })),
         201,
     );
     assert_eq!(created["name"], "Nightly");
+    assert_eq!(
+        created["allow_http"],
+        json!(["api.example.com", "127.0.0.1:8080"])
+    );
     assert_eq!(created["enabled"], false);
     assert_eq!(
         created["schedule_text"],
@@ -209,6 +214,7 @@ fn configurations_round_trip_through_create_read_replace_enable_run_and_delete()
         "memory",
         "properties",
         "grants",
+        "allow_http",
         "misfire",
         "catch_up",
         "retries",
@@ -223,6 +229,7 @@ fn configurations_round_trip_through_create_read_replace_enable_run_and_delete()
     assert_eq!(replaced["timeout"], "45s");
     assert_eq!(replaced["id"], created["id"]);
     assert_eq!(replaced["properties"], json!({"greeting": "hi"}));
+    assert_eq!(replaced["allow_http"], created["allow_http"]);
     // The same schedule kept its next run.
     assert_eq!(replaced["next_run_at"], enabled["next_run_at"]);
     assert_eq!(s.get("/api/tasks/Nightly").status, 404);
@@ -378,6 +385,11 @@ fn bad_input_is_a_400_naming_the_field() {
             json!([{"host_path": "relative", "guest_path": "/data"}]),
         ),
         "grants",
+    );
+    assert_bad(
+        &s,
+        with("allow_http", json!(["http://example.com/"])),
+        "allow_http",
     );
     assert_bad(&s, with("surprise", json!(1)), "surprise");
     // Not an object.

@@ -259,6 +259,8 @@ pub struct Task {
     pub memory: u64,
     pub properties: BTreeMap<String, String>,
     pub grants: Vec<GrantBody>,
+    /// Hosts the task may send HTTP requests to.
+    pub allow_http: Vec<String>,
     pub misfire: String,
     pub catch_up: String,
     pub retries: u32,
@@ -308,6 +310,7 @@ impl From<&TaskRecord> for Task {
                     read_only: g.read_only,
                 })
                 .collect(),
+            allow_http: c.grants.http_hosts.iter().map(|g| g.to_string()).collect(),
             misfire: serde_json::to_value(c.misfire)
                 .ok()
                 .and_then(|v| v.as_str().map(str::to_owned))

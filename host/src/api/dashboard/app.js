@@ -455,7 +455,10 @@ async function taskPage(name) {
           ['Directories', t.grants.length
             ? h('ul', { class: 'plain' }, t.grants.map((g) => h('li', {}, h('code', {}, g.host_path), ' as ', h('code', {}, g.guest_path || g.host_path), g.read_only ? ' (read-only)' : '')))
             : h('span', { class: 'muted' }, 'none: no files')],
-          ['Network, environment', h('span', { class: 'muted' }, 'none')],
+          ['HTTP requests to', t.allow_http.length
+            ? h('ul', { class: 'plain' }, t.allow_http.map((host) => h('li', {}, h('code', {}, host))))
+            : h('span', { class: 'muted' }, 'none: no network')],
+          ['Environment', h('span', { class: 'muted' }, 'none')],
           ['Capabilities asked for', plugin ? plugin.capabilities.join(', ') : '–'],
         ]))),
       h('div', { class: 'card' }, h('h2', {}, 'Duration of recent runs'), durationChart(runs)),
@@ -632,7 +635,11 @@ function formInput() {
     properties,
     grants,
   };
-  if (editing) input.catch_up = editing.catch_up;
+  // Kept as they are: the form has no fields for these (the CLI and API do).
+  if (editing) {
+    input.catch_up = editing.catch_up;
+    input.allow_http = editing.allow_http;
+  }
   return { input };
 }
 
