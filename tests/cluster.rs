@@ -13,9 +13,10 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use common::serve_env::{Serve, start_serving};
 use serde_json::Value;
 
 /// Where the instances keep their shared store.
@@ -152,38 +153,11 @@ impl Cluster {
 
     /// Starts `serve` as instance `name`; returns once it says it is serving.
     fn serve(&self, name: &str) -> Serve {
-        let mut child = self
-            .command(&self.data_dir(name))
-            .args(["serve", "--lease", "1s", "--grace", "2s", "--name", name])
+        let mut cmd = self.command(&self.data_dir(name));
+        cmd.args(["serve", "--lease", "1s", "--grace", "2s", "--name", name])
             .arg("--plugins")
-            .arg(&self.plugins)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            use std::io::BufRead;
-            for line in std::io::BufReader::new(stderr)
-                .lines()
-                .map_while(Result::ok)
-            {
-                let _ = tx.send(line);
-            }
-        });
-        loop {
-            let line = rx
-                .recv_timeout(Duration::from_secs(30))
-                .unwrap_or_else(|_| panic!("instance {name} did not report that it is serving"));
-            if line.contains("serving") {
-                break;
-            }
-        }
-        Serve {
-            name: name.to_owned(),
-            child,
-        }
+            .arg(&self.plugins);
+        start_serving(cmd, name)
     }
 
     /// The task's runs, oldest first.
@@ -242,38 +216,6 @@ impl Drop for Cluster {
     }
 }
 
-struct Serve {
-    name: String,
-    child: Child,
-}
-
-impl Serve {
-    fn signal(&self, sig: &str) {
-        let status = Command::new("kill")
-            .args([sig, &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-
-    fn stop(mut self) -> Option<i32> {
-        self.signal("-TERM");
-        self.child.wait().unwrap().code()
-    }
-
-    fn kill_9(mut self) {
-        self.signal("-KILL");
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn field<'a>(run: &'a Value, name: &str) -> &'a str {
     run[name].as_str().unwrap_or("")
 }
@@ -314,8 +256,8 @@ fn each_slot_runs_once(cluster: Cluster) {
     cluster.ok(&["task", "disable", "hello"]);
     let out = cluster.ok(&["task", "run", "hello"]);
     assert!(out.contains("manual") && out.contains("succeeded"), "{out}");
-    assert_eq!(a.stop(), Some(0));
-    assert_eq!(b.stop(), Some(0));
+    assert_eq!(a.stop().0, Some(0));
+    assert_eq!(b.stop().0, Some(0));
 
     let runs = cluster.runs("hello");
     let manual: Vec<&Value> = runs.iter().filter(|r| r["trigger"] == "manual").collect();
@@ -402,7 +344,7 @@ fn a_killed_instances_run_is_abandoned_by_the_survivor(cluster: Cluster) {
         field(abandoned, "message")
     );
     assert_eq!(count(&runs, "running"), 1, "{:#?}", summary(&runs));
-    assert_eq!(survivor.stop(), Some(0));
+    assert_eq!(survivor.stop().0, Some(0));
     assert_eq!(count(&cluster.runs("long"), "running"), 0);
 }
 

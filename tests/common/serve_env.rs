@@ -54,8 +54,8 @@ impl Env {
 
     /// Starts `serve` and returns once it says it is serving.
     pub fn serve(&self) -> Serve {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_cronwerk"))
-            .arg("--data-dir")
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_cronwerk"));
+        cmd.arg("--data-dir")
             .arg(&self.data)
             .env("CRONWERK_CACHE_DIR", super::compile_cache_dir())
             .args([
@@ -68,31 +68,8 @@ impl Env {
                 "test-instance",
             ])
             .arg("--plugins")
-            .arg(&self.plugins)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            use std::io::BufRead;
-            for line in std::io::BufReader::new(stderr)
-                .lines()
-                .map_while(Result::ok)
-            {
-                let _ = tx.send(line);
-            }
-        });
-        loop {
-            let line = rx
-                .recv_timeout(Duration::from_secs(30))
-                .expect("serve did not report that it is serving");
-            if line.contains("serving") {
-                break;
-            }
-        }
-        Serve { child, lines: rx }
+            .arg(&self.plugins);
+        start_serving(cmd, "test-instance")
     }
 
     pub fn store(&self) -> SqliteStore {
@@ -143,7 +120,43 @@ impl Env {
     }
 }
 
+/// Spawns a `cronwerk serve` command line and returns once the instance
+/// (`name`, for messages and for tests that tell instances apart) says it
+/// is serving; what it prints to stderr stays readable through `lines`.
+pub fn start_serving(mut cmd: Command, name: &str) -> Serve {
+    let mut child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("instance {name} did not report that it is serving"));
+        if line.contains("serving") {
+            break;
+        }
+    }
+    Serve {
+        name: name.to_owned(),
+        child,
+        lines: rx,
+    }
+}
+
 pub struct Serve {
+    pub name: String,
     pub child: Child,
     pub lines: std::sync::mpsc::Receiver<String>,
 }
