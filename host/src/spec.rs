@@ -32,6 +32,7 @@ pub enum Field {
     Properties,
     Grants,
     AllowHttp,
+    Roles,
     Misfire,
     CatchUp,
     Retries,
@@ -57,6 +58,7 @@ impl Field {
             Field::Properties => "--property",
             Field::Grants => "--grant-dir",
             Field::AllowHttp => "--allow-http",
+            Field::Roles => "--require-role",
             Field::Misfire => "--misfire",
             Field::CatchUp => "--catch-up",
             Field::Retries => "--retries",
@@ -82,6 +84,7 @@ impl Field {
             Field::Properties => "properties",
             Field::Grants => "grants",
             Field::AllowHttp => "allow_http",
+            Field::Roles => "roles",
             Field::Misfire => "misfire",
             Field::CatchUp => "catch_up",
             Field::Retries => "retries",
@@ -237,6 +240,9 @@ pub struct ConfigSpec {
     pub grant_dirs: Vec<DirGrant>,
     /// Hosts the task may send HTTP requests to (added to those it has).
     pub allow_http: Vec<HttpGrant>,
+    /// Roles an instance needs to run it; given, they replace the current
+    /// ones (an empty list: any instance).
+    pub roles: Option<Vec<String>>,
     pub misfire: Option<MisfirePolicy>,
     pub catch_up: Option<Duration>,
     pub retries: Option<u32>,
@@ -313,6 +319,17 @@ impl ConfigSpec {
                 config.grants.http_hosts.push(grant.clone());
             }
         }
+        if let Some(roles) = &self.roles {
+            let mut checked = Vec::with_capacity(roles.len());
+            for role in roles {
+                check_role(role).map_err(|m| FieldError::new(Field::Roles, m))?;
+                if !checked.contains(role) {
+                    checked.push(role.clone());
+                }
+            }
+            checked.sort();
+            config.roles = checked;
+        }
         if let Some(m) = self.misfire {
             config.misfire = m;
         }
@@ -353,6 +370,25 @@ pub fn check_name(name: &str) -> Result<(), FieldError> {
             .map(|c| format!("contains {c:?}; names are printable text without '/'"))
     };
     problem.map_or(Ok(()), |m| Err(FieldError::new(Field::Name, m)))
+}
+
+/// Role names are what `serve --role` and a configuration's required roles
+/// share: short words an operator types, compared exactly.
+pub fn check_role(role: &str) -> Result<(), String> {
+    if role.is_empty() || role.len() > 64 {
+        return Err(format!(
+            "'{role}' is not a role: use 1 to 64 characters, e.g. edit"
+        ));
+    }
+    match role
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+    {
+        Some(c) => Err(format!(
+            "'{role}' contains {c:?}; a role is letters, digits, '-', '_' or '.', e.g. edit"
+        )),
+        None => Ok(()),
+    }
 }
 
 /// Implementation identifiers follow the rule components' own identifiers
@@ -488,6 +524,42 @@ mod tests {
         assert!(parse_size("lots").is_err());
         assert_eq!(parse_count("10_000").unwrap(), 10_000);
         assert!(parse_time("tomorrow").unwrap_err().contains("RFC 3339"));
+    }
+
+    #[test]
+    fn roles_are_checked_deduplicated_and_replace_the_old_ones() {
+        let schedule = Schedule::every(Duration::from_secs(10), now()).unwrap();
+        let mut config = TaskConfig::new("t", "Acme.T", schedule);
+        let spec = ConfigSpec {
+            roles: Some(vec!["edit".into(), "batch.eu-1".into(), "edit".into()]),
+            ..Default::default()
+        };
+        spec.apply(&mut config).unwrap();
+        assert_eq!(config.roles, ["batch.eu-1", "edit"]);
+        assert_eq!(config.missing_roles(&["edit".into()]), ["batch.eu-1"]);
+        assert!(
+            config
+                .missing_roles(&["edit".into(), "batch.eu-1".into(), "x".into()])
+                .is_empty()
+        );
+        // Not given: kept; given empty: any instance.
+        ConfigSpec::default().apply(&mut config).unwrap();
+        assert_eq!(config.roles.len(), 2);
+        let clear = ConfigSpec {
+            roles: Some(Vec::new()),
+            ..Default::default()
+        };
+        clear.apply(&mut config).unwrap();
+        assert!(config.roles.is_empty());
+        for bad in ["", "edit server", "ed/it", &"r".repeat(65)] {
+            let spec = ConfigSpec {
+                roles: Some(vec![bad.to_owned()]),
+                ..Default::default()
+            };
+            let e = spec.apply(&mut config).unwrap_err();
+            assert_eq!(e.field, Field::Roles, "{bad}");
+            assert_eq!(e.field.flag(), "--require-role");
+        }
     }
 
     #[test]

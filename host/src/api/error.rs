@@ -65,6 +65,9 @@ impl From<StoreError> for ApiError {
                 ApiError::NotFound(format!("no task configuration named '{name}'"))
             }
             StoreError::RunNotFound(id) => ApiError::NotFound(format!("no run with id '{id}'")),
+            StoreError::BroadcastNotFound(id) => {
+                ApiError::NotFound(format!("no broadcast with id '{id}'"))
+            }
             StoreError::TaskExists(name) => ApiError::Conflict(format!(
                 "a task configuration named '{name}' already exists: pick another name"
             )),

@@ -16,6 +16,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::AppState;
 use super::error::{ApiError, ApiJson, ApiQuery, ApiResult, ErrorBody};
 use crate::runtime::{DirGrant, HttpGrant};
+use crate::scheduler::ManualStart;
 use crate::scheduler::schedule::Schedule;
 use crate::spec::{self, ConfigSpec, Field, FieldError, ScheduleSpec};
 use crate::store::{Claim, MisfirePolicy, TaskConfig, TaskRecord};
@@ -144,6 +145,10 @@ pub struct TaskInput {
     /// `*.example.com` or `127.0.0.1:8080` (none by default).
     #[serde(default)]
     pub allow_http: Vec<String>,
+    /// Roles an instance needs (all of them) to run it, e.g. `edit`; none
+    /// (the default): any instance.
+    #[serde(default)]
+    pub roles: Vec<String>,
     /// After downtime: `skip` (default), `once` or `all`.
     #[serde(default)]
     pub misfire: Option<String>,
@@ -212,6 +217,7 @@ impl TaskInput {
                 .collect(),
             grant_dirs,
             allow_http,
+            roles: Some(self.roles.clone()),
             misfire,
             catch_up: duration(Field::CatchUp, &self.catch_up)?,
             retries: self.retries,
@@ -261,6 +267,8 @@ pub struct Task {
     pub grants: Vec<GrantBody>,
     /// Hosts the task may send HTTP requests to.
     pub allow_http: Vec<String>,
+    /// Roles an instance needs to run it (empty: any instance).
+    pub roles: Vec<String>,
     pub misfire: String,
     pub catch_up: String,
     pub retries: u32,
@@ -311,6 +319,7 @@ impl From<&TaskRecord> for Task {
                 })
                 .collect(),
             allow_http: c.grants.http_hosts.iter().map(|g| g.to_string()).collect(),
+            roles: c.roles.clone(),
             misfire: serde_json::to_value(c.misfire)
                 .ok()
                 .and_then(|v| v.as_str().map(str::to_owned))
@@ -451,8 +460,10 @@ pub async fn disable(State(s): State<AppState>, Path(name): Path<String>) -> Api
 #[derive(Debug, Serialize, ToSchema)]
 pub struct RunStarted {
     pub run_id: String,
-    /// `running`, or `skipped` when the configuration was still running
-    /// (runs never overlap; the skip is recorded).
+    /// `running`; `skipped` when the configuration was still running
+    /// (runs never overlap; the skip is recorded); `queued` when this
+    /// instance lacks a role the configuration needs (an instance that has
+    /// it runs it).
     pub state: String,
     pub message: String,
 }
@@ -462,7 +473,7 @@ pub struct RunStarted {
     params(("name" = String, Path)),
     security(("token" = [])),
     responses(
-        (status = 202, description = "Started on this instance (also for disabled configurations)", body = RunStarted),
+        (status = 202, description = "Started on this instance (also for disabled configurations), or queued for an instance with the roles it needs", body = RunStarted),
         (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
     )
 )]
@@ -470,14 +481,25 @@ pub async fn run_now(
     State(s): State<AppState>,
     Path(name): Path<String>,
 ) -> ApiResult<(StatusCode, Json<RunStarted>)> {
-    let (run_id, claim) = s.dispatcher.run_now(&name).await?;
-    let (state, message) = match claim {
-        Claim::Claimed => ("running", format!("'{name}' is running now")),
-        Claim::AlreadyRunning { run_id: running } => (
+    let (run_id, start) = s.dispatcher.run_now(&name).await?;
+    let (state, message) = match start {
+        ManualStart::Here(Claim::Claimed) => ("running", format!("'{name}' is running now")),
+        ManualStart::Here(Claim::AlreadyRunning { run_id: running }) => (
             "skipped",
             format!("'{name}' is still running (run {running}); this run was recorded skipped"),
         ),
-        Claim::Lost => ("skipped", format!("'{name}' changed meanwhile; try again")),
+        ManualStart::Here(Claim::Lost) => {
+            ("skipped", format!("'{name}' changed meanwhile; try again"))
+        }
+        ManualStart::Queued { missing_roles } => (
+            "queued",
+            format!(
+                "'{name}' runs only on instances with role {}, which {} lacks; \
+                 an instance that has it picks the run up",
+                missing_roles.join(" and "),
+                s.instance
+            ),
+        ),
     };
     Ok((
         StatusCode::ACCEPTED,

@@ -5,6 +5,11 @@ use std::collections::BTreeMap;
 // Value parsers shared with the HTTP API live with the validation they serve.
 pub use crate::spec::{parse_count as count, parse_duration as duration, parse_size as size};
 
+/// A role name, for `serve --role` and `--require-role`.
+pub fn role(s: &str) -> Result<String, String> {
+    crate::spec::check_role(s).map(|()| s.to_owned())
+}
+
 /// `KEY=VALUE`.
 pub fn key_value(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {

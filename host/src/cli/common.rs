@@ -119,6 +119,10 @@ pub struct ConfigArgs {
     /// for subdomains; without a port only 80/443).
     #[arg(long = "allow-http")]
     pub allow_http: Vec<HttpGrant>,
+    /// Run only on instances started with this role, e.g. edit (repeatable:
+    /// all of them; replaces the roles a configuration had).
+    #[arg(long = "require-role", value_name = "ROLE", value_parser = args::role)]
+    pub roles: Vec<String>,
     /// After downtime: skip missed slots, run once, or run all within --catch-up.
     #[arg(long)]
     pub misfire: Option<MisfirePolicy>,
@@ -152,6 +156,7 @@ impl ConfigArgs {
                 })
                 .collect(),
             allow_http: self.allow_http.clone(),
+            roles: (!self.roles.is_empty()).then(|| self.roles.clone()),
             misfire: self.misfire,
             catch_up: self.catch_up,
             retries: self.retries,

@@ -8,6 +8,7 @@ mod config;
 mod events;
 mod exec;
 mod inspect;
+mod instances;
 mod new;
 mod plugins;
 mod runs;
@@ -83,6 +84,8 @@ enum Command {
     Events(events::EventsArgs),
     /// Show the components running instances have loaded.
     Plugins(plugins::PluginsArgs),
+    /// Show the `serve` instances sharing this store, their roles and liveness.
+    Instances(instances::InstancesArgs),
     /// Manage the HTTP API's token.
     #[command(subcommand)]
     Token(token::TokenCommand),
@@ -132,6 +135,7 @@ pub fn main() -> ExitCode {
             Command::Runs(args) => runs::run(&cli.data_dir, args).await,
             Command::Events(args) => events::run(&cli.data_dir, args).await,
             Command::Plugins(args) => plugins::run(&cli.data_dir, args).await,
+            Command::Instances(args) => instances::run(&cli.data_dir, args).await,
             Command::Token(command) => token::run(&cli.data_dir, command),
             Command::New(args) => new::run(args).await,
         };

@@ -16,7 +16,7 @@ use crate::scheduler::{Dispatcher, DispatcherConfig, Execution, Executor};
 use crate::store::{InstanceRow, NewEvent, PluginRow, Store};
 
 /// An instance whose heartbeat is older than this is considered gone.
-const LIVENESS: Duration = Duration::from_secs(15);
+pub const LIVENESS: Duration = Duration::from_secs(15);
 const HEARTBEAT: Duration = Duration::from_secs(5);
 
 #[derive(Args)]
@@ -27,8 +27,9 @@ pub struct ServeArgs {
     /// This instance's name (default: the host name).
     #[arg(long, env = "CRONWERK_INSTANCE")]
     name: Option<String>,
-    /// A role of this instance, e.g. edit (repeatable).
-    #[arg(long = "role")]
+    /// A role of this instance, e.g. edit (repeatable); configurations that
+    /// `--require-role` it run only on instances that have it.
+    #[arg(long = "role", value_parser = args::role)]
     roles: Vec<String>,
     /// Lease of a running run; a run whose instance stops renewing it for
     /// this long is recorded abandoned.

@@ -105,6 +105,9 @@ pub struct EditArgs {
     /// Remove the fuel limit.
     #[arg(long)]
     unlimited_fuel: bool,
+    /// Let any instance run it again (removes required roles).
+    #[arg(long, conflicts_with = "roles")]
+    any_instance: bool,
 }
 
 pub async fn run(data_dir: &Path, command: TaskCommand) -> anyhow::Result<u8> {
@@ -163,7 +166,36 @@ async fn add(store: &dyn Store, a: AddArgs) -> anyhow::Result<u8> {
             time(task.next_run_at)
         );
     }
+    warn_if_no_instance_has_roles(store, &task).await?;
     Ok(exit::OK)
+}
+
+/// A configuration that needs roles no live instance has would silently
+/// never run; say so while the operator is still looking.
+async fn warn_if_no_instance_has_roles(store: &dyn Store, task: &TaskRecord) -> anyhow::Result<()> {
+    if task.config.roles.is_empty() {
+        return Ok(());
+    }
+    let live = super::serve::live_instances(store).await?;
+    if live.is_empty()
+        || live
+            .iter()
+            .any(|i| task.config.missing_roles(&i.roles).is_empty())
+    {
+        return Ok(());
+    }
+    eprintln!(
+        "note: no live instance has the role(s) {}; '{}' runs once one is started with {}",
+        task.config.roles.join(", "),
+        task.config.name,
+        task.config
+            .roles
+            .iter()
+            .map(|r| format!("--role {r}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    Ok(())
 }
 
 fn last_result(t: &TaskRecord) -> String {
@@ -285,6 +317,12 @@ async fn show(store: &dyn Store, a: ShowArgs) -> anyhow::Result<u8> {
     for h in &c.grants.http_hosts {
         println!("http            {h}");
     }
+    if !c.roles.is_empty() {
+        println!(
+            "runs on         instances with role {}",
+            c.roles.join(" and ")
+        );
+    }
     println!(
         "counters        {} runs, {} skipped, {} failed",
         task.run_count, task.skipped_count, task.failed_count
@@ -343,6 +381,9 @@ async fn edit(store: &dyn Store, a: EditArgs) -> anyhow::Result<u8> {
     if a.unlimited_fuel {
         config.limits.fuel = None;
     }
+    if a.any_instance {
+        config.roles.clear();
+    }
     for k in &a.remove_properties {
         config.properties.remove(k);
     }
@@ -355,6 +396,7 @@ async fn edit(store: &dyn Store, a: EditArgs) -> anyhow::Result<u8> {
         task.config.schedule,
         time(task.next_run_at)
     );
+    warn_if_no_instance_has_roles(store, &task).await?;
     Ok(exit::OK)
 }
 

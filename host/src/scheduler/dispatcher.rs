@@ -38,6 +38,16 @@ pub enum Execution {
     },
 }
 
+/// What asking this instance for a manual run did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ManualStart {
+    /// Tried here; the claim says whether it runs.
+    Here(Claim),
+    /// This instance lacks roles the configuration needs, so the run was
+    /// queued for an instance that has them.
+    Queued { missing_roles: Vec<String> },
+}
+
 /// Knobs of a dispatcher.
 #[derive(Debug, Clone)]
 pub struct DispatcherConfig {
@@ -202,6 +212,11 @@ impl Dispatcher {
         let mut claims = Vec::new();
         let mut claimed_tasks = Vec::new();
         for task in self.store.due_tasks(now).await? {
+            // Another instance with the roles claims it; slots that pass
+            // while none is live are handled by the misfire policy then.
+            if !self.may_run(&task) {
+                continue;
+            }
             if task.retry_at.is_some_and(|r| r <= now) && task.running_run_id.is_none() {
                 self.start_retry(&task, now).await?;
                 continue;
@@ -257,6 +272,13 @@ impl Dispatcher {
         Ok(())
     }
 
+    /// Whether this instance has every role the configuration needs.
+    fn may_run(&self, task: &TaskRecord) -> bool {
+        task.config
+            .missing_roles(&self.config.instance.roles)
+            .is_empty()
+    }
+
     fn new_run(&self, task: &TaskRecord, trigger: Trigger, now: DateTime<Utc>) -> NewRun {
         NewRun {
             id: uuid::Uuid::now_v7().to_string(),
@@ -295,13 +317,21 @@ impl Dispatcher {
         queued: RunRecord,
         now: DateTime<Utc>,
     ) -> StoreResult<()> {
+        let task = match self.store.get_task_by_id(queued.task_id).await {
+            Ok(task) => task,
+            // Deleted meanwhile: nothing to run; its queued runs went with it.
+            Err(crate::store::StoreError::TaskNotFound(_)) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        if !self.may_run(&task) {
+            return Ok(());
+        }
         let lease_until = now + delta(self.config.lease);
         let claim = self
             .store
             .start_queued_run(&queued.id, &self.config.instance.name, now, lease_until)
             .await?;
         if claim == Claim::Claimed {
-            let task = self.store.get_task_by_id(queued.task_id).await?;
             let mut run = self.new_run(&task, Trigger::Manual, now);
             run.id = queued.id;
             let next = task.next_run_at;
@@ -310,9 +340,27 @@ impl Dispatcher {
         Ok(())
     }
 
-    /// Starts a manual run now on this instance (the one that got the request).
-    pub async fn run_now(self: &Arc<Self>, task_name: &str) -> StoreResult<(String, Claim)> {
+    /// Starts a manual run now on this instance (the one that got the
+    /// request), or, if it lacks a role the configuration needs, queues it
+    /// for an instance that has them.
+    pub async fn run_now(self: &Arc<Self>, task_name: &str) -> StoreResult<(String, ManualStart)> {
         let task = self.store.get_task(task_name).await?;
+        let missing: Vec<String> = task
+            .config
+            .missing_roles(&self.config.instance.roles)
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
+        if !missing.is_empty() {
+            let requested_by = format!("instance {}", self.config.instance.name);
+            let id = self.store.queue_manual_run(task.id, &requested_by).await?;
+            return Ok((
+                id,
+                ManualStart::Queued {
+                    missing_roles: missing,
+                },
+            ));
+        }
         let run = self.new_run(&task, Trigger::Manual, self.clock.now());
         let claim = self.store.claim_manual(task.id, &run).await?;
         let id = run.id.clone();
@@ -320,7 +368,7 @@ impl Dispatcher {
             let next = task.next_run_at;
             self.spawn_run(task, run, next, None).await;
         }
-        Ok((id, claim))
+        Ok((id, ManualStart::Here(claim)))
     }
 
     /// Starts a claimed run; `state` is the configuration's stored state

@@ -9,7 +9,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use tokio::sync::Semaphore;
 
 use super::clock::Clock;
-use super::dispatcher::{Dispatcher, DispatcherConfig, Execution, Executor};
+use super::dispatcher::{Dispatcher, DispatcherConfig, Execution, Executor, ManualStart};
 use super::schedule::Schedule;
 use crate::runtime::{Event, EventSource, Level, Outcome, RunReport, RunRequest, Trigger};
 use crate::store::{MisfirePolicy, RunFilter, RunRecord, RunState, SqliteStore, Store, TaskConfig};
@@ -342,11 +342,11 @@ async fn manual_runs_work_for_disabled_configurations_and_do_not_overlap() {
     config.enabled = false;
     let id = f.add(config, t(10)).await;
     let (first, claim) = f.dispatcher.run_now("t").await.unwrap();
-    assert_eq!(claim, crate::store::Claim::Claimed);
+    assert_eq!(claim, ManualStart::Here(crate::store::Claim::Claimed));
     let (_, second) = f.dispatcher.run_now("t").await.unwrap();
     assert_eq!(
         second,
-        crate::store::Claim::AlreadyRunning { run_id: first }
+        ManualStart::Here(crate::store::Claim::AlreadyRunning { run_id: first })
     );
     f.tick(t(10)).await; // disabled: no scheduled run
     f.script.gate.as_ref().unwrap().add_permits(1);
@@ -359,4 +359,61 @@ async fn manual_runs_work_for_disabled_configurations_and_do_not_overlap() {
             (None, RunState::Skipped, Trigger::Manual),
         ]
     );
+}
+
+#[tokio::test]
+async fn configurations_that_need_a_role_run_only_on_instances_that_have_it() {
+    let f = fixture(vec![], false);
+    let edit = Dispatcher::new(
+        f.store.clone(),
+        f.script.clone(),
+        f.clock.clone(),
+        DispatcherConfig {
+            instance: crate::runtime::InstanceInfo {
+                name: "edit-1".into(),
+                roles: vec!["edit".into(), "eu".into()],
+            },
+            ..Default::default()
+        },
+    );
+    let mut config = every_10s(MisfirePolicy::Skip);
+    config.roles = vec!["edit".into()];
+    let id = f.add(config, t(10)).await;
+
+    // The instance without the role leaves the slot alone; the one with it runs it.
+    f.tick(t(10)).await;
+    assert!(f.runs(id).await.is_empty());
+    edit.tick(t(10)).await.unwrap();
+    edit.wait_idle().await;
+    assert_eq!(f.runs(id).await.len(), 1);
+
+    // A manual run asked of the instance without the role is queued for
+    // one that has it.
+    let (queued, start) = f.dispatcher.run_now("t").await.unwrap();
+    assert_eq!(
+        start,
+        ManualStart::Queued {
+            missing_roles: vec!["edit".into()]
+        }
+    );
+    f.tick(t(15)).await;
+    assert_eq!(
+        f.store.get_run(&queued).await.unwrap().state,
+        RunState::Queued
+    );
+    edit.tick(t(15)).await.unwrap();
+    edit.wait_idle().await;
+
+    let runs = f.runs(id).await;
+    assert_eq!(
+        summary(&runs),
+        vec![
+            (Some(t(10)), RunState::Succeeded, Trigger::Schedule),
+            (None, RunState::Succeeded, Trigger::Manual),
+        ]
+    );
+    assert!(runs.iter().all(|r| r.instance.as_deref() == Some("edit-1")));
+    let (_, start) = edit.run_now("t").await.unwrap();
+    assert_eq!(start, ManualStart::Here(crate::store::Claim::Claimed));
+    edit.wait_idle().await;
 }

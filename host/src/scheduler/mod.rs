@@ -11,4 +11,4 @@ pub mod plan;
 pub mod schedule;
 
 pub use clock::{Clock, SystemClock};
-pub use dispatcher::{Dispatcher, DispatcherConfig, Execution, Executor};
+pub use dispatcher::{Dispatcher, DispatcherConfig, Execution, Executor, ManualStart};

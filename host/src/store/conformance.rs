@@ -389,6 +389,145 @@ pub async fn plugins_and_instances(store: &dyn Store) {
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].heartbeat_at, t(10));
     assert_eq!(listed[0].roles, vec!["edit".to_string()]);
+    store.remove_instance("i1").await.unwrap();
+    assert!(store.list_instances().await.unwrap().is_empty());
+    assert!(store.list_plugins().await.unwrap().is_empty());
+}
+
+fn broadcast(id: &str, at: DateTime<Utc>, instances: &[&str]) -> NewBroadcast {
+    NewBroadcast {
+        id: id.into(),
+        identifier: "Acme.CacheFlush".into(),
+        payload: crate::runtime::BroadcastPayload {
+            target: "pages".into(),
+            text: "flush /news".into(),
+            data: vec![0, 1, 2, 255],
+        },
+        created_at: at,
+        created_by: "cli".into(),
+        instances: instances.iter().map(|i| i.to_string()).collect(),
+    }
+}
+
+pub async fn broadcasts_deliver_once_per_instance(store: &dyn Store) {
+    let before = store.change_token().await.unwrap();
+    store
+        .create_broadcast(&broadcast("b1", t(10), &["i1", "i2"]))
+        .await
+        .unwrap();
+    assert_ne!(store.change_token().await.unwrap(), before);
+    let pending = store.pending_deliveries("i1").await.unwrap();
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].identifier, "Acme.CacheFlush");
+    assert_eq!(pending[0].payload.data, vec![0, 1, 2, 255]);
+    assert_eq!(pending[0].payload.text, "flush /news");
+    assert_eq!(pending[0].created_at, t(10));
+    assert!(store.pending_deliveries("i3").await.unwrap().is_empty());
+
+    // Started once: a second start of the same delivery loses.
+    assert!(store.start_delivery("b1", "i1", "r1", t(11)).await.unwrap());
+    assert!(
+        !store
+            .start_delivery("b1", "i1", "r1b", t(11))
+            .await
+            .unwrap()
+    );
+    assert!(store.pending_deliveries("i1").await.unwrap().is_empty());
+    let finish = DeliveryFinish {
+        broadcast_id: "b1".into(),
+        instance: "i1".into(),
+        finished_at: t(12),
+        state: RunState::Succeeded,
+        reason: None,
+        message: "flushed".into(),
+        duration_us: 42,
+        fuel: 7,
+        peak_memory_bytes: 65536,
+        component_sha256: Some("abc".into()),
+        component_version: Some("1.0.0".into()),
+        events: vec![NewEvent {
+            run_id: Some("r1".into()),
+            ..NewEvent::host(Level::Info, "FLUSHED", "flushed")
+        }],
+    };
+    assert!(store.finish_delivery(&finish).await.unwrap());
+    assert!(!store.finish_delivery(&finish).await.unwrap());
+    let events = store
+        .list_events(&EventFilter {
+            run_id: Some("r1".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].code, "FLUSHED");
+
+    // i2 died before running it: its delivery is recorded abandoned.
+    let expired = store
+        .expire_deliveries(&["i2".into()], t(20), "instance i2 stopped")
+        .await
+        .unwrap();
+    assert_eq!(expired, 1);
+    assert!(!store.start_delivery("b1", "i2", "r2", t(21)).await.unwrap());
+
+    let b = store.get_broadcast("b1").await.unwrap();
+    assert_eq!(b.data_bytes, 4);
+    assert_eq!(b.target, "pages");
+    assert_eq!(b.created_by, "cli");
+    let states: Vec<(&str, RunState, &str)> = b
+        .deliveries
+        .iter()
+        .map(|d| (d.instance.as_str(), d.state, d.message.as_str()))
+        .collect();
+    assert_eq!(
+        states,
+        vec![
+            ("i1", RunState::Succeeded, "flushed"),
+            ("i2", RunState::Abandoned, "instance i2 stopped"),
+        ]
+    );
+    let d1 = &b.deliveries[0];
+    assert_eq!(d1.run_id.as_deref(), Some("r1"));
+    assert_eq!((d1.started_at, d1.finished_at), (Some(t(11)), Some(t(12))));
+    assert_eq!((d1.duration_us, d1.fuel), (Some(42), Some(7)));
+    assert_eq!(d1.component_version.as_deref(), Some("1.0.0"));
+    assert!(matches!(
+        store.get_broadcast("nope").await,
+        Err(StoreError::BroadcastNotFound(_))
+    ));
+
+    // A joining instance gets nothing old unless it asks to catch up.
+    store
+        .create_broadcast(&broadcast("b2", t(30), &["i1"]))
+        .await
+        .unwrap();
+    assert!(store.pending_deliveries("i9").await.unwrap().is_empty());
+    assert_eq!(store.join_broadcasts("i9", t(25)).await.unwrap(), 1);
+    assert_eq!(store.join_broadcasts("i9", t(25)).await.unwrap(), 0);
+    let ids: Vec<String> = store
+        .pending_deliveries("i9")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| p.broadcast_id)
+        .collect();
+    assert_eq!(ids, ["b2"]);
+
+    let listed = store.list_broadcasts(10).await.unwrap();
+    assert_eq!(
+        listed.iter().map(|b| b.id.as_str()).collect::<Vec<_>>(),
+        ["b2", "b1"]
+    );
+    assert_eq!(listed[0].deliveries.len(), 2);
+    assert_eq!(store.list_broadcasts(1).await.unwrap().len(), 1);
+
+    // Retention drops old broadcasts with their deliveries.
+    store.prune(1000, t(25)).await.unwrap();
+    let left = store.list_broadcasts(10).await.unwrap();
+    assert_eq!(
+        left.iter().map(|b| b.id.as_str()).collect::<Vec<_>>(),
+        ["b2"]
+    );
 }
 
 pub async fn runs_filter_by_time_and_state(store: &dyn Store) {
@@ -450,6 +589,7 @@ pub async fn run_all(make: impl Fn() -> Box<dyn Store>) {
     manual_runs_queue_and_never_overlap(&*make()).await;
     events_filter_and_retention(&*make()).await;
     plugins_and_instances(&*make()).await;
+    broadcasts_deliver_once_per_instance(&*make()).await;
     identifier_settings(&*make()).await;
     runs_filter_by_time_and_state(&*make()).await;
 }

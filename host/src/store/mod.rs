@@ -33,6 +33,8 @@ pub enum StoreError {
     TaskExists(String),
     #[error("no run with id '{0}'")]
     RunNotFound(String),
+    #[error("no broadcast with id '{0}' (see `cronwerk farm list`)")]
+    BroadcastNotFound(String),
     #[error("the store failed: {0:#}")]
     Backend(#[from] anyhow::Error),
 }
@@ -166,6 +168,41 @@ pub trait Store: Send + Sync {
     async fn heartbeat(&self, instance: &InstanceRow) -> StoreResult<()>;
     async fn list_instances(&self) -> StoreResult<Vec<InstanceRow>>;
 
+    /// Forgets an instance that stopped cleanly (its plugin rows too).
+    async fn remove_instance(&self, name: &str) -> StoreResult<()>;
+
+    // --- broadcasts (web farm) ---------------------------------------------
+    /// Records a broadcast with a queued delivery for each of its instances.
+    async fn create_broadcast(&self, broadcast: &NewBroadcast) -> StoreResult<()>;
+    async fn get_broadcast(&self, id: &str) -> StoreResult<BroadcastRecord>;
+    /// The newest `limit` broadcasts, newest first.
+    async fn list_broadcasts(&self, limit: u32) -> StoreResult<Vec<BroadcastRecord>>;
+    /// Deliveries queued for `instance`, oldest first.
+    async fn pending_deliveries(&self, instance: &str) -> StoreResult<Vec<PendingDelivery>>;
+    /// Moves a queued delivery to running as `run_id`; false if it was not
+    /// queued any more (expired meanwhile).
+    async fn start_delivery(
+        &self,
+        broadcast_id: &str,
+        instance: &str,
+        run_id: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool>;
+    /// Records how a running delivery ended, with its events; false if it
+    /// was not running any more.
+    async fn finish_delivery(&self, finish: &DeliveryFinish) -> StoreResult<bool>;
+    /// Records the queued and running deliveries of `instances` abandoned
+    /// with `reason` (they stopped, died or restarted); returns how many.
+    async fn expire_deliveries(
+        &self,
+        instances: &[String],
+        now: DateTime<Utc>,
+        reason: &str,
+    ) -> StoreResult<u64>;
+    /// Queues for `instance` the broadcasts made since `since` that it has
+    /// no delivery of (a joining instance asked to catch up); returns how many.
+    async fn join_broadcasts(&self, instance: &str, since: DateTime<Utc>) -> StoreResult<u64>;
+
     // --- identifier settings (the tasks' `config` import) -----------------
     /// Sets one setting of an implementation identifier, or removes it
     /// (`None`); removing a missing setting is not an error.
@@ -189,6 +226,6 @@ pub trait Store: Send + Sync {
         Arc::new(SystemClock)
     }
     /// Applies retention: keeps the newest `keep_runs` finished runs per
-    /// configuration and events newer than `events_since`.
+    /// configuration, and events and broadcasts newer than `events_since`.
     async fn prune(&self, keep_runs: u32, events_since: DateTime<Utc>) -> StoreResult<(u64, u64)>;
 }

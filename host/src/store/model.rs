@@ -6,7 +6,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::runtime::{EventSource, Grants, Level, RunLimits, Trigger};
+use crate::runtime::{BroadcastPayload, EventSource, Grants, Level, RunLimits, Trigger};
 use crate::scheduler::schedule::Schedule;
 
 /// What to do with slots that passed while no instance was running.
@@ -61,6 +61,10 @@ pub struct TaskConfig {
     pub properties: BTreeMap<String, String>,
     #[serde(default)]
     pub grants: Grants,
+    /// Roles an instance needs (all of them) to run this configuration, e.g.
+    /// `edit` for "only on the edit server"; empty: any instance.
+    #[serde(default)]
+    pub roles: Vec<String>,
 }
 
 fn default_catch_up() -> Duration {
@@ -86,7 +90,19 @@ impl TaskConfig {
             limits: RunLimits::default(),
             properties: BTreeMap::new(),
             grants: Grants::default(),
+            roles: Vec::new(),
         }
+    }
+}
+
+impl TaskConfig {
+    /// The configuration's required roles that an instance with `roles` lacks.
+    pub fn missing_roles<'a>(&'a self, roles: &[String]) -> Vec<&'a str> {
+        self.roles
+            .iter()
+            .filter(|r| !roles.contains(r))
+            .map(String::as_str)
+            .collect()
     }
 }
 
@@ -359,6 +375,86 @@ pub struct InstanceRow {
     pub roles: Vec<String>,
     pub started_at: DateTime<Utc>,
     pub heartbeat_at: DateTime<Utc>,
+}
+
+/// Largest parts of a broadcast's payload: a broadcast is a message to
+/// every instance, not a file transfer.
+pub const BROADCAST_MAX_TARGET_BYTES: usize = 1024;
+pub const BROADCAST_MAX_TEXT_BYTES: usize = 64 * 1024;
+pub const BROADCAST_MAX_DATA_BYTES: usize = 1024 * 1024;
+
+/// A web-farm broadcast to record: every instance in `instances` runs the
+/// component implementing `identifier` once with the payload.
+#[derive(Debug, Clone)]
+pub struct NewBroadcast {
+    pub id: String,
+    pub identifier: String,
+    pub payload: BroadcastPayload,
+    pub created_at: DateTime<Utc>,
+    /// Who asked: `cli`, `api on <instance>`, `run <id> of '<task>' on <instance>`.
+    pub created_by: String,
+    /// The instances it is delivered to (the live ones when it was made).
+    pub instances: Vec<String>,
+}
+
+/// A broadcast as stored, with how far it got on each instance.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BroadcastRecord {
+    pub id: String,
+    pub identifier: String,
+    pub target: String,
+    pub text: String,
+    pub data_bytes: u64,
+    pub created_at: DateTime<Utc>,
+    pub created_by: String,
+    pub deliveries: Vec<DeliveryRecord>,
+}
+
+/// One instance's run of a broadcast. `state` is `queued` until the
+/// instance starts it, and `abandoned` when the instance stopped or died
+/// first (a delivery is never replayed by a later process).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DeliveryRecord {
+    pub instance: String,
+    pub state: RunState,
+    /// Tags the run's events.
+    pub run_id: Option<String>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub reason: Option<String>,
+    pub message: String,
+    pub duration_us: Option<u64>,
+    pub fuel: Option<u64>,
+    pub peak_memory_bytes: Option<u64>,
+    pub component_sha256: Option<String>,
+    pub component_version: Option<String>,
+}
+
+/// A delivery waiting for its instance, with what the run needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PendingDelivery {
+    pub broadcast_id: String,
+    pub identifier: String,
+    pub payload: BroadcastPayload,
+    pub created_at: DateTime<Utc>,
+    pub created_by: String,
+}
+
+/// How one instance's run of a broadcast ended.
+#[derive(Debug, Clone)]
+pub struct DeliveryFinish {
+    pub broadcast_id: String,
+    pub instance: String,
+    pub finished_at: DateTime<Utc>,
+    pub state: RunState,
+    pub reason: Option<String>,
+    pub message: String,
+    pub duration_us: u64,
+    pub fuel: u64,
+    pub peak_memory_bytes: u64,
+    pub component_sha256: Option<String>,
+    pub component_version: Option<String>,
+    pub events: Vec<NewEvent>,
 }
 
 /// Durations as humantime strings ("10s") in stored JSON.

@@ -442,6 +442,9 @@ async function taskPage(name) {
           ['Last result', t.last_outcome ? h('span', {}, outcomeBadge(t.last_outcome), ' ', t.last_message || '') : h('span', { class: 'muted' }, '–')],
           ['Counters', `${count(t.run_count)} runs · ${count(t.skipped_count)} skipped · ${count(t.failed_count)} failed`],
           ['After downtime', { skip: 'skip missed runs', once: 'run once', all: `run every missed slot within ${t.catch_up}` }[t.misfire] || t.misfire],
+          ['Runs on', t.roles.length
+            ? h('span', {}, 'instances with role ', ...t.roles.flatMap((r, i) => [i ? ' and ' : '', h('code', {}, r)]))
+            : h('span', { class: 'muted' }, 'any instance')],
           ['Retries', t.retries ? `${t.retries}, first after ${t.retry_backoff}, doubling` : 'none'],
           t.retry_at ? ['Retry', `attempt ${t.retry_attempt} at ${when(t.retry_at)}`] : null,
           ['Properties', Object.keys(t.properties).length
@@ -639,6 +642,7 @@ function formInput() {
   if (editing) {
     input.catch_up = editing.catch_up;
     input.allow_http = editing.allow_http;
+    input.roles = editing.roles;
   }
   return { input };
 }

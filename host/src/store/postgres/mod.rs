@@ -138,6 +138,9 @@ macro_rules! in_transaction {
     }};
 }
 
+// After the macro, so the broadcast queries can use it.
+mod farm;
+
 impl PostgresStore {
     /// Connects to the database at `url` (`postgres://user@host/db`, or
     /// `postgresql:///db?host=/run/postgresql` for a Unix socket) and
@@ -673,6 +676,56 @@ impl Store for PostgresStore {
         Ok(rows::all(&found, rows::instance)?)
     }
 
+    async fn remove_instance(&self, name: &str) -> StoreResult<()> {
+        in_transaction!(self, |tx| {
+            writes::exec(&tx, "DELETE FROM plugins WHERE instance = $1", &[&name]).await?;
+            writes::exec(&tx, "DELETE FROM instances WHERE name = $1", &[&name]).await?;
+        })
+    }
+
+    async fn create_broadcast(&self, broadcast: &NewBroadcast) -> StoreResult<()> {
+        self.farm_create(broadcast).await
+    }
+
+    async fn get_broadcast(&self, id: &str) -> StoreResult<BroadcastRecord> {
+        self.farm_get(id).await
+    }
+
+    async fn list_broadcasts(&self, limit: u32) -> StoreResult<Vec<BroadcastRecord>> {
+        self.farm_list(limit).await
+    }
+
+    async fn pending_deliveries(&self, instance: &str) -> StoreResult<Vec<PendingDelivery>> {
+        self.farm_pending(instance).await
+    }
+
+    async fn start_delivery(
+        &self,
+        broadcast_id: &str,
+        instance: &str,
+        run_id: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        self.farm_start(broadcast_id, instance, run_id, now).await
+    }
+
+    async fn finish_delivery(&self, finish: &DeliveryFinish) -> StoreResult<bool> {
+        self.farm_finish(finish).await
+    }
+
+    async fn expire_deliveries(
+        &self,
+        instances: &[String],
+        now: DateTime<Utc>,
+        reason: &str,
+    ) -> StoreResult<u64> {
+        self.farm_expire(instances, now, reason).await
+    }
+
+    async fn join_broadcasts(&self, instance: &str, since: DateTime<Utc>) -> StoreResult<u64> {
+        self.farm_join(instance, since).await
+    }
+
     async fn set_setting(
         &self,
         identifier: &str,
@@ -739,6 +792,13 @@ impl Store for PostgresStore {
             let events = writes::exec(
                 &tx,
                 "DELETE FROM events WHERE at < $1",
+                &[&ms(events_since)],
+            )
+            .await?;
+            // Deliveries go with their broadcast (ON DELETE CASCADE).
+            writes::exec(
+                &tx,
+                "DELETE FROM broadcasts WHERE created_at < $1",
                 &[&ms(events_since)],
             )
             .await?;

@@ -149,7 +149,7 @@ CREATE TRIGGER settings_changed AFTER INSERT OR UPDATE OR DELETE ON settings
 
 /// Every migration in order; the position is the version (1-based). Only
 /// ever append: databases in use have the earlier ones applied.
-const MIGRATIONS: &[&str] = &[V1, V2];
+const MIGRATIONS: &[&str] = &[V1, V2, super::farm::SCHEMA];
 
 /// The schema version this build expects.
 pub const LATEST: i64 = MIGRATIONS.len() as i64;

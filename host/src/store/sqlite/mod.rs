@@ -18,6 +18,8 @@ use rusqlite_migration::{M, Migrations};
 use super::*;
 use crate::runtime::{EventSource, Level, Trigger};
 
+mod farm;
+
 const SCHEMA_V1: &str = r#"
 CREATE TABLE tasks (
     id             INTEGER PRIMARY KEY,
@@ -125,7 +127,13 @@ const SCHEMA_V3: &str = "CREATE TABLE settings (
 );";
 
 fn migrations() -> Migrations<'static> {
-    Migrations::new(vec![M::up(SCHEMA_V1), M::up(SCHEMA_V2), M::up(SCHEMA_V3)])
+    Migrations::new(vec![
+        M::up(SCHEMA_V1),
+        M::up(SCHEMA_V2),
+        M::up(SCHEMA_V3),
+        // Broadcasts (web farm) and their per-instance deliveries.
+        M::up(farm::SCHEMA),
+    ])
 }
 
 /// The SQLite store.
@@ -1020,6 +1028,57 @@ impl Store for SqliteStore {
         })
     }
 
+    async fn remove_instance(&self, name: &str) -> StoreResult<()> {
+        self.write(|tx| {
+            tx.execute("DELETE FROM plugins WHERE instance = ?1", [name])?;
+            tx.execute("DELETE FROM instances WHERE name = ?1", [name])?;
+            Ok(())
+        })
+    }
+
+    async fn create_broadcast(&self, broadcast: &NewBroadcast) -> StoreResult<()> {
+        farm::create(self, broadcast)
+    }
+
+    async fn get_broadcast(&self, id: &str) -> StoreResult<BroadcastRecord> {
+        farm::get(self, id)
+    }
+
+    async fn list_broadcasts(&self, limit: u32) -> StoreResult<Vec<BroadcastRecord>> {
+        farm::list(self, limit)
+    }
+
+    async fn pending_deliveries(&self, instance: &str) -> StoreResult<Vec<PendingDelivery>> {
+        farm::pending(self, instance)
+    }
+
+    async fn start_delivery(
+        &self,
+        broadcast_id: &str,
+        instance: &str,
+        run_id: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        farm::start(self, broadcast_id, instance, run_id, now)
+    }
+
+    async fn finish_delivery(&self, finish: &DeliveryFinish) -> StoreResult<bool> {
+        farm::finish(self, finish)
+    }
+
+    async fn expire_deliveries(
+        &self,
+        instances: &[String],
+        now: DateTime<Utc>,
+        reason: &str,
+    ) -> StoreResult<u64> {
+        farm::expire(self, instances, now, reason)
+    }
+
+    async fn join_broadcasts(&self, instance: &str, since: DateTime<Utc>) -> StoreResult<u64> {
+        farm::join(self, instance, since)
+    }
+
     async fn set_setting(
         &self,
         identifier: &str,
@@ -1080,6 +1139,7 @@ impl Store for SqliteStore {
                 [keep_runs],
             )?;
             let events = tx.execute("DELETE FROM events WHERE at < ?1", [ms(events_since)])?;
+            farm::prune(tx, ms(events_since))?;
             Ok((runs as u64, events as u64))
         })
     }
