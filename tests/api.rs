@@ -83,6 +83,7 @@ fn changes_need_the_token_and_loopback_reads_do_not() {
     let s = Server::start(&["hello.wasm"]);
     s.send_ok("POST", "/api/tasks", Some(&task("t", "1h")), 201);
     let body = task("u", "1h");
+    let broadcast = json!({ "identifier": "Acme.HelloScheduledTask" });
     let writes: &[(&str, &str, Option<&Value>)] = &[
         ("POST", "/api/tasks", Some(&body)),
         ("PUT", "/api/tasks/t", Some(&body)),
@@ -90,6 +91,7 @@ fn changes_need_the_token_and_loopback_reads_do_not() {
         ("POST", "/api/tasks/t/enable", None),
         ("POST", "/api/tasks/t/disable", None),
         ("POST", "/api/tasks/t/run", None),
+        ("POST", "/api/broadcasts", Some(&broadcast)),
     ];
     for (method, path, body) in writes {
         for token in [None, Some("wrong"), Some("")] {
@@ -124,7 +126,10 @@ fn changes_need_the_token_and_loopback_reads_do_not() {
         assert_eq!(s.get(path).status, 200, "{path}");
         let r = s.call("GET", path, Some("wrong"), None);
         assert_eq!(r.status, 401, "{path} with a wrong token");
-        assert_eq!(s.call("GET", path, Some(&s.token()), None).status, 200);
+        assert_eq!(
+            s.call("GET", path, Some(s.token().as_str()), None).status,
+            200
+        );
     }
     // The preview changes nothing, so it is a read.
     assert_eq!(
@@ -239,7 +244,7 @@ fn configurations_round_trip_through_create_read_replace_enable_run_and_delete()
     let taken = s.call(
         "POST",
         "/api/tasks",
-        Some(&s.token()),
+        Some(s.token().as_str()),
         Some(&task("Hello", "1h")),
     );
     assert_eq!(taken.status, 409);
@@ -277,7 +282,7 @@ fn configurations_round_trip_through_create_read_replace_enable_run_and_delete()
 
 /// `body` posted to /api/tasks must be a 400 naming `field`.
 fn assert_bad(s: &Server, body: Value, field: &str) {
-    let r = s.call("POST", "/api/tasks", Some(&s.token()), Some(&body));
+    let r = s.call("POST", "/api/tasks", Some(s.token().as_str()), Some(&body));
     assert_eq!(r.status, 400, "{body}: {:?}", r.body);
     assert_eq!(r.body["field"], field, "{body}: {:?}", r.body);
     let error = r.body["error"].as_str().unwrap();
@@ -396,7 +401,7 @@ fn bad_input_is_a_400_naming_the_field() {
     let r = s.call(
         "POST",
         "/api/tasks",
-        Some(&s.token()),
+        Some(s.token().as_str()),
         Some(&Value::String("{".into())),
     );
     assert_eq!(r.status, 400);
@@ -409,7 +414,7 @@ fn bad_input_is_a_400_naming_the_field() {
     let r = s.call(
         "PUT",
         "/api/tasks/ok",
-        Some(&s.token()),
+        Some(s.token().as_str()),
         Some(&with("timeout", json!("soon"))),
     );
     assert_eq!((r.status, r.body["field"].clone()), (400, json!("timeout")));
@@ -451,7 +456,7 @@ fn unknown_configurations_runs_and_endpoints_are_404() {
         ("GET", "/api/runs/no-such-run", None),
         ("GET", "/api/nothing-here", None),
     ] {
-        let r = s.call(method, path, Some(&s.token()), body);
+        let r = s.call(method, path, Some(s.token().as_str()), body);
         assert_eq!(r.status, 404, "{method} {path}: {:?}", r.body);
         assert!(r.body["error"].is_string(), "{method} {path}: {:?}", r.body);
     }
@@ -697,6 +702,8 @@ fn plugins_instances_health_upcoming_preview_openapi_and_metrics() {
     assert_eq!(
         paths,
         [
+            "/api/broadcasts",
+            "/api/broadcasts/{id}",
             "/api/changes",
             "/api/events",
             "/api/events/stream",
@@ -813,4 +820,68 @@ fn listen_none_turns_the_api_off_and_a_taken_address_is_an_error() {
         .unwrap();
     assert_eq!(out.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&out.stderr).contains("IP:PORT"));
+}
+
+#[test]
+fn a_broadcast_made_through_the_api_runs_on_the_instance_with_its_payload() {
+    let s = Server::start(&["misbehave.wasm"]);
+    // A broadcast's target names misbehave's action: `context` describes the run.
+    let made = s.send_ok(
+        "POST",
+        "/api/broadcasts",
+        Some(&json!({
+            "identifier": "Cronwerk.Test.Misbehave",
+            "target": "context",
+            "text": "flush",
+            "data_base64": "AQID",
+        })),
+        201,
+    );
+    let id = made["id"].as_str().unwrap().to_owned();
+    assert_eq!(made["data_bytes"], 3);
+    assert!(made["created_by"].as_str().unwrap().starts_with("api on "));
+    assert_eq!(made["deliveries"].as_array().unwrap().len(), 1);
+    let done = s.wait_for("the delivery", &format!("/api/broadcasts/{id}"), |b| {
+        b["deliveries"][0]["state"] == "succeeded"
+    });
+    let message = done["deliveries"][0]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with(&format!(
+            "name=broadcast {id} id=Cronwerk.Test.Misbehave trigger=broadcast"
+        )),
+        "{message}"
+    );
+    assert!(message.ends_with("payload=context|flush|3"), "{message}");
+    let listed = s.get_ok("/api/broadcasts");
+    assert_eq!(listed[0]["id"], id.as_str());
+
+    // Wrong input names the field; nowhere to deliver is a conflict.
+    for (body, field) in [
+        (json!({ "identifier": "not an id!" }), "identifier"),
+        (
+            json!({ "identifier": "A.B", "data_base64": "%%%" }),
+            "data_base64",
+        ),
+        (
+            json!({ "identifier": "A.B", "text": "x".repeat(70_000) }),
+            "text",
+        ),
+    ] {
+        let r = s.call(
+            "POST",
+            "/api/broadcasts",
+            Some(s.token().as_str()),
+            Some(&body),
+        );
+        assert_eq!(r.status, 400, "{body}: {:?}", r.body);
+        assert_eq!(r.body["field"], field, "{:?}", r.body);
+    }
+    let alone = s.call(
+        "POST",
+        "/api/broadcasts",
+        Some(s.token().as_str()),
+        Some(&json!({ "identifier": "A.B", "include_this_instance": false })),
+    );
+    assert_eq!(alone.status, 409, "{:?}", alone.body);
+    assert_eq!(s.get("/api/broadcasts/nope").status, 404);
 }

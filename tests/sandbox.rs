@@ -373,8 +373,13 @@ struct RecordingFarm {
     sent: Mutex<Vec<(String, BroadcastPayload)>>,
 }
 
+#[async_trait::async_trait]
 impl Farm for RecordingFarm {
-    fn broadcast(&self, identifier: &str, payload: BroadcastPayload) -> Result<String, String> {
+    async fn broadcast(
+        &self,
+        identifier: &str,
+        payload: BroadcastPayload,
+    ) -> Result<String, String> {
         self.sent.lock().unwrap().push((identifier.into(), payload));
         Ok("b-1".into())
     }

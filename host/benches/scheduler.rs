@@ -34,9 +34,9 @@ use cronwerk::runtime::{
 use cronwerk::scheduler::schedule::Schedule;
 use cronwerk::scheduler::{Dispatcher, DispatcherConfig, Execution, Executor, SystemClock};
 use cronwerk::store::{
-    Claim, EventFilter, EventRecord, InstanceRow, NewEvent, NewRun, PluginRow, RunFilter,
-    RunFinish, RunRecord, RunState, Settings, SlotClaim, SqliteStore, Store, StoreResult,
-    TaskConfig, TaskRecord,
+    BroadcastRecord, Claim, DeliveryFinish, EventFilter, EventRecord, InstanceRow, NewBroadcast,
+    NewEvent, NewRun, PendingDelivery, PluginRow, RunFilter, RunFinish, RunRecord, RunState,
+    Settings, SlotClaim, SqliteStore, Store, StoreResult, TaskConfig, TaskRecord,
 };
 
 // The end-to-end tests' helpers (`with_custom_section`) serve the bench too.
@@ -259,6 +259,66 @@ impl Store for TimedStore {
     async fn list_instances(&self) -> StoreResult<Vec<InstanceRow>> {
         self.time("list_instances", self.inner.list_instances())
             .await
+    }
+    async fn remove_instance(&self, name: &str) -> StoreResult<()> {
+        self.time("remove_instance", self.inner.remove_instance(name))
+            .await
+    }
+    async fn create_broadcast(&self, broadcast: &NewBroadcast) -> StoreResult<()> {
+        self.time("create_broadcast", self.inner.create_broadcast(broadcast))
+            .await
+    }
+    async fn get_broadcast(&self, id: &str) -> StoreResult<BroadcastRecord> {
+        self.time("get_broadcast", self.inner.get_broadcast(id))
+            .await
+    }
+    async fn list_broadcasts(&self, limit: u32) -> StoreResult<Vec<BroadcastRecord>> {
+        self.time("list_broadcasts", self.inner.list_broadcasts(limit))
+            .await
+    }
+    async fn pending_deliveries(&self, instance: &str) -> StoreResult<Vec<PendingDelivery>> {
+        self.time(
+            "pending_deliveries",
+            self.inner.pending_deliveries(instance),
+        )
+        .await
+    }
+    async fn start_delivery(
+        &self,
+        broadcast_id: &str,
+        instance: &str,
+        run_id: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        self.time(
+            "start_delivery",
+            self.inner
+                .start_delivery(broadcast_id, instance, run_id, now),
+        )
+        .await
+    }
+    async fn finish_delivery(&self, finish: &DeliveryFinish) -> StoreResult<bool> {
+        self.time("finish_delivery", self.inner.finish_delivery(finish))
+            .await
+    }
+    async fn expire_deliveries(
+        &self,
+        instances: &[String],
+        now: DateTime<Utc>,
+        reason: &str,
+    ) -> StoreResult<u64> {
+        self.time(
+            "expire_deliveries",
+            self.inner.expire_deliveries(instances, now, reason),
+        )
+        .await
+    }
+    async fn join_broadcasts(&self, instance: &str, since: DateTime<Utc>) -> StoreResult<u64> {
+        self.time(
+            "join_broadcasts",
+            self.inner.join_broadcasts(instance, since),
+        )
+        .await
     }
     async fn set_setting(
         &self,

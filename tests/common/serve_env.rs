@@ -54,22 +54,20 @@ impl Env {
 
     /// Starts `serve` and returns once it says it is serving.
     pub fn serve(&self) -> Serve {
+        self.serve_as("test-instance", &[])
+    }
+
+    /// Starts `serve` as instance `name`, with more flags (e.g. `--role`).
+    pub fn serve_as(&self, name: &str, flags: &[&str]) -> Serve {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_cronwerk"));
         cmd.arg("--data-dir")
             .arg(&self.data)
             .env("CRONWERK_CACHE_DIR", super::compile_cache_dir())
-            .args([
-                "serve",
-                "--lease",
-                "1s",
-                "--grace",
-                "2s",
-                "--name",
-                "test-instance",
-            ])
+            .args(["serve", "--lease", "1s", "--grace", "2s", "--name", name])
             .arg("--plugins")
-            .arg(&self.plugins);
-        start_serving(cmd, "test-instance")
+            .arg(&self.plugins)
+            .args(flags);
+        start_serving(cmd, name)
     }
 
     pub fn store(&self) -> SqliteStore {

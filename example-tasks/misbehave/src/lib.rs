@@ -19,12 +19,19 @@ struct Misbehave;
 impl ScheduledTask for Misbehave {
     fn info() -> TaskInfo {
         TaskInfo::new("Cronwerk.Test.Misbehave", "Misbehaving test task")
-            .description("Misbehaves as its 'action' property asks; for testing the sandbox")
+            .description(
+                "Misbehaves as its 'action' property (or a broadcast's target) asks; for testing the sandbox",
+            )
             .version(env!("CARGO_PKG_VERSION"))
     }
 
     fn execute(ctx: &Context) -> Result<String, Error> {
-        let action = ctx.require_property("action")?;
+        // A broadcast has no configuration: its target names the action.
+        let action = match (ctx.property("action"), ctx.payload()) {
+            (Some(action), _) => action,
+            (None, Some(payload)) => payload.target.as_str(),
+            (None, None) => ctx.require_property("action")?,
+        };
         match action {
             "ok" => Ok("ok".into()),
             "fail" => bail!("{}", ctx.property_or("text", "failed on purpose")),

@@ -2,12 +2,14 @@
 //! plugins folder, the live dashboard built on it, and Prometheus metrics,
 //! all served by `cronwerk serve` on `--listen` (default 127.0.0.1:7878).
 //!
-//! One file per resource (tasks, runs, events, plugins, instances); the
+//! One file per resource (tasks, runs, events, plugins, instances,
+//! broadcasts); the
 //! OpenAPI document at `/api/openapi.json` is generated from the handlers'
 //! annotations, so it cannot drift from the code. [`auth`] decides who may
 //! do what, [`live`] makes views follow the store, [`metrics`] counts runs.
 
 mod auth;
+mod broadcasts;
 mod dashboard;
 mod error;
 mod events;
@@ -126,6 +128,7 @@ impl Deref for Shared {
         (name = "events", description = "The event log, and live updates"),
         (name = "plugins", description = "The components in the plugins folder"),
         (name = "instances", description = "cronwerk instances sharing the store, and health"),
+        (name = "farm", description = "Web-farm broadcasts: a component run once on every live instance"),
         (name = "metrics", description = "Prometheus metrics"),
     ),
     modifiers(&BearerToken)
@@ -168,6 +171,8 @@ fn app(state: AppState, policy: auth::Policy) -> (axum::Router, utoipa::openapi:
         .routes(routes!(events::changes))
         .routes(routes!(plugins::list))
         .routes(routes!(instances::list))
+        .routes(routes!(broadcasts::list, broadcasts::create))
+        .routes(routes!(broadcasts::get))
         .routes(routes!(metrics::scrape))
         .route_layer(from_fn_with_state(policy.clone(), auth::guard))
         .split_for_parts();

@@ -40,7 +40,7 @@ fn ago(now: DateTime<Utc>, then: DateTime<Utc>) -> String {
 pub async fn run(data_dir: &Path, a: InstancesArgs) -> anyhow::Result<u8> {
     let store = common::open_store(data_dir).await?;
     let now = store.clock().now();
-    let cutoff = now - chrono::TimeDelta::from_std(super::serve::LIVENESS)?;
+    let cutoff = now - chrono::TimeDelta::from_std(crate::scheduler::farm::LIVENESS)?;
     let listed: Vec<Listed> = store
         .list_instances()
         .await?

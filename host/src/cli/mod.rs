@@ -7,6 +7,7 @@ mod compile_cache;
 mod config;
 mod events;
 mod exec;
+mod farm;
 mod inspect;
 mod instances;
 mod new;
@@ -86,6 +87,9 @@ enum Command {
     Plugins(plugins::PluginsArgs),
     /// Show the `serve` instances sharing this store, their roles and liveness.
     Instances(instances::InstancesArgs),
+    /// Web-farm broadcasts: run a task once on every live instance.
+    #[command(subcommand)]
+    Farm(farm::FarmCommand),
     /// Manage the HTTP API's token.
     #[command(subcommand)]
     Token(token::TokenCommand),
@@ -136,6 +140,7 @@ pub fn main() -> ExitCode {
             Command::Events(args) => events::run(&cli.data_dir, args).await,
             Command::Plugins(args) => plugins::run(&cli.data_dir, args).await,
             Command::Instances(args) => instances::run(&cli.data_dir, args).await,
+            Command::Farm(command) => farm::run(&cli.data_dir, command).await,
             Command::Token(command) => token::run(&cli.data_dir, command),
             Command::New(args) => new::run(args).await,
         };

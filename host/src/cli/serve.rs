@@ -15,9 +15,7 @@ use crate::runtime::{EngineSettings, InstanceInfo, RunRequest, Runtime};
 use crate::scheduler::{Dispatcher, DispatcherConfig, Execution, Executor};
 use crate::store::{InstanceRow, NewEvent, PluginRow, Store};
 
-/// An instance whose heartbeat is older than this is considered gone.
-pub const LIVENESS: Duration = Duration::from_secs(15);
-const HEARTBEAT: Duration = Duration::from_secs(5);
+use crate::scheduler::farm::{HEARTBEAT, LIVENESS};
 
 #[derive(Args)]
 pub struct ServeArgs {
@@ -45,6 +43,11 @@ pub struct ServeArgs {
     /// folder can serve several data directories and `cronwerk exec`.
     #[arg(long, env = "CRONWERK_CACHE_DIR")]
     cache_dir: Option<PathBuf>,
+    /// Also run the broadcasts made this long before this instance started
+    /// (e.g. 10m); by default an instance runs only broadcasts made while
+    /// it is live.
+    #[arg(long, value_parser = args::duration, value_name = "DURATION")]
+    catch_up_broadcasts: Option<Duration>,
     /// Where the HTTP API, dashboard and /metrics listen: IP:PORT (port 0
     /// picks one) or none [default: 127.0.0.1:7878, skipped if taken].
     #[arg(long, env = "CRONWERK_LISTEN")]
@@ -118,15 +121,8 @@ fn plugin_rows(instance: &str, entries: &[PluginEntry]) -> Vec<PluginRow> {
         .collect()
 }
 
-/// Instances whose heartbeat is recent.
-pub async fn live_instances(store: &dyn Store) -> anyhow::Result<Vec<InstanceRow>> {
-    let cutoff = store.clock().now() - chrono::TimeDelta::from_std(LIVENESS).expect("small");
-    Ok(store
-        .list_instances()
-        .await?
-        .into_iter()
-        .filter(|i| i.heartbeat_at >= cutoff)
-        .collect())
+fn clock_now(store: &dyn Store) -> chrono::DateTime<chrono::Utc> {
+    store.clock().now()
 }
 
 async fn shutdown_signal() {
@@ -207,6 +203,29 @@ pub async fn run(data_dir: &Path, a: ServeArgs) -> anyhow::Result<u8> {
         }
     });
     let started_at = clock.now();
+    // Deliveries left from this name's previous process were for that
+    // process; this one starts clean unless told to catch up.
+    match a.catch_up_broadcasts {
+        None => {
+            store
+                .expire_deliveries(
+                    std::slice::from_ref(&instance.name),
+                    started_at,
+                    &format!("instance {} restarted before running it", instance.name),
+                )
+                .await?;
+        }
+        Some(window) => {
+            let since = started_at - chrono::TimeDelta::from_std(window)?;
+            let joined = store.join_broadcasts(&instance.name, since).await?;
+            if joined > 0 {
+                eprintln!(
+                    "cronwerk: catching up on {joined} broadcast(s) made since {}",
+                    common::time(Some(since))
+                );
+            }
+        }
+    }
     let heartbeat = tokio::spawn({
         let store = store.clone();
         let clock = clock.clone();
@@ -218,8 +237,12 @@ pub async fn run(data_dir: &Path, a: ServeArgs) -> anyhow::Result<u8> {
             started_at,
             heartbeat_at: started_at,
         };
+        // The first heartbeat is written before this instance says it is
+        // serving, so a broadcast made from then on includes it.
+        store.heartbeat(&row).await?;
         async move {
             loop {
+                tokio::time::sleep(HEARTBEAT).await;
                 let row = InstanceRow {
                     heartbeat_at: clock.now(),
                     ..row.clone()
@@ -227,7 +250,6 @@ pub async fn run(data_dir: &Path, a: ServeArgs) -> anyhow::Result<u8> {
                 if let Err(e) = store.heartbeat(&row).await {
                     tracing::error!("instance heartbeat failed: {e}");
                 }
-                tokio::time::sleep(HEARTBEAT).await;
             }
         }
     });
@@ -294,7 +316,16 @@ pub async fn run(data_dir: &Path, a: ServeArgs) -> anyhow::Result<u8> {
     heartbeat.abort();
     plugin_reporter.abort();
     event_writer.abort();
-    store.set_plugins(&instance.name, &[]).await?;
+    // Gone cleanly: deliveries it did not start will not run, and it is no
+    // longer listed (a crashed instance stays listed as gone).
+    store
+        .expire_deliveries(
+            std::slice::from_ref(&instance.name),
+            clock_now(&*store),
+            &format!("instance {} stopped before running it", instance.name),
+        )
+        .await?;
+    store.remove_instance(&instance.name).await?;
     store
         .append_events(&[NewEvent::host(
             crate::runtime::Level::Info,

@@ -176,7 +176,7 @@ async fn warn_if_no_instance_has_roles(store: &dyn Store, task: &TaskRecord) -> 
     if task.config.roles.is_empty() {
         return Ok(());
     }
-    let live = super::serve::live_instances(store).await?;
+    let live = crate::scheduler::farm::live_instances(store).await?;
     if live.is_empty()
         || live
             .iter()
@@ -407,7 +407,7 @@ async fn run_now(store: &dyn Store, a: RunArgs) -> anyhow::Result<u8> {
         println!("{id}");
         return Ok(exit::OK);
     }
-    let live = super::serve::live_instances(store).await?;
+    let live = crate::scheduler::farm::live_instances(store).await?;
     if live.is_empty() {
         eprintln!(
             "queued run {id}; no `cronwerk serve` is running on this data directory, \

@@ -4,6 +4,8 @@ wasmtime::component::bindgen!({
     path: "../wit",
     world: "scheduled-task",
     exports: { default: async },
+    // Broadcasting writes to the shared store; every other import is local.
+    imports: { "cronwerk:task/farm.broadcast": async },
 });
 
 pub use self::cronwerk::task::types::{Datetime, Payload, RunContext as WitRunContext, Trigger};

@@ -32,9 +32,15 @@ pub struct BroadcastPayload {
 
 /// Where `farm.broadcast` goes. Absent (as under `cronwerk exec`), the import
 /// answers that no farm is configured.
+#[async_trait::async_trait]
 pub trait Farm: Send + Sync {
-    /// Creates a broadcast of `identifier`; returns its id.
-    fn broadcast(&self, identifier: &str, payload: BroadcastPayload) -> Result<String, String>;
+    /// Creates a broadcast of `identifier`; returns its id, or a message
+    /// for the task saying why not.
+    async fn broadcast(
+        &self,
+        identifier: &str,
+        payload: BroadcastPayload,
+    ) -> Result<String, String>;
 }
 
 /// Limits of the per-configuration key-value state.
@@ -174,16 +180,23 @@ impl state::Host for RunState {
 }
 
 impl farm::Host for RunState {
-    fn broadcast(&mut self, identifier: String, payload: types::Payload) -> Result<String, String> {
+    async fn broadcast(
+        &mut self,
+        identifier: String,
+        payload: types::Payload,
+    ) -> Result<String, String> {
         match &self.farm {
-            Some(farm) => farm.broadcast(
-                &identifier,
-                BroadcastPayload {
-                    target: payload.target,
-                    text: payload.text,
-                    data: payload.data,
-                },
-            ),
+            Some(farm) => {
+                farm.broadcast(
+                    &identifier,
+                    BroadcastPayload {
+                        target: payload.target,
+                        text: payload.text,
+                        data: payload.data,
+                    },
+                )
+                .await
+            }
             None => Err(format!(
                 "cannot broadcast '{identifier}': no farm is configured \
                  (broadcasts need `cronwerk serve` with a shared database)"

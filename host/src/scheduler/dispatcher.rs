@@ -12,13 +12,14 @@ use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
 use super::clock::Clock;
+use super::farm::RunFarm;
 use super::plan::{SlotAction, plan_slot};
 use crate::runtime::{
-    CancelToken, InstanceInfo, Level, Outcome, RunContext, RunReport, RunRequest, Trigger,
+    CancelToken, Farm, InstanceInfo, Level, Outcome, RunContext, RunReport, RunRequest, Trigger,
 };
 use crate::store::{
-    Claim, NewEvent, NewRun, OnOverlap, RunFinish, RunRecord, RunState, Settings, SlotClaim, Store,
-    StoreResult, TaskRecord,
+    Claim, DeliveryFinish, NewEvent, NewRun, OnOverlap, PendingDelivery, RunFinish, RunRecord,
+    RunState, Settings, SlotClaim, Store, StoreResult, TaskRecord,
 };
 
 /// Runs one task execution; the scheduler's only way to reach components.
@@ -64,6 +65,9 @@ pub struct DispatcherConfig {
     pub keep_runs: u32,
     /// Events kept this long.
     pub keep_events: Duration,
+    /// An instance without a heartbeat for this long is gone: its queued
+    /// broadcast deliveries are recorded abandoned.
+    pub liveness: Duration,
 }
 
 impl Default for DispatcherConfig {
@@ -78,6 +82,7 @@ impl Default for DispatcherConfig {
             poll: Duration::from_millis(250),
             keep_runs: 1000,
             keep_events: Duration::from_secs(14 * 24 * 3600),
+            liveness: super::farm::LIVENESS,
         }
     }
 }
@@ -208,6 +213,13 @@ impl Dispatcher {
         *self.settings.lock().unwrap_or_else(|e| e.into_inner()) = settings;
         for queued in self.store.queued_runs().await? {
             self.start_queued(queued, now).await?;
+        }
+        for delivery in self
+            .store
+            .pending_deliveries(&self.config.instance.name)
+            .await?
+        {
+            self.start_delivery(delivery, now).await?;
         }
         let mut claims = Vec::new();
         let mut claimed_tasks = Vec::new();
@@ -340,6 +352,107 @@ impl Dispatcher {
         Ok(())
     }
 
+    /// Runs this instance's delivery of a broadcast.
+    async fn start_delivery(
+        self: &Arc<Self>,
+        delivery: PendingDelivery,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        let run_id = uuid::Uuid::now_v7().to_string();
+        let instance = &self.config.instance.name;
+        if !self
+            .store
+            .start_delivery(&delivery.broadcast_id, instance, &run_id, now)
+            .await?
+        {
+            return Ok(());
+        }
+        let cancel = CancelToken::new();
+        self.lock_running().insert(run_id.clone(), cancel.clone());
+        let this = self.clone();
+        self.runs.lock().await.spawn(async move {
+            if let Err(e) = this.deliver(&delivery, &run_id, cancel).await {
+                tracing::error!(
+                    broadcast = %delivery.broadcast_id,
+                    "recording a broadcast run failed: {e}"
+                );
+            }
+            this.lock_running().remove(&run_id);
+        });
+        Ok(())
+    }
+
+    async fn deliver(
+        self: &Arc<Self>,
+        delivery: &PendingDelivery,
+        run_id: &str,
+        cancel: CancelToken,
+    ) -> StoreResult<()> {
+        let identifier = &delivery.identifier;
+        let request = RunRequest {
+            context: RunContext {
+                configuration_name: format!("broadcast {}", delivery.broadcast_id),
+                run_id: run_id.to_owned(),
+                trigger: Trigger::Broadcast,
+                ..Default::default()
+            },
+            payload: Some(delivery.payload.clone()),
+            // A broadcast has no configuration: default limits, no grants.
+            limits: Default::default(),
+            grants: Default::default(),
+            config: self.settings_of(identifier),
+            state: Default::default(),
+            instance: self.config.instance.clone(),
+            farm: Some(self.farm(format!("broadcast {}", delivery.broadcast_id), true)),
+            cancel,
+            grace: self.config.grace,
+        };
+        let execution = self.executor.execute(identifier, request).await;
+        let ended = Ended::from_execution(
+            execution,
+            identifier,
+            &self.config.instance.name,
+            None,
+            run_id,
+        );
+        self.store
+            .finish_delivery(&DeliveryFinish {
+                broadcast_id: delivery.broadcast_id.clone(),
+                instance: self.config.instance.name.clone(),
+                finished_at: self.clock.now(),
+                state: ended.state,
+                reason: ended.reason,
+                message: ended.message,
+                duration_us: ended.duration_us,
+                fuel: ended.fuel,
+                peak_memory_bytes: ended.peak_memory_bytes,
+                component_sha256: ended.component_sha256,
+                component_version: ended.component_version,
+                events: ended.events,
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// The `farm` import for a run on this instance.
+    fn farm(self: &Arc<Self>, created_by: String, from_broadcast: bool) -> Arc<dyn Farm> {
+        Arc::new(RunFarm {
+            store: self.store.clone(),
+            dispatcher: Arc::downgrade(self),
+            created_by,
+            from_broadcast,
+        })
+    }
+
+    fn settings_of(&self, identifier: &str) -> std::collections::BTreeMap<String, String> {
+        self.settings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(identifier)
+            .cloned()
+            .unwrap_or_default()
+    }
+
     /// Starts a manual run now on this instance (the one that got the
     /// request), or, if it lacks a role the configuration needs, queues it
     /// for an instance that has them.
@@ -403,7 +516,7 @@ impl Dispatcher {
 
     /// Runs and records one run; true if the dispatcher should look again.
     async fn execute(
-        &self,
+        self: &Arc<Self>,
         task: &TaskRecord,
         run: NewRun,
         next: Option<DateTime<Utc>>,
@@ -429,82 +542,44 @@ impl Dispatcher {
             payload: None,
             limits: config.limits,
             grants: config.grants.clone(),
-            config: self
-                .settings
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .get(&config.implementation)
-                .cloned()
-                .unwrap_or_default(),
+            config: self.settings_of(&config.implementation),
             state,
             instance: self.config.instance.clone(),
-            farm: None,
+            farm: Some(self.farm(
+                format!(
+                    "run {} of '{}' on {}",
+                    run.id, config.name, self.config.instance.name
+                ),
+                false,
+            )),
             cancel,
             grace: self.config.grace,
         };
         let execution = self.executor.execute(&config.implementation, request).await;
         let finished_at = self.clock.now();
+        let ended = Ended::from_execution(
+            execution,
+            &config.implementation,
+            &self.config.instance.name,
+            Some(task.id),
+            &run.id,
+        );
         let mut finish = RunFinish {
             run_id: run.id.clone(),
             task_id: task.id,
             finished_at,
-            state: RunState::Failed,
-            reason: None,
-            message: String::new(),
-            duration_us: 0,
-            fuel: 0,
-            peak_memory_bytes: 0,
-            component_sha256: None,
-            component_version: None,
-            events: Vec::new(),
-            task_state: None,
+            state: ended.state,
+            reason: ended.reason,
+            message: ended.message,
+            duration_us: ended.duration_us,
+            fuel: ended.fuel,
+            peak_memory_bytes: ended.peak_memory_bytes,
+            component_sha256: ended.component_sha256,
+            component_version: ended.component_version,
+            events: ended.events,
+            task_state: ended.task_state,
             retry: None,
         };
-        match execution {
-            Execution::Missing => {
-                finish.message = format!(
-                    "no component implements '{}': add one to the plugins folder",
-                    config.implementation
-                );
-                finish.events.push(NewEvent {
-                    task_id: Some(task.id),
-                    run_id: Some(run.id.clone()),
-                    ..NewEvent::host(Level::Error, "COMPONENT_MISSING", finish.message.clone())
-                });
-            }
-            Execution::Ran { report, version } => {
-                let (state, reason) = match &report.outcome {
-                    Outcome::Succeeded { .. } => (RunState::Succeeded, None),
-                    Outcome::Failed { .. } => (RunState::Failed, None),
-                    Outcome::Stopped { reason, .. } => {
-                        (RunState::Stopped, Some(reason.as_str().to_owned()))
-                    }
-                    Outcome::Cancelled { .. } => (RunState::Cancelled, None),
-                };
-                finish.state = state;
-                finish.reason = reason;
-                finish.message = report.outcome.message().to_owned();
-                finish.duration_us = report.duration.as_micros() as u64;
-                finish.fuel = report.fuel_consumed;
-                finish.peak_memory_bytes = report.peak_memory_bytes;
-                finish.component_sha256 = Some(report.component_sha256.clone());
-                finish.component_version = Some(version);
-                finish.events = report
-                    .events
-                    .iter()
-                    .map(|e| NewEvent {
-                        at: e.at.into(),
-                        level: e.level,
-                        source: e.source,
-                        code: e.code.clone(),
-                        message: e.message.clone(),
-                        task_id: Some(task.id),
-                        run_id: Some(run.id.clone()),
-                    })
-                    .collect();
-                finish.task_state = Some(report.state.clone());
-            }
-        }
         if finish.state.is_failure() && run.attempt <= config.retries {
             let backoff = config.retry_backoff * 2u32.saturating_pow(run.attempt - 1);
             finish.retry = Some((finished_at + delta(backoff), run.attempt + 1));
@@ -553,10 +628,35 @@ impl Dispatcher {
             }
             Err(e) => tracing::error!("rescuing expired runs failed: {e}"),
         }
+        if let Err(e) = self.expire_dead_deliveries(now).await {
+            tracing::error!("expiring dead instances' broadcast deliveries failed: {e}");
+        }
         let since = now - delta(self.config.keep_events);
         if let Err(e) = self.store.prune(self.config.keep_runs, since).await {
             tracing::error!("applying retention failed: {e}");
         }
+    }
+
+    /// Broadcast deliveries of instances that stopped heartbeating will
+    /// never run: record them abandoned so the broadcast's overview is final.
+    async fn expire_dead_deliveries(&self, now: DateTime<Utc>) -> StoreResult<()> {
+        let cutoff = now - delta(self.config.liveness);
+        let dead: Vec<String> = self
+            .store
+            .list_instances()
+            .await?
+            .into_iter()
+            .filter(|i| i.heartbeat_at < cutoff)
+            .map(|i| i.name)
+            .collect();
+        if !dead.is_empty() {
+            let reason = format!(
+                "its instance stopped heartbeating for over {}",
+                humantime::format_duration(self.config.liveness)
+            );
+            self.store.expire_deliveries(&dead, now, &reason).await?;
+        }
+        Ok(())
     }
 
     /// Waits until every run this dispatcher started has been recorded.
@@ -587,5 +687,90 @@ impl Dispatcher {
         // every run ends and is recorded (as cancelled if it had to stop).
         let mut runs = self.runs.lock().await;
         while runs.join_next().await.is_some() {}
+    }
+}
+
+/// How a run ended, in the terms the store records, whether it was a
+/// configuration's run or a broadcast delivery.
+struct Ended {
+    state: RunState,
+    reason: Option<String>,
+    message: String,
+    duration_us: u64,
+    fuel: u64,
+    peak_memory_bytes: u64,
+    component_sha256: Option<String>,
+    component_version: Option<String>,
+    events: Vec<NewEvent>,
+    /// The task's state after the run (`None`: leave it as stored).
+    task_state: Option<std::collections::BTreeMap<String, String>>,
+}
+
+impl Ended {
+    fn from_execution(
+        execution: Execution,
+        implementation: &str,
+        instance: &str,
+        task_id: Option<i64>,
+        run_id: &str,
+    ) -> Ended {
+        match execution {
+            Execution::Missing => {
+                let message = format!(
+                    "no component implements '{implementation}' on instance {instance}: \
+                     add one to its plugins folder"
+                );
+                Ended {
+                    state: RunState::Failed,
+                    reason: None,
+                    events: vec![NewEvent {
+                        task_id,
+                        run_id: Some(run_id.to_owned()),
+                        ..NewEvent::host(Level::Error, "COMPONENT_MISSING", message.clone())
+                    }],
+                    message,
+                    duration_us: 0,
+                    fuel: 0,
+                    peak_memory_bytes: 0,
+                    component_sha256: None,
+                    component_version: None,
+                    task_state: None,
+                }
+            }
+            Execution::Ran { report, version } => {
+                let (state, reason) = match &report.outcome {
+                    Outcome::Succeeded { .. } => (RunState::Succeeded, None),
+                    Outcome::Failed { .. } => (RunState::Failed, None),
+                    Outcome::Stopped { reason, .. } => {
+                        (RunState::Stopped, Some(reason.as_str().to_owned()))
+                    }
+                    Outcome::Cancelled { .. } => (RunState::Cancelled, None),
+                };
+                Ended {
+                    state,
+                    reason,
+                    message: report.outcome.message().to_owned(),
+                    duration_us: report.duration.as_micros() as u64,
+                    fuel: report.fuel_consumed,
+                    peak_memory_bytes: report.peak_memory_bytes,
+                    component_sha256: Some(report.component_sha256.clone()),
+                    component_version: Some(version),
+                    events: report
+                        .events
+                        .iter()
+                        .map(|e| NewEvent {
+                            at: e.at.into(),
+                            level: e.level,
+                            source: e.source,
+                            code: e.code.clone(),
+                            message: e.message.clone(),
+                            task_id,
+                            run_id: Some(run_id.to_owned()),
+                        })
+                        .collect(),
+                    task_state: Some(report.state.clone()),
+                }
+            }
+        }
     }
 }

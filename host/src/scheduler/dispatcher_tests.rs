@@ -331,7 +331,7 @@ async fn a_missing_component_fails_the_run_with_a_clear_message() {
     assert_eq!(runs[0].state, RunState::Failed);
     assert_eq!(
         runs[0].message,
-        "no component implements 'A.B': add one to the plugins folder"
+        "no component implements 'A.B' on instance local: add one to its plugins folder"
     );
 }
 

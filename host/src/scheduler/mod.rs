@@ -7,6 +7,7 @@ pub mod clock;
 pub mod dispatcher;
 #[cfg(test)]
 mod dispatcher_tests;
+pub mod farm;
 pub mod plan;
 pub mod schedule;
 

@@ -1,0 +1,212 @@
+//! The web farm: which instances sharing a store are alive (a recent
+//! heartbeat), and broadcasts — one run of a component on every live
+//! instance, with a payload. Creating a broadcast records a delivery per
+//! live instance; each instance's dispatcher runs its own. An instance that
+//! joins later gets none of the earlier ones (a broadcast is about the
+//! processes running now, e.g. their caches), unless it asks to catch up.
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use super::Dispatcher;
+use crate::runtime::{BroadcastPayload, Farm};
+use crate::store::{
+    BROADCAST_MAX_DATA_BYTES, BROADCAST_MAX_TARGET_BYTES, BROADCAST_MAX_TEXT_BYTES,
+    BroadcastRecord, InstanceRow, NewBroadcast, Store, StoreError,
+};
+
+/// An instance whose heartbeat is older than this is considered gone: its
+/// queued deliveries are recorded abandoned and new broadcasts skip it.
+pub const LIVENESS: Duration = Duration::from_secs(15);
+/// How often a serving instance writes its heartbeat.
+pub const HEARTBEAT: Duration = Duration::from_secs(5);
+
+/// Instances whose heartbeat is recent, by the store's clock.
+pub async fn live_instances(store: &dyn Store) -> Result<Vec<InstanceRow>, StoreError> {
+    let cutoff = store.clock().now() - chrono::TimeDelta::from_std(LIVENESS).expect("small");
+    Ok(store
+        .list_instances()
+        .await?
+        .into_iter()
+        .filter(|i| i.heartbeat_at >= cutoff)
+        .collect())
+}
+
+/// A part of a broadcast request, as the CLI and the API name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BroadcastField {
+    Identifier,
+    Target,
+    Text,
+    Data,
+}
+
+impl BroadcastField {
+    pub fn flag(self) -> &'static str {
+        match self {
+            BroadcastField::Identifier => "TYPE",
+            BroadcastField::Target => "--target",
+            BroadcastField::Text => "--text",
+            BroadcastField::Data => "--data-file",
+        }
+    }
+
+    pub fn json(self) -> &'static str {
+        match self {
+            BroadcastField::Identifier => "identifier",
+            BroadcastField::Target => "target",
+            BroadcastField::Text => "text",
+            BroadcastField::Data => "data_base64",
+        }
+    }
+}
+
+/// Why a broadcast was not made.
+#[derive(Debug, thiserror::Error)]
+pub enum BroadcastError {
+    #[error("{}: {message}", field.flag())]
+    Invalid {
+        field: BroadcastField,
+        message: String,
+    },
+    #[error(
+        "no live instance to deliver to: start `cronwerk serve` on this store (a broadcast goes \
+         to the instances running when it is made)"
+    )]
+    NoLiveInstance,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What to broadcast, and on whose behalf.
+#[derive(Debug, Clone)]
+pub struct BroadcastRequest {
+    /// The identifier of the component every instance runs.
+    pub identifier: String,
+    pub payload: BroadcastPayload,
+    /// Who asks, for the record.
+    pub created_by: String,
+    /// An instance to leave out (the one asking, when told to).
+    pub exclude: Option<String>,
+}
+
+fn check(request: &BroadcastRequest) -> Result<(), BroadcastError> {
+    let invalid = |field, message: String| BroadcastError::Invalid { field, message };
+    crate::runtime::validate_identifier(&request.identifier).map_err(|m| {
+        invalid(
+            BroadcastField::Identifier,
+            format!("'{}' is not an identifier: {m}", request.identifier),
+        )
+    })?;
+    let p = &request.payload;
+    for (field, len, max) in [
+        (
+            BroadcastField::Target,
+            p.target.len(),
+            BROADCAST_MAX_TARGET_BYTES,
+        ),
+        (BroadcastField::Text, p.text.len(), BROADCAST_MAX_TEXT_BYTES),
+        (BroadcastField::Data, p.data.len(), BROADCAST_MAX_DATA_BYTES),
+    ] {
+        if len > max {
+            return Err(invalid(
+                field,
+                format!(
+                    "is {} long; a broadcast carries at most {} here (share bigger data \
+                     through a granted directory or a URL and broadcast its name)",
+                    bytesize::ByteSize(len as u64),
+                    bytesize::ByteSize(max as u64)
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Records a broadcast for every live instance (but `exclude`); returns it
+/// with its queued deliveries.
+pub async fn broadcast(
+    store: &dyn Store,
+    request: BroadcastRequest,
+    now: DateTime<Utc>,
+) -> Result<BroadcastRecord, BroadcastError> {
+    check(&request)?;
+    let instances: Vec<String> = live_instances(store)
+        .await?
+        .into_iter()
+        .map(|i| i.name)
+        .filter(|name| Some(name) != request.exclude.as_ref())
+        .collect();
+    if instances.is_empty() {
+        return Err(BroadcastError::NoLiveInstance);
+    }
+    let id = uuid::Uuid::now_v7().to_string();
+    store
+        .create_broadcast(&NewBroadcast {
+            id: id.clone(),
+            identifier: request.identifier,
+            payload: request.payload,
+            created_at: now,
+            created_by: request.created_by,
+            instances,
+        })
+        .await?;
+    Ok(store.get_broadcast(&id).await?)
+}
+
+/// The `farm` import of one run on a serving instance.
+pub struct RunFarm {
+    pub(super) store: Arc<dyn Store>,
+    pub(super) dispatcher: Weak<Dispatcher>,
+    pub(super) created_by: String,
+    /// Runs that are themselves broadcasts may not broadcast: one task
+    /// broadcasting itself would echo around the farm for ever.
+    pub(super) from_broadcast: bool,
+}
+
+#[async_trait::async_trait]
+impl Farm for RunFarm {
+    async fn broadcast(
+        &self,
+        identifier: &str,
+        payload: BroadcastPayload,
+    ) -> Result<String, String> {
+        if self.from_broadcast {
+            return Err(format!(
+                "cannot broadcast '{identifier}' from a broadcast run: it could echo around \
+                 the farm; broadcast from a scheduled or manual run"
+            ));
+        }
+        let now = self.store.clock().now();
+        let request = BroadcastRequest {
+            identifier: identifier.to_owned(),
+            payload,
+            created_by: self.created_by.clone(),
+            exclude: None,
+        };
+        match broadcast(&*self.store, request, now).await {
+            Ok(record) => {
+                // This instance's own delivery starts now, not at the next poll.
+                if let Some(d) = self.dispatcher.upgrade() {
+                    d.wake();
+                }
+                Ok(record.id)
+            }
+            Err(BroadcastError::Invalid { field, message }) => Err(format!(
+                "cannot broadcast: {} {message}",
+                match field {
+                    BroadcastField::Identifier => "the identifier",
+                    BroadcastField::Target => "the payload's target",
+                    BroadcastField::Text => "the payload's text",
+                    BroadcastField::Data => "the payload's data",
+                }
+            )),
+            Err(e) => {
+                tracing::error!("a task's broadcast of '{identifier}' failed: {e}");
+                Err(format!("cannot broadcast '{identifier}': {e}"))
+            }
+        }
+    }
+}

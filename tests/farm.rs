@@ -1,0 +1,249 @@
+//! The web farm as operators run it: several real `cronwerk serve`
+//! processes on one store. A broadcast — from the CLI or from a task's
+//! `farm.broadcast` — runs once on every live instance and each records its
+//! own run; a later instance does not replay old broadcasts unless it asks
+//! to catch up; a dead instance's delivery is recorded abandoned; a
+//! configuration that requires a role runs only on instances that have it.
+//! Waits are for records in the store, read through the CLI.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::serve_env::{Env, Serve};
+use cronwerk::runtime::Trigger;
+use cronwerk::store::RunState;
+use serde_json::Value;
+
+fn json(env: &Env, args: &[&str]) -> Value {
+    serde_json::from_str(&env.ok(args)).unwrap()
+}
+
+/// Polls `cronwerk farm show ID` until `done` holds.
+fn wait_broadcast(env: &Env, id: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let b = json(env, &["farm", "show", id, "--json"]);
+        if done(&b) {
+            return b;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}: {b:#}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// instance → (state, message) of each delivery.
+fn deliveries(b: &Value) -> Vec<(String, String, String)> {
+    b["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["instance"].as_str().unwrap().to_owned(),
+                d["state"].as_str().unwrap().to_owned(),
+                d["message"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn serve(env: &Env, name: &str, flags: &[&str]) -> Serve {
+    let mut all = vec!["--listen", "none"];
+    all.extend_from_slice(flags);
+    env.serve_as(name, &all)
+}
+
+#[test]
+fn a_broadcast_runs_once_on_every_live_instance_and_only_on_those() {
+    let env = Env::new(&["hello.wasm", "misbehave.wasm"]);
+    let a = serve(&env, "a", &["--role", "edit"]);
+    let b = serve(&env, "b", &[]);
+    let listed = json(&env, &["instances", "--json"]);
+    let names: Vec<(&str, bool)> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| (i["name"].as_str().unwrap(), i["live"].as_bool().unwrap()))
+        .collect();
+    assert_eq!(names, [("a", true), ("b", true)]);
+
+    // From the CLI, with binary data; misbehave's `context` action (the
+    // broadcast's target) describes what it got.
+    let data = env.data.parent().unwrap().join("payload.bin");
+    std::fs::write(&data, [7u8; 5]).unwrap();
+    let made = json(
+        &env,
+        &[
+            "farm",
+            "broadcast",
+            "Cronwerk.Test.Misbehave",
+            "--target",
+            "context",
+            "--text",
+            "flush /news",
+            "--data-file",
+            data.to_str().unwrap(),
+            "--json",
+        ],
+    );
+    let id = made["id"].as_str().unwrap();
+    let got = deliveries(&made);
+    assert_eq!(got.len(), 2, "{made:#}");
+    for (instance, state, message) in &got {
+        assert_eq!(state, "succeeded");
+        assert_eq!(
+            message,
+            &format!(
+                "name=broadcast {id} id=Cronwerk.Test.Misbehave trigger=broadcast runs=0 \
+                 instance={instance} scheduled=false payload=context|flush /news|5"
+            )
+        );
+    }
+    // Each instance's run has its own id, which tags its events.
+    let run_ids: Vec<&str> = made["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["run_id"].as_str().unwrap())
+        .collect();
+    assert_ne!(run_ids[0], run_ids[1]);
+
+    // From a task: a scheduled run of misbehave broadcasts hello to all.
+    let at = (chrono::Utc::now() + chrono::TimeDelta::seconds(1)).to_rfc3339();
+    env.ok(&[
+        "task",
+        "add",
+        "announce",
+        "--implementation",
+        "Cronwerk.Test.Misbehave",
+        "--at",
+        &at,
+        "-p",
+        "action=broadcast",
+    ]);
+    let runs = env.wait_runs("announce", "the announcing run", |r| {
+        r.iter().any(|r| r.state == RunState::Succeeded)
+    });
+    let from_task = runs[0]
+        .message
+        .strip_prefix("broadcast ")
+        .unwrap()
+        .to_owned();
+    let done = wait_broadcast(&env, &from_task, "hello on both", |b| {
+        deliveries(b).iter().all(|d| d.1 == "succeeded")
+    });
+    assert_eq!(
+        deliveries(&done)
+            .iter()
+            .map(|d| d.0.as_str())
+            .collect::<Vec<_>>(),
+        ["a", "b"]
+    );
+    assert_eq!(done["identifier"], "Acme.HelloScheduledTask");
+    assert!(
+        done["created_by"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("run {} of 'announce' on ", runs[0].id)),
+        "{done:#}"
+    );
+
+    // A later instance does not replay them...
+    let c = serve(&env, "c", &[]);
+    let shown = json(&env, &["farm", "show", id, "--json"]);
+    assert_eq!(deliveries(&shown).len(), 2);
+    c.stop();
+    // ... unless it asks to catch up, and then it runs each once.
+    let c = serve(&env, "c", &["--catch-up-broadcasts", "10m"]);
+    for broadcast in [id, from_task.as_str()] {
+        let b = wait_broadcast(&env, broadcast, "c catching up", |b| {
+            deliveries(b)
+                .iter()
+                .any(|d| d.0 == "c" && d.1 == "succeeded")
+        });
+        assert_eq!(deliveries(&b).len(), 3);
+    }
+
+    // A stopped instance leaves the list; one killed stays, gone, and its
+    // delivery is recorded abandoned once its heartbeat is old.
+    let (code, _) = c.stop();
+    assert_eq!(code, Some(0));
+    b.kill_9();
+    let last_id = env
+        .ok(&["farm", "broadcast", "Acme.HelloScheduledTask", "--no-wait"])
+        .trim()
+        .to_owned();
+    let settled = wait_broadcast(&env, &last_id, "b's delivery abandoned", |b| {
+        deliveries(b)
+            .iter()
+            .all(|d| d.1 != "queued" && d.1 != "running")
+    });
+    let got = deliveries(&settled);
+    assert_eq!(got[0].0, "a");
+    assert_eq!(got[0].1, "succeeded");
+    assert_eq!(got[1].0, "b");
+    assert_eq!(got[1].1, "abandoned");
+    assert!(got[1].2.contains("stopped heartbeating"), "{}", got[1].2);
+    let listed = json(&env, &["instances", "--json"]);
+    let names: Vec<(&str, bool)> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| (i["name"].as_str().unwrap(), i["live"].as_bool().unwrap()))
+        .collect();
+    assert_eq!(names, [("a", true), ("b", false)]);
+    a.stop();
+}
+
+#[test]
+fn a_configuration_that_requires_a_role_runs_only_where_it_is() {
+    let env = Env::new(&["hello.wasm"]);
+    let plain = serve(&env, "plain", &[]);
+    // No live instance has the role yet: the operator is told.
+    let added = env.cli(&[
+        "task",
+        "add",
+        "edit only",
+        "--implementation",
+        "Acme.HelloScheduledTask",
+        "--every",
+        "1s",
+        "--require-role",
+        "edit",
+    ]);
+    assert_eq!(added.status.code(), Some(0));
+    let note = String::from_utf8_lossy(&added.stderr);
+    assert!(
+        note.contains("no live instance has the role(s) edit"),
+        "{note}"
+    );
+    let bad = env.cli(&["task", "edit", "edit only", "--require-role", "edit server"]);
+    assert_eq!(bad.status.code(), Some(64));
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("--require-role"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+
+    let edit = serve(&env, "edit-1", &["--role", "edit"]);
+    env.ok(&["task", "run", "edit only", "--no-wait"]);
+    let runs = env.wait_runs("edit only", "three runs", |r| {
+        r.iter().filter(|r| r.state == RunState::Succeeded).count() >= 3
+            && r.iter()
+                .any(|r| r.trigger == Trigger::Manual && r.state == RunState::Succeeded)
+    });
+    for r in &runs {
+        assert_eq!(r.instance.as_deref(), Some("edit-1"), "{r:?}");
+    }
+    let shown = env.ok(&["task", "show", "edit only"]);
+    assert!(
+        shown.contains("runs on         instances with role edit"),
+        "{shown}"
+    );
+    edit.stop();
+    plain.stop();
+}
