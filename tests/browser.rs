@@ -85,6 +85,7 @@ fn an_operator_creates_runs_and_watches_a_task_in_the_dashboard() {
         "05-task-detail",
         "06-events",
         "07-plugins",
+        "08-farm",
     ] {
         let file = shots.join(format!("{page}.png"));
         let size = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);

@@ -1,7 +1,7 @@
 // Drives the cronwerk dashboard as an operator would, in headless Chromium
 // (Debian's chromium package; Playwright's own browser download is not
 // used): create a task through the form, see it run, switch it off, press
-// Run now, follow the event log live, look at the plugins. Fails on any
+// Run now, follow the event log live, look at the plugins and the farm. Fails on any
 // console error, page error or failed request. Started by tests/browser.rs,
 // which runs `cronwerk serve` and passes:
 //   CRONWERK_URL          base URL of the dashboard
@@ -36,8 +36,10 @@ const browser = await chromium.launch({
 });
 
 /** The API, with the token, from outside the page (to make things happen while watching). */
-async function call(method, path) {
-  const r = await fetch(base + path, { method, headers: { Authorization: `Bearer ${token}` } });
+async function call(method, path, body) {
+  const headers = { Authorization: `Bearer ${token}` };
+  if (body) headers['Content-Type'] = 'application/json';
+  const r = await fetch(base + path, { method, headers, body: body ? JSON.stringify(body) : undefined });
   if (!r.ok) throw new Error(`${method} ${path}: HTTP ${r.status} ${await r.text()}`);
   return r.json();
 }
@@ -156,6 +158,14 @@ try {
   await page.locator('tr[data-file="broken.wasm"] .badge.failed').getByText('failed').waitFor();
   await page.locator('tr[data-file="broken.wasm"] .plugin-error').getByText('not a WebAssembly file').waitFor();
   await shot(page, '07-plugins');
+
+  step('the farm page shows this instance and a broadcast delivered to it, live');
+  await page.getByRole('link', { name: 'Farm' }).click();
+  await page.getByRole('heading', { name: 'Farm' }).waitFor();
+  await page.locator('table.instances tbody tr .badge.succeeded').getByText('live').first().waitFor();
+  const made = await call('POST', '/api/broadcasts', { identifier: 'Acme.HelloScheduledTask', target: 'all', text: 'from the browser test' });
+  await page.locator(`tr[data-broadcast="${made.id}"] li .badge.succeeded`).first().waitFor();
+  await shot(page, '08-farm');
 
   await context.close();
 } catch (e) {

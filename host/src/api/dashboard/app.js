@@ -1,5 +1,5 @@
 // The cronwerk dashboard: one ES module, no dependencies, no build step.
-// Pages are routed by URL fragment (#/, #/tasks/NAME, #/events, #/plugins),
+// Pages are routed by URL fragment (#/, #/tasks/NAME, #/events, #/plugins, #/farm),
 // read the JSON API and stay live through its Server-Sent Events streams
 // (/api/changes for "something changed", /api/events/stream for the log).
 // Data is only ever put into the page as text nodes, never as HTML.
@@ -236,6 +236,9 @@ function route() {
   } else if (path === '/plugins') {
     page = 'plugins';
     pluginsPage();
+  } else if (path === '/farm') {
+    page = 'farm';
+    farmPage();
   } else {
     tasksPage();
   }
@@ -570,6 +573,49 @@ async function pluginsPage() {
         h('td', {}, p.capabilities.length ? p.capabilities.map((c) => h('span', { class: 'chip' }, c)) : h('span', { class: 'muted' }, '–')),
         h('td', { class: 'mono', title: p.sha256 }, p.sha256.slice(0, 12)),
         timeCell(p.loaded_at)))))));
+  };
+  await refresh();
+  onLeave(onChanges(refresh), gen);
+}
+
+// -------------------------------------------------------------------- farm
+
+async function farmPage() {
+  const gen = routeGen;
+  document.title = 'Farm · cronwerk';
+  const instances = h('div', {});
+  const broadcasts = h('div', {});
+  render(h('section', {},
+    h('div', { class: 'heading' }, h('h1', {}, 'Farm')),
+    h('p', { class: 'muted' }, 'The instances sharing this store, and broadcasts: a task run once on every live instance (cronwerk farm broadcast, POST /api/broadcasts, or a task\'s farm.broadcast).'),
+    h('h2', {}, 'Instances'), instances,
+    h('h2', {}, 'Broadcasts'), broadcasts));
+  const refresh = async () => {
+    const [i, b] = await Promise.all([api('GET', '/api/instances'), api('GET', '/api/broadcasts?limit=50')]);
+    if (!i.ok) instances.replaceChildren(errorBox(i));
+    else instances.replaceChildren(h('div', { class: 'scroll' }, h('table', { class: 'instances' },
+      h('thead', {}, h('tr', {}, ['Instance', 'State', 'Roles', 'Version', 'Started', 'Last heartbeat'].map((c) => h('th', {}, c)))),
+      h('tbody', {}, i.data.map((x) => h('tr', { dataset: { instance: x.name } },
+        h('td', {}, x.name, x.this ? h('span', { class: 'muted' }, ' (this one)') : null),
+        h('td', {}, h('span', { class: `badge ${x.live ? 'succeeded' : 'abandoned'}` }, x.live ? 'live' : 'gone')),
+        h('td', {}, x.roles.length ? x.roles.map((r) => h('span', { class: 'chip' }, r)) : h('span', { class: 'muted' }, '–')),
+        h('td', {}, x.version),
+        timeCell(x.started_at),
+        timeCell(x.heartbeat_at)))))));
+    if (!b.ok) { broadcasts.replaceChildren(errorBox(b)); return; }
+    if (b.data.length === 0) { broadcasts.replaceChildren(h('p', { class: 'empty' }, 'No broadcasts yet.')); return; }
+    const delivery = (d) => h('li', { dataset: { instance: d.instance } },
+      d.instance, ' ', outcomeBadge(d.state, d.reason),
+      d.run_id ? h('a', { class: 'mono', href: `#/events?run=${encodeURIComponent(d.run_id)}` }, ' events') : null,
+      d.message ? h('div', { class: 'muted' }, d.message) : null);
+    const row = (x) => h('tr', { dataset: { broadcast: x.id } },
+      timeCell(x.created_at),
+      h('td', {}, h('code', {}, x.identifier)),
+      h('td', {}, x.target || h('span', { class: 'muted' }, '–')),
+      h('td', { class: 'muted' }, x.created_by),
+      h('td', {}, h('ul', { class: 'plain' }, x.deliveries.map(delivery))));
+    const head = h('thead', {}, h('tr', {}, ['Made', 'Type', 'Target', 'By', 'On each instance'].map((c) => h('th', {}, c))));
+    broadcasts.replaceChildren(h('div', { class: 'scroll' }, h('table', { class: 'broadcasts' }, head, h('tbody', {}, b.data.map(row)))));
   };
   await refresh();
   onLeave(onChanges(refresh), gen);
