@@ -111,6 +111,17 @@ pub fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
+    if !matches!(cli.command, Command::Serve(_)) {
+        // `cronwerk runs | head` should end quietly when `head` has read
+        // enough, as other command-line tools do, not panic on the closed
+        // pipe. `serve` keeps ignoring SIGPIPE: a closed log pipe must not
+        // kill the scheduler.
+        // SAFETY: restoring a signal's default disposition at start-up,
+        // before any other thread exists.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("CRONWERK_LOG")
