@@ -408,10 +408,18 @@ async fn run_now(store: &dyn Store, a: RunArgs) -> anyhow::Result<u8> {
         return Ok(exit::OK);
     }
     let live = crate::scheduler::farm::live_instances(store).await?;
-    if live.is_empty() {
+    if !live
+        .iter()
+        .any(|i| task.config.missing_roles(&i.roles).is_empty())
+    {
         eprintln!(
-            "queued run {id}; no `cronwerk serve` is running on this data directory, \
-             so it will start when one does"
+            "queued run {id}; no `cronwerk serve` that may run it is live on this store{}, \
+             so it will start when one is",
+            if task.config.roles.is_empty() {
+                String::new()
+            } else {
+                format!(" (it needs role {})", task.config.roles.join(" and "))
+            }
         );
         return Ok(exit::OK);
     }
