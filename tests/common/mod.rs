@@ -2,6 +2,7 @@
 //! a shared runtime, and run requests with test-friendly defaults.
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod serve_env;
 
 use std::path::PathBuf;

@@ -169,8 +169,15 @@ impl Serve {
     }
 
     /// SIGTERM, then the exit code and what it printed.
-    pub fn stop(mut self) -> (Option<i32>, Vec<String>) {
+    pub fn stop(self) -> (Option<i32>, Vec<String>) {
         self.signal("-TERM");
+        self.wait()
+    }
+
+    /// Waits for the process to end (after a signal sent with
+    /// [`signal`](Self::signal), so several instances can be stopped at
+    /// once); the exit code and what it printed.
+    pub fn wait(mut self) -> (Option<i32>, Vec<String>) {
         let status = self.child.wait().unwrap();
         (status.code(), self.lines.try_iter().collect())
     }

@@ -45,9 +45,13 @@ enum Cmd {
         #[arg(long, default_value = "plugins")]
         out: PathBuf,
     },
-    /// Run the benchmarks: per-run overhead, then the scheduler service
-    /// (figures go to BENCHMARKS.md by hand).
-    Bench,
+    /// Run the benchmarks: per-run overhead, tasks per language, the
+    /// scheduler service, instances on PostgreSQL (figures go to
+    /// BENCHMARKS.md by hand).
+    Bench {
+        /// Only these (per_run, languages, scheduler, cluster); default: all.
+        benches: Vec<String>,
+    },
 }
 
 fn main() -> Result<()> {
@@ -63,7 +67,7 @@ fn main() -> Result<()> {
             no_lint,
             cargo_args,
         } => test(no_lint, &cargo_args)?,
-        Cmd::Bench => bench()?,
+        Cmd::Bench { benches } => bench(&benches)?,
     }
     Ok(())
 }
@@ -241,14 +245,36 @@ fn test(no_lint: bool, cargo_args: &[String]) -> Result<()> {
     Ok(())
 }
 
-fn bench() -> Result<()> {
+const BENCHES: [&str; 4] = ["per_run", "languages", "scheduler", "cluster"];
+
+fn bench(only: &[String]) -> Result<()> {
+    for name in only {
+        if !BENCHES.contains(&name.as_str()) {
+            bail!("no bench named '{name}': pick from {}", BENCHES.join(", "));
+        }
+    }
+    let selected: Vec<&str> = BENCHES
+        .into_iter()
+        .filter(|b| only.is_empty() || only.iter().any(|o| o == b))
+        .collect();
     let components = components_dir()?;
     examples::build(&components)?;
-    // CRONWERK_BENCH_QUICK=1 (inherited) shortens the scheduler bench.
-    for bench in ["per_run", "languages", "scheduler"] {
-        run(Command::new(cargo())
-            .args(["bench", "-p", "cronwerk", "--bench", bench])
-            .env("CRONWERK_BENCH_COMPONENTS", &components))?;
+    // The cluster bench runs its instances on a throwaway PostgreSQL
+    // server, like the tests; stopped when this returns.
+    let postgres = if selected.contains(&"cluster") {
+        Some(postgres::Cluster::start(&target_dir()?)?)
+    } else {
+        None
+    };
+    // CRONWERK_BENCH_QUICK=1 (inherited) shortens the scheduler and cluster benches.
+    for bench in selected {
+        let mut cmd = Command::new(cargo());
+        cmd.args(["bench", "-p", "cronwerk", "--bench", bench])
+            .env("CRONWERK_BENCH_COMPONENTS", &components);
+        if let Some(postgres) = &postgres {
+            cmd.env("CRONWERK_BENCH_POSTGRES", postgres.url());
+        }
+        run(&mut cmd)?;
     }
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! A throwaway PostgreSQL cluster for `cargo xtask test`, so the store's
-//! PostgreSQL tests always run: the Debian server binaries (installed if
+//! PostgreSQL tests always run (and for `cargo xtask bench`'s cluster
+//! bench): the Debian server binaries (installed if
 //! missing), a cluster under the target directory that listens only on a
 //! private Unix socket, stopped and removed when the guard drops (also when
 //! tests fail). `initdb` refuses to run as root, so as root the cluster

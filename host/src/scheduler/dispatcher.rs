@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use futures_util::FutureExt as _;
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
@@ -186,6 +187,14 @@ impl Dispatcher {
             loop {
                 let now = self.clock.now();
                 if now >= wake_at {
+                    // No sleep this time (the pass outlasted the poll
+                    // interval, as it does under sustained load), so the
+                    // select below is skipped: look for a stop request
+                    // here, or a busy instance would never stop.
+                    if (&mut shutdown).now_or_never().is_some() {
+                        self.shut_down().await;
+                        return;
+                    }
                     break;
                 }
                 tokio::select! {

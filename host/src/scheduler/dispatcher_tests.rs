@@ -417,3 +417,40 @@ async fn configurations_that_need_a_role_run_only_on_instances_that_have_it() {
     assert_eq!(start, ManualStart::Here(crate::store::Claim::Claimed));
     edit.wait_idle().await;
 }
+
+/// A clock that moves a second on every read: every pass outlasts the
+/// poll interval, as under sustained load. Gives up (panics) after many
+/// reads, so a dispatcher that never stops fails the test instead of
+/// hanging it.
+struct RacingClock(Mutex<i64>);
+
+impl Clock for RacingClock {
+    fn now(&self) -> DateTime<Utc> {
+        let mut reads = self.0.lock().unwrap();
+        *reads += 1;
+        assert!(*reads < 10_000, "the dispatcher did not stop");
+        t(*reads)
+    }
+}
+
+#[tokio::test]
+async fn a_dispatcher_whose_passes_outlast_the_poll_interval_still_stops() {
+    let store = Arc::new(SqliteStore::in_memory().unwrap());
+    store
+        .create_task(&every_10s(MisfirePolicy::Skip), Some(t(10)))
+        .await
+        .unwrap();
+    let script = Arc::new(Script {
+        outcomes: Mutex::new(VecDeque::new()),
+        gate: None,
+        seen: Mutex::new(Vec::new()),
+    });
+    let dispatcher = Dispatcher::new(
+        store,
+        script,
+        Arc::new(RacingClock(Mutex::new(0))),
+        DispatcherConfig::default(),
+    );
+    // Asked to stop from the start; it never gets to sleep.
+    dispatcher.run(std::future::ready(())).await;
+}

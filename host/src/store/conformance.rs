@@ -580,6 +580,131 @@ pub async fn runs_filter_by_time_and_state(store: &dyn Store) {
     );
 }
 
+/// A batch of claims with every outcome at once, then a batch of
+/// finishes: the same records and results as one call per item. (The
+/// dispatcher sends whole passes this way; backends may take a batch in
+/// far fewer statements than items.)
+pub async fn batches_claim_and_finish_like_single_calls(store: &dyn Store) {
+    let mut tasks = BTreeMap::new();
+    for name in ["a", "b", "c", "d", "e", "g"] {
+        let mut cfg = config(name);
+        cfg.enabled = name != "e";
+        let task = store.create_task(&cfg, Some(t(10))).await.unwrap();
+        tasks.insert(name, task);
+    }
+    // b and c are running their t(10) runs when their t(20) slots come.
+    for name in ["b", "c"] {
+        let task = &tasks[name];
+        let run = new_run(task, &format!("{name}1"), Some(t(10)), t(10));
+        assert_eq!(
+            store
+                .claim_slot(task.id, t(10), Some(t(20)), &run)
+                .await
+                .unwrap(),
+            Claim::Claimed
+        );
+    }
+    let claim = |name: &str, slot: u32, on_overlap: OnOverlap| SlotClaim {
+        slot: t(slot),
+        next: Some(t(slot + 10)),
+        run: new_run(&tasks[name], &format!("{name}2"), Some(t(slot)), t(20)),
+        on_overlap,
+    };
+    let claims = [
+        claim("g", 10, OnOverlap::Skip),
+        claim("c", 20, OnOverlap::Wait),
+        claim("a", 10, OnOverlap::Skip),
+        claim("e", 10, OnOverlap::Skip), // disabled
+        claim("d", 5, OnOverlap::Skip),  // not its slot
+        claim("b", 20, OnOverlap::Skip),
+    ];
+    assert_eq!(
+        store.claim_slots(&claims).await.unwrap(),
+        vec![
+            Claim::Claimed,
+            Claim::AlreadyRunning {
+                run_id: "c1".into()
+            },
+            Claim::Claimed,
+            Claim::Lost,
+            Claim::Lost,
+            Claim::AlreadyRunning {
+                run_id: "b1".into()
+            },
+        ]
+    );
+    let get = |name: &'static str| async move { store.get_task(name).await.unwrap() };
+    let (a, b, c, d) = (
+        get("a").await,
+        get("b").await,
+        get("c").await,
+        get("d").await,
+    );
+    assert_eq!(
+        (a.running_run_id.as_deref(), a.next_run_at, a.run_count),
+        (Some("a2"), Some(t(20)), 1)
+    );
+    assert_eq!((b.next_run_at, b.skipped_count), (Some(t(30)), 1));
+    assert_eq!((c.next_run_at, c.skipped_count), (Some(t(20)), 0));
+    assert_eq!((d.next_run_at, d.run_count), (Some(t(10)), 0));
+    let b2 = store.get_run("b2").await.unwrap();
+    assert_eq!(b2.state, RunState::Skipped);
+    assert!(b2.message.contains("b1"), "{}", b2.message);
+    assert_eq!(store.get_run("a2").await.unwrap().state, RunState::Running);
+    for gone in ["c2", "d2", "e2"] {
+        assert!(
+            store.get_run(gone).await.is_err(),
+            "{gone} was not recorded"
+        );
+    }
+
+    let mut failed = finish(&tasks["b"], "b1", RunState::Failed, t(21));
+    failed.retry = Some((t(25), 2));
+    failed.task_state = None;
+    let finishes = [
+        finish(&tasks["g"], "g2", RunState::Succeeded, t(21)),
+        failed,
+        finish(&tasks["a"], "a2", RunState::Succeeded, t(21)),
+        finish(&tasks["d"], "never-claimed", RunState::Succeeded, t(21)),
+    ];
+    assert_eq!(
+        store.finish_runs(&finishes).await.unwrap(),
+        vec![true, true, true, false]
+    );
+    let (a, b) = (get("a").await, get("b").await);
+    assert_eq!(
+        (a.running_run_id, a.last_outcome, a.failed_count),
+        (None, Some(RunState::Succeeded), 0)
+    );
+    assert_eq!(
+        (b.running_run_id, b.last_outcome, b.failed_count),
+        (None, Some(RunState::Failed), 1)
+    );
+    assert_eq!((b.retry_at, b.retry_attempt), (Some(t(25)), 2));
+    assert_eq!(store.load_state(a.id).await.unwrap()["count"], "1");
+    assert!(store.load_state(b.id).await.unwrap().is_empty());
+    let r = store.get_run("a2").await.unwrap();
+    assert_eq!(
+        (r.state, r.duration_us, r.finished_at),
+        (RunState::Succeeded, Some(42), Some(t(21)))
+    );
+    assert_eq!(store.get_run("c1").await.unwrap().state, RunState::Running);
+    // One event per finished run (the order within a batch is the
+    // backend's).
+    let mut events: Vec<Option<String>> = store
+        .list_events(&EventFilter::default())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.run_id)
+        .collect();
+    events.sort();
+    assert_eq!(
+        events,
+        vec![Some("a2".into()), Some("b1".into()), Some("g2".into())]
+    );
+}
+
 /// Every test above, on a fresh store each.
 pub async fn run_all(make: impl Fn() -> Box<dyn Store>) {
     configurations_crud(&*make()).await;
@@ -592,6 +717,7 @@ pub async fn run_all(make: impl Fn() -> Box<dyn Store>) {
     broadcasts_deliver_once_per_instance(&*make()).await;
     identifier_settings(&*make()).await;
     runs_filter_by_time_and_state(&*make()).await;
+    batches_claim_and_finish_like_single_calls(&*make()).await;
 }
 
 pub async fn identifier_settings(store: &dyn Store) {
