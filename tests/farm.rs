@@ -247,3 +247,47 @@ fn a_configuration_that_requires_a_role_runs_only_where_it_is() {
     edit.stop();
     plain.stop();
 }
+
+#[test]
+fn on_postgres_a_broadcast_reaches_every_instance_through_the_shared_database() {
+    use common::cluster::Cluster;
+    let Some(cluster) = Cluster::new(Cluster::postgres(), &["misbehave.wasm"]) else {
+        return;
+    };
+    let a = cluster.serve("pg-a");
+    let b = cluster.serve("pg-b");
+    // Made by neither instance: each learns of its delivery from the
+    // database's notification, not from its own process.
+    let made: Value = serde_json::from_str(&cluster.ok(&[
+        "farm",
+        "broadcast",
+        "Cronwerk.Test.Misbehave",
+        "--target",
+        "context",
+        "--text",
+        "pg",
+        "--json",
+    ]))
+    .unwrap();
+    let id = made["id"].as_str().unwrap();
+    let got = deliveries(&made);
+    assert_eq!(
+        got.iter()
+            .map(|d| (d.0.as_str(), d.1.as_str()))
+            .collect::<Vec<_>>(),
+        [("pg-a", "succeeded"), ("pg-b", "succeeded")],
+        "{made:#}"
+    );
+    for (instance, _, message) in &got {
+        assert!(
+            message.ends_with(&format!(
+                "instance={instance} scheduled=false payload=context|pg|0"
+            )),
+            "{message}"
+        );
+    }
+    let listed: Value = serde_json::from_str(&cluster.ok(&["farm", "list", "--json"])).unwrap();
+    assert_eq!(listed[0]["id"], id);
+    a.stop();
+    b.stop();
+}
