@@ -10,7 +10,7 @@ mod lang_tools;
 mod postgres;
 mod toolchain;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
@@ -73,7 +73,14 @@ fn main() -> Result<()> {
 }
 
 fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    // `cargo run` says where the manifest is now. The path compiled in is
+    // only a fallback: several clones share one target directory, and a
+    // binary built in another (maybe deleted) clone is reused when the
+    // sources match.
+    let manifest = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    manifest
         .parent()
         .expect("xtask lives one level below the workspace root")
         .to_owned()
