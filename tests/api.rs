@@ -883,5 +883,14 @@ fn a_broadcast_made_through_the_api_runs_on_the_instance_with_its_payload() {
         Some(&json!({ "identifier": "A.B", "include_this_instance": false })),
     );
     assert_eq!(alone.status, 409, "{:?}", alone.body);
+    assert!(alone.body["field"].is_null(), "{:?}", alone.body);
+    assert!(
+        alone.body["error"]
+            .as_str()
+            .unwrap()
+            .contains("no live instance"),
+        "{:?}",
+        alone.body
+    );
     assert_eq!(s.get("/api/broadcasts/nope").status, 404);
 }

@@ -143,7 +143,7 @@ pub async fn create(
         .await
         .map_err(|e| match e {
             BroadcastError::Invalid { field, message } => ApiError::field(field.json(), message),
-            e @ BroadcastError::NoLiveInstance => ApiError::Conflict(e.to_string()),
+            e @ BroadcastError::NoLiveInstance => ApiError::NotNow(e.to_string()),
             BroadcastError::Store(e) => e.into(),
         })?;
     // This instance's own delivery starts now, not at the next poll.

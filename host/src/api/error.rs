@@ -37,6 +37,9 @@ pub enum ApiError {
     NotFound(String),
     /// 409: the name is taken.
     Conflict(String),
+    /// 409: the request is right but the farm's state does not allow it
+    /// now (no live instance to deliver a broadcast to); no field is at fault.
+    NotNow(String),
     /// 413: the body is too large.
     TooLarge(String),
     /// 500: the store or the host failed.
@@ -91,6 +94,7 @@ impl IntoResponse for ApiError {
             ApiError::Forbidden(m) => (StatusCode::FORBIDDEN, m, None),
             ApiError::NotFound(m) => (StatusCode::NOT_FOUND, m, None),
             ApiError::Conflict(m) => (StatusCode::CONFLICT, m, Some("name".to_owned())),
+            ApiError::NotNow(m) => (StatusCode::CONFLICT, m, None),
             ApiError::TooLarge(m) => (StatusCode::PAYLOAD_TOO_LARGE, m, None),
             ApiError::Internal(m) => (StatusCode::INTERNAL_SERVER_ERROR, m, None),
         };

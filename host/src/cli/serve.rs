@@ -203,6 +203,20 @@ pub async fn run(data_dir: &Path, a: ServeArgs) -> anyhow::Result<u8> {
         }
     });
     let started_at = clock.now();
+    if let Some(other) = crate::scheduler::farm::live_instances(&*store)
+        .await?
+        .into_iter()
+        .find(|i| i.name == instance.name)
+    {
+        // Also what a quick restart after a crash looks like, so a warning.
+        eprintln!(
+            "cronwerk: warning: an instance named {} (pid {}) sent a heartbeat {}s ago; if it is \
+             still running, give this one its own --name",
+            other.name,
+            other.pid,
+            (started_at - other.heartbeat_at).num_seconds().max(0)
+        );
+    }
     // Deliveries left from this name's previous process were for that
     // process; this one starts clean unless told to catch up.
     match a.catch_up_broadcasts {
