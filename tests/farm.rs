@@ -51,6 +51,21 @@ fn deliveries(b: &Value) -> Vec<(String, String, String)> {
         .collect()
 }
 
+/// `cronwerk instances`: each name, and whether it is live.
+fn instances(env: &Env) -> Vec<(String, bool)> {
+    json(env, &["instances", "--json"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            (
+                i["name"].as_str().unwrap().to_owned(),
+                i["live"].as_bool().unwrap(),
+            )
+        })
+        .collect()
+}
+
 fn serve(env: &Env, name: &str, flags: &[&str]) -> Serve {
     let mut all = vec!["--listen", "none"];
     all.extend_from_slice(flags);
@@ -62,14 +77,10 @@ fn a_broadcast_runs_once_on_every_live_instance_and_only_on_those() {
     let env = Env::new(&["hello.wasm", "misbehave.wasm"]);
     let a = serve(&env, "a", &["--role", "edit"]);
     let b = serve(&env, "b", &[]);
-    let listed = json(&env, &["instances", "--json"]);
-    let names: Vec<(&str, bool)> = listed
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| (i["name"].as_str().unwrap(), i["live"].as_bool().unwrap()))
-        .collect();
-    assert_eq!(names, [("a", true), ("b", true)]);
+    assert_eq!(
+        instances(&env),
+        [("a".to_owned(), true), ("b".to_owned(), true)]
+    );
 
     // From the CLI, with binary data; misbehave's `context` action (the
     // broadcast's target) describes what it got.
@@ -188,14 +199,10 @@ fn a_broadcast_runs_once_on_every_live_instance_and_only_on_those() {
     assert_eq!(got[1].0, "b");
     assert_eq!(got[1].1, "abandoned");
     assert!(got[1].2.contains("stopped heartbeating"), "{}", got[1].2);
-    let listed = json(&env, &["instances", "--json"]);
-    let names: Vec<(&str, bool)> = listed
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| (i["name"].as_str().unwrap(), i["live"].as_bool().unwrap()))
-        .collect();
-    assert_eq!(names, [("a", true), ("b", false)]);
+    assert_eq!(
+        instances(&env),
+        [("a".to_owned(), true), ("b".to_owned(), false)]
+    );
     a.stop();
 }
 

@@ -40,13 +40,12 @@ fn ago(now: DateTime<Utc>, then: DateTime<Utc>) -> String {
 pub async fn run(data_dir: &Path, a: InstancesArgs) -> anyhow::Result<u8> {
     let store = common::open_store(data_dir).await?;
     let now = store.clock().now();
-    let cutoff = now - chrono::TimeDelta::from_std(crate::scheduler::farm::LIVENESS)?;
     let listed: Vec<Listed> = store
         .list_instances()
         .await?
         .into_iter()
         .map(|i| Listed {
-            live: i.heartbeat_at >= cutoff,
+            live: crate::scheduler::farm::is_live(&i, now),
             instance: i,
         })
         .filter(|l| l.live || !a.live)

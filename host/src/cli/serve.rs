@@ -13,7 +13,7 @@ use super::{args, common, exit};
 use crate::plugins::{PluginEntry, PluginEvent, Plugins};
 use crate::runtime::{EngineSettings, InstanceInfo, RunRequest, Runtime};
 use crate::scheduler::{Dispatcher, DispatcherConfig, Execution, Executor};
-use crate::store::{InstanceRow, NewEvent, PluginRow, Store};
+use crate::store::{InstanceRow, NewEvent, PluginRow};
 
 use crate::scheduler::farm::{HEARTBEAT, LIVENESS};
 
@@ -119,10 +119,6 @@ fn plugin_rows(instance: &str, entries: &[PluginEntry]) -> Vec<PluginRow> {
             }
         })
         .collect()
-}
-
-fn clock_now(store: &dyn Store) -> chrono::DateTime<chrono::Utc> {
-    store.clock().now()
 }
 
 async fn shutdown_signal() {
@@ -300,7 +296,7 @@ pub async fn run(data_dir: &Path, a: ServeArgs) -> anyhow::Result<u8> {
             plugins: plugins.clone(),
             runtime,
         })),
-        clock,
+        clock.clone(),
         DispatcherConfig {
             instance: instance.clone(),
             lease: a.lease,
@@ -335,7 +331,7 @@ pub async fn run(data_dir: &Path, a: ServeArgs) -> anyhow::Result<u8> {
     store
         .expire_deliveries(
             std::slice::from_ref(&instance.name),
-            clock_now(&*store),
+            clock.now(),
             &format!("instance {} stopped before running it", instance.name),
         )
         .await?;

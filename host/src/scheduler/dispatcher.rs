@@ -19,8 +19,8 @@ use crate::runtime::{
     CancelToken, Farm, InstanceInfo, Level, Outcome, RunContext, RunReport, RunRequest, Trigger,
 };
 use crate::store::{
-    Claim, DeliveryFinish, NewEvent, NewRun, OnOverlap, PendingDelivery, RunFinish, RunRecord,
-    RunState, Settings, SlotClaim, Store, StoreResult, TaskRecord,
+    Claim, DeliveryFinish, NewEvent, NewRun, OnOverlap, PendingDelivery, RunFinish, RunOutcome,
+    RunRecord, RunState, Settings, SlotClaim, Store, StoreResult, TaskRecord,
 };
 
 /// Runs one task execution; the scheduler's only way to reach components.
@@ -376,18 +376,17 @@ impl Dispatcher {
         {
             return Ok(());
         }
-        let cancel = CancelToken::new();
-        self.lock_running().insert(run_id.clone(), cancel.clone());
-        let this = self.clone();
-        self.runs.lock().await.spawn(async move {
+        self.track(run_id.clone(), move |this, cancel| async move {
             if let Err(e) = this.deliver(&delivery, &run_id, cancel).await {
                 tracing::error!(
                     broadcast = %delivery.broadcast_id,
                     "recording a broadcast run failed: {e}"
                 );
             }
-            this.lock_running().remove(&run_id);
-        });
+            // Nothing waits on a broadcast run.
+            false
+        })
+        .await;
         Ok(())
     }
 
@@ -417,7 +416,7 @@ impl Dispatcher {
             grace: self.config.grace,
         };
         let execution = self.executor.execute(identifier, request).await;
-        let ended = Ended::from_execution(
+        let (outcome, _) = outcome_of(
             execution,
             identifier,
             &self.config.instance.name,
@@ -429,15 +428,7 @@ impl Dispatcher {
                 broadcast_id: delivery.broadcast_id.clone(),
                 instance: self.config.instance.name.clone(),
                 finished_at: self.clock.now(),
-                state: ended.state,
-                reason: ended.reason,
-                message: ended.message,
-                duration_us: ended.duration_us,
-                fuel: ended.fuel,
-                peak_memory_bytes: ended.peak_memory_bytes,
-                component_sha256: ended.component_sha256,
-                component_version: ended.component_version,
-                events: ended.events,
+                outcome,
             })
             .await?;
         Ok(())
@@ -502,21 +493,36 @@ impl Dispatcher {
         next: Option<DateTime<Utc>>,
         state: Option<std::collections::BTreeMap<String, String>>,
     ) {
-        let cancel = CancelToken::new();
-        self.lock_running().insert(run.id.clone(), cancel.clone());
-        let this = self.clone();
-        self.runs.lock().await.spawn(async move {
-            let run_id = run.id.clone();
-            let wake = match this.execute(&task, run, next, cancel, state).await {
+        let run_id = run.id.clone();
+        self.track(run_id.clone(), move |this, cancel| async move {
+            match this.execute(&task, run, next, cancel, state).await {
                 Ok(wake) => wake,
                 Err(e) => {
                     tracing::error!(run = %run_id, "recording the run failed: {e}");
                     true
                 }
-            };
+            }
+        })
+        .await;
+    }
+
+    /// Runs `work` as run `run_id` of this dispatcher: cancelled on
+    /// shutdown, its lease renewed, awaited by [`wait_idle`](Self::wait_idle).
+    /// `work` says whether its end should make the dispatcher look again
+    /// (only work a run was holding up needs a pass now: a retry, or a slot
+    /// that came due while it ran).
+    async fn track<F, Fut>(self: &Arc<Self>, run_id: String, work: F)
+    where
+        F: FnOnce(Arc<Self>, CancelToken) -> Fut,
+        Fut: std::future::Future<Output = bool> + Send + 'static,
+    {
+        let cancel = CancelToken::new();
+        self.lock_running().insert(run_id.clone(), cancel.clone());
+        let this = self.clone();
+        let work = work(self.clone(), cancel);
+        self.runs.lock().await.spawn(async move {
+            let wake = work.await;
             this.lock_running().remove(&run_id);
-            // Only work this run was holding up needs a pass now: a retry,
-            // or a slot that came due while it ran.
             if wake {
                 this.wake();
             }
@@ -566,29 +572,14 @@ impl Dispatcher {
         };
         let execution = self.executor.execute(&config.implementation, request).await;
         let finished_at = self.clock.now();
-        let ended = Ended::from_execution(
+        let (outcome, task_state) = outcome_of(
             execution,
             &config.implementation,
             &self.config.instance.name,
             Some(task.id),
             &run.id,
         );
-        let mut finish = RunFinish {
-            run_id: run.id.clone(),
-            task_id: task.id,
-            finished_at,
-            state: ended.state,
-            reason: ended.reason,
-            message: ended.message,
-            duration_us: ended.duration_us,
-            fuel: ended.fuel,
-            peak_memory_bytes: ended.peak_memory_bytes,
-            component_sha256: ended.component_sha256,
-            component_version: ended.component_version,
-            events: ended.events,
-            task_state: ended.task_state,
-            retry: None,
-        };
+        let mut finish = RunFinish::of(&run.id, task.id, finished_at, outcome, task_state);
         if finish.state.is_failure() && run.attempt <= config.retries {
             let backoff = config.retry_backoff * 2u32.saturating_pow(run.attempt - 1);
             finish.retry = Some((finished_at + delta(backoff), run.attempt + 1));
@@ -699,87 +690,75 @@ impl Dispatcher {
     }
 }
 
-/// How a run ended, in the terms the store records, whether it was a
-/// configuration's run or a broadcast delivery.
-struct Ended {
-    state: RunState,
-    reason: Option<String>,
-    message: String,
-    duration_us: u64,
-    fuel: u64,
-    peak_memory_bytes: u64,
-    component_sha256: Option<String>,
-    component_version: Option<String>,
-    events: Vec<NewEvent>,
-    /// The task's state after the run (`None`: leave it as stored).
-    task_state: Option<std::collections::BTreeMap<String, String>>,
-}
-
-impl Ended {
-    fn from_execution(
-        execution: Execution,
-        implementation: &str,
-        instance: &str,
-        task_id: Option<i64>,
-        run_id: &str,
-    ) -> Ended {
-        match execution {
-            Execution::Missing => {
-                let message = format!(
-                    "no component implements '{implementation}' on instance {instance}: \
+/// What an execution comes to in the store's terms, whether it was a
+/// configuration's run or a broadcast delivery, with the task's state after
+/// it (`None`: leave the stored state as it is).
+fn outcome_of(
+    execution: Execution,
+    implementation: &str,
+    instance: &str,
+    task_id: Option<i64>,
+    run_id: &str,
+) -> (
+    RunOutcome,
+    Option<std::collections::BTreeMap<String, String>>,
+) {
+    match execution {
+        Execution::Missing => {
+            let message = format!(
+                "no component implements '{implementation}' on instance {instance}: \
                      add one to its plugins folder"
-                );
-                Ended {
-                    state: RunState::Failed,
-                    reason: None,
-                    events: vec![NewEvent {
+            );
+            let outcome = RunOutcome {
+                state: RunState::Failed,
+                reason: None,
+                events: vec![NewEvent {
+                    task_id,
+                    run_id: Some(run_id.to_owned()),
+                    ..NewEvent::host(Level::Error, "COMPONENT_MISSING", message.clone())
+                }],
+                message,
+                duration_us: 0,
+                fuel: 0,
+                peak_memory_bytes: 0,
+                component_sha256: None,
+                component_version: None,
+            };
+            (outcome, None)
+        }
+        Execution::Ran { report, version } => {
+            let (state, reason) = match &report.outcome {
+                Outcome::Succeeded { .. } => (RunState::Succeeded, None),
+                Outcome::Failed { .. } => (RunState::Failed, None),
+                Outcome::Stopped { reason, .. } => {
+                    (RunState::Stopped, Some(reason.as_str().to_owned()))
+                }
+                Outcome::Cancelled { .. } => (RunState::Cancelled, None),
+            };
+            let outcome = RunOutcome {
+                state,
+                reason,
+                message: report.outcome.message().to_owned(),
+                duration_us: report.duration.as_micros() as u64,
+                fuel: report.fuel_consumed,
+                peak_memory_bytes: report.peak_memory_bytes,
+                component_sha256: Some(report.component_sha256.clone()),
+                component_version: Some(version),
+                events: report
+                    .events
+                    .iter()
+                    .map(|e| NewEvent {
+                        at: e.at.into(),
+                        level: e.level,
+                        source: e.source,
+                        code: e.code.clone(),
+                        message: e.message.clone(),
                         task_id,
                         run_id: Some(run_id.to_owned()),
-                        ..NewEvent::host(Level::Error, "COMPONENT_MISSING", message.clone())
-                    }],
-                    message,
-                    duration_us: 0,
-                    fuel: 0,
-                    peak_memory_bytes: 0,
-                    component_sha256: None,
-                    component_version: None,
-                    task_state: None,
-                }
-            }
-            Execution::Ran { report, version } => {
-                let (state, reason) = match &report.outcome {
-                    Outcome::Succeeded { .. } => (RunState::Succeeded, None),
-                    Outcome::Failed { .. } => (RunState::Failed, None),
-                    Outcome::Stopped { reason, .. } => {
-                        (RunState::Stopped, Some(reason.as_str().to_owned()))
-                    }
-                    Outcome::Cancelled { .. } => (RunState::Cancelled, None),
-                };
-                Ended {
-                    state,
-                    reason,
-                    message: report.outcome.message().to_owned(),
-                    duration_us: report.duration.as_micros() as u64,
-                    fuel: report.fuel_consumed,
-                    peak_memory_bytes: report.peak_memory_bytes,
-                    component_sha256: Some(report.component_sha256.clone()),
-                    component_version: Some(version),
-                    events: report
-                        .events
-                        .iter()
-                        .map(|e| NewEvent {
-                            at: e.at.into(),
-                            level: e.level,
-                            source: e.source,
-                            code: e.code.clone(),
-                            message: e.message.clone(),
-                            task_id,
-                            run_id: Some(run_id.to_owned()),
-                        })
-                        .collect(),
-                    task_state: Some(report.state.clone()),
-                }
-            }
+                    })
+                    .collect(),
+            };
+            (outcome, Some(report.state.clone()))
         }
     }
 }

@@ -23,14 +23,19 @@ pub const LIVENESS: Duration = Duration::from_secs(15);
 /// How often a serving instance writes its heartbeat.
 pub const HEARTBEAT: Duration = Duration::from_secs(5);
 
+/// Whether an instance counts as live at `now`: a heartbeat within [`LIVENESS`].
+pub fn is_live(instance: &InstanceRow, now: DateTime<Utc>) -> bool {
+    instance.heartbeat_at >= now - chrono::TimeDelta::from_std(LIVENESS).expect("small")
+}
+
 /// Instances whose heartbeat is recent, by the store's clock.
 pub async fn live_instances(store: &dyn Store) -> Result<Vec<InstanceRow>, StoreError> {
-    let cutoff = store.clock().now() - chrono::TimeDelta::from_std(LIVENESS).expect("small");
+    let now = store.clock().now();
     Ok(store
         .list_instances()
         .await?
         .into_iter()
-        .filter(|i| i.heartbeat_at >= cutoff)
+        .filter(|i| is_live(i, now))
         .collect())
 }
 

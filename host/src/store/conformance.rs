@@ -437,18 +437,20 @@ pub async fn broadcasts_deliver_once_per_instance(store: &dyn Store) {
         broadcast_id: "b1".into(),
         instance: "i1".into(),
         finished_at: t(12),
-        state: RunState::Succeeded,
-        reason: None,
-        message: "flushed".into(),
-        duration_us: 42,
-        fuel: 7,
-        peak_memory_bytes: 65536,
-        component_sha256: Some("abc".into()),
-        component_version: Some("1.0.0".into()),
-        events: vec![NewEvent {
-            run_id: Some("r1".into()),
-            ..NewEvent::host(Level::Info, "FLUSHED", "flushed")
-        }],
+        outcome: RunOutcome {
+            state: RunState::Succeeded,
+            reason: None,
+            message: "flushed".into(),
+            duration_us: 42,
+            fuel: 7,
+            peak_memory_bytes: 65536,
+            component_sha256: Some("abc".into()),
+            component_version: Some("1.0.0".into()),
+            events: vec![NewEvent {
+                run_id: Some("r1".into()),
+                ..NewEvent::host(Level::Info, "FLUSHED", "flushed")
+            }],
+        },
     };
     assert!(store.finish_delivery(&finish).await.unwrap());
     assert!(!store.finish_delivery(&finish).await.unwrap());

@@ -440,13 +440,12 @@ pub struct PendingDelivery {
     pub created_by: String,
 }
 
-/// How one instance's run of a broadcast ended.
+/// How a run ended, as the store records it for a configuration's run
+/// and for a broadcast delivery alike.
 #[derive(Debug, Clone)]
-pub struct DeliveryFinish {
-    pub broadcast_id: String,
-    pub instance: String,
-    pub finished_at: DateTime<Utc>,
+pub struct RunOutcome {
     pub state: RunState,
+    /// For stopped runs: which limit.
     pub reason: Option<String>,
     pub message: String,
     pub duration_us: u64,
@@ -455,6 +454,44 @@ pub struct DeliveryFinish {
     pub component_sha256: Option<String>,
     pub component_version: Option<String>,
     pub events: Vec<NewEvent>,
+}
+
+impl RunFinish {
+    /// The finish of run `run_id` of configuration `task_id` (no retry
+    /// scheduled; the caller decides that).
+    pub fn of(
+        run_id: &str,
+        task_id: i64,
+        finished_at: DateTime<Utc>,
+        outcome: RunOutcome,
+        task_state: Option<BTreeMap<String, String>>,
+    ) -> RunFinish {
+        RunFinish {
+            run_id: run_id.to_owned(),
+            task_id,
+            finished_at,
+            state: outcome.state,
+            reason: outcome.reason,
+            message: outcome.message,
+            duration_us: outcome.duration_us,
+            fuel: outcome.fuel,
+            peak_memory_bytes: outcome.peak_memory_bytes,
+            component_sha256: outcome.component_sha256,
+            component_version: outcome.component_version,
+            events: outcome.events,
+            task_state,
+            retry: None,
+        }
+    }
+}
+
+/// How one instance's run of a broadcast ended.
+#[derive(Debug, Clone)]
+pub struct DeliveryFinish {
+    pub broadcast_id: String,
+    pub instance: String,
+    pub finished_at: DateTime<Utc>,
+    pub outcome: RunOutcome,
 }
 
 /// Durations as humantime strings ("10s") in stored JSON.

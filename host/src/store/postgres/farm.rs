@@ -231,20 +231,20 @@ impl PostgresStore {
                 &[
                     &f.broadcast_id,
                     &f.instance,
-                    &f.state.as_str(),
+                    &f.outcome.state.as_str(),
                     &ms(f.finished_at),
-                    &f.reason,
-                    &f.message,
-                    &(f.duration_us as i64),
-                    &(f.fuel as i64),
-                    &(f.peak_memory_bytes as i64),
-                    &f.component_sha256,
-                    &f.component_version,
+                    &f.outcome.reason,
+                    &f.outcome.message,
+                    &(f.outcome.duration_us as i64),
+                    &(f.outcome.fuel as i64),
+                    &(f.outcome.peak_memory_bytes as i64),
+                    &f.outcome.component_sha256,
+                    &f.outcome.component_version,
                 ],
             )
             .await?;
             if changed == 1 {
-                writes::insert_events(&tx, &f.events).await?;
+                writes::insert_events(&tx, &f.outcome.events).await?;
             }
             changed == 1
         })
