@@ -31,8 +31,9 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, TimeDelta, Utc};
 use common::cluster::{Backend, Cluster, ClusterStore};
 use common::serve_env::Serve;
+use cronwerk::model::{RunRecord, RunState, TaskRecord};
 use cronwerk::spec::{ConfigSpec, ScheduleSpec, new_config};
-use cronwerk::store::{RunFilter, RunRecord, RunState, TaskRecord};
+use cronwerk::store::RunFilter;
 
 /// Configurations of `Acme.HelloScheduledTask`, each `every 1s`.
 const CONFIGURATIONS: usize = 200;

@@ -11,8 +11,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::serve_env::{Env, Serve};
-use cronwerk::runtime::Trigger;
-use cronwerk::store::RunState;
+use cronwerk::model::{RunState, Trigger};
 use serde_json::Value;
 
 fn json(env: &Env, args: &[&str]) -> Value {

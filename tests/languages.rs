@@ -17,7 +17,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use common::serve_env::Env;
-use cronwerk::store::{EventFilter, RunRecord, RunState, Store};
+use cronwerk::model::{RunRecord, RunState};
+use cronwerk::store::{EventFilter, Store};
 
 /// What one run must show, on either path.
 #[derive(Debug, Clone)]
@@ -431,7 +432,7 @@ fn seen_in_store(env: &Env, run: &RunRecord) -> Seen {
             .filter(|e| {
                 matches!(
                     e.source,
-                    cronwerk::runtime::EventSource::Task | cronwerk::runtime::EventSource::Host
+                    cronwerk::model::EventSource::Task | cronwerk::model::EventSource::Host
                 )
             })
             .map(|e| e.code)
@@ -473,7 +474,7 @@ fn through_serve(scenario: Scenario) {
         runs.iter().any(|r| r.finished_at.is_some())
     });
     assert_eq!(runs.len(), 1, "{runs:#?}");
-    assert_eq!(runs[0].trigger, cronwerk::runtime::Trigger::Schedule);
+    assert_eq!(runs[0].trigger, cronwerk::model::Trigger::Schedule);
     check("serve", 1, &seen_in_store(&env, &runs[0]), &scenario.first);
 
     (scenario.between)();
@@ -482,7 +483,7 @@ fn through_serve(scenario: Scenario) {
     let runs = env.wait_runs(task, "the manual run", |runs| {
         runs.len() == 2 && runs.iter().all(|r| r.finished_at.is_some())
     });
-    assert_eq!(runs[1].trigger, cronwerk::runtime::Trigger::Manual);
+    assert_eq!(runs[1].trigger, cronwerk::model::Trigger::Manual);
     let seen = seen_in_store(&env, &runs[1]);
     assert_eq!(
         out.status.code(),

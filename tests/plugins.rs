@@ -8,11 +8,12 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use cronwerk::model::Level;
 use cronwerk::plugins::{
     PLUGIN_CONFLICT, PLUGIN_FAILED, PLUGIN_LOADED, PLUGIN_REMOVED, PLUGIN_UPDATED, PluginEntry,
     PluginEvent, PluginStatus, Plugins,
 };
-use cronwerk::runtime::{CacheOutcome, EngineSettings, Level, Outcome, Runtime};
+use cronwerk::runtime::{CacheOutcome, EngineSettings, Outcome, Runtime};
 
 use common::{component_path, request};
 

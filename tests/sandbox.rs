@@ -9,10 +9,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{load, request, runtime};
-use cronwerk::runtime::{
-    BroadcastPayload, CancelToken, DirGrant, EventSource, Farm, Grants, InstanceInfo, Level,
-    Outcome, RunLimits, RunReport, RunRequest, StopReason, Trigger,
+use cronwerk::model::{
+    BroadcastPayload, DirGrant, EventSource, Grants, InstanceInfo, Level, RunLimits, StopReason,
+    Trigger,
 };
+use cronwerk::runtime::{CancelToken, Farm, Outcome, RunReport, RunRequest};
 
 async fn misbehave(props: &[(&str, &str)], tweak: impl FnOnce(&mut RunRequest)) -> RunReport {
     let component = load("misbehave.wasm").await;

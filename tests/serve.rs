@@ -7,7 +7,7 @@ mod common;
 use std::path::Path;
 
 use common::serve_env::Env;
-use cronwerk::store::{RunRecord, RunState};
+use cronwerk::model::{RunRecord, RunState};
 
 fn count(runs: &[RunRecord], state: RunState) -> usize {
     runs.iter().filter(|r| r.state == state).count()

@@ -29,11 +29,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeDelta, Utc};
+use cronwerk::model::{InstanceInfo, RunRecord, RunState, Schedule, TaskConfig};
 use cronwerk::plugins::Plugins;
-use cronwerk::runtime::{EngineSettings, InstanceInfo, Runtime};
-use cronwerk::scheduler::schedule::Schedule;
+use cronwerk::runtime::{EngineSettings, Runtime};
 use cronwerk::scheduler::{Dispatcher, DispatcherConfig};
-use cronwerk::store::{PostgresStore, RunFilter, RunRecord, RunState, Store, TaskConfig};
+use cronwerk::store::{PostgresStore, RunFilter, Store};
 use futures_util::StreamExt;
 
 mod support;

@@ -14,9 +14,9 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use cronwerk::runtime::{
-    CacheOutcome, DirGrant, EngineSettings, Grants, RunContext, RunLimits, RunRequest, Runtime,
-};
+use cronwerk::runtime::{CacheOutcome, EngineSettings, RunContext, RunRequest, Runtime};
+
+use cronwerk::model::{DirGrant, Grants, RunLimits};
 
 struct Language {
     name: &'static str,

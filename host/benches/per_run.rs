@@ -6,7 +6,9 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use cronwerk::runtime::{Allocator, EngineSettings, RunContext, RunLimits, RunRequest, Runtime};
+use cronwerk::runtime::{Allocator, EngineSettings, RunContext, RunRequest, Runtime};
+
+use cronwerk::model::RunLimits;
 use wasmtime::Store;
 use wasmtime::component::{HasSelf, Linker, ResourceTable};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};

@@ -27,15 +27,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use chrono::{DateTime, TimeDelta, Utc};
+use cronwerk::model::{
+    EventSource, Level, NewEvent, RunOutcome, RunState, Schedule, SystemClock, TaskConfig, Trigger,
+};
 use cronwerk::plugins::{EventSink, Plugins};
-use cronwerk::runtime::{
-    EngineSettings, EventSource, Level, RunRequest, Runtime, Trigger, sha256_hex,
-};
-use cronwerk::scheduler::schedule::Schedule;
-use cronwerk::scheduler::{Dispatcher, DispatcherConfig, SystemClock};
-use cronwerk::store::{
-    Claim, NewEvent, NewRun, RunFilter, RunFinish, RunState, SqliteStore, Store, TaskConfig,
-};
+use cronwerk::runtime::{EngineSettings, RunRequest, Runtime, sha256_hex};
+use cronwerk::scheduler::{Dispatcher, DispatcherConfig};
+use cronwerk::store::{Claim, NewRun, RunFilter, RunFinish, SqliteStore, Store};
 
 // The end-to-end tests' helpers (`with_custom_section`) serve the bench too.
 #[path = "../../tests/common/mod.rs"]
@@ -111,7 +109,7 @@ fn write_then_rename(dir: &Path, name: &str, bytes: &[u8]) -> Instant {
 
 fn dispatcher_config() -> DispatcherConfig {
     DispatcherConfig {
-        instance: cronwerk::runtime::InstanceInfo {
+        instance: cronwerk::model::InstanceInfo {
             name: "bench".into(),
             roles: Vec::new(),
         },
@@ -280,23 +278,25 @@ async fn isolated_costs(shared: &Shared) -> (Duration, Duration) {
             run_id: run.id.clone(),
             task_id: task.id,
             finished_at: Utc::now(),
-            state: RunState::Succeeded,
-            reason: None,
-            message: String::new(),
-            duration_us: 40,
-            fuel: 10_000,
-            peak_memory_bytes: 1 << 20,
-            component_sha256: Some(sha256_hex(b"x")),
-            component_version: Some("0.1.0".into()),
-            events: vec![NewEvent {
-                at: Utc::now(),
-                level: Level::Warning,
-                source: EventSource::Task,
-                code: "NOTIFICATION".into(),
-                message: "Hello from my scheduled task!".into(),
-                task_id: Some(task.id),
-                run_id: Some(run.id.clone()),
-            }],
+            outcome: RunOutcome {
+                state: RunState::Succeeded,
+                reason: None,
+                message: String::new(),
+                duration_us: 40,
+                fuel: 10_000,
+                peak_memory_bytes: 1 << 20,
+                component_sha256: Some(sha256_hex(b"x")),
+                component_version: Some("0.1.0".into()),
+                events: vec![NewEvent {
+                    at: Utc::now(),
+                    level: Level::Warning,
+                    source: EventSource::Task,
+                    code: "NOTIFICATION".into(),
+                    message: "Hello from my scheduled task!".into(),
+                    task_id: Some(task.id),
+                    run_id: Some(run.id.clone()),
+                }],
+            },
             task_state: Some(state),
             retry: None,
         };

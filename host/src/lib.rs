@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod cli;
+pub mod model;
 pub mod plugins;
 pub mod runtime;
 pub mod scheduler;

@@ -9,9 +9,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use crate::runtime::{DirGrant, HttpGrant};
-use crate::scheduler::schedule::Schedule;
-use crate::store::{MisfirePolicy, TaskConfig, TaskRecord};
+use crate::model::{DirGrant, HttpGrant, MisfirePolicy, Schedule, TaskConfig, TaskRecord};
 
 /// A field of a configuration, as the CLI and the API call it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -209,7 +207,7 @@ impl ScheduleSpec {
             let tz = self.timezone.as_deref().unwrap_or("UTC");
             Schedule::cron(expr, tz).map_err(|e| {
                 let field = match e {
-                    crate::scheduler::schedule::ScheduleError::UnknownTimeZone { .. } => {
+                    crate::model::schedule::ScheduleError::UnknownTimeZone { .. } => {
                         Field::Timezone
                     }
                     _ => Field::Cron,

@@ -9,7 +9,9 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use cronwerk::runtime::{Component, EngineSettings, RunContext, RunLimits, RunRequest, Runtime};
+use cronwerk::runtime::{Component, EngineSettings, RunContext, RunRequest, Runtime};
+
+use cronwerk::model::RunLimits;
 
 /// Folder with the components `cargo xtask build-examples` produced.
 pub fn components_dir() -> PathBuf {

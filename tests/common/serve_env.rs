@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use cronwerk::store::{RunFilter, RunRecord, SqliteStore, Store};
+use cronwerk::store::{RunFilter, SqliteStore, Store};
+
+use cronwerk::model::RunRecord;
 
 pub struct Env {
     _dir: tempfile::TempDir,

@@ -10,13 +10,16 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use chrono::{DateTime, Utc};
+use cronwerk::model::{
+    BroadcastRecord, Clock, EventRecord, InstanceRow, NewEvent, PendingDelivery, PluginRow,
+    RunRecord, TaskConfig, TaskRecord, Trigger,
+};
 use cronwerk::plugins::Plugins;
-use cronwerk::runtime::{RunRequest, Runtime, Trigger};
-use cronwerk::scheduler::{Clock, Execution, Executor};
+use cronwerk::runtime::{RunRequest, Runtime};
+use cronwerk::scheduler::{Execution, Executor};
 use cronwerk::store::{
-    BroadcastRecord, Claim, DeliveryFinish, EventFilter, EventRecord, InstanceRow, NewBroadcast,
-    NewEvent, NewRun, PendingDelivery, PluginRow, RunFilter, RunFinish, RunRecord, Settings,
-    SlotClaim, Store, StoreResult, TaskConfig, TaskRecord,
+    Claim, DeliveryFinish, EventFilter, NewBroadcast, NewRun, RunFilter, RunFinish, Settings,
+    SlotClaim, Store, StoreResult,
 };
 
 /// Call counts and summed wall time per operation. Concurrent calls

@@ -12,9 +12,8 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::AppState;
 use super::error::{ApiError, ApiJson, ApiQuery, ApiResult, ErrorBody};
-use crate::runtime::BroadcastPayload;
+use crate::model::{BroadcastPayload, BroadcastRecord, DeliveryRecord};
 use crate::scheduler::farm::{self, BroadcastError, BroadcastField, BroadcastRequest};
-use crate::store::{BroadcastRecord, DeliveryRecord};
 
 /// A broadcast to make.
 #[derive(Debug, Deserialize, ToSchema)]

@@ -19,8 +19,8 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::AppState;
 use super::error::{ApiError, ApiQuery, ApiResult, ErrorBody};
-use crate::runtime::Level;
-use crate::store::{EventFilter, EventRecord, Store};
+use crate::model::{EventRecord, Level, names};
+use crate::store::{EventFilter, Store};
 
 /// One entry of the event log.
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -45,7 +45,7 @@ impl From<EventRecord> for Event {
             id: e.id,
             at: e.at,
             level: e.level.to_string(),
-            source: format!("{:?}", e.source).to_lowercase(),
+            source: e.source.to_string(),
             code: e.code,
             message: e.message,
             task_id: e.task_id,
@@ -75,7 +75,7 @@ async fn filter(s: &AppState, q: &EventsQuery) -> ApiResult<EventFilter> {
     let min_level = q
         .level
         .as_deref()
-        .map(str::parse::<Level>)
+        .map(|s| names::parse::<Level>("level", s))
         .transpose()
         .map_err(|m| ApiError::field("level", m))?;
     let limit = q.limit.unwrap_or(100);

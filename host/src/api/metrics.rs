@@ -14,10 +14,10 @@ use prometheus::{
     Registry, TextEncoder,
 };
 
+use crate::model::{TaskRecord, Trigger};
 use crate::plugins::{PLUGIN_FAILED, PluginEntry, PluginEvent};
-use crate::runtime::{RunRequest, Trigger};
+use crate::runtime::RunRequest;
 use crate::scheduler::{Execution, Executor};
-use crate::store::TaskRecord;
 
 /// The instance's metrics. Share as `Arc`.
 pub struct Metrics {
@@ -298,7 +298,7 @@ mod tests {
         request.context.scheduled_for = Some(SystemTime::now());
         executor.execute("Acme.Gone", request).await;
         metrics.plugin_event(&PluginEvent {
-            level: crate::runtime::Level::Error,
+            level: crate::model::Level::Error,
             code: PLUGIN_FAILED,
             message: "bad".into(),
         });

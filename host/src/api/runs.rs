@@ -9,7 +9,8 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::AppState;
 use super::error::{ApiError, ApiQuery, ApiResult, ErrorBody};
-use crate::store::{RunFilter, RunRecord, RunState};
+use crate::model::{RunRecord, RunState, names};
+use crate::store::RunFilter;
 
 /// One run of a configuration.
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -47,14 +48,14 @@ impl From<RunRecord> for Run {
             task_id: r.task_id,
             task_name: r.task_name,
             implementation: r.implementation,
-            trigger: format!("{:?}", r.trigger).to_lowercase(),
+            trigger: r.trigger.to_string(),
             attempt: r.attempt,
             scheduled_for: r.scheduled_for,
             queued_at: r.queued_at,
             started_at: r.started_at,
             finished_at: r.finished_at,
             state: r.state.to_string(),
-            reason: r.reason,
+            reason: r.reason.map(|r| r.to_string()),
             message: r.message,
             duration_us: r.duration_us,
             fuel: r.fuel,
@@ -103,7 +104,7 @@ pub async fn list(
     let state = q
         .outcome
         .as_deref()
-        .map(str::parse::<RunState>)
+        .map(|s| names::parse::<RunState>("run state", s))
         .transpose()
         .map_err(|m| ApiError::field("outcome", m))?;
     let limit = q.limit.unwrap_or(50);

@@ -15,11 +15,10 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::AppState;
 use super::error::{ApiError, ApiJson, ApiQuery, ApiResult, ErrorBody};
-use crate::runtime::{DirGrant, HttpGrant};
+use crate::model::{DirGrant, HttpGrant, MisfirePolicy, Schedule, TaskConfig, TaskRecord, names};
 use crate::scheduler::ManualStart;
-use crate::scheduler::schedule::Schedule;
 use crate::spec::{self, ConfigSpec, Field, FieldError, ScheduleSpec};
-use crate::store::{Claim, MisfirePolicy, TaskConfig, TaskRecord};
+use crate::store::Claim;
 
 /// Fire times shown with each configuration.
 const UPCOMING: usize = 5;
@@ -188,7 +187,7 @@ impl TaskInput {
         let misfire = self
             .misfire
             .as_deref()
-            .map(|m| m.parse::<MisfirePolicy>())
+            .map(|m| names::parse::<MisfirePolicy>("misfire policy", m))
             .transpose()
             .map_err(|m| FieldError::new(Field::Misfire, m))?;
         let grant_dirs = self

@@ -10,6 +10,16 @@ pub fn role(s: &str) -> Result<String, String> {
     crate::spec::check_role(s).map(|()| s.to_owned())
 }
 
+/// A misfire policy by name (`--misfire`).
+pub fn misfire(s: &str) -> Result<crate::model::MisfirePolicy, String> {
+    crate::model::names::parse("misfire policy", s)
+}
+
+/// An event level by name (`--level`).
+pub fn level(s: &str) -> Result<crate::model::Level, String> {
+    crate::model::names::parse("level", s)
+}
+
 /// `KEY=VALUE`.
 pub fn key_value(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {

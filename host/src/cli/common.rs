@@ -10,9 +10,9 @@ use chrono::{DateTime, Utc};
 use clap::Args;
 
 use super::args;
-use crate::runtime::{DirGrant, HttpGrant};
+use crate::model::{DirGrant, HttpGrant, MisfirePolicy};
 use crate::spec::{ConfigSpec, ScheduleSpec};
-use crate::store::{MisfirePolicy, PostgresStore, SqliteStore, Store, is_postgres_url};
+use crate::store::{PostgresStore, SqliteStore, Store, is_postgres_url};
 
 /// The `--database` of this process, set once by `main`.
 static DATABASE: OnceLock<Option<String>> = OnceLock::new();
@@ -124,7 +124,7 @@ pub struct ConfigArgs {
     #[arg(long = "require-role", value_name = "ROLE", value_parser = args::role)]
     pub roles: Vec<String>,
     /// After downtime: skip missed slots, run once, or run all within --catch-up.
-    #[arg(long)]
+    #[arg(long, value_parser = args::misfire)]
     pub misfire: Option<MisfirePolicy>,
     /// How far back --misfire all catches up (default 1h).
     #[arg(long, value_parser = args::duration)]

@@ -8,8 +8,8 @@ use clap::Args;
 
 use super::common;
 use super::exit;
-use crate::runtime::Level;
-use crate::store::{EventFilter, EventRecord};
+use crate::model::{EventRecord, Level};
+use crate::store::EventFilter;
 
 #[derive(Args)]
 pub struct EventsArgs {
@@ -20,7 +20,7 @@ pub struct EventsArgs {
     #[arg(long)]
     run: Option<String>,
     /// Only events at this level or above (trace, debug, info, warning, error).
-    #[arg(long)]
+    #[arg(long, value_parser = super::args::level)]
     level: Option<Level>,
     /// The newest N events.
     #[arg(long, default_value_t = 50)]
@@ -81,7 +81,7 @@ fn print_event(e: &EventRecord, json: bool) -> anyhow::Result<()> {
         e.at.format("%Y-%m-%d %H:%M:%S%.3f"),
         e.level.as_str(),
         task,
-        format!("{:?}", e.source).to_lowercase(),
+        e.source.to_string(),
         e.message
     );
     Ok(())

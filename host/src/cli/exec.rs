@@ -11,9 +11,11 @@ use serde::Serialize;
 
 use super::compile_cache::{self, CacheArgs, LoadStats};
 use super::{args, exit};
+use crate::model::{
+    BroadcastPayload, DirGrant, Grants, HttpGrant, InstanceInfo, RunLimits, Trigger,
+};
 use crate::runtime::{
-    BroadcastPayload, CancelToken, DirGrant, EngineSettings, Grants, HttpGrant, InstanceInfo,
-    LoadError, Outcome, RunContext, RunLimits, RunReport, RunRequest, Runtime, Trigger,
+    CancelToken, EngineSettings, LoadError, Outcome, RunContext, RunReport, RunRequest, Runtime,
 };
 
 #[derive(Args)]
@@ -234,7 +236,7 @@ fn print_text(component: &crate::runtime::Component, r: &RunReport) -> std::io::
             out,
             "  {time} {:<7} {:<6}{code}  {}",
             e.level.as_str(),
-            format!("{:?}", e.source).to_lowercase(),
+            e.source.to_string(),
             e.message
         )?;
     }

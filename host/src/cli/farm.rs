@@ -11,9 +11,9 @@ use clap::{Args, Subcommand};
 
 use super::common::{self, print_table, short, time};
 use super::exit;
-use crate::runtime::BroadcastPayload;
+use crate::model::{BroadcastPayload, BroadcastRecord, RunState};
 use crate::scheduler::farm::{self, BroadcastError, BroadcastRequest};
-use crate::store::{BroadcastRecord, RunState, Store, StoreError};
+use crate::store::{Store, StoreError};
 
 #[derive(Subcommand)]
 pub enum FarmCommand {

@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use super::common::{self, print_table, time};
 use super::exit;
-use crate::store::InstanceRow;
+use crate::model::InstanceRow;
 
 #[derive(Args)]
 pub struct InstancesArgs {

@@ -33,7 +33,7 @@ pub async fn run(data_dir: &Path, a: PluginsArgs) -> anyhow::Result<u8> {
         .map(|p| {
             let status = match &p.error {
                 Some(e) => format!("{}: {}", p.status, short(e, 80)),
-                None => p.status.clone(),
+                None => p.status.to_string(),
             };
             vec![
                 p.identifier.clone().unwrap_or_else(|| "-".into()),

@@ -6,7 +6,8 @@ use clap::Args;
 
 use super::common::{self, print_table, short, time};
 use super::exit;
-use crate::store::{RunFilter, RunRecord, RunState};
+use crate::model::{RunRecord, RunState};
+use crate::store::RunFilter;
 
 #[derive(Args)]
 pub struct RunsArgs {
@@ -63,7 +64,7 @@ pub fn print_runs(runs: &[RunRecord]) {
             vec![
                 r.id.chars().take(13).collect(),
                 r.task_name.clone(),
-                format!("{:?}", r.trigger).to_lowercase(),
+                r.trigger.to_string(),
                 time(r.scheduled_for),
                 time(r.started_at.or(r.queued_at)),
                 r.duration_us

@@ -10,10 +10,10 @@ use anyhow::Context as _;
 use clap::Args;
 
 use super::{args, common, exit};
+use crate::model::{InstanceInfo, InstanceRow, NewEvent, PluginRow, PluginState};
 use crate::plugins::{PluginEntry, PluginEvent, Plugins};
-use crate::runtime::{EngineSettings, InstanceInfo, RunRequest, Runtime};
+use crate::runtime::{EngineSettings, RunRequest, Runtime};
 use crate::scheduler::{Dispatcher, DispatcherConfig, Execution, Executor};
-use crate::store::{InstanceRow, NewEvent, PluginRow};
 
 use crate::scheduler::farm::{HEARTBEAT, LIVENESS};
 
@@ -92,15 +92,15 @@ fn plugin_rows(instance: &str, entries: &[PluginEntry]) -> Vec<PluginRow> {
         .iter()
         .map(|e| {
             let (status, error) = match &e.status {
-                crate::plugins::PluginStatus::Ok => ("ok".to_owned(), None),
+                crate::plugins::PluginStatus::Ok => (PluginState::Ok, None),
                 crate::plugins::PluginStatus::Failed { error } => {
-                    ("failed".to_owned(), Some(error.clone()))
+                    (PluginState::Failed, Some(error.clone()))
                 }
                 crate::plugins::PluginStatus::Conflict {
                     identifier,
                     serving,
                 } => (
-                    "conflict".to_owned(),
+                    PluginState::Conflict,
                     Some(format!(
                         "{identifier} is already served by {}: remove or rename one of them",
                         serving.display()
@@ -270,7 +270,7 @@ pub async fn run(data_dir: &Path, a: ServeArgs) -> anyhow::Result<u8> {
     let tasks = store.list_tasks().await?.len();
     store
         .append_events(&[NewEvent::host(
-            crate::runtime::Level::Info,
+            crate::model::Level::Info,
             "INSTANCE_STARTED",
             format!(
                 "instance {} started: {tasks} configuration(s), {loaded} component(s) serving, {failed} not",
@@ -338,7 +338,7 @@ pub async fn run(data_dir: &Path, a: ServeArgs) -> anyhow::Result<u8> {
     store.remove_instance(&instance.name).await?;
     store
         .append_events(&[NewEvent::host(
-            crate::runtime::Level::Info,
+            crate::model::Level::Info,
             "INSTANCE_STOPPED",
             format!("instance {} stopped", instance.name),
         )])

@@ -11,8 +11,9 @@ use serde::Serialize;
 
 use super::common::{self, ConfigArgs, ScheduleArgs, print_table, short, time};
 use super::exit;
+use crate::model::{RunRecord, RunState, TaskRecord};
 use crate::spec;
-use crate::store::{RunFilter, RunRecord, RunState, Store, StoreError, TaskRecord};
+use crate::store::{RunFilter, Store, StoreError};
 
 #[derive(Subcommand)]
 pub enum TaskCommand {

@@ -4,7 +4,9 @@
 
 use serde::Serialize;
 
-use crate::runtime::{Component, Level};
+use crate::runtime::Component;
+
+use crate::model::Level;
 
 /// A component now serves an identifier that nothing served before.
 pub const PLUGIN_LOADED: &str = "PLUGIN_LOADED";

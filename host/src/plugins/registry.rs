@@ -18,7 +18,8 @@ use super::event::{
     describe,
 };
 use super::scan::Found;
-use crate::runtime::{Component, Level};
+use crate::model::Level;
+use crate::runtime::Component;
 
 /// What the registry knows about one file.
 #[derive(Clone)]

@@ -11,7 +11,8 @@ use bytes::Bytes;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 
-use super::events::{EventLog, EventSource};
+use super::events::EventLog;
+use crate::model::EventSource;
 
 /// A `StdoutStream` that feeds an [`EventLog`].
 #[derive(Clone)]

@@ -4,36 +4,8 @@
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use serde::{Deserialize, Serialize};
-
 use super::bindings::{Datetime, Payload, Trigger as WitTrigger, WitRunContext};
-use super::host_state::BroadcastPayload;
-
-/// Why a run happens.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Trigger {
-    Schedule,
-    #[default]
-    Manual,
-    Broadcast,
-    Retry,
-}
-
-impl std::str::FromStr for Trigger {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "schedule" => Ok(Trigger::Schedule),
-            "manual" => Ok(Trigger::Manual),
-            "broadcast" => Ok(Trigger::Broadcast),
-            "retry" => Ok(Trigger::Retry),
-            other => Err(format!(
-                "unknown trigger '{other}': use schedule, manual, broadcast or retry"
-            )),
-        }
-    }
-}
+use crate::model::{BroadcastPayload, Trigger};
 
 /// What the task is told about the run.
 #[derive(Debug, Clone, Default)]

@@ -5,66 +5,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
+use crate::model::{EventSource, Level};
 use serde::{Deserialize, Serialize};
-
-/// Severity of an event, ordered from least to most severe.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Level {
-    Trace,
-    Debug,
-    Info,
-    Warning,
-    Error,
-}
-
-impl Level {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Level::Trace => "trace",
-            Level::Debug => "debug",
-            Level::Info => "info",
-            Level::Warning => "warning",
-            Level::Error => "error",
-        }
-    }
-}
-
-impl std::fmt::Display for Level {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl std::str::FromStr for Level {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.to_ascii_lowercase().as_str() {
-            "trace" => Ok(Level::Trace),
-            "debug" => Ok(Level::Debug),
-            "info" => Ok(Level::Info),
-            "warn" | "warning" => Ok(Level::Warning),
-            "error" => Ok(Level::Error),
-            other => Err(format!(
-                "unknown level '{other}': use trace, debug, info, warning or error"
-            )),
-        }
-    }
-}
-
-/// Where an event came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum EventSource {
-    /// The task called `log.write`.
-    Task,
-    /// A line the task wrote to stdout.
-    Stdout,
-    /// A line the task wrote to stderr.
-    Stderr,
-    /// The host, about the run (limits hit, events dropped, ...).
-    Host,
-}
 
 /// One entry of a run's event log.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -302,12 +244,5 @@ mod tests {
                 (EventSource::Stdout, Level::Info, "world".to_string()),
             ]
         );
-    }
-
-    #[test]
-    fn parses_levels_by_name() {
-        assert_eq!("WARN".parse::<Level>(), Ok(Level::Warning));
-        assert!("loud".parse::<Level>().unwrap_err().contains("loud"));
-        assert!(Level::Error > Level::Warning);
     }
 }

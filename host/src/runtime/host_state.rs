@@ -11,24 +11,10 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::bindings::cronwerk::task::{cancellation, config, farm, instance, log, state, types};
 use super::cancel::CancelToken;
-use super::events::{EventLog, EventSource, Level};
+use super::events::EventLog;
 use super::http::HttpPolicy;
 use super::limits::MemoryLimiter;
-
-/// Who this instance is; reported to tasks through the `instance` import.
-#[derive(Debug, Clone, Default)]
-pub struct InstanceInfo {
-    pub name: String,
-    pub roles: Vec<String>,
-}
-
-/// Data sent with a broadcast.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct BroadcastPayload {
-    pub target: String,
-    pub text: String,
-    pub data: Vec<u8>,
-}
+use crate::model::{BroadcastPayload, EventSource, InstanceInfo, Level};
 
 /// Where `farm.broadcast` goes. Absent (as under `cronwerk exec`), the import
 /// answers that no farm is configured.

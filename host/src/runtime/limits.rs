@@ -1,33 +1,6 @@
 //! Per-run resource limits and the store limiter that enforces the memory
 //! limit while recording the run's peak memory.
 
-use std::time::Duration;
-
-use serde::{Deserialize, Serialize};
-
-/// What one run may consume. Every run gets all three; fuel may be unlimited.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RunLimits {
-    /// Wall time from the start of instantiation to the task's return.
-    #[serde(with = "humantime_serde_shim")]
-    pub timeout: Duration,
-    /// Fuel (roughly: wasm instructions) the run may burn; `None` is unlimited.
-    pub fuel: Option<u64>,
-    /// Bytes of linear memory and table space all of the component's
-    /// instances may hold together.
-    pub memory_bytes: u64,
-}
-
-impl Default for RunLimits {
-    fn default() -> Self {
-        RunLimits {
-            timeout: Duration::from_secs(60),
-            fuel: None,
-            memory_bytes: 128 * 1024 * 1024,
-        }
-    }
-}
-
 /// Most core instances, tables and memories one run may create. A component
 /// that needs more is malformed or hostile.
 pub const MAX_INSTANCES: usize = 64;
@@ -124,22 +97,6 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
     }
 }
 
-/// Serialises durations as humantime strings ("2s", "5m") in JSON.
-mod humantime_serde_shim {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(&humantime::format_duration(*d))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let text = String::deserialize(d)?;
-        humantime::parse_duration(&text).map_err(serde::de::Error::custom)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use wasmtime::ResourceLimiter;
@@ -163,17 +120,5 @@ mod tests {
         let e = err.downcast_ref::<MemoryLimitExceeded>().unwrap();
         assert_eq!((e.limit, e.requested), (1000, 1001));
         assert_eq!(l.peak_bytes(), 1000);
-    }
-
-    #[test]
-    fn limits_round_trip_through_json() {
-        let limits = RunLimits {
-            timeout: Duration::from_millis(2500),
-            fuel: Some(5),
-            memory_bytes: 64,
-        };
-        let json = serde_json::to_string(&limits).unwrap();
-        assert!(json.contains("\"2s 500ms\""), "{json}");
-        assert_eq!(serde_json::from_str::<RunLimits>(&json).unwrap(), limits);
     }
 }

@@ -31,18 +31,16 @@ pub use cancel::CancelToken;
 pub use component::{
     Component, LoadError, TaskInfo, read_component_file, sha256_hex, validate_identifier,
 };
-pub use context::{RunContext, Trigger};
+pub use context::RunContext;
 pub use engine::{Allocator, CronwerkEngine, EngineSettings};
-pub use events::{Event, EventLimits, EventLog, EventSource, Level, truncate};
-pub use host_state::{
-    BroadcastPayload, Farm, InstanceInfo, STATE_MAX_KEY_BYTES, STATE_MAX_TOTAL_BYTES,
-    STATE_MAX_VALUE_BYTES,
-};
-pub use http::HttpGrant;
-pub use limits::{MemoryLimitExceeded, RunLimits};
-pub use outcome::{Outcome, RunReport, StopReason};
-pub use sandbox::{DirGrant, Grants};
+pub use events::{Event, EventLimits, EventLog, truncate};
+pub use host_state::{Farm, STATE_MAX_KEY_BYTES, STATE_MAX_TOTAL_BYTES, STATE_MAX_VALUE_BYTES};
+pub use limits::MemoryLimitExceeded;
+pub use outcome::{Outcome, RunReport};
 
+use crate::model::{
+    BroadcastPayload, EventSource, Grants, InstanceInfo, Level, RunLimits, StopReason,
+};
 use bindings::{ScheduledTask, ScheduledTaskPre};
 use host_state::RunState;
 use sandbox::{Sandbox, SandboxSpec};

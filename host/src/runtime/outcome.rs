@@ -6,38 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::events::Event;
 use super::limits::MemoryLimitExceeded;
-
-/// Which limit or fault stopped a run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum StopReason {
-    /// The fuel budget ran out.
-    Fuel,
-    /// The wall-time limit passed.
-    Time,
-    /// The memory limit would have been exceeded.
-    Memory,
-    /// The wasm call stack overflowed.
-    Stack,
-    /// The guest panicked or reached `unreachable`.
-    Panic,
-    /// Any other trap (out-of-bounds access, bad cast, ...) or a host-side
-    /// failure to set the run up.
-    Trap,
-}
-
-impl StopReason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            StopReason::Fuel => "fuel",
-            StopReason::Time => "time",
-            StopReason::Memory => "memory",
-            StopReason::Stack => "stack",
-            StopReason::Panic => "panic",
-            StopReason::Trap => "trap",
-        }
-    }
-}
+use crate::model::StopReason;
 
 /// How a run ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -4,11 +4,9 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
 use wasmtime::component::ResourceTable;
 use wasmtime::{Store, UpdateDeadline};
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
@@ -16,55 +14,11 @@ use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 use super::cancel::CancelToken;
 use super::capture::CapturedOutput;
 use super::events::EventLog;
-use super::host_state::{Farm, InstanceInfo, RunState, TaskState};
-use super::http::{HttpGrant, HttpPolicy};
-use super::limits::{MemoryLimiter, RunLimits};
+use super::host_state::{Farm, RunState, TaskState};
+use super::http::HttpPolicy;
+use super::limits::MemoryLimiter;
 use super::outcome::{StoppedAfterGrace, TimeLimitExceeded};
-
-/// A directory of the host made visible to a task.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DirGrant {
-    pub host_path: PathBuf,
-    /// Where the task sees it, e.g. `/data`.
-    pub guest_path: String,
-    pub read_only: bool,
-}
-
-impl std::str::FromStr for DirGrant {
-    type Err = String;
-
-    /// `HOST[:GUEST][:ro]`; GUEST defaults to HOST.
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (rest, read_only) = match s.strip_suffix(":ro") {
-            Some(rest) => (rest, true),
-            None => (s.strip_suffix(":rw").unwrap_or(s), false),
-        };
-        let (host, guest) = match rest.split_once(':') {
-            Some((h, g)) => (h, g),
-            None => (rest, rest),
-        };
-        if host.is_empty() || guest.is_empty() {
-            return Err(format!(
-                "'{s}' is not a directory grant: use HOST[:GUEST][:ro], e.g. /srv/tmp:/data:ro"
-            ));
-        }
-        Ok(DirGrant {
-            host_path: PathBuf::from(host),
-            guest_path: guest.to_owned(),
-            read_only,
-        })
-    }
-}
-
-/// Capabilities a run receives. Empty by default: no files, no network, no
-/// environment.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Grants {
-    pub dirs: Vec<DirGrant>,
-    /// Hosts the task may send HTTP requests to (`wasi:http`).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub http_hosts: Vec<HttpGrant>,
-}
+use crate::model::{Grants, InstanceInfo, RunLimits};
 
 /// Everything a sandbox is built from besides the component.
 pub(crate) struct SandboxSpec<'a> {
@@ -197,22 +151,5 @@ impl Sandbox {
     /// borrowed by the work future.
     pub fn guard_params(&self) -> (Instant, Duration, CancelToken, Duration) {
         (self.deadline, self.timeout, self.cancel.clone(), self.grace)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_directory_grants() {
-        let g: DirGrant = "/srv/tmp:/data:ro".parse().unwrap();
-        assert_eq!(g.host_path, PathBuf::from("/srv/tmp"));
-        assert_eq!(g.guest_path, "/data");
-        assert!(g.read_only);
-        let g: DirGrant = "/srv/tmp".parse().unwrap();
-        assert_eq!(g.guest_path, "/srv/tmp");
-        assert!(!g.read_only);
-        assert!(":x".parse::<DirGrant>().is_err());
     }
 }

@@ -12,15 +12,15 @@ use futures_util::FutureExt as _;
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
-use super::clock::Clock;
 use super::farm::RunFarm;
 use super::plan::{SlotAction, plan_slot};
-use crate::runtime::{
-    CancelToken, Farm, InstanceInfo, Level, Outcome, RunContext, RunReport, RunRequest, Trigger,
+use crate::model::{
+    Clock, InstanceInfo, Level, NewEvent, PendingDelivery, RunOutcome, RunRecord, RunState,
+    TaskRecord, Trigger,
 };
+use crate::runtime::{CancelToken, Farm, Outcome, RunContext, RunReport, RunRequest};
 use crate::store::{
-    Claim, DeliveryFinish, NewEvent, NewRun, OnOverlap, PendingDelivery, RunFinish, RunOutcome,
-    RunRecord, RunState, Settings, SlotClaim, Store, StoreResult, TaskRecord,
+    Claim, DeliveryFinish, NewRun, OnOverlap, RunFinish, Settings, SlotClaim, Store, StoreResult,
 };
 
 /// Runs one task execution; the scheduler's only way to reach components.
@@ -580,7 +580,7 @@ impl Dispatcher {
             &run.id,
         );
         let mut finish = RunFinish::of(&run.id, task.id, finished_at, outcome, task_state);
-        if finish.state.is_failure() && run.attempt <= config.retries {
+        if finish.outcome.state.is_failure() && run.attempt <= config.retries {
             let backoff = config.retry_backoff * 2u32.saturating_pow(run.attempt - 1);
             finish.retry = Some((finished_at + delta(backoff), run.attempt + 1));
         }
@@ -730,9 +730,7 @@ fn outcome_of(
             let (state, reason) = match &report.outcome {
                 Outcome::Succeeded { .. } => (RunState::Succeeded, None),
                 Outcome::Failed { .. } => (RunState::Failed, None),
-                Outcome::Stopped { reason, .. } => {
-                    (RunState::Stopped, Some(reason.as_str().to_owned()))
-                }
+                Outcome::Stopped { reason, .. } => (RunState::Stopped, Some(*reason)),
                 Outcome::Cancelled { .. } => (RunState::Cancelled, None),
             };
             let outcome = RunOutcome {

@@ -8,11 +8,12 @@ use std::time::Duration;
 use chrono::{DateTime, TimeZone, Utc};
 use tokio::sync::Semaphore;
 
-use super::clock::Clock;
 use super::dispatcher::{Dispatcher, DispatcherConfig, Execution, Executor, ManualStart};
-use super::schedule::Schedule;
-use crate::runtime::{Event, EventSource, Level, Outcome, RunReport, RunRequest, Trigger};
-use crate::store::{MisfirePolicy, RunFilter, RunRecord, RunState, SqliteStore, Store, TaskConfig};
+use crate::model::{
+    Clock, EventSource, Level, MisfirePolicy, RunRecord, RunState, Schedule, TaskConfig, Trigger,
+};
+use crate::runtime::{Event, Outcome, RunReport, RunRequest};
+use crate::store::{RunFilter, SqliteStore, Store};
 
 fn t(s: i64) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 11, 21, 12, 0, 0).unwrap() + chrono::TimeDelta::seconds(s)
@@ -369,7 +370,7 @@ async fn configurations_that_need_a_role_run_only_on_instances_that_have_it() {
         f.script.clone(),
         f.clock.clone(),
         DispatcherConfig {
-            instance: crate::runtime::InstanceInfo {
+            instance: crate::model::InstanceInfo {
                 name: "edit-1".into(),
                 roles: vec!["edit".into(), "eu".into()],
             },

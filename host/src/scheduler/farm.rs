@@ -11,11 +11,12 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use super::Dispatcher;
-use crate::runtime::{BroadcastPayload, Farm};
-use crate::store::{
+use crate::model::{
     BROADCAST_MAX_DATA_BYTES, BROADCAST_MAX_TARGET_BYTES, BROADCAST_MAX_TEXT_BYTES,
-    BroadcastRecord, InstanceRow, NewBroadcast, Store, StoreError,
+    BroadcastPayload, BroadcastRecord, InstanceRow,
 };
+use crate::runtime::Farm;
+use crate::store::{NewBroadcast, Store, StoreError};
 
 /// An instance whose heartbeat is older than this is considered gone: its
 /// queued deliveries are recorded abandoned and new broadcasts skip it.

@@ -3,13 +3,10 @@
 //! slot, and the dispatcher that claims slots in the store and hands runs to
 //! an [`Executor`]. Knows nothing of wasmtime.
 
-pub mod clock;
 pub mod dispatcher;
 #[cfg(test)]
 mod dispatcher_tests;
 pub mod farm;
 pub mod plan;
-pub mod schedule;
 
-pub use clock::{Clock, SystemClock};
 pub use dispatcher::{Dispatcher, DispatcherConfig, Execution, Executor, ManualStart};

@@ -4,7 +4,7 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::store::{MisfirePolicy, TaskRecord};
+use crate::model::{MisfirePolicy, TaskRecord};
 
 /// How late a slot may be and still count as on time. A dispatcher that
 /// woke late by less than this runs the slot normally; beyond it, the slot
@@ -34,7 +34,7 @@ pub enum SlotAction {
 /// read back stands for its whole millisecond: a schedule point a few
 /// nanoseconds after it is the same slot, not the next one.
 pub fn next_after_slot(
-    schedule: &crate::scheduler::schedule::Schedule,
+    schedule: &crate::model::Schedule,
     slot: DateTime<Utc>,
 ) -> Option<DateTime<Utc>> {
     let end_of_millisecond = slot + chrono::TimeDelta::nanoseconds(999_999);
@@ -117,8 +117,8 @@ mod tests {
     use chrono::TimeZone;
 
     use super::*;
-    use crate::scheduler::schedule::Schedule;
-    use crate::store::TaskConfig;
+    use crate::model::Schedule;
+    use crate::model::TaskConfig;
 
     fn t(h: u32, m: u32, s: u32) -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2026, 11, 21, h, m, s).unwrap()

@@ -7,8 +7,10 @@ use std::time::Duration;
 use chrono::{DateTime, TimeZone, Utc};
 
 use super::*;
-use crate::runtime::{EventSource, Level, Trigger};
-use crate::scheduler::schedule::Schedule;
+use crate::model::{
+    EventSource, InstanceRow, Level, NewEvent, PluginRow, PluginState, RunOutcome, RunRecord,
+    RunState, Schedule, TaskConfig, TaskRecord, Trigger,
+};
 
 fn t(s: u32) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 11, 21, 12, 0, 0).unwrap() + chrono::TimeDelta::seconds(s as i64)
@@ -47,23 +49,25 @@ fn finish(task: &TaskRecord, run_id: &str, state: RunState, now: DateTime<Utc>) 
         run_id: run_id.into(),
         task_id: task.id,
         finished_at: now,
-        state,
-        reason: None,
-        message: format!("{state}"),
-        duration_us: 42,
-        fuel: 7,
-        peak_memory_bytes: 65536,
-        component_sha256: Some("abc".into()),
-        component_version: Some("1.0.0".into()),
-        events: vec![NewEvent {
-            at: now,
-            level: Level::Warning,
-            source: EventSource::Task,
-            code: "NOTIFICATION".into(),
-            message: "hello".into(),
-            task_id: Some(task.id),
-            run_id: Some(run_id.into()),
-        }],
+        outcome: RunOutcome {
+            state,
+            reason: None,
+            message: format!("{state}"),
+            duration_us: 42,
+            fuel: 7,
+            peak_memory_bytes: 65536,
+            component_sha256: Some("abc".into()),
+            component_version: Some("1.0.0".into()),
+            events: vec![NewEvent {
+                at: now,
+                level: Level::Warning,
+                source: EventSource::Task,
+                code: "NOTIFICATION".into(),
+                message: "hello".into(),
+                task_id: Some(task.id),
+                run_id: Some(run_id.into()),
+            }],
+        },
         task_state: Some(BTreeMap::from([("count".into(), "1".into())])),
         retry: None,
     }
@@ -357,7 +361,7 @@ pub async fn plugins_and_instances(store: &dyn Store) {
         identifier: Some("Acme.HelloScheduledTask".into()),
         version: Some("1.0.0".into()),
         loaded_at: t(0),
-        status: "ok".into(),
+        status: PluginState::Ok,
         error: None,
     };
     store
@@ -398,7 +402,7 @@ fn broadcast(id: &str, at: DateTime<Utc>, instances: &[&str]) -> NewBroadcast {
     NewBroadcast {
         id: id.into(),
         identifier: "Acme.CacheFlush".into(),
-        payload: crate::runtime::BroadcastPayload {
+        payload: crate::model::BroadcastPayload {
             target: "pages".into(),
             text: "flush /news".into(),
             data: vec![0, 1, 2, 255],

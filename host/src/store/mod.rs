@@ -7,18 +7,21 @@
 
 #[cfg(test)]
 mod conformance;
-mod model;
+mod ops;
 mod postgres;
 mod sqlite;
 
-pub use model::*;
+pub use ops::*;
 pub use postgres::{PostgresStore, SCHEMA_VERSION as POSTGRES_SCHEMA_VERSION, is_postgres_url};
 pub use sqlite::SqliteStore;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::scheduler::{Clock, SystemClock};
+use crate::model::{
+    BroadcastRecord, Clock, EventRecord, InstanceRow, NewEvent, PendingDelivery, PluginRow,
+    RunRecord, SystemClock, TaskConfig, TaskRecord,
+};
 
 use chrono::{DateTime, Utc};
 
@@ -40,9 +43,6 @@ pub enum StoreError {
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
-
-/// Settings scoped to implementation identifiers: identifier → key → value.
-pub type Settings = BTreeMap<String, BTreeMap<String, String>>;
 
 /// Persistence for everything the scheduler and the CLI share.
 #[async_trait::async_trait]

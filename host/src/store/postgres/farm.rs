@@ -11,11 +11,8 @@ use std::time::Duration;
 
 // What `in_transaction!` expands to needs.
 use super::{ATTEMPTS, PostgresStore, is_transient};
-use crate::runtime::BroadcastPayload;
-use crate::store::{
-    BroadcastRecord, DeliveryFinish, DeliveryRecord, NewBroadcast, PendingDelivery, RunState,
-    StoreError, StoreResult,
-};
+use crate::model::{BroadcastPayload, BroadcastRecord, DeliveryRecord, PendingDelivery, RunState};
+use crate::store::{DeliveryFinish, NewBroadcast, StoreError, StoreResult};
 
 /// Schema migration 3.
 pub(super) const SCHEMA: &str = r#"
@@ -233,7 +230,7 @@ impl PostgresStore {
                     &f.instance,
                     &f.outcome.state.as_str(),
                     &ms(f.finished_at),
-                    &f.outcome.reason,
+                    &f.outcome.reason.map(|r| r.as_str()),
                     &f.outcome.message,
                     &(f.outcome.duration_us as i64),
                     &(f.outcome.fuel as i64),

@@ -14,7 +14,7 @@ use tokio::task::JoinHandle;
 use tokio_postgres::{AsyncMessage, Client, NoTls};
 
 use super::schema::CHANGES_CHANNEL;
-use crate::scheduler::Clock;
+use crate::model::Clock;
 
 /// How often the listener checks its connection and re-measures the clock offset.
 const CHECK_EVERY: Duration = Duration::from_secs(5);

@@ -41,7 +41,10 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 
 use super::*;
-use crate::scheduler::Clock;
+use crate::model::{
+    BroadcastRecord, Clock, EventRecord, InstanceRow, NewEvent, PendingDelivery, PluginRow,
+    RunRecord, RunState, TaskConfig, TaskRecord,
+};
 use listener::{DatabaseClock, Shared};
 use rows::{ms, opt_ms};
 

@@ -5,9 +5,9 @@ use anyhow::Context as _;
 use chrono::{DateTime, TimeZone, Utc};
 use tokio_postgres::Row;
 
-use crate::runtime::{EventSource, Level, Trigger};
-use crate::store::{
-    EventRecord, InstanceRow, PluginRow, RunRecord, RunState, TaskConfig, TaskRecord,
+use crate::model::{
+    EventRecord, EventSource, InstanceRow, Level, PluginRow, PluginState, RunRecord, RunState,
+    TaskConfig, TaskRecord, Trigger,
 };
 
 /// A time as stored: whole milliseconds, like the SQLite backend, so a slot
@@ -128,7 +128,9 @@ pub fn run(row: &Row) -> anyhow::Result<RunRecord> {
             .try_get::<_, String>(11)?
             .parse()
             .unwrap_or(RunState::Abandoned),
-        reason: row.try_get(12)?,
+        reason: row
+            .try_get::<_, Option<String>>(12)?
+            .and_then(|s| s.parse().ok()),
         message: row.try_get(13)?,
         duration_us: opt_u64(14)?,
         fuel: opt_u64(15)?,
@@ -164,7 +166,10 @@ pub fn plugin(row: &Row) -> anyhow::Result<PluginRow> {
         identifier: row.try_get(3)?,
         version: row.try_get(4)?,
         loaded_at: row.try_get(5)?,
-        status: row.try_get(6)?,
+        status: row
+            .try_get::<_, String>(6)?
+            .parse()
+            .unwrap_or(PluginState::Failed),
         error: row.try_get(7)?,
     })
 }

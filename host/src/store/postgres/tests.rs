@@ -15,8 +15,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use tokio_postgres::{Client, Config, NoTls};
 
 use super::*;
-use crate::runtime::Trigger;
-use crate::scheduler::schedule::Schedule;
+use crate::model::{RunOutcome, RunState, Schedule, TaskConfig, TaskRecord, Trigger};
 
 /// The server to test against, or `None` (the test is skipped) when none is
 /// configured and `CRONWERK_REQUIRE_POSTGRES` does not insist.
@@ -123,15 +122,17 @@ fn finish(run: &NewRun, at: DateTime<Utc>) -> RunFinish {
         run_id: run.id.clone(),
         task_id: run.task_id,
         finished_at: at,
-        state: RunState::Succeeded,
-        reason: None,
-        message: "ok".into(),
-        duration_us: 1,
-        fuel: 1,
-        peak_memory_bytes: 1,
-        component_sha256: None,
-        component_version: None,
-        events: Vec::new(),
+        outcome: RunOutcome {
+            state: RunState::Succeeded,
+            reason: None,
+            message: "ok".into(),
+            duration_us: 1,
+            fuel: 1,
+            peak_memory_bytes: 1,
+            component_sha256: None,
+            component_version: None,
+            events: Vec::new(),
+        },
         task_state: None,
         retry: None,
     }

@@ -23,8 +23,8 @@ use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
 use super::rows::{self, ms, opt_ms};
-use crate::runtime::{EventSource, Level};
-use crate::store::{Claim, NewEvent, NewRun, OnOverlap, RunFinish, RunRecord, RunState, SlotClaim};
+use crate::model::{EventSource, Level, NewEvent, RunRecord, RunState};
+use crate::store::{Claim, NewRun, OnOverlap, RunFinish, SlotClaim};
 
 type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
 
@@ -374,23 +374,32 @@ pub async fn finish_runs(
         return Ok(results);
     }
 
-    let state: Vec<&str> = finishes.iter().map(|f| f.state.as_str()).collect();
-    let reason: Vec<Option<&str>> = finishes.iter().map(|f| f.reason.as_deref()).collect();
-    let message: Vec<&str> = finishes.iter().map(|f| f.message.as_str()).collect();
+    let state: Vec<&str> = finishes.iter().map(|f| f.outcome.state.as_str()).collect();
+    let reason: Vec<Option<&str>> = finishes
+        .iter()
+        .map(|f| f.outcome.reason.map(|r| r.as_str()))
+        .collect();
+    let message: Vec<&str> = finishes
+        .iter()
+        .map(|f| f.outcome.message.as_str())
+        .collect();
     let finished_at: Vec<DateTime<Utc>> = finishes.iter().map(|f| ms(f.finished_at)).collect();
-    let duration_us: Vec<i64> = finishes.iter().map(|f| f.duration_us as i64).collect();
-    let fuel: Vec<i64> = finishes.iter().map(|f| f.fuel as i64).collect();
+    let duration_us: Vec<i64> = finishes
+        .iter()
+        .map(|f| f.outcome.duration_us as i64)
+        .collect();
+    let fuel: Vec<i64> = finishes.iter().map(|f| f.outcome.fuel as i64).collect();
     let peak_memory: Vec<i64> = finishes
         .iter()
-        .map(|f| f.peak_memory_bytes as i64)
+        .map(|f| f.outcome.peak_memory_bytes as i64)
         .collect();
     let sha256: Vec<Option<&str>> = finishes
         .iter()
-        .map(|f| f.component_sha256.as_deref())
+        .map(|f| f.outcome.component_sha256.as_deref())
         .collect();
     let version: Vec<Option<&str>> = finishes
         .iter()
-        .map(|f| f.component_version.as_deref())
+        .map(|f| f.outcome.component_version.as_deref())
         .collect();
     let finished: std::collections::HashSet<String> = query(
         tx,
@@ -432,11 +441,11 @@ pub async fn finish_runs(
         let task_id: Vec<i64> = done.iter().map(|f| f.task_id).collect();
         lock_in_order(tx, "tasks", &task_id).await?;
         let run_id: Vec<&str> = done.iter().map(|f| f.run_id.as_str()).collect();
-        let outcome: Vec<&str> = done.iter().map(|f| f.state.as_str()).collect();
-        let message: Vec<&str> = done.iter().map(|f| f.message.as_str()).collect();
+        let outcome: Vec<&str> = done.iter().map(|f| f.outcome.state.as_str()).collect();
+        let message: Vec<&str> = done.iter().map(|f| f.outcome.message.as_str()).collect();
         let failed: Vec<i64> = done
             .iter()
-            .map(|f| i64::from(f.state.is_failure()))
+            .map(|f| i64::from(f.outcome.state.is_failure()))
             .collect();
         let retry_at: Vec<Option<DateTime<Utc>>> =
             done.iter().map(|f| f.retry.map(|(at, _)| ms(at))).collect();
@@ -464,7 +473,7 @@ pub async fn finish_runs(
             ],
         )
         .await?;
-        let events: Vec<NewEvent> = done.iter().flat_map(|f| f.events.clone()).collect();
+        let events: Vec<NewEvent> = done.iter().flat_map(|f| f.outcome.events.clone()).collect();
         insert_events(tx, &events).await?;
         let with_state: Vec<&&RunFinish> = done.iter().filter(|f| f.task_state.is_some()).collect();
         if !with_state.is_empty() {
@@ -510,15 +519,15 @@ async fn finish_run(tx: &Transaction<'_>, f: &RunFinish) -> anyhow::Result<bool>
                 component_version = $9, lease_until = NULL
          WHERE id = $10 AND state = 'running'",
         &[
-            &f.state.as_str(),
-            &f.reason,
-            &f.message,
+            &f.outcome.state.as_str(),
+            &f.outcome.reason.map(|r| r.as_str()),
+            &f.outcome.message,
             &ms(f.finished_at),
-            &(f.duration_us as i64),
-            &(f.fuel as i64),
-            &(f.peak_memory_bytes as i64),
-            &f.component_sha256,
-            &f.component_version,
+            &(f.outcome.duration_us as i64),
+            &(f.outcome.fuel as i64),
+            &(f.outcome.peak_memory_bytes as i64),
+            &f.outcome.component_sha256,
+            &f.outcome.component_version,
             &f.run_id,
         ],
     )
@@ -527,7 +536,7 @@ async fn finish_run(tx: &Transaction<'_>, f: &RunFinish) -> anyhow::Result<bool>
         // Abandoned meanwhile (lease expired): its record stands.
         return Ok(false);
     }
-    let failed = i64::from(f.state.is_failure());
+    let failed = i64::from(f.outcome.state.is_failure());
     let (retry_at, retry_attempt) = match f.retry {
         Some((at, attempt)) => (Some(ms(at)), i64::from(attempt)),
         None => (None, 0),
@@ -538,8 +547,8 @@ async fn finish_run(tx: &Transaction<'_>, f: &RunFinish) -> anyhow::Result<bool>
                 failed_count = failed_count + $3, retry_at = $4, retry_attempt = $5
          WHERE id = $6 AND running_run_id = $7",
         &[
-            &f.state.as_str(),
-            &f.message,
+            &f.outcome.state.as_str(),
+            &f.outcome.message,
             &failed,
             &retry_at,
             &retry_attempt,
@@ -548,7 +557,7 @@ async fn finish_run(tx: &Transaction<'_>, f: &RunFinish) -> anyhow::Result<bool>
         ],
     )
     .await?;
-    insert_events(tx, &f.events).await?;
+    insert_events(tx, &f.outcome.events).await?;
     if let Some(state) = &f.task_state {
         exec(
             tx,

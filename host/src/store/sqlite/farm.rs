@@ -5,11 +5,8 @@
 use rusqlite::{OptionalExtension, Transaction, params};
 
 use super::{SqliteStore, from_ms, insert_events, ms};
-use crate::runtime::BroadcastPayload;
-use crate::store::{
-    BroadcastRecord, DeliveryFinish, DeliveryRecord, NewBroadcast, PendingDelivery, RunState,
-    StoreError, StoreResult,
-};
+use crate::model::{BroadcastPayload, BroadcastRecord, DeliveryRecord, PendingDelivery, RunState};
+use crate::store::{DeliveryFinish, NewBroadcast, StoreError, StoreResult};
 
 pub(super) const SCHEMA: &str = "
 CREATE TABLE broadcasts (
@@ -194,7 +191,7 @@ pub(super) fn finish(store: &SqliteStore, f: &DeliveryFinish) -> StoreResult<boo
                 f.instance,
                 f.outcome.state.as_str(),
                 ms(f.finished_at),
-                f.outcome.reason,
+                f.outcome.reason.map(|r| r.as_str()),
                 f.outcome.message,
                 f.outcome.duration_us as i64,
                 f.outcome.fuel as i64,

@@ -16,7 +16,10 @@ use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 use rusqlite_migration::{M, Migrations};
 
 use super::*;
-use crate::runtime::{EventSource, Level, Trigger};
+use crate::model::{
+    BroadcastRecord, EventRecord, EventSource, InstanceRow, Level, NewEvent, PendingDelivery,
+    PluginRow, PluginState, RunRecord, RunState, TaskConfig, TaskRecord, Trigger,
+};
 
 mod farm;
 
@@ -259,7 +262,9 @@ fn run_from_row(row: &Row<'_>) -> rusqlite::Result<RunRecord> {
             .get::<_, String>(11)?
             .parse()
             .unwrap_or(RunState::Abandoned),
-        reason: row.get(12)?,
+        reason: row
+            .get::<_, Option<String>>(12)?
+            .and_then(|s| s.parse().ok()),
         message: row.get(13)?,
         duration_us: opt_u64(14)?,
         fuel: opt_u64(15)?,
@@ -401,15 +406,15 @@ fn finish_one(tx: &Transaction<'_>, f: &RunFinish) -> rusqlite::Result<bool> {
                 component_version = ?9, lease_until = NULL
          WHERE id = ?10 AND state = 'running'",
         params![
-            f.state.as_str(),
-            f.reason,
-            f.message,
+            f.outcome.state.as_str(),
+            f.outcome.reason.map(|r| r.as_str()),
+            f.outcome.message,
             ms(f.finished_at),
-            f.duration_us as i64,
-            f.fuel as i64,
-            f.peak_memory_bytes as i64,
-            f.component_sha256,
-            f.component_version,
+            f.outcome.duration_us as i64,
+            f.outcome.fuel as i64,
+            f.outcome.peak_memory_bytes as i64,
+            f.outcome.component_sha256,
+            f.outcome.component_version,
             f.run_id,
         ],
     )?;
@@ -417,7 +422,7 @@ fn finish_one(tx: &Transaction<'_>, f: &RunFinish) -> rusqlite::Result<bool> {
         // Abandoned meanwhile (lease expired): its record stands.
         return Ok(false);
     }
-    let failed = i64::from(f.state.is_failure());
+    let failed = i64::from(f.outcome.state.is_failure());
     let (retry_at, retry_attempt) = match f.retry {
         Some((at, attempt)) => (Some(ms(at)), attempt as i64),
         None => (None, 0),
@@ -427,8 +432,8 @@ fn finish_one(tx: &Transaction<'_>, f: &RunFinish) -> rusqlite::Result<bool> {
                 failed_count = failed_count + ?3, retry_at = ?4, retry_attempt = ?5
          WHERE id = ?6 AND running_run_id = ?7",
         params![
-            f.state.as_str(),
-            f.message,
+            f.outcome.state.as_str(),
+            f.outcome.message,
             failed,
             retry_at,
             retry_attempt,
@@ -436,7 +441,7 @@ fn finish_one(tx: &Transaction<'_>, f: &RunFinish) -> rusqlite::Result<bool> {
             f.run_id
         ],
     )?;
-    insert_events(tx, &f.events)?;
+    insert_events(tx, &f.outcome.events)?;
     if let Some(state) = &f.task_state {
         tx.execute("DELETE FROM task_state WHERE task_id = ?1", [f.task_id])?;
         let mut stmt =
@@ -957,7 +962,7 @@ impl Store for SqliteStore {
                     p.identifier,
                     p.version,
                     ms(p.loaded_at),
-                    p.status,
+                    p.status.as_str(),
                     p.error
                 ])?;
             }
@@ -979,7 +984,10 @@ impl Store for SqliteStore {
                     identifier: r.get(3)?,
                     version: r.get(4)?,
                     loaded_at: from_ms(r.get(5)?),
-                    status: r.get(6)?,
+                    status: r
+                        .get::<_, String>(6)?
+                        .parse()
+                        .unwrap_or(PluginState::Failed),
                     error: r.get(7)?,
                 })
             })?
@@ -1161,8 +1169,7 @@ mod tests {
         let b = SqliteStore::open(dir.path()).unwrap();
         let before = a.change_token().await.unwrap();
         let now = Utc::now();
-        let schedule =
-            crate::scheduler::schedule::Schedule::every(Duration::from_secs(1), now).unwrap();
+        let schedule = crate::model::Schedule::every(Duration::from_secs(1), now).unwrap();
         let task = b
             .create_task(&TaskConfig::new("x", "A.B", schedule), Some(now))
             .await

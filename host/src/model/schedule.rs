@@ -56,7 +56,7 @@ pub enum Schedule {
     /// Every `interval`, on the grid `anchor + k·interval` for every integer
     /// `k`: the anchor fixes the phase of the grid, not its start.
     Every {
-        #[serde(with = "humantime_string")]
+        #[serde(with = "super::humantime_serde")]
         interval: Duration,
         anchor: DateTime<Utc>,
     },
@@ -486,23 +486,6 @@ fn daily_time(expression: &str) -> Option<(u32, u32, u32)> {
         number(rest[0], 59)?,
         number(second, 59)?,
     ))
-}
-
-/// Serde for `Duration` as a humantime string ("30s", "1h 30m"), readable in
-/// the database and in JSON previews.
-mod humantime_string {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer, de};
-
-    pub fn serialize<S: Serializer>(interval: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(&humantime::format_duration(*interval))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        humantime::parse_duration(&text).map_err(de::Error::custom)
-    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,66 @@
+//! Broadcasts (web farm): a message that every live instance runs once,
+//! and how far it got on each.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use super::run::RunState;
+
+/// Data sent with a broadcast.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BroadcastPayload {
+    pub target: String,
+    pub text: String,
+    pub data: Vec<u8>,
+}
+
+/// Largest parts of a broadcast's payload: a broadcast is a message to
+/// every instance, not a file transfer.
+pub const BROADCAST_MAX_TARGET_BYTES: usize = 1024;
+pub const BROADCAST_MAX_TEXT_BYTES: usize = 64 * 1024;
+pub const BROADCAST_MAX_DATA_BYTES: usize = 1024 * 1024;
+
+/// A broadcast as stored, with how far it got on each instance.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BroadcastRecord {
+    pub id: String,
+    pub identifier: String,
+    pub target: String,
+    pub text: String,
+    pub data_bytes: u64,
+    pub created_at: DateTime<Utc>,
+    pub created_by: String,
+    pub deliveries: Vec<DeliveryRecord>,
+}
+
+/// One instance's run of a broadcast. `state` is `queued` until the
+/// instance starts it, and `abandoned` when the instance stopped or died
+/// first (a delivery is never replayed by a later process).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DeliveryRecord {
+    pub instance: String,
+    pub state: RunState,
+    /// Tags the run's events.
+    pub run_id: Option<String>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    /// A stopped run's limit (as [`super::StopReason`] names it), or why the
+    /// delivery was abandoned: free text, since it names an instance.
+    pub reason: Option<String>,
+    pub message: String,
+    pub duration_us: Option<u64>,
+    pub fuel: Option<u64>,
+    pub peak_memory_bytes: Option<u64>,
+    pub component_sha256: Option<String>,
+    pub component_version: Option<String>,
+}
+
+/// A delivery waiting for its instance, with what the run needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PendingDelivery {
+    pub broadcast_id: String,
+    pub identifier: String,
+    pub payload: BroadcastPayload,
+    pub created_at: DateTime<Utc>,
+    pub created_by: String,
+}

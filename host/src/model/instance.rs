@@ -1,0 +1,67 @@
+//! Instances: who a serving process is, its heartbeat, and the plugin
+//! files it reports.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// Who this instance is; reported to tasks through the `instance` import.
+#[derive(Debug, Clone, Default)]
+pub struct InstanceInfo {
+    pub name: String,
+    pub roles: Vec<String>,
+}
+
+/// How an instance's plugin file fared.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    strum::Display,
+    strum::EnumString,
+    strum::IntoStaticStr,
+    strum::VariantNames,
+)]
+#[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
+pub enum PluginState {
+    /// Loaded and serving its identifier.
+    Ok,
+    /// Not loadable (the error says why).
+    Failed,
+    /// Loadable, but another file serves the same identifier.
+    Conflict,
+}
+
+impl PluginState {
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+}
+
+/// One plugin file as an instance sees it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PluginRow {
+    pub instance: String,
+    pub file: String,
+    pub sha256: String,
+    pub identifier: Option<String>,
+    pub version: Option<String>,
+    pub loaded_at: DateTime<Utc>,
+    pub status: PluginState,
+    pub error: Option<String>,
+}
+
+/// A cronwerk instance and its heartbeat.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct InstanceRow {
+    pub name: String,
+    pub pid: u32,
+    pub version: String,
+    pub roles: Vec<String>,
+    pub started_at: DateTime<Utc>,
+    pub heartbeat_at: DateTime<Utc>,
+}

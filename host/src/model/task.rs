@@ -1,0 +1,130 @@
+//! Task configurations: what an operator sets (schedule, limits, grants,
+//! roles, retries) and the record the store keeps with its scheduling state.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::grants::Grants;
+use super::limits::RunLimits;
+use super::run::RunState;
+use super::schedule::Schedule;
+
+/// What to do with slots that passed while no instance was running.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    Serialize,
+    Deserialize,
+    strum::Display,
+    strum::EnumString,
+    strum::IntoStaticStr,
+    strum::VariantNames,
+)]
+#[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
+pub enum MisfirePolicy {
+    /// Record the missed slots as skipped and go on with the next future one.
+    #[default]
+    Skip,
+    /// Run once now for all missed slots, then go on.
+    Once,
+    /// Run every missed slot within the catch-up window, one after another.
+    All,
+}
+
+/// A task configuration as the operator sets it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskConfig {
+    pub name: String,
+    /// The identifier of the component that implements it.
+    pub implementation: String,
+    pub enabled: bool,
+    pub schedule: Schedule,
+    #[serde(default)]
+    pub misfire: MisfirePolicy,
+    /// How far back `misfire = all` catches up.
+    #[serde(with = "super::humantime_serde", default = "default_catch_up")]
+    pub catch_up_window: Duration,
+    /// Retries after a failed or stopped run (0 = none).
+    #[serde(default)]
+    pub retries: u32,
+    /// Delay before the first retry; doubles for each further one.
+    #[serde(with = "super::humantime_serde", default = "default_backoff")]
+    pub retry_backoff: Duration,
+    #[serde(default)]
+    pub limits: RunLimits,
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+    #[serde(default)]
+    pub grants: Grants,
+    /// Roles an instance needs (all of them) to run this configuration, e.g.
+    /// `edit` for "only on the edit server"; empty: any instance.
+    #[serde(default)]
+    pub roles: Vec<String>,
+}
+
+fn default_catch_up() -> Duration {
+    Duration::from_secs(3600)
+}
+
+fn default_backoff() -> Duration {
+    Duration::from_secs(10)
+}
+
+impl TaskConfig {
+    /// A configuration with the defaults for everything but the essentials.
+    pub fn new(name: &str, implementation: &str, schedule: Schedule) -> Self {
+        TaskConfig {
+            name: name.to_owned(),
+            implementation: implementation.to_owned(),
+            enabled: true,
+            schedule,
+            misfire: MisfirePolicy::Skip,
+            catch_up_window: default_catch_up(),
+            retries: 0,
+            retry_backoff: default_backoff(),
+            limits: RunLimits::default(),
+            properties: BTreeMap::new(),
+            grants: Grants::default(),
+            roles: Vec::new(),
+        }
+    }
+}
+
+impl TaskConfig {
+    /// The configuration's required roles that an instance with `roles` lacks.
+    pub fn missing_roles<'a>(&'a self, roles: &[String]) -> Vec<&'a str> {
+        self.roles
+            .iter()
+            .filter(|r| !roles.contains(r))
+            .map(String::as_str)
+            .collect()
+    }
+}
+
+/// A configuration with its scheduling state and counters.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TaskRecord {
+    pub id: i64,
+    #[serde(flatten)]
+    pub config: TaskConfig,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub next_run_at: Option<DateTime<Utc>>,
+    pub last_run_at: Option<DateTime<Utc>>,
+    pub last_outcome: Option<RunState>,
+    pub last_message: Option<String>,
+    pub run_count: u64,
+    pub skipped_count: u64,
+    pub failed_count: u64,
+    pub running_run_id: Option<String>,
+    pub retry_at: Option<DateTime<Utc>>,
+    pub retry_attempt: u32,
+}
