@@ -109,6 +109,16 @@ impl From<BroadcastRecord> for Broadcast {
     }
 }
 
+/// A broadcast request's part as the API's JSON names it.
+fn json_field(field: BroadcastField) -> &'static str {
+    match field {
+        BroadcastField::Identifier => "identifier",
+        BroadcastField::Target => "target",
+        BroadcastField::Text => "text",
+        BroadcastField::Data => "data_base64",
+    }
+}
+
 #[utoipa::path(
     post, path = "/api/broadcasts", tag = "farm", request_body = BroadcastInput,
     security(("token" = [])),
@@ -126,7 +136,10 @@ pub async fn create(
     let data = base64::engine::general_purpose::STANDARD
         .decode(input.data_base64.trim())
         .map_err(|e| {
-            ApiError::field(BroadcastField::Data.json(), format!("is not base64 ({e})"))
+            ApiError::field(
+                json_field(BroadcastField::Data),
+                format!("is not base64 ({e})"),
+            )
         })?;
     let request = BroadcastRequest {
         identifier: input.identifier,
@@ -141,7 +154,9 @@ pub async fn create(
     let made = farm::broadcast(&*s.store, request, s.store.clock().now())
         .await
         .map_err(|e| match e {
-            BroadcastError::Invalid { field, message } => ApiError::field(field.json(), message),
+            BroadcastError::Invalid { field, message } => {
+                ApiError::field(json_field(field), message)
+            }
             e @ BroadcastError::NoLiveInstance => ApiError::NotNow(e.to_string()),
             BroadcastError::Store(e) => e.into(),
         })?;

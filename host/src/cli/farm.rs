@@ -12,7 +12,7 @@ use clap::{Args, Subcommand};
 use super::common::{self, print_table, short, time};
 use super::exit;
 use crate::model::{BroadcastPayload, BroadcastRecord, RunState};
-use crate::scheduler::farm::{self, BroadcastError, BroadcastRequest};
+use crate::scheduler::farm::{self, BroadcastError, BroadcastField, BroadcastRequest};
 use crate::store::{Store, StoreError};
 
 #[derive(Subcommand)]
@@ -81,13 +81,30 @@ pub async fn run(data_dir: &Path, command: FarmCommand) -> anyhow::Result<u8> {
     };
     match result {
         Err(e) => match e.downcast_ref::<BroadcastError>() {
-            Some(BroadcastError::Invalid { .. } | BroadcastError::NoLiveInstance) => {
-                eprintln!("error: {e}");
+            Some(BroadcastError::Invalid { field, message }) => {
+                eprintln!("error: {}: {message}", flag(*field));
+                Ok(exit::USAGE)
+            }
+            Some(BroadcastError::NoLiveInstance) => {
+                eprintln!(
+                    "error: no live instance to deliver to: start `cronwerk serve` on this store \
+                     (a broadcast goes to the instances running when it is made)"
+                );
                 Ok(exit::USAGE)
             }
             _ => Err(e),
         },
         ok => ok,
+    }
+}
+
+/// A broadcast request's part as this command's arguments name it.
+fn flag(field: BroadcastField) -> &'static str {
+    match field {
+        BroadcastField::Identifier => "TYPE",
+        BroadcastField::Target => "--target",
+        BroadcastField::Text => "--text",
+        BroadcastField::Data => "--data-file",
     }
 }
 

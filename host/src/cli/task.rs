@@ -289,7 +289,7 @@ async fn show(store: &dyn Store, a: ShowArgs) -> anyhow::Result<u8> {
     println!("enabled         {}", if c.enabled { "yes" } else { "no" });
     println!("schedule        {}", c.schedule);
     println!(
-        "misfire         {:?} (catch-up window {})",
+        "misfire         {} (catch-up window {})",
         c.misfire,
         humantime::format_duration(c.catch_up_window)
     );

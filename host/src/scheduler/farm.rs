@@ -40,7 +40,8 @@ pub async fn live_instances(store: &dyn Store) -> Result<Vec<InstanceRow>, Store
         .collect())
 }
 
-/// A part of a broadcast request, as the CLI and the API name it.
+/// A part of a broadcast request. The CLI and the API name it their way
+/// (a flag, a JSON field); a task is told it in words.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BroadcastField {
     Identifier,
@@ -50,21 +51,13 @@ pub enum BroadcastField {
 }
 
 impl BroadcastField {
-    pub fn flag(self) -> &'static str {
+    /// The part in words: "the payload's target".
+    pub fn describe(self) -> &'static str {
         match self {
-            BroadcastField::Identifier => "TYPE",
-            BroadcastField::Target => "--target",
-            BroadcastField::Text => "--text",
-            BroadcastField::Data => "--data-file",
-        }
-    }
-
-    pub fn json(self) -> &'static str {
-        match self {
-            BroadcastField::Identifier => "identifier",
-            BroadcastField::Target => "target",
-            BroadcastField::Text => "text",
-            BroadcastField::Data => "data_base64",
+            BroadcastField::Identifier => "the identifier",
+            BroadcastField::Target => "the payload's target",
+            BroadcastField::Text => "the payload's text",
+            BroadcastField::Data => "the payload's data",
         }
     }
 }
@@ -72,14 +65,14 @@ impl BroadcastField {
 /// Why a broadcast was not made.
 #[derive(Debug, thiserror::Error)]
 pub enum BroadcastError {
-    #[error("{}: {message}", field.flag())]
+    #[error("{} {message}", field.describe())]
     Invalid {
         field: BroadcastField,
         message: String,
     },
     #[error(
-        "no live instance to deliver to: start `cronwerk serve` on this store (a broadcast goes \
-         to the instances running when it is made)"
+        "no live instance to deliver to (a broadcast goes to the instances running when it is \
+         made)"
     )]
     NoLiveInstance,
     #[error(transparent)]
@@ -200,15 +193,7 @@ impl Farm for RunFarm {
                 }
                 Ok(record.id)
             }
-            Err(BroadcastError::Invalid { field, message }) => Err(format!(
-                "cannot broadcast: {} {message}",
-                match field {
-                    BroadcastField::Identifier => "the identifier",
-                    BroadcastField::Target => "the payload's target",
-                    BroadcastField::Text => "the payload's text",
-                    BroadcastField::Data => "the payload's data",
-                }
-            )),
+            Err(e @ BroadcastError::Invalid { .. }) => Err(format!("cannot broadcast: {e}")),
             Err(e) => {
                 tracing::error!("a task's broadcast of '{identifier}' failed: {e}");
                 Err(format!("cannot broadcast '{identifier}': {e}"))
