@@ -323,12 +323,6 @@ pub async fn finish_runs<T: Tx + ?Sized>(
     Ok(results)
 }
 
-/// The statement that ends a run, if it is still running.
-pub const FINISH_RUN: &str = "UPDATE runs SET state = $1, reason = $2, message = $3,
-        finished_at = $4, duration_us = $5, fuel = $6, peak_memory = $7, component_sha256 = $8,
-        component_version = $9, lease_until = NULL
-    WHERE id = $10 AND state = 'running'";
-
 /// Records how one run ended: only a run still `running` finishes; a run
 /// abandoned meanwhile (lease expired) keeps its record and touches nothing
 /// else. The configuration is freed only if it still names this run.
@@ -336,7 +330,10 @@ pub async fn finish_run<T: Tx + ?Sized>(tx: &T, f: &RunFinish) -> anyhow::Result
     let o = &f.outcome;
     let finished = tx
         .exec(
-            FINISH_RUN,
+            "UPDATE runs SET state = $1, reason = $2, message = $3, finished_at = $4,
+                    duration_us = $5, fuel = $6, peak_memory = $7, component_sha256 = $8,
+                    component_version = $9, lease_until = NULL
+             WHERE id = $10 AND state = 'running'",
             params![
                 o.state.as_str(),
                 o.reason.map(|r| r.as_str()),
