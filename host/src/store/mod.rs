@@ -33,18 +33,18 @@ use crate::model::{
 
 use chrono::{DateTime, Utc};
 
-/// Failures a caller can act on.
+/// Failures a caller can act on. The messages say what is wrong, not
+/// what to do about it: that depends on the caller (the CLI names its
+/// commands, the API its status codes).
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("no task configuration named '{0}' (see `cronwerk task list`)")]
+    #[error("no task configuration named '{0}'")]
     TaskNotFound(String),
-    #[error(
-        "a task configuration named '{0}' already exists: pick another name or use `cronwerk task edit`"
-    )]
+    #[error("a task configuration named '{0}' already exists")]
     TaskExists(String),
     #[error("no run with id '{0}'")]
     RunNotFound(String),
-    #[error("no broadcast with id '{0}' (see `cronwerk farm list`)")]
+    #[error("no broadcast with id '{0}'")]
     BroadcastNotFound(String),
     #[error("the store failed: {0:#}")]
     Backend(#[from] anyhow::Error),
