@@ -182,13 +182,20 @@ pub trait EventJournal: Send + Sync {
 /// What tasks keep between runs, and the settings operators give them.
 #[async_trait::async_trait]
 pub trait StateAndSettings: Send + Sync {
-    async fn load_state(&self, task_id: i64) -> StoreResult<BTreeMap<String, String>>;
     /// The states of several configurations in one read (for a batch of
     /// claimed runs); configurations without state map to an empty map.
     async fn load_states(
         &self,
         task_ids: &[i64],
     ) -> StoreResult<HashMap<i64, BTreeMap<String, String>>>;
+    /// One configuration's state: [`load_states`](Self::load_states).
+    async fn load_state(&self, task_id: i64) -> StoreResult<BTreeMap<String, String>> {
+        Ok(self
+            .load_states(&[task_id])
+            .await?
+            .remove(&task_id)
+            .unwrap_or_default())
+    }
     /// Sets one setting of an implementation identifier (the tasks'
     /// `config` import), or removes it (`None`); removing a missing setting
     /// is not an error.

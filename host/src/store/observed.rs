@@ -24,7 +24,8 @@ impl<O: CallObserver + ?Sized> CallObserver for Arc<O> {
 }
 
 /// `inner`, with every call reported to `observer`. Default methods
-/// (`claim_slot`, `finish_run`) are reported as the batch they call.
+/// (`claim_slot`, `finish_run`, `load_state`) are reported as the batch
+/// they call.
 pub struct Observed<S: ?Sized, O> {
     pub inner: Arc<S>,
     pub observer: O,
@@ -156,9 +157,6 @@ impl<S: EventJournal + ?Sized, O: CallObserver> EventJournal for Observed<S, O> 
 
 #[async_trait::async_trait]
 impl<S: StateAndSettings + ?Sized, O: CallObserver> StateAndSettings for Observed<S, O> {
-    async fn load_state(&self, task_id: i64) -> StoreResult<BTreeMap<String, String>> {
-        observe!(self.load_state(task_id))
-    }
     async fn load_states(
         &self,
         task_ids: &[i64],

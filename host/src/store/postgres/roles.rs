@@ -156,12 +156,10 @@ impl RunLedger for PostgresStore {
     }
 
     async fn queue_manual_run(&self, task_id: i64, requested_by: &str) -> StoreResult<String> {
-        let task = self.get_task_by_id(task_id).await?;
-        let id = uuid::Uuid::now_v7().to_string();
         in_transaction!(self, |tx| {
-            ledger::queue_manual_run(tx, &task, &id, requested_by).await?
-        })?;
-        Ok(id)
+            ledger::queue_manual_run(tx, task_id, requested_by).await?
+        })?
+        .ok_or_else(|| StoreError::TaskNotFound(format!("#{task_id}")))
     }
 
     async fn start_queued_run(
@@ -191,14 +189,6 @@ impl EventJournal for PostgresStore {
 
 #[async_trait::async_trait]
 impl StateAndSettings for PostgresStore {
-    async fn load_state(&self, task_id: i64) -> StoreResult<BTreeMap<String, String>> {
-        Ok(self
-            .load_states(&[task_id])
-            .await?
-            .remove(&task_id)
-            .unwrap_or_default())
-    }
-
     async fn load_states(
         &self,
         task_ids: &[i64],

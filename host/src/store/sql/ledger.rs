@@ -19,7 +19,7 @@ use chrono::{DateTime, Utc};
 
 use super::rows::{self, RUN_COLUMNS};
 use super::{Tx, params, query_opt};
-use crate::model::{EventSource, Level, NewEvent, RunRecord, RunState, TaskRecord};
+use crate::model::{EventSource, Level, NewEvent, RunRecord, RunState};
 use crate::store::{Claim, NewRun, OnOverlap, RunFilter, RunFinish, SlotClaim};
 
 /// Records `run` in `state` (running, or skipped with its message).
@@ -235,13 +235,17 @@ pub async fn claim_manual<T: Tx + ?Sized>(
     }
 }
 
-/// Records a manual run requested for an instance to pick up.
+/// Records a manual run of configuration `task_id` for an instance to pick
+/// up; its id, or `None` if there is no such configuration.
 pub async fn queue_manual_run<T: Tx + ?Sized>(
     tx: &T,
-    task: &TaskRecord,
-    run_id: &str,
+    task_id: i64,
     requested_by: &str,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Option<String>> {
+    let Some(task) = super::tasks::by_id(tx, task_id).await? else {
+        return Ok(None);
+    };
+    let id = uuid::Uuid::now_v7().to_string();
     let sql = format!(
         "INSERT INTO runs (id, task_id, task_name, implementation, trigger, queued_at, state,
                            message, instance)
@@ -252,7 +256,7 @@ pub async fn queue_manual_run<T: Tx + ?Sized>(
     tx.exec(
         &sql,
         params![
-            run_id,
+            &id,
             task.id,
             &task.config.name,
             &task.config.implementation,
@@ -260,7 +264,7 @@ pub async fn queue_manual_run<T: Tx + ?Sized>(
         ],
     )
     .await?;
-    Ok(())
+    Ok(Some(id))
 }
 
 /// Moves a queued run to running unless its configuration is running
