@@ -5,7 +5,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::rows::{self, BROADCAST_COLUMNS, DELIVERY_COLUMNS, PENDING_COLUMNS, PLUGIN_COLUMNS};
+use super::rows::{self, BROADCAST_COLUMNS, BROADCAST_FIELDS, PENDING_COLUMNS, PLUGIN_COLUMNS};
 use super::{Tx, params};
 use crate::model::{BroadcastRecord, InstanceRow, PendingDelivery, PluginRow};
 use crate::store::{DeliveryFinish, NewBroadcast};
@@ -110,62 +110,28 @@ pub async fn get_broadcast<T: Tx + ?Sized>(
     tx: &T,
     id: &str,
 ) -> anyhow::Result<Option<BroadcastRecord>> {
-    let found = tx
-        .query(
-            &format!("SELECT {BROADCAST_COLUMNS} FROM broadcasts WHERE id = $1"),
-            params![id],
-        )
-        .await?;
-    let deliveries = tx
-        .query(
-            &format!(
-                "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE broadcast_id = $1
-                 ORDER BY instance"
-            ),
-            params![id],
-        )
-        .await?;
-    Ok(with_deliveries(found, deliveries)?.pop())
+    let sql = with_deliveries("WHERE id = $1");
+    let found = tx.query(&sql, params![id]).await?;
+    Ok(rows::broadcasts(found)?.pop())
 }
 
-/// The newest `limit` broadcasts with their deliveries, newest first: two
-/// reads whatever the number.
+/// The newest `limit` broadcasts with their deliveries, newest first.
 pub async fn list_broadcasts<T: Tx + ?Sized>(
     tx: &T,
     limit: u32,
 ) -> anyhow::Result<Vec<BroadcastRecord>> {
-    const NEWEST: &str = "FROM broadcasts ORDER BY created_at DESC, id DESC LIMIT $1";
-    let found = tx
-        .query(
-            &format!("SELECT {BROADCAST_COLUMNS} {NEWEST}"),
-            params![limit],
-        )
-        .await?;
-    let deliveries = tx
-        .query(
-            &format!(
-                "SELECT {DELIVERY_COLUMNS} FROM deliveries
-                 WHERE broadcast_id IN (SELECT id FROM (SELECT id {NEWEST}) AS newest)
-                 ORDER BY instance"
-            ),
-            params![limit],
-        )
-        .await?;
-    with_deliveries(found, deliveries)
+    let sql = with_deliveries("ORDER BY created_at DESC, id DESC LIMIT $1");
+    rows::broadcasts(tx.query(&sql, params![limit]).await?)
 }
 
-fn with_deliveries(
-    broadcasts: Vec<super::Row>,
-    deliveries: Vec<super::Row>,
-) -> anyhow::Result<Vec<BroadcastRecord>> {
-    let mut found = rows::all(broadcasts, rows::broadcast)?;
-    for row in deliveries {
-        let (id, d) = rows::delivery(row)?;
-        if let Some(b) = found.iter_mut().find(|b| b.id == id) {
-            b.deliveries.push(d);
-        }
-    }
-    Ok(found)
+/// The broadcasts `which` picks, each followed by its deliveries.
+fn with_deliveries(which: &str) -> String {
+    format!(
+        "SELECT {BROADCAST_COLUMNS}
+         FROM (SELECT {BROADCAST_FIELDS} FROM broadcasts {which}) AS b
+         LEFT JOIN deliveries d ON d.broadcast_id = b.id
+         ORDER BY b.created_at DESC, b.id DESC, d.instance"
+    )
 }
 
 pub async fn pending_deliveries<T: Tx + ?Sized>(

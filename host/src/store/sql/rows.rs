@@ -119,47 +119,59 @@ pub fn instance(mut r: Row) -> anyhow::Result<InstanceRow> {
     })
 }
 
-/// A broadcast without its payload's bytes, only their number.
-pub const BROADCAST_COLUMNS: &str =
-    "id, identifier, target, text, length(data), created_at, created_by";
+/// Broadcasts (`b`: a subquery giving the payload's size, not its bytes)
+/// with their deliveries (`d`, joined on the broadcast), one row per
+/// delivery: a listing and its deliveries come from one statement, so
+/// they agree.
+pub const BROADCAST_COLUMNS: &str = "b.id, b.identifier, b.target, b.text, b.data_bytes, \
+    b.created_at, b.created_by, d.instance, d.state, d.run_id, d.started_at, d.finished_at, \
+    d.reason, d.message, d.duration_us, d.fuel, d.peak_memory, d.component_sha256, \
+    d.component_version";
 
-/// A broadcast; its deliveries are read separately.
-pub fn broadcast(mut r: Row) -> anyhow::Result<BroadcastRecord> {
-    Ok(BroadcastRecord {
-        id: r.text(0)?,
-        identifier: r.text(1)?,
-        target: r.text(2)?,
-        text: r.text(3)?,
-        data_bytes: r.int(4)? as u64,
-        created_at: r.time(5)?,
-        created_by: r.text(6)?,
-        deliveries: Vec::new(),
-    })
-}
+/// What the `b` subquery selects of `broadcasts`.
+pub const BROADCAST_FIELDS: &str =
+    "id, identifier, target, text, length(data) AS data_bytes, created_at, created_by";
 
-pub const DELIVERY_COLUMNS: &str = "broadcast_id, instance, state, run_id, started_at, \
-    finished_at, reason, message, duration_us, fuel, peak_memory, component_sha256, \
-    component_version";
-
-/// A delivery, with the id of its broadcast.
-pub fn delivery(mut r: Row) -> anyhow::Result<(String, DeliveryRecord)> {
-    Ok((
-        r.text(0)?,
-        DeliveryRecord {
-            instance: r.text(1)?,
-            state: r.parsed(2)?.unwrap_or(RunState::Abandoned),
-            run_id: r.opt_text(3)?,
-            started_at: r.opt_time(4)?,
-            finished_at: r.opt_time(5)?,
-            reason: r.opt_text(6)?,
-            message: r.text(7)?,
-            duration_us: r.opt_u64(8)?,
-            fuel: r.opt_u64(9)?,
-            peak_memory_bytes: r.opt_u64(10)?,
-            component_sha256: r.opt_text(11)?,
-            component_version: r.opt_text(12)?,
-        },
-    ))
+/// Broadcasts from rows of [`BROADCAST_COLUMNS`] ordered by broadcast.
+pub fn broadcasts(rows: Vec<Row>) -> anyhow::Result<Vec<BroadcastRecord>> {
+    let mut found: Vec<BroadcastRecord> = Vec::new();
+    for mut r in rows {
+        let id = r.text(0)?;
+        if found.last().is_none_or(|b| b.id != id) {
+            found.push(BroadcastRecord {
+                id,
+                identifier: r.text(1)?,
+                target: r.text(2)?,
+                text: r.text(3)?,
+                data_bytes: r.int(4)? as u64,
+                created_at: r.time(5)?,
+                created_by: r.text(6)?,
+                deliveries: Vec::new(),
+            });
+        }
+        // A broadcast to no instance joins no delivery.
+        let Some(instance) = r.opt_text(7)? else {
+            continue;
+        };
+        let delivery = DeliveryRecord {
+            instance,
+            state: r.parsed(8)?.unwrap_or(RunState::Abandoned),
+            run_id: r.opt_text(9)?,
+            started_at: r.opt_time(10)?,
+            finished_at: r.opt_time(11)?,
+            reason: r.opt_text(12)?,
+            message: r.text(13)?,
+            duration_us: r.opt_u64(14)?,
+            fuel: r.opt_u64(15)?,
+            peak_memory_bytes: r.opt_u64(16)?,
+            component_sha256: r.opt_text(17)?,
+            component_version: r.opt_text(18)?,
+        };
+        if let Some(b) = found.last_mut() {
+            b.deliveries.push(delivery);
+        }
+    }
+    Ok(found)
 }
 
 /// A delivery waiting to run: its broadcast with the payload (`b`).
