@@ -18,7 +18,7 @@ use std::time::{Duration, SystemTime};
 
 use common::serve_env::Env;
 use cronwerk::model::{RunRecord, RunState};
-use cronwerk::store::{EventFilter, Store};
+use cronwerk::store::{EventFilter, EventJournal, StateAndSettings};
 
 /// What one run must show, on either path.
 #[derive(Debug, Clone)]

@@ -33,7 +33,7 @@ use cronwerk::model::{InstanceInfo, RunRecord, RunState, Schedule, TaskConfig};
 use cronwerk::plugins::Plugins;
 use cronwerk::runtime::{EngineSettings, Runtime};
 use cronwerk::scheduler::{Dispatcher, DispatcherConfig};
-use cronwerk::store::{PostgresStore, RunFilter, Store};
+use cronwerk::store::{Configurations, Housekeeping, PostgresStore, RunFilter, RunLedger, Store};
 use futures_util::StreamExt;
 
 mod support;

@@ -33,7 +33,10 @@ use cronwerk::model::{
 use cronwerk::plugins::{EventSink, Plugins};
 use cronwerk::runtime::{EngineSettings, RunRequest, Runtime, sha256_hex};
 use cronwerk::scheduler::{Dispatcher, DispatcherConfig};
-use cronwerk::store::{Claim, NewRun, RunFilter, RunFinish, SqliteStore, Store};
+use cronwerk::store::{
+    Claim, Configurations, NewRun, RunFilter, RunFinish, RunLedger, SqliteStore, StateAndSettings,
+    Store,
+};
 
 // The end-to-end tests' helpers (`with_custom_section`) serve the bench too.
 #[path = "../../tests/common/mod.rs"]

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use cronwerk::store::{RunFilter, SqliteStore, Store};
+use cronwerk::store::{Configurations, RunFilter, RunLedger, SqliteStore};
 
 use cronwerk::model::RunRecord;
 

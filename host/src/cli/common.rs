@@ -12,7 +12,7 @@ use clap::Args;
 use super::args;
 use crate::model::{DirGrant, HttpGrant, MisfirePolicy};
 use crate::spec::{ConfigSpec, ScheduleSpec};
-use crate::store::{PostgresStore, SqliteStore, Store, is_postgres_url};
+use crate::store::{PostgresStore, SqliteStore, Store, StoreError, is_postgres_url};
 
 /// The `--database` of this process, set once by `main`.
 static DATABASE: OnceLock<Option<String>> = OnceLock::new();
@@ -50,6 +50,17 @@ pub async fn open_store(data_dir: &Path) -> anyhow::Result<Arc<dyn Store>> {
 }
 
 /// Where the store is, for messages (never a password).
+/// What a person can do about a store error, appended to its message: the
+/// store's messages are plain, the commands to run are the CLI's to name.
+pub fn store_hint(e: &anyhow::Error) -> &'static str {
+    match e.downcast_ref::<StoreError>() {
+        Some(StoreError::TaskNotFound(_)) => " (see `cronwerk task list`)",
+        Some(StoreError::TaskExists(_)) => ": pick another name or use `cronwerk task edit`",
+        Some(StoreError::BroadcastNotFound(_)) => " (see `cronwerk farm list`)",
+        _ => "",
+    }
+}
+
 pub fn store_location(data_dir: &Path) -> String {
     match database() {
         Some(_) => "a PostgreSQL database".into(),

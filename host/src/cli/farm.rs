@@ -73,7 +73,8 @@ pub async fn run(data_dir: &Path, command: FarmCommand) -> anyhow::Result<u8> {
         FarmCommand::Show(a) => match store.get_broadcast(&a.id).await {
             Ok(b) => print(&b, a.json).map(|()| exit::OK),
             Err(e @ StoreError::BroadcastNotFound(_)) => {
-                eprintln!("error: {e}");
+                let e = anyhow::Error::from(e);
+                eprintln!("error: {e}{}", common::store_hint(&e));
                 Ok(exit::USAGE)
             }
             Err(e) => Err(e.into()),

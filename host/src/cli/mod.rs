@@ -156,7 +156,7 @@ pub fn main() -> ExitCode {
             Command::New(args) => new::run(args).await,
         };
         result.unwrap_or_else(|e| {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {e:#}{}", common::store_hint(&e));
             exit::INTERNAL
         })
     });

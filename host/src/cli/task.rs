@@ -133,7 +133,7 @@ pub async fn run(data_dir: &Path, command: TaskCommand) -> anyhow::Result<u8> {
     match result {
         Err(e) => match e.downcast_ref::<StoreError>() {
             Some(StoreError::TaskNotFound(_) | StoreError::TaskExists(_)) => {
-                eprintln!("error: {e}");
+                eprintln!("error: {e}{}", common::store_hint(&e));
                 Ok(exit::USAGE)
             }
             _ if e.is::<spec::FieldError>() => {

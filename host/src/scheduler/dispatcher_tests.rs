@@ -13,7 +13,7 @@ use crate::model::{
     Clock, EventSource, Level, MisfirePolicy, RunRecord, RunState, Schedule, TaskConfig, Trigger,
 };
 use crate::runtime::{Event, Outcome, RunReport, RunRequest};
-use crate::store::{RunFilter, SqliteStore, Store};
+use crate::store::{Configurations, RunFilter, RunLedger, SqliteStore};
 
 fn t(s: i64) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 11, 21, 12, 0, 0).unwrap() + chrono::TimeDelta::seconds(s)

@@ -724,6 +724,7 @@ pub async fn run_all(make: impl Fn() -> Box<dyn Store>) {
     identifier_settings(&*make()).await;
     runs_filter_by_time_and_state(&*make()).await;
     batches_claim_and_finish_like_single_calls(&*make()).await;
+    concurrent_skips_of_one_slot_record_it_once(&*make()).await;
 }
 
 pub async fn identifier_settings(store: &dyn Store) {
@@ -761,5 +762,63 @@ pub async fn identifier_settings(store: &dyn Store) {
     assert_eq!(
         settings["Acme.ReportDigest"].iter().collect::<Vec<_>>(),
         [(&"team".to_owned(), &"ops".to_owned())]
+    );
+}
+
+/// Several claimants find the same slot overlapping a run and skip it at
+/// once: exactly one moves the schedule and records the skip, the others
+/// lose, and none fails. On a backend where transactions overlap, a skip
+/// recorded without checking that its own conditional update moved the
+/// schedule would write a second record for the slot (and trip the
+/// one-record-per-slot index).
+pub async fn concurrent_skips_of_one_slot_record_it_once(store: &dyn Store) {
+    let task = store.create_task(&config("o"), Some(t(10))).await.unwrap();
+    let run1 = new_run(&task, "r1", Some(t(10)), t(10));
+    assert_eq!(
+        store
+            .claim_slot(task.id, t(10), Some(t(20)), &run1)
+            .await
+            .unwrap(),
+        Claim::Claimed
+    );
+    // Connections for every claimant first (a pooled backend opens them
+    // on demand), so the claims' transactions really overlap.
+    futures_util::future::join_all((0..8).map(|_| store.list_tasks())).await;
+    let claims: Vec<SlotClaim> = (0..8)
+        .map(|i| SlotClaim {
+            slot: t(20),
+            next: Some(t(30)),
+            run: new_run(&task, &format!("s{i}"), Some(t(20)), t(20)),
+            on_overlap: OnOverlap::Skip,
+        })
+        .collect();
+    let results: Vec<Claim> = futures_util::future::join_all(
+        claims
+            .iter()
+            .map(|c| store.claim_slots(std::slice::from_ref(c))),
+    )
+    .await
+    .into_iter()
+    .map(|r| r.unwrap().remove(0))
+    .collect();
+    let overlapped = Claim::AlreadyRunning {
+        run_id: "r1".into(),
+    };
+    assert_eq!(results.iter().filter(|c| **c == overlapped).count(), 1);
+    assert_eq!(results.iter().filter(|c| **c == Claim::Lost).count(), 7);
+    let task = store.get_task("o").await.unwrap();
+    assert_eq!((task.skipped_count, task.next_run_at), (1, Some(t(30))));
+    let skipped = store
+        .list_runs(&RunFilter {
+            task_id: Some(task.id),
+            state: Some(RunState::Skipped),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(skipped.len(), 1);
+    assert_eq!(
+        skipped[0].message,
+        "skipped: the previous run r1 was still running"
     );
 }

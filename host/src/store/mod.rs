@@ -1,21 +1,29 @@
 //! What happened and what is configured: task configurations with their
 //! scheduling state, runs, events, per-configuration state, plugin status
-//! and instances, behind one trait so backends are interchangeable (SQLite
-//! on one machine, PostgreSQL for clusters). The trait's operations are the scheduler's
-//! consistency points: claiming a slot and finishing a run are each one
-//! atomic, conditional step in the database, never in a process's memory.
+//! and instances. Each concern is a role trait ([`Configurations`],
+//! [`RunLedger`], [`EventJournal`], [`StateAndSettings`], [`Fleet`],
+//! [`Housekeeping`]) so a caller or a decorator can name only what it
+//! uses; [`Store`] is their sum, what a backend provides (SQLite on one
+//! machine, PostgreSQL for clusters). The ledger's operations are the
+//! scheduler's consistency points: claiming a slot and finishing a run are
+//! each one atomic, conditional step in the database, never in a process's
+//! memory. Both backends run those steps from one statement of each rule
+//! (`sql`), each through its own small adapter.
 
 #[cfg(test)]
 mod conformance;
+mod observed;
 mod ops;
 mod postgres;
+mod sql;
 mod sqlite;
 
+pub use observed::{CallObserver, Observed};
 pub use ops::*;
 pub use postgres::{PostgresStore, SCHEMA_VERSION as POSTGRES_SCHEMA_VERSION, is_postgres_url};
 pub use sqlite::SqliteStore;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use crate::model::{
@@ -25,18 +33,18 @@ use crate::model::{
 
 use chrono::{DateTime, Utc};
 
-/// Failures a caller can act on.
+/// Failures a caller can act on. The messages say what is wrong, not
+/// what to do about it: that depends on the caller (the CLI names its
+/// commands, the API its status codes).
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("no task configuration named '{0}' (see `cronwerk task list`)")]
+    #[error("no task configuration named '{0}'")]
     TaskNotFound(String),
-    #[error(
-        "a task configuration named '{0}' already exists: pick another name or use `cronwerk task edit`"
-    )]
+    #[error("a task configuration named '{0}' already exists")]
     TaskExists(String),
     #[error("no run with id '{0}'")]
     RunNotFound(String),
-    #[error("no broadcast with id '{0}' (see `cronwerk farm list`)")]
+    #[error("no broadcast with id '{0}'")]
     BroadcastNotFound(String),
     #[error("the store failed: {0:#}")]
     Backend(#[from] anyhow::Error),
@@ -44,10 +52,21 @@ pub enum StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
-/// Persistence for everything the scheduler and the CLI share.
+/// Persistence for everything the scheduler, the CLI and the API share:
+/// every role. Implemented for whatever implements all of them.
+pub trait Store:
+    Configurations + RunLedger + EventJournal + StateAndSettings + Fleet + Housekeeping
+{
+}
+
+impl<T> Store for T where
+    T: Configurations + RunLedger + EventJournal + StateAndSettings + Fleet + Housekeeping + ?Sized
+{
+}
+
+/// Task configurations and the scheduling fields the dispatcher reads.
 #[async_trait::async_trait]
-pub trait Store: Send + Sync {
-    // --- configurations -------------------------------------------------
+pub trait Configurations: Send + Sync {
     /// Creates a configuration whose first fire time is `next_run_at`.
     async fn create_task(
         &self,
@@ -66,13 +85,17 @@ pub trait Store: Send + Sync {
     async fn get_task(&self, name: &str) -> StoreResult<TaskRecord>;
     async fn get_task_by_id(&self, id: i64) -> StoreResult<TaskRecord>;
     async fn list_tasks(&self) -> StoreResult<Vec<TaskRecord>>;
-
-    // --- scheduling -----------------------------------------------------
     /// Enabled configurations whose next fire time or retry time is at or
     /// before `now`.
     async fn due_tasks(&self, now: DateTime<Utc>) -> StoreResult<Vec<TaskRecord>>;
     /// The earliest next fire time or retry time of any enabled configuration.
     async fn earliest_due(&self) -> StoreResult<Option<DateTime<Utc>>>;
+}
+
+/// Runs: claiming slots, retries and manual runs, finishing them, their
+/// leases, and reading them back.
+#[async_trait::async_trait]
+pub trait RunLedger: Send + Sync {
     /// Claims many slots in one atomic step. Each claim succeeds only if its
     /// slot is still the configuration's next fire time and nothing is
     /// running, and then moves the next fire time on; on overlap it records
@@ -115,8 +138,6 @@ pub trait Store: Send + Sync {
     ) -> StoreResult<Claim>;
     /// Starts a manual run unless one is running (then records it skipped).
     async fn claim_manual(&self, task_id: i64, run: &NewRun) -> StoreResult<Claim>;
-
-    // --- runs -----------------------------------------------------------
     /// Records how runs ended (in one transaction): outcome, events and the
     /// state each left; clears the configuration's running mark, updates its
     /// counters, schedules a retry when asked. Only a run still `running`
@@ -149,29 +170,56 @@ pub trait Store: Send + Sync {
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
     ) -> StoreResult<Claim>;
+}
 
-    // --- events and state ------------------------------------------------
+/// The event log: what tasks and the host reported.
+#[async_trait::async_trait]
+pub trait EventJournal: Send + Sync {
     async fn append_events(&self, events: &[NewEvent]) -> StoreResult<()>;
     async fn list_events(&self, filter: &EventFilter) -> StoreResult<Vec<EventRecord>>;
-    async fn load_state(&self, task_id: i64) -> StoreResult<BTreeMap<String, String>>;
+}
+
+/// What tasks keep between runs, and the settings operators give them.
+#[async_trait::async_trait]
+pub trait StateAndSettings: Send + Sync {
     /// The states of several configurations in one read (for a batch of
     /// claimed runs); configurations without state map to an empty map.
     async fn load_states(
         &self,
         task_ids: &[i64],
-    ) -> StoreResult<std::collections::HashMap<i64, BTreeMap<String, String>>>;
+    ) -> StoreResult<HashMap<i64, BTreeMap<String, String>>>;
+    /// One configuration's state: [`load_states`](Self::load_states).
+    async fn load_state(&self, task_id: i64) -> StoreResult<BTreeMap<String, String>> {
+        Ok(self
+            .load_states(&[task_id])
+            .await?
+            .remove(&task_id)
+            .unwrap_or_default())
+    }
+    /// Sets one setting of an implementation identifier (the tasks'
+    /// `config` import), or removes it (`None`); removing a missing setting
+    /// is not an error.
+    async fn set_setting(
+        &self,
+        identifier: &str,
+        key: &str,
+        value: Option<&str>,
+    ) -> StoreResult<()>;
+    /// Every setting, by identifier, then key.
+    async fn list_settings(&self) -> StoreResult<Settings>;
+}
 
-    // --- plugins and instances -------------------------------------------
+/// The instances sharing the store: their liveness, their plugins, and the
+/// broadcasts (web farm) delivered to each.
+#[async_trait::async_trait]
+pub trait Fleet: Send + Sync {
     /// Replaces the plugin status an instance reports.
     async fn set_plugins(&self, instance: &str, plugins: &[PluginRow]) -> StoreResult<()>;
     async fn list_plugins(&self) -> StoreResult<Vec<PluginRow>>;
     async fn heartbeat(&self, instance: &InstanceRow) -> StoreResult<()>;
     async fn list_instances(&self) -> StoreResult<Vec<InstanceRow>>;
-
     /// Forgets an instance that stopped cleanly (its plugin rows too).
     async fn remove_instance(&self, name: &str) -> StoreResult<()>;
-
-    // --- broadcasts (web farm) ---------------------------------------------
     /// Records a broadcast with a queued delivery for each of its instances.
     async fn create_broadcast(&self, broadcast: &NewBroadcast) -> StoreResult<()>;
     async fn get_broadcast(&self, id: &str) -> StoreResult<BroadcastRecord>;
@@ -202,20 +250,12 @@ pub trait Store: Send + Sync {
     /// Queues for `instance` the broadcasts made since `since` that it has
     /// no delivery of (a joining instance asked to catch up); returns how many.
     async fn join_broadcasts(&self, instance: &str, since: DateTime<Utc>) -> StoreResult<u64>;
+}
 
-    // --- identifier settings (the tasks' `config` import) -----------------
-    /// Sets one setting of an implementation identifier, or removes it
-    /// (`None`); removing a missing setting is not an error.
-    async fn set_setting(
-        &self,
-        identifier: &str,
-        key: &str,
-        value: Option<&str>,
-    ) -> StoreResult<()>;
-    /// Every setting, by identifier, then key.
-    async fn list_settings(&self) -> StoreResult<Settings>;
-
-    // --- housekeeping ------------------------------------------------------
+/// What keeps processes sharing a store in step: noticing each other's
+/// changes, agreeing on the time, and retention.
+#[async_trait::async_trait]
+pub trait Housekeeping: Send + Sync {
     /// A value that changes whenever anyone (another process too) committed
     /// a change; the dispatcher polls it to pick up CLI edits.
     async fn change_token(&self) -> StoreResult<u64>;

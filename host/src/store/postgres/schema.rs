@@ -147,9 +147,45 @@ CREATE TRIGGER settings_changed AFTER INSERT OR UPDATE OR DELETE ON settings
     FOR EACH STATEMENT EXECUTE FUNCTION cronwerk_notify_change();
 "#;
 
+/// Broadcasts (web farm). A new delivery row notifies every instance (the
+/// same channel as configuration edits), so an instance starts its delivery
+/// within its next pass, not at its next poll. Deliveries go with their
+/// broadcast (`ON DELETE CASCADE`).
+const V3: &str = r#"
+CREATE TABLE broadcasts (
+    id         TEXT COLLATE "C" PRIMARY KEY,
+    identifier TEXT NOT NULL,
+    target     TEXT NOT NULL,
+    text       TEXT NOT NULL,
+    data       BYTEA NOT NULL,
+    created_at TIMESTAMPTZ NOT NULL,
+    created_by TEXT NOT NULL
+);
+CREATE INDEX broadcasts_created ON broadcasts (created_at);
+CREATE TABLE deliveries (
+    broadcast_id      TEXT COLLATE "C" NOT NULL REFERENCES broadcasts (id) ON DELETE CASCADE,
+    instance          TEXT COLLATE "C" NOT NULL,
+    state             TEXT NOT NULL,
+    run_id            TEXT,
+    started_at        TIMESTAMPTZ,
+    finished_at       TIMESTAMPTZ,
+    reason            TEXT,
+    message           TEXT NOT NULL DEFAULT '',
+    duration_us       BIGINT,
+    fuel              BIGINT,
+    peak_memory       BIGINT,
+    component_sha256  TEXT,
+    component_version TEXT,
+    PRIMARY KEY (broadcast_id, instance)
+);
+CREATE INDEX deliveries_waiting ON deliveries (instance, state);
+CREATE TRIGGER deliveries_queued AFTER INSERT ON deliveries
+    FOR EACH STATEMENT EXECUTE FUNCTION cronwerk_notify_change();
+"#;
+
 /// Every migration in order; the position is the version (1-based). Only
 /// ever append: databases in use have the earlier ones applied.
-const MIGRATIONS: &[&str] = &[V1, V2, super::farm::SCHEMA];
+const MIGRATIONS: &[&str] = &[V1, V2, V3];
 
 /// The schema version this build expects.
 pub const LATEST: i64 = MIGRATIONS.len() as i64;

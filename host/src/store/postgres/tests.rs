@@ -16,6 +16,7 @@ use tokio_postgres::{Client, Config, NoTls};
 
 use super::*;
 use crate::model::{RunOutcome, RunState, Schedule, TaskConfig, TaskRecord, Trigger};
+use crate::store::*;
 
 /// The server to test against, or `None` (the test is skipped) when none is
 /// configured and `CRONWERK_REQUIRE_POSTGRES` does not insist.

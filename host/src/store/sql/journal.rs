@@ -1,0 +1,159 @@
+//! Events, the state tasks keep between runs, identifier settings, and
+//! retention.
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::{DateTime, Utc};
+
+use super::rows::{self, EVENT_COLUMNS};
+use super::{Tx, params};
+use crate::model::{EventRecord, NewEvent};
+use crate::store::{EventFilter, Settings};
+
+pub async fn insert_event<T: Tx + ?Sized>(tx: &T, e: &NewEvent) -> anyhow::Result<()> {
+    tx.exec(
+        "INSERT INTO events (at, level, source, code, message, task_id, run_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        params![
+            e.at,
+            e.level.rank(),
+            e.source.as_str(),
+            &e.code,
+            &e.message,
+            e.task_id,
+            &e.run_id
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+/// The newest events that pass `filter`, oldest first. The casts type the
+/// parameters a filter leaves NULL (PostgreSQL must know them).
+pub async fn list_events<T: Tx + ?Sized>(
+    tx: &T,
+    filter: &EventFilter,
+) -> anyhow::Result<Vec<EventRecord>> {
+    let sql = format!(
+        "SELECT {EVENT_COLUMNS} FROM events e LEFT JOIN tasks t ON t.id = e.task_id
+         WHERE (CAST($1 AS BIGINT) IS NULL OR e.task_id = $1)
+           AND (CAST($2 AS TEXT) IS NULL OR e.run_id = $2)
+           AND (CAST($3 AS BIGINT) IS NULL OR e.level >= $3)
+           AND (CAST($4 AS BIGINT) IS NULL OR e.id > $4)
+         ORDER BY e.id DESC LIMIT $5"
+    );
+    let found = tx
+        .query(
+            &sql,
+            params![
+                filter.task_id,
+                &filter.run_id,
+                filter.min_level.map(|l| l.rank()),
+                filter.after_id,
+                super::ledger::limit(filter.limit),
+            ],
+        )
+        .await?;
+    let mut events = rows::all(found, rows::event)?;
+    events.reverse();
+    Ok(events)
+}
+
+/// The states of `task_ids` (empty for those without), one read each
+/// (PostgreSQL: one read for all).
+pub async fn load_states<T: Tx + ?Sized>(
+    tx: &T,
+    task_ids: &[i64],
+) -> anyhow::Result<HashMap<i64, BTreeMap<String, String>>> {
+    let mut states: HashMap<i64, BTreeMap<String, String>> = HashMap::new();
+    for &id in task_ids {
+        let mut state = BTreeMap::new();
+        for mut row in tx
+            .query(
+                "SELECT key, value FROM task_state WHERE task_id = $1",
+                params![id],
+            )
+            .await?
+        {
+            state.insert(row.text(0)?, row.text(1)?);
+        }
+        states.insert(id, state);
+    }
+    Ok(states)
+}
+
+pub async fn set_setting<T: Tx + ?Sized>(
+    tx: &T,
+    identifier: &str,
+    key: &str,
+    value: Option<&str>,
+) -> anyhow::Result<()> {
+    match value {
+        Some(value) => {
+            let sql = format!(
+                "INSERT INTO settings (identifier, key, value, updated_at)
+                 VALUES ($1, $2, $3, {})
+                 ON CONFLICT (identifier, key)
+                 DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+                T::NOW
+            );
+            tx.exec(&sql, params![identifier, key, value]).await?
+        }
+        None => {
+            tx.exec(
+                "DELETE FROM settings WHERE identifier = $1 AND key = $2",
+                params![identifier, key],
+            )
+            .await?
+        }
+    };
+    Ok(())
+}
+
+pub async fn list_settings<T: Tx + ?Sized>(tx: &T) -> anyhow::Result<Settings> {
+    let mut settings = Settings::new();
+    for mut row in tx
+        .query("SELECT identifier, key, value FROM settings", &[])
+        .await?
+    {
+        settings
+            .entry(row.text(0)?)
+            .or_default()
+            .insert(row.text(1)?, row.text(2)?);
+    }
+    Ok(settings)
+}
+
+/// Retention: the newest `keep_runs` finished runs per configuration, and
+/// events and broadcasts (with their deliveries) from `since` on.
+pub async fn prune<T: Tx + ?Sized>(
+    tx: &T,
+    keep_runs: u32,
+    since: DateTime<Utc>,
+) -> anyhow::Result<(u64, u64)> {
+    let runs = tx
+        .exec(
+            "DELETE FROM runs WHERE id IN (
+                 SELECT id FROM (
+                     SELECT id, ROW_NUMBER() OVER (PARTITION BY task_id ORDER BY id DESC) AS n
+                     FROM runs WHERE state NOT IN ('running', 'queued')) ranked
+                 WHERE n > $1)",
+            params![keep_runs],
+        )
+        .await?;
+    let events = tx
+        .exec("DELETE FROM events WHERE at < $1", params![since])
+        .await?;
+    tx.exec(
+        "DELETE FROM deliveries WHERE broadcast_id IN
+             (SELECT id FROM broadcasts WHERE created_at < $1)",
+        params![since],
+    )
+    .await?;
+    tx.exec(
+        "DELETE FROM broadcasts WHERE created_at < $1",
+        params![since],
+    )
+    .await?;
+    Ok((runs, events))
+}

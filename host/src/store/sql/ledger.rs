@@ -1,0 +1,495 @@
+//! The run ledger's rules. Each claim is a conditional `UPDATE` of the
+//! configuration row whose condition is the claim's premise (the slot is
+//! still the next fire time, the retry is still pending, nothing runs);
+//! the number of rows it changed says whether this claimant won, and only
+//! a winner writes anything else. That is what makes a slot go to exactly
+//! one claimant on either backend: SQLite serialises write transactions;
+//! under PostgreSQL's read committed isolation an `UPDATE` that waited for
+//! another transaction's lock re-checks its condition against what that
+//! transaction committed, so every check below is on rows changed, never
+//! on what an earlier `SELECT` saw.
+//!
+//! Rows are changed in one global order so concurrent batches cannot
+//! deadlock on PostgreSQL: run rows before task rows, each in ascending id
+//! order. Batches here go item by item in that order; PostgreSQL replaces
+//! the common batches by set-based statements (`postgres::batches`) that
+//! apply these same rules.
+
+use chrono::{DateTime, Utc};
+
+use super::rows::{self, RUN_COLUMNS};
+use super::{Tx, params, query_opt};
+use crate::model::{EventSource, Level, NewEvent, RunRecord, RunState};
+use crate::store::{Claim, NewRun, OnOverlap, RunFilter, RunFinish, SlotClaim};
+
+/// Records `run` in `state` (running, or skipped with its message).
+pub async fn insert_run<T: Tx + ?Sized>(
+    tx: &T,
+    run: &NewRun,
+    state: RunState,
+) -> anyhow::Result<()> {
+    let finished = (state == RunState::Skipped).then_some(run.started_at);
+    let lease = (state == RunState::Running).then_some(run.lease_until);
+    tx.exec(
+        "INSERT INTO runs (id, task_id, task_name, implementation, trigger, attempt, scheduled_for,
+                           started_at, finished_at, lease_until, state, message, instance)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+        params![
+            &run.id,
+            run.task_id,
+            &run.task_name,
+            &run.implementation,
+            run.trigger.as_str(),
+            run.attempt,
+            run.scheduled_for,
+            run.started_at,
+            finished,
+            lease,
+            state.as_str(),
+            &run.message,
+            &run.instance,
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+/// The message of a slot skipped because `running` was still running.
+pub fn overlap_message(running: &str) -> String {
+    format!("skipped: the previous run {running} was still running")
+}
+
+/// The message of a manual run not started because `running` was.
+fn not_started_message(running: &str) -> String {
+    format!("not started: run {running} is still running")
+}
+
+/// Claims slots item by item in task-id order (the lock order); results in
+/// input order. Items naming the same configuration keep their order, so
+/// each sees the one before.
+pub async fn claim_slots<T: Tx + ?Sized>(
+    tx: &T,
+    claims: &[SlotClaim],
+) -> anyhow::Result<Vec<Claim>> {
+    let mut order: Vec<usize> = (0..claims.len()).collect();
+    order.sort_by_key(|&i| claims[i].run.task_id);
+    let mut results = vec![Claim::Lost; claims.len()];
+    for i in order {
+        results[i] = claim_slot(tx, &claims[i]).await?;
+    }
+    Ok(results)
+}
+
+/// One slot: won if it is still the next fire time, the configuration is
+/// enabled and nothing runs. If something runs, the slot is skipped (or
+/// left due, per [`OnOverlap`]); otherwise someone else took it.
+pub async fn claim_slot<T: Tx + ?Sized>(tx: &T, c: &SlotClaim) -> anyhow::Result<Claim> {
+    let run = &c.run;
+    let won = tx
+        .exec(
+            "UPDATE tasks SET next_run_at = $1, running_run_id = $2, last_run_at = $3,
+                    run_count = run_count + 1, retry_at = NULL, retry_attempt = 0
+             WHERE id = $4 AND next_run_at = $5 AND enabled = TRUE AND running_run_id IS NULL",
+            params![c.next, &run.id, run.started_at, run.task_id, c.slot],
+        )
+        .await?;
+    if won == 1 {
+        insert_run(tx, run, RunState::Running).await?;
+        return Ok(Claim::Claimed);
+    }
+    let Some(running) = running_at_slot(tx, run.task_id, c.slot).await? else {
+        return Ok(Claim::Lost);
+    };
+    if c.on_overlap == OnOverlap::Skip {
+        let mut skipped = run.clone();
+        skipped.message = overlap_message(&running);
+        // Conditional again, and judged by what it changed: another
+        // instance may be skipping this very slot, and only the one that
+        // moves the schedule records the skip.
+        if !skip_slot(tx, run.task_id, c.slot, c.next, &skipped).await? {
+            return Ok(Claim::Lost);
+        }
+    }
+    Ok(Claim::AlreadyRunning { run_id: running })
+}
+
+/// The run going on, if the configuration is still at `slot` and running.
+pub async fn running_at_slot<T: Tx + ?Sized>(
+    tx: &T,
+    task_id: i64,
+    slot: DateTime<Utc>,
+) -> anyhow::Result<Option<String>> {
+    match query_opt(
+        tx,
+        "SELECT running_run_id FROM tasks WHERE id = $1 AND next_run_at = $2",
+        params![task_id, slot],
+    )
+    .await?
+    {
+        Some(mut row) => row.opt_text(0),
+        None => Ok(None),
+    }
+}
+
+/// Records `slot` skipped and moves the schedule on, if the slot is still
+/// the next fire time; false (nothing recorded) if it is not.
+pub async fn skip_slot<T: Tx + ?Sized>(
+    tx: &T,
+    task_id: i64,
+    slot: DateTime<Utc>,
+    next: Option<DateTime<Utc>>,
+    skipped: &NewRun,
+) -> anyhow::Result<bool> {
+    let moved = tx
+        .exec(
+            "UPDATE tasks SET next_run_at = $1, skipped_count = skipped_count + 1
+             WHERE id = $2 AND next_run_at = $3",
+            params![next, task_id, slot],
+        )
+        .await?;
+    if moved == 1 {
+        insert_run(tx, skipped, RunState::Skipped).await?;
+    }
+    Ok(moved == 1)
+}
+
+/// Claims the pending retry due at `retry_at`, if it is still pending and
+/// nothing runs.
+pub async fn claim_retry<T: Tx + ?Sized>(
+    tx: &T,
+    task_id: i64,
+    retry_at: DateTime<Utc>,
+    run: &NewRun,
+) -> anyhow::Result<Claim> {
+    let won = tx
+        .exec(
+            "UPDATE tasks SET retry_at = NULL, running_run_id = $1, last_run_at = $2,
+                    run_count = run_count + 1
+             WHERE id = $3 AND retry_at = $4 AND enabled = TRUE AND running_run_id IS NULL",
+            params![&run.id, run.started_at, task_id, retry_at],
+        )
+        .await?;
+    if won == 1 {
+        insert_run(tx, run, RunState::Running).await?;
+        return Ok(Claim::Claimed);
+    }
+    Ok(Claim::Lost)
+}
+
+/// Marks the configuration running `run_id` if nothing runs; else names
+/// what runs (`None`: the configuration is gone).
+async fn take_configuration<T: Tx + ?Sized>(
+    tx: &T,
+    task_id: i64,
+    run_id: &str,
+    now: DateTime<Utc>,
+) -> anyhow::Result<Result<(), Option<String>>> {
+    let won = tx
+        .exec(
+            "UPDATE tasks SET running_run_id = $1, last_run_at = $2, run_count = run_count + 1
+             WHERE id = $3 AND running_run_id IS NULL",
+            params![run_id, now, task_id],
+        )
+        .await?;
+    if won == 1 {
+        return Ok(Ok(()));
+    }
+    let running = match query_opt(
+        tx,
+        "SELECT running_run_id FROM tasks WHERE id = $1",
+        params![task_id],
+    )
+    .await?
+    {
+        Some(mut row) => row.opt_text(0)?,
+        None => None,
+    };
+    if running.is_some() {
+        tx.exec(
+            "UPDATE tasks SET skipped_count = skipped_count + 1 WHERE id = $1",
+            params![task_id],
+        )
+        .await?;
+    }
+    Ok(Err(running))
+}
+
+/// Starts a manual run unless one is running (then records it skipped).
+pub async fn claim_manual<T: Tx + ?Sized>(
+    tx: &T,
+    task_id: i64,
+    run: &NewRun,
+) -> anyhow::Result<Claim> {
+    match take_configuration(tx, task_id, &run.id, run.started_at).await? {
+        Ok(()) => {
+            insert_run(tx, run, RunState::Running).await?;
+            Ok(Claim::Claimed)
+        }
+        Err(Some(running)) => {
+            let mut skipped = run.clone();
+            skipped.message = not_started_message(&running);
+            insert_run(tx, &skipped, RunState::Skipped).await?;
+            Ok(Claim::AlreadyRunning { run_id: running })
+        }
+        Err(None) => Ok(Claim::Lost),
+    }
+}
+
+/// Records a manual run of configuration `task_id` for an instance to pick
+/// up; its id, or `None` if there is no such configuration.
+pub async fn queue_manual_run<T: Tx + ?Sized>(
+    tx: &T,
+    task_id: i64,
+    requested_by: &str,
+) -> anyhow::Result<Option<String>> {
+    let Some(task) = super::tasks::by_id(tx, task_id).await? else {
+        return Ok(None);
+    };
+    let id = uuid::Uuid::now_v7().to_string();
+    let sql = format!(
+        "INSERT INTO runs (id, task_id, task_name, implementation, trigger, queued_at, state,
+                           message, instance)
+         VALUES ($1, $2, $3, $4, 'manual', {}, 'queued', $5, NULL)",
+        T::NOW
+    );
+    let message = format!("requested by {requested_by}");
+    tx.exec(
+        &sql,
+        params![
+            &id,
+            task.id,
+            &task.config.name,
+            &task.config.implementation,
+            &message
+        ],
+    )
+    .await?;
+    Ok(Some(id))
+}
+
+/// Moves a queued run to running unless its configuration is running
+/// already. The queued row is locked first, so of two instances picking
+/// up the same request one starts it and the other finds it gone.
+pub async fn start_queued_run<T: Tx + ?Sized>(
+    tx: &T,
+    run_id: &str,
+    instance: &str,
+    now: DateTime<Utc>,
+    lease_until: DateTime<Utc>,
+) -> anyhow::Result<Claim> {
+    let sql = format!(
+        "SELECT task_id FROM runs WHERE id = $1 AND state = 'queued'{}",
+        T::FOR_UPDATE
+    );
+    let Some(mut queued) = query_opt(tx, &sql, params![run_id]).await? else {
+        return Ok(Claim::Lost);
+    };
+    let task_id = queued.int(0)?;
+    match take_configuration(tx, task_id, run_id, now).await? {
+        Ok(()) => {
+            tx.exec(
+                "UPDATE runs SET state = 'running', started_at = $1, lease_until = $2,
+                        instance = $3
+                 WHERE id = $4",
+                params![now, lease_until, instance, run_id],
+            )
+            .await?;
+            Ok(Claim::Claimed)
+        }
+        Err(Some(running)) => {
+            tx.exec(
+                "UPDATE runs SET state = 'skipped', started_at = $1, finished_at = $1,
+                        instance = $2, message = $3
+                 WHERE id = $4",
+                params![now, instance, &not_started_message(&running), run_id],
+            )
+            .await?;
+            Ok(Claim::AlreadyRunning { run_id: running })
+        }
+        Err(None) => Ok(Claim::Lost),
+    }
+}
+
+/// Records finished runs item by item: run rows locked in id order, then
+/// each finish in task-id order; results in input order.
+pub async fn finish_runs<T: Tx + ?Sized>(
+    tx: &T,
+    finishes: &[RunFinish],
+) -> anyhow::Result<Vec<bool>> {
+    let ids: Vec<&str> = finishes.iter().map(|f| f.run_id.as_str()).collect();
+    tx.lock_runs(&ids).await?;
+    let mut order: Vec<usize> = (0..finishes.len()).collect();
+    order.sort_by_key(|&i| finishes[i].task_id);
+    let mut results = vec![false; finishes.len()];
+    for i in order {
+        results[i] = finish_run(tx, &finishes[i]).await?;
+    }
+    Ok(results)
+}
+
+/// Records how one run ended: only a run still `running` finishes; a run
+/// abandoned meanwhile (lease expired) keeps its record and touches nothing
+/// else. The configuration is freed only if it still names this run.
+pub async fn finish_run<T: Tx + ?Sized>(tx: &T, f: &RunFinish) -> anyhow::Result<bool> {
+    let o = &f.outcome;
+    let finished = tx
+        .exec(
+            "UPDATE runs SET state = $1, reason = $2, message = $3, finished_at = $4,
+                    duration_us = $5, fuel = $6, peak_memory = $7, component_sha256 = $8,
+                    component_version = $9, lease_until = NULL
+             WHERE id = $10 AND state = 'running'",
+            params![
+                o.state.as_str(),
+                o.reason.map(|r| r.as_str()),
+                &o.message,
+                f.finished_at,
+                o.duration_us,
+                o.fuel,
+                o.peak_memory_bytes,
+                &o.component_sha256,
+                &o.component_version,
+                &f.run_id,
+            ],
+        )
+        .await?;
+    if finished == 0 {
+        return Ok(false);
+    }
+    let (retry_at, retry_attempt) = match f.retry {
+        Some((at, attempt)) => (Some(at), attempt),
+        None => (None, 0),
+    };
+    tx.exec(
+        "UPDATE tasks SET running_run_id = NULL, last_outcome = $1, last_message = $2,
+                failed_count = failed_count + $3, retry_at = $4, retry_attempt = $5
+         WHERE id = $6 AND running_run_id = $7",
+        params![
+            o.state.as_str(),
+            &o.message,
+            i64::from(o.state.is_failure()),
+            retry_at,
+            retry_attempt,
+            f.task_id,
+            &f.run_id,
+        ],
+    )
+    .await?;
+    tx.insert_events(&o.events).await?;
+    if let Some(state) = &f.task_state {
+        tx.replace_state(f.task_id, state).await?;
+    }
+    Ok(true)
+}
+
+/// Extends leases one run at a time (PostgreSQL: one statement).
+pub async fn renew_leases<T: Tx + ?Sized>(
+    tx: &T,
+    run_ids: &[String],
+    until: DateTime<Utc>,
+) -> anyhow::Result<()> {
+    for id in run_ids {
+        tx.exec(
+            "UPDATE runs SET lease_until = $1 WHERE id = $2 AND state = 'running'",
+            params![until, id],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Records runs whose lease expired before `now` as abandoned. Runs
+/// locked by someone else right now are left alone (PostgreSQL): that is
+/// their instance finishing them, or another survivor abandoning them.
+pub async fn abandon_expired<T: Tx + ?Sized>(
+    tx: &T,
+    now: DateTime<Utc>,
+) -> anyhow::Result<Vec<RunRecord>> {
+    let sql = format!(
+        "SELECT {RUN_COLUMNS} FROM runs WHERE state = 'running' AND lease_until < $1
+         ORDER BY id{}",
+        T::FOR_UPDATE_SKIP_LOCKED
+    );
+    let mut expired = rows::all(tx.query(&sql, params![now]).await?, rows::run)?;
+    expired.sort_by_key(|r| r.task_id);
+    for run in &expired {
+        let message = format!(
+            "abandoned: instance {} stopped renewing the run's lease (crashed or killed?)",
+            run.instance.as_deref().unwrap_or("?")
+        );
+        tx.exec(
+            "UPDATE runs SET state = 'abandoned', finished_at = $1, message = $2,
+                    lease_until = NULL
+             WHERE id = $3 AND state = 'running'",
+            params![now, &message, &run.id],
+        )
+        .await?;
+        tx.exec(
+            "UPDATE tasks SET running_run_id = NULL, last_outcome = 'abandoned',
+                    last_message = $1, failed_count = failed_count + 1
+             WHERE id = $2 AND running_run_id = $3",
+            params![&message, run.task_id, &run.id],
+        )
+        .await?;
+        tx.insert_events(&[NewEvent {
+            at: now,
+            level: Level::Error,
+            source: EventSource::Host,
+            code: "RUN_ABANDONED".into(),
+            message,
+            task_id: Some(run.task_id),
+            run_id: Some(run.id.clone()),
+        }])
+        .await?;
+    }
+    Ok(expired)
+}
+
+pub async fn get_run<T: Tx + ?Sized>(tx: &T, id: &str) -> anyhow::Result<Option<RunRecord>> {
+    let sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = $1");
+    query_opt(tx, &sql, params![id])
+        .await?
+        .map(rows::run)
+        .transpose()
+}
+
+/// Runs newest first. The casts type the parameters a filter leaves NULL
+/// (PostgreSQL must know them; SQLite takes them as they are).
+pub async fn list_runs<T: Tx + ?Sized>(
+    tx: &T,
+    filter: &RunFilter,
+) -> anyhow::Result<Vec<RunRecord>> {
+    let sql = format!(
+        "SELECT {RUN_COLUMNS} FROM runs
+         WHERE (CAST($1 AS BIGINT) IS NULL OR task_id = $1)
+           AND (CAST($2 AS TEXT) IS NULL OR state = $2)
+           AND (CAST($4 AS TIMESTAMPTZ) IS NULL
+                OR COALESCE(started_at, queued_at, scheduled_for) >= $4)
+           AND (CAST($5 AS TIMESTAMPTZ) IS NULL
+                OR COALESCE(started_at, queued_at, scheduled_for) < $5)
+         ORDER BY id DESC LIMIT $3"
+    );
+    let rows = tx
+        .query(
+            &sql,
+            params![
+                filter.task_id,
+                filter.state.map(RunState::as_str),
+                limit(filter.limit),
+                filter.since,
+                filter.until,
+            ],
+        )
+        .await?;
+    rows::all(rows, rows::run)
+}
+
+pub async fn queued_runs<T: Tx + ?Sized>(tx: &T) -> anyhow::Result<Vec<RunRecord>> {
+    let sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE state = 'queued' ORDER BY id");
+    rows::all(tx.query(&sql, &[]).await?, rows::run)
+}
+
+/// A `LIMIT` for an optional limit: SQLite rejects NULL, PostgreSQL a
+/// negative number; both take the largest integer as none.
+pub fn limit(limit: Option<u32>) -> i64 {
+    limit.map_or(i64::MAX, i64::from)
+}

@@ -1,0 +1,127 @@
+//! Configurations: creating, editing and reading them, and the two reads
+//! the dispatcher makes every pass (what is due, and when the next thing is).
+
+use anyhow::Context as _;
+use chrono::{DateTime, Utc};
+
+use super::rows::{self, TASK_COLUMNS};
+use super::{Tx, params, query_opt};
+use crate::model::{TaskConfig, TaskRecord};
+
+/// Inserts a configuration; fails on the unique name (the caller turns that
+/// into `TaskExists`).
+pub async fn create<T: Tx + ?Sized>(
+    tx: &T,
+    config: &TaskConfig,
+    next_run_at: Option<DateTime<Utc>>,
+) -> anyhow::Result<TaskRecord> {
+    let json = serde_json::to_string(config)?;
+    let sql = format!(
+        "INSERT INTO tasks (name, enabled, config, created_at, updated_at, next_run_at)
+         VALUES ($1, $2, $3, {now}, {now}, $4)
+         RETURNING {TASK_COLUMNS}",
+        now = T::NOW
+    );
+    let row = query_opt(
+        tx,
+        &sql,
+        params![&config.name, config.enabled, &json, next_run_at],
+    )
+    .await?
+    .context("the new configuration's row did not come back")?;
+    rows::task(row)
+}
+
+/// Replaces the configuration named `name`; `None` if there is none.
+pub async fn update<T: Tx + ?Sized>(
+    tx: &T,
+    name: &str,
+    config: &TaskConfig,
+    next_run_at: Option<DateTime<Utc>>,
+) -> anyhow::Result<Option<TaskRecord>> {
+    let json = serde_json::to_string(config)?;
+    let sql = format!(
+        "UPDATE tasks SET name = $1, enabled = $2, config = $3, updated_at = {now},
+                next_run_at = $4
+         WHERE name = $5
+         RETURNING {TASK_COLUMNS}",
+        now = T::NOW
+    );
+    query_opt(
+        tx,
+        &sql,
+        params![&config.name, config.enabled, &json, next_run_at, name],
+    )
+    .await?
+    .map(rows::task)
+    .transpose()
+}
+
+/// Deletes a configuration and its state; false if there was none.
+pub async fn delete<T: Tx + ?Sized>(tx: &T, name: &str) -> anyhow::Result<bool> {
+    let Some(mut row) = query_opt(
+        tx,
+        "DELETE FROM tasks WHERE name = $1 RETURNING id",
+        params![name],
+    )
+    .await?
+    else {
+        return Ok(false);
+    };
+    let id = row.int(0)?;
+    tx.exec("DELETE FROM task_state WHERE task_id = $1", params![id])
+        .await?;
+    Ok(true)
+}
+
+pub async fn by_name<T: Tx + ?Sized>(tx: &T, name: &str) -> anyhow::Result<Option<TaskRecord>> {
+    let sql = format!("SELECT {TASK_COLUMNS} FROM tasks WHERE name = $1");
+    query_opt(tx, &sql, params![name])
+        .await?
+        .map(rows::task)
+        .transpose()
+}
+
+pub async fn by_id<T: Tx + ?Sized>(tx: &T, id: i64) -> anyhow::Result<Option<TaskRecord>> {
+    let sql = format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1");
+    query_opt(tx, &sql, params![id])
+        .await?
+        .map(rows::task)
+        .transpose()
+}
+
+pub async fn list<T: Tx + ?Sized>(tx: &T) -> anyhow::Result<Vec<TaskRecord>> {
+    let sql = format!("SELECT {TASK_COLUMNS} FROM tasks ORDER BY name");
+    rows::all(tx.query(&sql, &[]).await?, rows::task)
+}
+
+/// Due configurations, earliest first. `enabled = TRUE` (not a bare
+/// `enabled`) lets SQLite use its `(enabled, ...)` indexes; PostgreSQL
+/// reads it as its partial indexes' `WHERE enabled`.
+pub async fn due<T: Tx + ?Sized>(tx: &T, now: DateTime<Utc>) -> anyhow::Result<Vec<TaskRecord>> {
+    let sql = format!(
+        "SELECT {TASK_COLUMNS} FROM tasks
+         WHERE enabled = TRUE AND (next_run_at <= $1 OR retry_at <= $1)
+         ORDER BY COALESCE(CASE WHEN next_run_at <= retry_at THEN next_run_at ELSE retry_at END,
+                           next_run_at, retry_at), id"
+    );
+    rows::all(tx.query(&sql, params![now]).await?, rows::task)
+}
+
+/// Two index-only minimums (next fire times, retry times) rather than a
+/// scan of every configuration.
+pub async fn earliest_due<T: Tx + ?Sized>(tx: &T) -> anyhow::Result<Option<DateTime<Utc>>> {
+    let row = query_opt(
+        tx,
+        "SELECT MIN(t) FROM (
+             SELECT MIN(next_run_at) AS t FROM tasks WHERE enabled = TRUE
+             UNION ALL
+             SELECT MIN(retry_at) AS t FROM tasks WHERE enabled = TRUE) AS due",
+        &[],
+    )
+    .await?;
+    match row {
+        Some(mut row) => row.opt_time(0),
+        None => Ok(None),
+    }
+}

@@ -1,0 +1,154 @@
+//! The SQLite schema as numbered migrations (`rusqlite_migration` keeps
+//! the version in `user_version`), applied when a store opens. Only ever
+//! append: files in use have the earlier ones applied.
+
+use rusqlite_migration::{M, Migrations};
+
+const SCHEMA_V1: &str = r#"
+CREATE TABLE tasks (
+    id             INTEGER PRIMARY KEY,
+    name           TEXT    NOT NULL UNIQUE,
+    enabled        INTEGER NOT NULL,
+    config         TEXT    NOT NULL,
+    created_at     INTEGER NOT NULL,
+    updated_at     INTEGER NOT NULL,
+    next_run_at    INTEGER,
+    last_run_at    INTEGER,
+    last_outcome   TEXT,
+    last_message   TEXT,
+    run_count      INTEGER NOT NULL DEFAULT 0,
+    skipped_count  INTEGER NOT NULL DEFAULT 0,
+    failed_count   INTEGER NOT NULL DEFAULT 0,
+    running_run_id TEXT,
+    retry_at       INTEGER,
+    retry_attempt  INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX tasks_due ON tasks (enabled, next_run_at);
+
+CREATE TABLE runs (
+    id                TEXT    PRIMARY KEY,
+    task_id           INTEGER NOT NULL,
+    task_name         TEXT    NOT NULL,
+    implementation    TEXT    NOT NULL,
+    trigger           TEXT    NOT NULL,
+    attempt           INTEGER NOT NULL DEFAULT 1,
+    scheduled_for     INTEGER,
+    queued_at         INTEGER,
+    started_at        INTEGER,
+    finished_at       INTEGER,
+    lease_until       INTEGER,
+    state             TEXT    NOT NULL,
+    reason            TEXT,
+    message           TEXT    NOT NULL DEFAULT '',
+    duration_us       INTEGER,
+    fuel              INTEGER,
+    peak_memory       INTEGER,
+    component_sha256  TEXT,
+    component_version TEXT,
+    instance          TEXT
+);
+CREATE INDEX runs_task ON runs (task_id, id);
+CREATE INDEX runs_state ON runs (state);
+-- Belt and braces for exactly-once: one record per scheduled slot.
+CREATE UNIQUE INDEX runs_slot ON runs (task_id, scheduled_for) WHERE trigger = 'schedule';
+
+CREATE TABLE events (
+    id      INTEGER PRIMARY KEY AUTOINCREMENT,
+    at      INTEGER NOT NULL,
+    level   INTEGER NOT NULL,
+    source  TEXT    NOT NULL,
+    code    TEXT    NOT NULL,
+    message TEXT    NOT NULL,
+    task_id INTEGER,
+    run_id  TEXT
+);
+CREATE INDEX events_task ON events (task_id, id);
+CREATE INDEX events_run ON events (run_id);
+CREATE INDEX events_at ON events (at);
+
+CREATE TABLE task_state (
+    task_id INTEGER NOT NULL,
+    key     TEXT    NOT NULL,
+    value   TEXT    NOT NULL,
+    PRIMARY KEY (task_id, key)
+);
+
+CREATE TABLE plugins (
+    instance   TEXT    NOT NULL,
+    file       TEXT    NOT NULL,
+    sha256     TEXT    NOT NULL,
+    identifier TEXT,
+    version    TEXT,
+    loaded_at  INTEGER NOT NULL,
+    status     TEXT    NOT NULL,
+    error      TEXT,
+    PRIMARY KEY (instance, file)
+);
+
+CREATE TABLE instances (
+    name         TEXT    PRIMARY KEY,
+    pid          INTEGER NOT NULL,
+    version      TEXT    NOT NULL,
+    roles        TEXT    NOT NULL,
+    started_at   INTEGER NOT NULL,
+    heartbeat_at INTEGER NOT NULL
+);
+"#;
+
+/// Lets the dispatcher's per-pass queries (`due_tasks`, `earliest_due`)
+/// read indexes instead of scanning every configuration: with the `OR` in
+/// `due_tasks`, SQLite only uses `tasks_due` if `retry_at` has an index too.
+const SCHEMA_V2: &str = "CREATE INDEX tasks_retry ON tasks (enabled, retry_at);";
+
+/// Settings an operator scopes to an implementation identifier; every run
+/// of that identifier reads them through the `config` import.
+const SCHEMA_V3: &str = "CREATE TABLE settings (
+    identifier TEXT    NOT NULL,
+    key        TEXT    NOT NULL,
+    value      TEXT    NOT NULL,
+    updated_at INTEGER NOT NULL,
+    PRIMARY KEY (identifier, key)
+);";
+
+pub fn migrations() -> Migrations<'static> {
+    Migrations::new(vec![
+        M::up(SCHEMA_V1),
+        M::up(SCHEMA_V2),
+        M::up(SCHEMA_V3),
+        // Broadcasts (web farm) and their per-instance deliveries.
+        M::up(FARM),
+    ])
+}
+
+/// Broadcasts (web farm): one row per broadcast, one per instance it goes
+/// to. Processes sharing the file see each other's broadcasts through the
+/// same `data_version` check as any other change.
+const FARM: &str = "
+CREATE TABLE broadcasts (
+    id         TEXT    PRIMARY KEY,
+    identifier TEXT    NOT NULL,
+    target     TEXT    NOT NULL,
+    text       TEXT    NOT NULL,
+    data       BLOB    NOT NULL,
+    created_at INTEGER NOT NULL,
+    created_by TEXT    NOT NULL
+);
+CREATE INDEX broadcasts_created ON broadcasts (created_at);
+CREATE TABLE deliveries (
+    broadcast_id      TEXT    NOT NULL,
+    instance          TEXT    NOT NULL,
+    state             TEXT    NOT NULL,
+    run_id            TEXT,
+    started_at        INTEGER,
+    finished_at       INTEGER,
+    reason            TEXT,
+    message           TEXT    NOT NULL DEFAULT '',
+    duration_us       INTEGER,
+    fuel              INTEGER,
+    peak_memory       INTEGER,
+    component_sha256  TEXT,
+    component_version TEXT,
+    PRIMARY KEY (broadcast_id, instance)
+);
+CREATE INDEX deliveries_waiting ON deliveries (instance, state);
+";
