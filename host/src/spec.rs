@@ -392,7 +392,7 @@ pub fn check_role(role: &str) -> Result<(), String> {
 /// Implementation identifiers follow the rule components' own identifiers
 /// obey, so a configuration can only name something a component could be.
 pub fn check_implementation(identifier: &str) -> Result<(), FieldError> {
-    crate::runtime::validate_identifier(identifier)
+    crate::model::validate_identifier(identifier)
         .map_err(|m| FieldError::new(Field::Implementation, m))
 }
 

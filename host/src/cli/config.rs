@@ -10,7 +10,8 @@ use clap::Subcommand;
 
 use super::common::{self, print_table, short};
 use super::exit;
-use crate::runtime::{STATE_MAX_KEY_BYTES, STATE_MAX_VALUE_BYTES, validate_identifier};
+use crate::model::validate_identifier;
+use crate::runtime::{STATE_MAX_KEY_BYTES, STATE_MAX_VALUE_BYTES};
 
 #[derive(Subcommand)]
 pub enum ConfigCommand {

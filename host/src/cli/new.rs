@@ -11,7 +11,7 @@ use anyhow::Context as _;
 use clap::{Args, ValueEnum};
 
 use super::exit;
-use crate::runtime::validate_identifier;
+use crate::model::validate_identifier;
 
 /// The contract, byte for byte as this host was built against it.
 const TASK_WIT: &str = include_str!("../../../wit/task.wit");

@@ -13,6 +13,7 @@ mod clock;
 mod event;
 mod grants;
 pub mod humantime_serde;
+mod identifier;
 mod instance;
 mod limits;
 pub mod names;
@@ -27,6 +28,7 @@ pub use broadcast::{
 pub use clock::{Clock, SystemClock};
 pub use event::{EventRecord, EventSource, Level, NewEvent};
 pub use grants::{DirGrant, Grants, HttpGrant};
+pub use identifier::validate_identifier;
 pub use instance::{InstanceInfo, InstanceRow, PluginRow, PluginState};
 pub use limits::RunLimits;
 pub use run::{RunOutcome, RunRecord, RunState, StopReason, Trigger};

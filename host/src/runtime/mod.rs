@@ -28,9 +28,7 @@ use wasmtime::component::{HasSelf, Linker};
 pub use bindings::{CONTRACT_VERSION, TASK_EXPORT};
 pub use cache::CacheOutcome;
 pub use cancel::CancelToken;
-pub use component::{
-    Component, LoadError, TaskInfo, read_component_file, sha256_hex, validate_identifier,
-};
+pub use component::{Component, LoadError, TaskInfo, read_component_file, sha256_hex};
 pub use context::RunContext;
 pub use engine::{Allocator, CronwerkEngine, EngineSettings};
 pub use events::{Event, EventLimits, EventLog, truncate};
@@ -181,7 +179,7 @@ impl Runtime {
                 origin: origin.clone(),
                 message,
             })?;
-        component::validate_identifier(&info.identifier).map_err(|message| {
+        crate::model::validate_identifier(&info.identifier).map_err(|message| {
             LoadError::BadIdentifier {
                 origin: origin.clone(),
                 message,

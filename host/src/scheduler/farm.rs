@@ -93,7 +93,7 @@ pub struct BroadcastRequest {
 
 fn check(request: &BroadcastRequest) -> Result<(), BroadcastError> {
     let invalid = |field, message: String| BroadcastError::Invalid { field, message };
-    crate::runtime::validate_identifier(&request.identifier).map_err(|m| {
+    crate::model::validate_identifier(&request.identifier).map_err(|m| {
         invalid(
             BroadcastField::Identifier,
             format!("'{}' is not an identifier: {m}", request.identifier),
