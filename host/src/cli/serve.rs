@@ -11,9 +11,9 @@ use clap::Args;
 
 use super::{args, common, exit};
 use crate::model::{InstanceInfo, InstanceRow, NewEvent, PluginRow, PluginState};
-use crate::plugins::{PluginEntry, PluginEvent, Plugins};
-use crate::runtime::{EngineSettings, RunRequest, Runtime};
-use crate::scheduler::{Dispatcher, DispatcherConfig, Execution, Executor};
+use crate::plugins::{PluginEntry, PluginEvent, PluginExecutor, Plugins};
+use crate::runtime::{EngineSettings, Runtime};
+use crate::scheduler::{Dispatcher, DispatcherConfig};
 
 use crate::scheduler::farm::{HEARTBEAT, LIVENESS};
 
@@ -52,30 +52,6 @@ pub struct ServeArgs {
     /// picks one) or none [default: 127.0.0.1:7878, skipped if taken].
     #[arg(long, env = "CRONWERK_LISTEN")]
     listen: Option<crate::api::Listen>,
-}
-
-/// Runs a task by identifier with whatever the plugins folder serves now.
-struct PluginExecutor {
-    plugins: Arc<Plugins>,
-    runtime: Arc<Runtime>,
-}
-
-#[async_trait::async_trait]
-impl Executor for PluginExecutor {
-    async fn execute(&self, implementation: &str, request: RunRequest) -> Execution {
-        // The clone taken here is what the run uses to the end, even if a
-        // new version replaces it meanwhile.
-        match self.plugins.get(implementation) {
-            None => Execution::Missing,
-            Some(component) => {
-                let report = self.runtime.run(&component, request).await;
-                Execution::Ran {
-                    report: Box::new(report),
-                    version: component.info().version.clone(),
-                }
-            }
-        }
-    }
 }
 
 fn host_name() -> String {
@@ -292,10 +268,7 @@ pub async fn run(data_dir: &Path, a: ServeArgs) -> anyhow::Result<u8> {
 
     let dispatcher = Dispatcher::new(
         store.clone(),
-        metrics.meter(Arc::new(PluginExecutor {
-            plugins: plugins.clone(),
-            runtime,
-        })),
+        metrics.meter(Arc::new(PluginExecutor::new(plugins.clone()))),
         clock.clone(),
         DispatcherConfig {
             instance: instance.clone(),

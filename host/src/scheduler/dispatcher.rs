@@ -18,27 +18,10 @@ use crate::model::{
     Clock, InstanceInfo, Level, NewEvent, PendingDelivery, RunOutcome, RunRecord, RunState,
     TaskRecord, Trigger,
 };
-use crate::runtime::{CancelToken, Farm, Outcome, RunContext, RunReport, RunRequest};
+use crate::runtime::{CancelToken, Execution, Executor, Farm, Outcome, RunContext, RunRequest};
 use crate::store::{
     Claim, DeliveryFinish, NewRun, OnOverlap, RunFinish, Settings, SlotClaim, Store, StoreResult,
 };
-
-/// Runs one task execution; the scheduler's only way to reach components.
-#[async_trait::async_trait]
-pub trait Executor: Send + Sync {
-    async fn execute(&self, implementation: &str, request: RunRequest) -> Execution;
-}
-
-/// What an [`Executor`] did.
-pub enum Execution {
-    /// No loaded component implements the identifier.
-    Missing,
-    /// The run happened; `version` is the component's own version.
-    Ran {
-        report: Box<RunReport>,
-        version: String,
-    },
-}
 
 /// What asking this instance for a manual run did.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -9,4 +9,4 @@ mod dispatcher_tests;
 pub mod farm;
 pub mod plan;
 
-pub use dispatcher::{Dispatcher, DispatcherConfig, Execution, Executor, ManualStart};
+pub use dispatcher::{Dispatcher, DispatcherConfig, ManualStart};
