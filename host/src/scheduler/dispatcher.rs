@@ -654,7 +654,10 @@ impl Dispatcher {
         while runs.try_join_next().is_some() {}
     }
 
-    async fn shut_down(&self) {
+    /// Cancels the runs in flight, gives them the grace period, and returns
+    /// once every one is recorded. [`run`](Self::run) does this when told
+    /// to stop; call it only for a dispatcher whose loop is not running.
+    pub async fn shut_down(&self) {
         let tokens: Vec<CancelToken> = self.lock_running().values().cloned().collect();
         if !tokens.is_empty() {
             tracing::info!(
