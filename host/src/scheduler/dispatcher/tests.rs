@@ -8,7 +8,7 @@ use std::time::Duration;
 use chrono::{DateTime, TimeZone, Utc};
 use tokio::sync::Semaphore;
 
-use super::dispatcher::{Dispatcher, DispatcherConfig, ManualStart};
+use super::{Dispatcher, DispatcherConfig, ManualStart};
 use crate::model::{
     Clock, EventSource, Level, MisfirePolicy, RunRecord, RunState, Schedule, TaskConfig, Trigger,
 };
