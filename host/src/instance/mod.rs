@@ -105,47 +105,28 @@ impl Instance {
     /// dispatcher waits for [`run_until`](Self::run_until).
     pub async fn start(config: InstanceConfig) -> anyhow::Result<Instance> {
         let store = config.store.clone();
+        let name = &config.info.name;
         let metrics = Metrics::new();
         let (plugins, plugin_events) = open_plugins(&config, &metrics).await?;
         let watch = plugins.watch().with_context(|| {
-            format!(
-                "watching the plugins folder {}",
-                config.plugins_dir.display()
-            )
+            let dir = config.plugins_dir.display();
+            format!("watching the plugins folder {dir}")
         })?;
-        let name = &config.info.name;
         let mut background = Background(vec![
             plugin_log::record_events(store.clone(), plugin_events),
             plugin_log::report_status(store.clone(), plugins.clone(), name.clone()),
         ]);
         let started_at = store.clock().now();
         background.0.push(join(&config, started_at).await?);
-        (config.notices)(announce(&*store, &plugins, &config.info.name).await?);
+        (config.notices)(announce(&*store, &plugins, name).await?);
+        let executor = metrics.meter(Arc::new(PluginExecutor::new(plugins.clone())));
         let dispatcher = Dispatcher::new(
             store.clone(),
-            metrics.meter(Arc::new(PluginExecutor::new(plugins.clone()))),
+            executor,
             store.clock(),
-            DispatcherConfig {
-                instance: config.info.clone(),
-                lease: config.lease,
-                grace: config.grace,
-                ..Default::default()
-            },
+            dispatcher_config(&config),
         );
-        let api = crate::api::start(
-            config.listen.as_ref(),
-            ApiContext {
-                store: store.clone(),
-                dispatcher: dispatcher.clone(),
-                plugins,
-                metrics,
-                instance: name.clone(),
-                data_dir: config.data_dir.clone(),
-                started_at,
-                liveness: LIVENESS,
-            },
-        )
-        .await?;
+        let api = start_api(&config, &dispatcher, plugins, metrics, started_at).await?;
         Ok(Instance {
             store,
             name: config.info.name,
@@ -210,6 +191,35 @@ async fn open_plugins(
         )
     })?;
     Ok((plugins, events))
+}
+
+fn dispatcher_config(config: &InstanceConfig) -> DispatcherConfig {
+    DispatcherConfig {
+        instance: config.info.clone(),
+        lease: config.lease,
+        grace: config.grace,
+        ..Default::default()
+    }
+}
+
+async fn start_api(
+    config: &InstanceConfig,
+    dispatcher: &Arc<Dispatcher>,
+    plugins: Arc<Plugins>,
+    metrics: Arc<Metrics>,
+    started_at: DateTime<Utc>,
+) -> anyhow::Result<Option<ApiServer>> {
+    let context = ApiContext {
+        store: config.store.clone(),
+        dispatcher: dispatcher.clone(),
+        plugins,
+        metrics,
+        instance: config.info.name.clone(),
+        data_dir: config.data_dir.clone(),
+        started_at,
+        liveness: LIVENESS,
+    };
+    crate::api::start(config.listen.as_ref(), context).await
 }
 
 /// Joins the instances sharing the store; returns the heartbeat task.

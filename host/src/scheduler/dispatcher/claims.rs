@@ -47,7 +47,7 @@ impl Dispatcher {
                 continue;
             }
             if task.retry_at.is_some_and(|r| r <= now) && task.running_run_id.is_none() {
-                self.start_retry(&task, now).await?;
+                self.start_retry(task, now).await?;
                 continue;
             }
             match plan_slot(&task, now) {
@@ -144,19 +144,27 @@ impl Dispatcher {
 
     async fn start_retry(
         self: &Arc<Self>,
-        task: &TaskRecord,
+        task: TaskRecord,
         now: DateTime<Utc>,
     ) -> StoreResult<()> {
         let Some(retry_at) = task.retry_at else {
             return Ok(());
         };
-        let mut run = self.new_run(task, Trigger::Retry, now);
-        run.attempt = task.retry_attempt;
-        if self.store.claim_retry(task.id, retry_at, &run).await? == Claim::Claimed {
-            self.spawn_run(task.clone(), run, task.next_run_at, None)
-                .await;
-        }
+        let run = NewRun {
+            attempt: task.retry_attempt,
+            ..self.new_run(&task, Trigger::Retry, now)
+        };
+        let claim = self.store.claim_retry(task.id, retry_at, &run).await?;
+        self.start_if_won(&claim, task, run).await;
         Ok(())
+    }
+
+    /// Starts a run that is not a scheduled slot's, if its claim was won.
+    async fn start_if_won(self: &Arc<Self>, claim: &Claim, task: TaskRecord, run: NewRun) {
+        if *claim == Claim::Claimed {
+            let next = task.next_run_at;
+            self.spawn_run(task, run, next, None).await;
+        }
     }
 
     async fn start_queued(
@@ -178,14 +186,11 @@ impl Dispatcher {
             .store
             .start_queued_run(&queued.id, &self.config.instance.name, now, lease_until)
             .await?;
-        if claim == Claim::Claimed {
-            let run = NewRun {
-                id: queued.id,
-                ..self.new_run(&task, Trigger::Manual, now)
-            };
-            let next = task.next_run_at;
-            self.spawn_run(task, run, next, None).await;
-        }
+        let run = NewRun {
+            id: queued.id,
+            ..self.new_run(&task, Trigger::Manual, now)
+        };
+        self.start_if_won(&claim, task, run).await;
         Ok(())
     }
 
@@ -229,10 +234,7 @@ impl Dispatcher {
         let run = self.new_run(&task, Trigger::Manual, self.clock.now());
         let claim = self.store.claim_manual(task.id, &run).await?;
         let id = run.id.clone();
-        if claim == Claim::Claimed {
-            let next = task.next_run_at;
-            self.spawn_run(task, run, next, None).await;
-        }
+        self.start_if_won(&claim, task, run).await;
         Ok((id, ManualStart::Here(claim)))
     }
 }
