@@ -11,9 +11,9 @@ use std::time::Duration;
 use cronwerk::model::Level;
 use cronwerk::plugins::{
     PLUGIN_CONFLICT, PLUGIN_FAILED, PLUGIN_LOADED, PLUGIN_REMOVED, PLUGIN_UPDATED, PluginEntry,
-    PluginEvent, PluginStatus, Plugins,
+    PluginEvent, PluginExecutor, PluginStatus, Plugins,
 };
-use cronwerk::runtime::{CacheOutcome, EngineSettings, Outcome, Runtime};
+use cronwerk::runtime::{CacheOutcome, EngineSettings, Execution, Executor, Outcome, Runtime};
 
 use common::{component_path, request};
 
@@ -497,4 +497,28 @@ async fn a_corrupt_cache_entry_is_replaced() {
     let report = rt.run(&component, request(&[])).await;
     assert!(matches!(report.outcome, Outcome::Succeeded { .. }));
     assert_eq!(load().await.unwrap().1, CacheOutcome::Hit);
+}
+
+#[tokio::test]
+async fn the_executor_runs_what_the_folder_serves_and_says_when_nothing_does() {
+    let tmp = Harness::new_folder();
+    place(&tmp.path().join("plugins"), "wat.wasm", &wat_hello("1.0.0"));
+    let h = Harness::open(tmp).await;
+    let executor = PluginExecutor::new(h.plugins.clone());
+
+    match executor.execute(WAT_HELLO, request(&[])).await {
+        Execution::Ran { report, version } => {
+            assert_eq!(version, "1.0.0");
+            assert!(
+                matches!(report.outcome, Outcome::Succeeded { .. }),
+                "{:?}",
+                report.outcome
+            );
+        }
+        Execution::Missing => panic!("{WAT_HELLO} is served but was not run"),
+    }
+    assert!(matches!(
+        executor.execute(HELLO, request(&[])).await,
+        Execution::Missing
+    ));
 }

@@ -25,7 +25,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -119,12 +119,7 @@ async fn instance(
     .await
     .unwrap();
     assert!(plugins.get(HELLO).is_some());
-    let executor = Arc::new(BenchExecutor {
-        plugins,
-        runtime,
-        timing: timing.clone(),
-        entered: Mutex::new(Vec::new()),
-    });
+    let executor = BenchExecutor::new(plugins, timing.clone());
     let dispatcher = Dispatcher::new(
         store.clone(),
         executor.clone(),

@@ -23,7 +23,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -128,12 +128,7 @@ struct Shared {
 }
 
 fn executor(shared: &Shared, timing: &Arc<Timing>) -> Arc<BenchExecutor> {
-    Arc::new(BenchExecutor {
-        plugins: shared.plugins.clone(),
-        runtime: shared.runtime.clone(),
-        timing: timing.clone(),
-        entered: Mutex::new(Vec::new()),
-    })
+    BenchExecutor::new(shared.plugins.clone(), timing.clone())
 }
 
 /// Creates `n` configurations (named `{prefix}-{i}`); returns the time it took.

@@ -1,6 +1,6 @@
 //! `/metrics` in Prometheus text format. Run figures are counted where runs
-//! happen: [`Metrics::meter`] wraps the executor `serve` hands the
-//! dispatcher, so every run this instance executes is counted once, by
+//! happen: [`Metrics::meter`] wraps the executor the instance hands
+//! its dispatcher, so every run this instance executes is counted once, by
 //! identifier and outcome, with its duration, lateness and fuel. Plugin load
 //! failures are counted from the registry's events. Gauges that describe the
 //! shared store (configurations, their overview counters, plugin status) are
@@ -16,8 +16,7 @@ use prometheus::{
 
 use crate::model::{TaskRecord, Trigger};
 use crate::plugins::{PLUGIN_FAILED, PluginEntry, PluginEvent};
-use crate::runtime::RunRequest;
-use crate::scheduler::{Execution, Executor};
+use crate::runtime::{Execution, Executor, RunRequest};
 
 /// The instance's metrics. Share as `Arc`.
 pub struct Metrics {

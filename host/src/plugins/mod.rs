@@ -7,10 +7,12 @@
 //! [`Plugins::get`] only ever reads the current mapping, and a new version
 //! replaces the old one only once it has fully loaded. A run holds its own
 //! [`Component`] clone, so runs in flight finish on the version they began
-//! with.
+//! with. [`PluginExecutor`] is how a serving instance runs what the folder
+//! serves.
 
 mod entry;
 mod event;
+mod executor;
 mod registry;
 mod scan;
 mod watcher;
@@ -29,6 +31,7 @@ pub use entry::{PluginEntry, PluginStatus};
 pub use event::{
     PLUGIN_CONFLICT, PLUGIN_FAILED, PLUGIN_LOADED, PLUGIN_REMOVED, PLUGIN_UPDATED, PluginEvent,
 };
+pub use executor::PluginExecutor;
 pub use watcher::WatchHandle;
 
 use registry::State;

@@ -10,6 +10,7 @@ mod component;
 mod context;
 mod engine;
 mod events;
+mod executor;
 mod host_state;
 mod http;
 mod limits;
@@ -32,6 +33,7 @@ pub use component::{Component, LoadError, TaskInfo, read_component_file, sha256_
 pub use context::RunContext;
 pub use engine::{Allocator, CronwerkEngine, EngineSettings};
 pub use events::{Event, EventLimits, EventLog, truncate};
+pub use executor::{Execution, Executor};
 pub use host_state::{Farm, STATE_MAX_KEY_BYTES, STATE_MAX_TOTAL_BYTES, STATE_MAX_VALUE_BYTES};
 pub use limits::MemoryLimitExceeded;
 pub use outcome::{Outcome, RunReport};

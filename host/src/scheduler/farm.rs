@@ -5,12 +5,12 @@
 //! joins later gets none of the earlier ones (a broadcast is about the
 //! processes running now, e.g. their caches), unless it asks to catch up.
 
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use tokio::sync::Notify;
 
-use super::Dispatcher;
 use crate::model::{
     BROADCAST_MAX_DATA_BYTES, BROADCAST_MAX_TARGET_BYTES, BROADCAST_MAX_TEXT_BYTES,
     BroadcastPayload, BroadcastRecord, InstanceRow,
@@ -158,7 +158,8 @@ pub async fn broadcast(
 /// The `farm` import of one run on a serving instance.
 pub struct RunFarm {
     pub(super) store: Arc<dyn Store>,
-    pub(super) dispatcher: Weak<Dispatcher>,
+    /// Wakes this instance's dispatcher, which runs its own delivery.
+    pub(super) wake: Arc<Notify>,
     pub(super) created_by: String,
     /// Runs that are themselves broadcasts may not broadcast: one task
     /// broadcasting itself would echo around the farm for ever.
@@ -188,9 +189,7 @@ impl Farm for RunFarm {
         match broadcast(&*self.store, request, now).await {
             Ok(record) => {
                 // This instance's own delivery starts now, not at the next poll.
-                if let Some(d) = self.dispatcher.upgrade() {
-                    d.wake();
-                }
+                self.wake.notify_one();
                 Ok(record.id)
             }
             Err(e @ BroadcastError::Invalid { .. }) => Err(format!("cannot broadcast: {e}")),

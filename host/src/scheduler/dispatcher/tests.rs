@@ -8,11 +8,11 @@ use std::time::Duration;
 use chrono::{DateTime, TimeZone, Utc};
 use tokio::sync::Semaphore;
 
-use super::dispatcher::{Dispatcher, DispatcherConfig, Execution, Executor, ManualStart};
+use super::{Dispatcher, DispatcherConfig, ManualStart};
 use crate::model::{
     Clock, EventSource, Level, MisfirePolicy, RunRecord, RunState, Schedule, TaskConfig, Trigger,
 };
-use crate::runtime::{Event, Outcome, RunReport, RunRequest};
+use crate::runtime::{Event, Execution, Executor, Outcome, RunReport, RunRequest};
 use crate::store::{Configurations, RunFilter, RunLedger, SqliteStore};
 
 fn t(s: i64) -> DateTime<Utc> {

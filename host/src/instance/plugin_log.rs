@@ -1,0 +1,97 @@
+//! What the store knows of this instance's plugins: their events in the
+//! event log and their status in the plugins table. The registry reports
+//! synchronously and the store is async, so events pass through a channel
+//! to a task that records them, and a second task rewrites the status rows
+//! after every change of the folder.
+
+use std::sync::Arc;
+
+use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::task::JoinHandle;
+
+use crate::api::Metrics;
+use crate::model::{NewEvent, PluginRow, PluginState};
+use crate::plugins::{EventSink, PluginEntry, PluginEvent, PluginStatus, Plugins};
+use crate::store::Store;
+
+/// The registry's event sink: counts each event, then queues it for
+/// [`record_events`].
+pub(super) fn event_sink(metrics: Arc<Metrics>) -> (EventSink, UnboundedReceiver<PluginEvent>) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let sink = Arc::new(move |e: PluginEvent| {
+        metrics.plugin_event(&e);
+        let _ = tx.send(e);
+    });
+    (sink, rx)
+}
+
+/// Appends every queued plugin event to the event log.
+pub(super) fn record_events(
+    store: Arc<dyn Store>,
+    mut events: UnboundedReceiver<PluginEvent>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        while let Some(e) = events.recv().await {
+            let event = NewEvent::host(e.level, e.code, e.message);
+            if let Err(err) = store.append_events(&[event]).await {
+                tracing::error!("recording a plugin event failed: {err}");
+            }
+        }
+    })
+}
+
+/// Records the plugins' status now and after every change of the folder.
+pub(super) fn report_status(
+    store: Arc<dyn Store>,
+    plugins: Arc<Plugins>,
+    instance: String,
+) -> JoinHandle<()> {
+    let mut changes = plugins.changes();
+    tokio::spawn(async move {
+        loop {
+            let rows = plugin_rows(&instance, &plugins.entries());
+            if let Err(e) = store.set_plugins(&instance, &rows).await {
+                tracing::error!("recording plugin status failed: {e}");
+            }
+            if changes.changed().await.is_err() {
+                return;
+            }
+        }
+    })
+}
+
+fn plugin_rows(instance: &str, entries: &[PluginEntry]) -> Vec<PluginRow> {
+    entries
+        .iter()
+        .map(|e| {
+            let (status, error) = state_of(&e.status);
+            PluginRow {
+                instance: instance.to_owned(),
+                file: e.file.display().to_string(),
+                sha256: e.sha256.clone(),
+                identifier: e.identifier.clone(),
+                version: e.version.clone(),
+                loaded_at: e.loaded_at.into(),
+                status,
+                error,
+            }
+        })
+        .collect()
+}
+
+fn state_of(status: &PluginStatus) -> (PluginState, Option<String>) {
+    match status {
+        PluginStatus::Ok => (PluginState::Ok, None),
+        PluginStatus::Failed { error } => (PluginState::Failed, Some(error.clone())),
+        PluginStatus::Conflict {
+            identifier,
+            serving,
+        } => (
+            PluginState::Conflict,
+            Some(format!(
+                "{identifier} is already served by {}: remove or rename one of them",
+                serving.display()
+            )),
+        ),
+    }
+}

@@ -1,0 +1,240 @@
+//! What one pass claims, and manual runs asked of this instance. Each
+//! claim is a conditional update in the store, so several dispatchers on
+//! one database never start the same work twice; a pass claims all its
+//! due slots in one transaction.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+
+use super::{Dispatcher, ManualStart, delta};
+use crate::model::{PendingDelivery, RunRecord, TaskRecord, Trigger};
+use crate::scheduler::plan::{SlotAction, plan_slot};
+use crate::store::{Claim, NewRun, OnOverlap, SlotClaim, StoreError, StoreResult};
+
+/// Due slots planned in a pass, and the configurations they belong to.
+#[derive(Default)]
+struct Planned {
+    claims: Vec<SlotClaim>,
+    tasks: Vec<TaskRecord>,
+}
+
+impl Dispatcher {
+    /// One pass: queued manual runs, this instance's broadcast deliveries,
+    /// due retries and slots.
+    pub async fn tick(self: &Arc<Self>, now: DateTime<Utc>) -> StoreResult<()> {
+        // One small read per pass keeps `config set` live without a read per run.
+        self.refresh_settings(self.store.list_settings().await?);
+        for queued in self.store.queued_runs().await? {
+            self.start_queued(queued, now).await?;
+        }
+        let instance = &self.config.instance.name;
+        for delivery in self.store.pending_deliveries(instance).await? {
+            self.start_delivery(delivery, now).await?;
+        }
+        let planned = self.plan_due(now).await?;
+        self.claim_planned(planned).await
+    }
+
+    /// Starts due retries and records skipped slots as it goes; returns the
+    /// slots to claim.
+    async fn plan_due(self: &Arc<Self>, now: DateTime<Utc>) -> StoreResult<Planned> {
+        let mut planned = Planned::default();
+        for task in self.store.due_tasks(now).await? {
+            // Another instance with the roles claims it; slots that pass
+            // while none is live are handled by the misfire policy then.
+            if !self.may_run(&task) {
+                continue;
+            }
+            if task.retry_at.is_some_and(|r| r <= now) && task.running_run_id.is_none() {
+                self.start_retry(task, now).await?;
+                continue;
+            }
+            match plan_slot(&task, now) {
+                Some(SlotAction::Run {
+                    slot,
+                    next,
+                    catch_up,
+                }) => {
+                    let run = self.slot_run(&task, slot, String::new(), now);
+                    planned.claims.push(SlotClaim {
+                        slot,
+                        next,
+                        run,
+                        // Catch-up slots wait for the running one to finish.
+                        on_overlap: if catch_up {
+                            OnOverlap::Wait
+                        } else {
+                            OnOverlap::Skip
+                        },
+                    });
+                    planned.tasks.push(task);
+                }
+                Some(SlotAction::Skip { slot, next, reason }) => {
+                    let run = self.slot_run(&task, slot, reason, now);
+                    self.store.skip_slot(task.id, slot, next, &run).await?;
+                }
+                None => {}
+            }
+        }
+        Ok(planned)
+    }
+
+    /// Claims every planned slot in one transaction and starts the runs won.
+    async fn claim_planned(self: &Arc<Self>, planned: Planned) -> StoreResult<()> {
+        let Planned { claims, tasks } = planned;
+        if claims.is_empty() {
+            return Ok(());
+        }
+        let results = self.store.claim_slots(&claims).await?;
+        let won: Vec<i64> = claims
+            .iter()
+            .zip(&results)
+            .filter(|(_, r)| **r == Claim::Claimed)
+            .map(|(c, _)| c.run.task_id)
+            .collect();
+        // One read for the state of every claimed run, not one per run.
+        let mut states = self.store.load_states(&won).await?;
+        for ((claim, task), result) in claims.into_iter().zip(tasks).zip(results) {
+            if result == Claim::Claimed {
+                let state = states.remove(&task.id);
+                self.spawn_run(task, claim.run, claim.next, state).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether this instance has every role the configuration needs.
+    fn may_run(&self, task: &TaskRecord) -> bool {
+        task.config
+            .missing_roles(&self.config.instance.roles)
+            .is_empty()
+    }
+
+    fn new_run(&self, task: &TaskRecord, trigger: Trigger, now: DateTime<Utc>) -> NewRun {
+        NewRun {
+            id: uuid::Uuid::now_v7().to_string(),
+            task_id: task.id,
+            task_name: task.config.name.clone(),
+            implementation: task.config.implementation.clone(),
+            trigger,
+            attempt: 1,
+            scheduled_for: None,
+            started_at: now,
+            lease_until: now + delta(self.config.lease),
+            instance: self.config.instance.name.clone(),
+            message: String::new(),
+        }
+    }
+
+    /// The run of a scheduled slot; `message` says why it is skipped, if it is.
+    fn slot_run(
+        &self,
+        task: &TaskRecord,
+        slot: DateTime<Utc>,
+        message: String,
+        now: DateTime<Utc>,
+    ) -> NewRun {
+        NewRun {
+            scheduled_for: Some(slot),
+            message,
+            ..self.new_run(task, Trigger::Schedule, now)
+        }
+    }
+
+    async fn start_retry(
+        self: &Arc<Self>,
+        task: TaskRecord,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        let Some(retry_at) = task.retry_at else {
+            return Ok(());
+        };
+        let run = NewRun {
+            attempt: task.retry_attempt,
+            ..self.new_run(&task, Trigger::Retry, now)
+        };
+        let claim = self.store.claim_retry(task.id, retry_at, &run).await?;
+        self.start_if_won(&claim, task, run).await;
+        Ok(())
+    }
+
+    /// Starts a run that is not a scheduled slot's, if its claim was won.
+    async fn start_if_won(self: &Arc<Self>, claim: &Claim, task: TaskRecord, run: NewRun) {
+        if *claim == Claim::Claimed {
+            let next = task.next_run_at;
+            self.spawn_run(task, run, next, None).await;
+        }
+    }
+
+    async fn start_queued(
+        self: &Arc<Self>,
+        queued: RunRecord,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        let task = match self.store.get_task_by_id(queued.task_id).await {
+            Ok(task) => task,
+            // Deleted meanwhile: nothing to run; its queued runs went with it.
+            Err(StoreError::TaskNotFound(_)) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        if !self.may_run(&task) {
+            return Ok(());
+        }
+        let lease_until = now + delta(self.config.lease);
+        let claim = self
+            .store
+            .start_queued_run(&queued.id, &self.config.instance.name, now, lease_until)
+            .await?;
+        let run = NewRun {
+            id: queued.id,
+            ..self.new_run(&task, Trigger::Manual, now)
+        };
+        self.start_if_won(&claim, task, run).await;
+        Ok(())
+    }
+
+    /// Claims this instance's delivery of a broadcast and runs it.
+    async fn start_delivery(
+        self: &Arc<Self>,
+        delivery: PendingDelivery,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        let run_id = uuid::Uuid::now_v7().to_string();
+        let instance = &self.config.instance.name;
+        if self
+            .store
+            .start_delivery(&delivery.broadcast_id, instance, &run_id, now)
+            .await?
+        {
+            self.spawn_delivery(delivery, run_id).await;
+        }
+        Ok(())
+    }
+
+    /// Starts a manual run now on this instance (the one that got the
+    /// request), or, if it lacks a role the configuration needs, queues it
+    /// for an instance that has them.
+    pub async fn run_now(self: &Arc<Self>, task_name: &str) -> StoreResult<(String, ManualStart)> {
+        let task = self.store.get_task(task_name).await?;
+        let missing: Vec<String> = task
+            .config
+            .missing_roles(&self.config.instance.roles)
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
+        if !missing.is_empty() {
+            let requested_by = format!("instance {}", self.config.instance.name);
+            let id = self.store.queue_manual_run(task.id, &requested_by).await?;
+            let start = ManualStart::Queued {
+                missing_roles: missing,
+            };
+            return Ok((id, start));
+        }
+        let run = self.new_run(&task, Trigger::Manual, self.clock.now());
+        let claim = self.store.claim_manual(task.id, &run).await?;
+        let id = run.id.clone();
+        self.start_if_won(&claim, task, run).await;
+        Ok((id, ManualStart::Here(claim)))
+    }
+}

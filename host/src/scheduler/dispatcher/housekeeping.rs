@@ -1,0 +1,82 @@
+//! The dispatcher's periodic chores, beside its passes: rescuing runs whose
+//! instance died (their lease expired), closing broadcast deliveries of
+//! instances that stopped heartbeating, applying retention, and renewing
+//! the leases of this instance's own runs so no other instance rescues them.
+
+use chrono::{DateTime, Utc};
+
+use super::{Dispatcher, DispatcherConfig, delta};
+use crate::store::{Store, StoreResult};
+
+/// When each chore is next due.
+pub(super) struct Chores {
+    housekeeping: DateTime<Utc>,
+    lease_renewal: DateTime<Utc>,
+}
+
+impl Chores {
+    /// Every chore due at once: the first pass starts with them.
+    pub(super) fn new(now: DateTime<Utc>) -> Self {
+        Chores {
+            housekeeping: now,
+            lease_renewal: now,
+        }
+    }
+
+    /// Does the chores due at `now`; returns when the next one is due.
+    pub(super) async fn run_due(&mut self, d: &Dispatcher, now: DateTime<Utc>) -> DateTime<Utc> {
+        let lease = d.config.lease;
+        if now >= self.housekeeping {
+            housekeeping(&*d.store, &d.config, now).await;
+            self.housekeeping = now + delta(lease / 2);
+        }
+        if now >= self.lease_renewal {
+            d.tracker.renew_leases(&*d.store, now, lease).await;
+            self.lease_renewal = now + delta(lease / 3);
+        }
+        self.lease_renewal.min(self.housekeeping)
+    }
+}
+
+async fn housekeeping(store: &dyn Store, config: &DispatcherConfig, now: DateTime<Utc>) {
+    match store.abandon_expired(now).await {
+        Ok(runs) => {
+            for run in runs {
+                tracing::warn!(run = %run.id, task = %run.task_name, "run abandoned: lease expired");
+            }
+        }
+        Err(e) => tracing::error!("rescuing expired runs failed: {e}"),
+    }
+    if let Err(e) = expire_dead_deliveries(store, config, now).await {
+        tracing::error!("expiring dead instances' broadcast deliveries failed: {e}");
+    }
+    let since = now - delta(config.keep_events);
+    if let Err(e) = store.prune(config.keep_runs, since).await {
+        tracing::error!("applying retention failed: {e}");
+    }
+}
+
+/// Broadcast deliveries of instances that stopped heartbeating will never
+/// run: record them abandoned so the broadcast's overview is final.
+async fn expire_dead_deliveries(
+    store: &dyn Store,
+    config: &DispatcherConfig,
+    now: DateTime<Utc>,
+) -> StoreResult<()> {
+    let cutoff = now - delta(config.liveness);
+    let dead: Vec<String> = store
+        .list_instances()
+        .await?
+        .into_iter()
+        .filter(|i| i.heartbeat_at < cutoff)
+        .map(|i| i.name)
+        .collect();
+    if !dead.is_empty() {
+        let reason = format!(
+            "its instance stopped heartbeating for over {}",
+            humantime::format_duration(config.liveness)
+        );
+        store.expire_deliveries(&dead, now, &reason).await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,253 @@
+//! The event-driven dispatcher: sleeps until the earliest due time (or a
+//! change), claims due work in the store, hands runs to the [`Executor`],
+//! keeps their leases alive, and records how they end.
+//!
+//! This file is the loop and the dispatcher's public face; each other part
+//! has one job: `claims` decides and claims what a pass starts, `runs`
+//! takes one run from claimed to recorded, `tracker` knows the runs in
+//! flight (cancelling, awaiting, lease renewal), `recorder` turns their
+//! ends into records and commits them in groups, `housekeeping` does the
+//! periodic chores.
+
+mod claims;
+mod housekeeping;
+mod recorder;
+mod runs;
+#[cfg(test)]
+mod tests;
+mod tracker;
+
+use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures_util::FutureExt as _;
+use tokio::sync::Notify;
+
+use crate::model::{Clock, InstanceInfo};
+use crate::runtime::Executor;
+use crate::store::{Claim, Settings, Store};
+use housekeeping::Chores;
+use recorder::Recorder;
+use tracker::Tracker;
+
+/// What asking this instance for a manual run did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ManualStart {
+    /// Tried here; the claim says whether it runs.
+    Here(Claim),
+    /// This instance lacks roles the configuration needs, so the run was
+    /// queued for an instance that has them.
+    Queued { missing_roles: Vec<String> },
+}
+
+/// Knobs of a dispatcher.
+#[derive(Debug, Clone)]
+pub struct DispatcherConfig {
+    pub instance: InstanceInfo,
+    /// A running run's lease; renewed every third of it. A run whose lease
+    /// expires (its instance died) is recorded abandoned.
+    pub lease: Duration,
+    /// How long cancelled runs get to stop on shutdown.
+    pub grace: Duration,
+    /// How often to look for changes made by other processes (CLI edits,
+    /// manual run requests) when nothing is due sooner.
+    pub poll: Duration,
+    /// Finished runs kept per configuration.
+    pub keep_runs: u32,
+    /// Events kept this long.
+    pub keep_events: Duration,
+    /// An instance without a heartbeat for this long is gone: its queued
+    /// broadcast deliveries are recorded abandoned.
+    pub liveness: Duration,
+}
+
+impl Default for DispatcherConfig {
+    fn default() -> Self {
+        DispatcherConfig {
+            instance: InstanceInfo {
+                name: "local".into(),
+                roles: Vec::new(),
+            },
+            lease: Duration::from_secs(30),
+            grace: Duration::from_secs(10),
+            poll: Duration::from_millis(250),
+            keep_runs: 1000,
+            keep_events: Duration::from_secs(14 * 24 * 3600),
+            liveness: super::farm::LIVENESS,
+        }
+    }
+}
+
+/// Claims due work and runs it. Share as `Arc`.
+pub struct Dispatcher {
+    store: Arc<dyn Store>,
+    executor: Arc<dyn Executor>,
+    clock: Arc<dyn Clock>,
+    config: DispatcherConfig,
+    /// Makes the loop look again; shared with what frees or creates work
+    /// (a run's end, a task's broadcast), which need not know the dispatcher.
+    wake: Arc<Notify>,
+    tracker: Tracker,
+    recorder: Recorder,
+    /// Identifier settings as of the latest pass; runs read them through
+    /// the `config` import.
+    settings: Mutex<Arc<Settings>>,
+}
+
+/// Why the loop stopped sleeping.
+#[derive(PartialEq, Eq)]
+enum Woken {
+    Look,
+    Stop,
+}
+
+fn to_std(d: chrono::TimeDelta) -> Duration {
+    d.to_std().unwrap_or(Duration::ZERO)
+}
+
+fn delta(d: Duration) -> chrono::TimeDelta {
+    chrono::TimeDelta::from_std(d).unwrap_or(chrono::TimeDelta::MAX)
+}
+
+impl Dispatcher {
+    pub fn new(
+        store: Arc<dyn Store>,
+        executor: Arc<dyn Executor>,
+        clock: Arc<dyn Clock>,
+        config: DispatcherConfig,
+    ) -> Arc<Self> {
+        let wake = Arc::new(Notify::new());
+        Arc::new(Dispatcher {
+            store,
+            executor,
+            clock,
+            config,
+            tracker: Tracker::new(wake.clone()),
+            wake,
+            recorder: Recorder::default(),
+            settings: Mutex::new(Arc::new(Settings::new())),
+        })
+    }
+
+    /// Makes the loop look again now (a configuration changed in-process).
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Ids of the runs this dispatcher has in flight.
+    pub fn running_ids(&self) -> Vec<String> {
+        self.tracker.running_ids()
+    }
+
+    /// Runs until `shutdown` resolves; then cancels runs in flight, gives
+    /// them the grace period, and returns once every run is recorded.
+    pub async fn run(self: Arc<Self>, shutdown: impl std::future::Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        let mut last_token = None;
+        let mut chores = Chores::new(self.clock.now());
+        loop {
+            let now = self.clock.now();
+            let chores_due = chores.run_due(&self, now).await;
+            let wake_at = self.pass(now).await.min(chores_due);
+            if self
+                .sleep(wake_at, shutdown.as_mut(), &mut last_token)
+                .await
+                == Woken::Stop
+            {
+                self.shut_down().await;
+                return;
+            }
+        }
+    }
+
+    /// One pass at `now`; returns when the next one is due, at the latest.
+    async fn pass(self: &Arc<Self>, now: DateTime<Utc>) -> DateTime<Utc> {
+        let pass = self.tick(now).await;
+        self.tracker.reap().await;
+        let poll_until = now + delta(self.config.poll);
+        let earliest = match pass {
+            Ok(()) => self.store.earliest_due().await.ok().flatten(),
+            Err(e) => {
+                // Back off: a failing store must not turn into a busy loop.
+                tracing::error!("dispatcher pass failed: {e}");
+                None
+            }
+        };
+        // A time already past is work waiting on a running run (catch-up,
+        // retry); that run's end wakes us, so only poll meanwhile.
+        match earliest {
+            Some(e) if e > now => e.min(poll_until),
+            _ => poll_until,
+        }
+    }
+
+    /// Sleeps until the earliest of: `wake_at`, a local wake-up, a change
+    /// by another process (seen through the store's change token), shutdown.
+    async fn sleep(
+        &self,
+        wake_at: DateTime<Utc>,
+        mut shutdown: Pin<&mut impl std::future::Future<Output = ()>>,
+        last_token: &mut Option<u64>,
+    ) -> Woken {
+        loop {
+            let now = self.clock.now();
+            if now >= wake_at {
+                // No sleep this time (the pass outlasted the poll interval,
+                // as it does under sustained load), so the select below is
+                // skipped: look for a stop request here, or a busy instance
+                // would never stop.
+                return match shutdown.as_mut().now_or_never() {
+                    Some(()) => Woken::Stop,
+                    None => Woken::Look,
+                };
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(to_std(wake_at - now)) => {}
+                _ = self.wake.notified() => return Woken::Look,
+                _ = shutdown.as_mut() => return Woken::Stop,
+            }
+            let token = self.store.change_token().await.ok();
+            if token != *last_token {
+                *last_token = token;
+                return Woken::Look;
+            }
+        }
+    }
+
+    /// Waits until every run this dispatcher started has been recorded.
+    pub async fn wait_idle(&self) {
+        self.tracker.wait_idle().await;
+    }
+
+    /// Cancels the runs in flight, gives them the grace period, and returns
+    /// once every one is recorded. [`run`](Self::run) does this when told
+    /// to stop; call it only for a dispatcher whose loop is not running.
+    pub async fn shut_down(&self) {
+        let cancelled = self.tracker.cancel_all();
+        if cancelled > 0 {
+            tracing::info!(
+                "cancelling {cancelled} running task(s); they have {} to stop",
+                humantime::format_duration(self.config.grace)
+            );
+        }
+        // The runtime stops a run hard once its grace period is over, so
+        // every run ends and is recorded (as cancelled if it had to stop).
+        self.tracker.wait_idle().await;
+    }
+
+    fn refresh_settings(&self, settings: Settings) {
+        *self.settings.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(settings);
+    }
+
+    fn settings_of(&self, identifier: &str) -> BTreeMap<String, String> {
+        self.settings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(identifier)
+            .cloned()
+            .unwrap_or_default()
+    }
+}

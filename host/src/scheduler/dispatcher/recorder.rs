@@ -1,0 +1,148 @@
+//! How a run's end reaches the store: what an [`Execution`] comes to in the
+//! store's terms (state, reason, events, whether and when to retry), and
+//! the group commit that records runs finishing together in one
+//! transaction, which is what lets a busy instance keep up.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use chrono::{DateTime, Utc};
+
+use super::delta;
+use crate::model::{Level, NewEvent, RunOutcome, RunState, TaskRecord};
+use crate::runtime::{Execution, Outcome, RunReport};
+use crate::store::{NewRun, RunFinish, Store, StoreResult};
+
+/// A configuration's state after a run; `None` leaves it as it was.
+pub(super) type TaskState = Option<BTreeMap<String, String>>;
+
+/// Finished runs waiting to be committed together.
+#[derive(Default)]
+pub(super) struct Recorder {
+    finished: Mutex<Vec<RunFinish>>,
+}
+
+impl Recorder {
+    /// Group commit: the first run to finish while no commit is gathering
+    /// becomes the committer; runs finishing meanwhile join its batch. One
+    /// transaction then records them all. A commit that fails leaves its
+    /// runs `running` until their leases expire and they are recorded
+    /// abandoned.
+    pub(super) async fn record(&self, store: &dyn Store, finish: RunFinish) -> StoreResult<()> {
+        let committer = {
+            let mut pending = self.lock();
+            pending.push(finish);
+            pending.len() == 1
+        };
+        if !committer {
+            return Ok(());
+        }
+        tokio::task::yield_now().await;
+        let batch = std::mem::take(&mut *self.lock());
+        store.finish_runs(&batch).await?;
+        Ok(())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<RunFinish>> {
+        self.finished.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The record of a configuration's run that ended at `finished_at`, with a
+/// retry planned if it failed and the configuration allows another attempt
+/// (the backoff doubles with each).
+pub(super) fn run_finish(
+    task: &TaskRecord,
+    run: &NewRun,
+    execution: Execution,
+    instance: &str,
+    finished_at: DateTime<Utc>,
+) -> RunFinish {
+    let config = &task.config;
+    let (outcome, state) = outcome_of(
+        execution,
+        &config.implementation,
+        instance,
+        Some(task.id),
+        &run.id,
+    );
+    let mut finish = RunFinish::of(&run.id, task.id, finished_at, outcome, state);
+    if finish.outcome.state.is_failure() && run.attempt <= config.retries {
+        let backoff = config.retry_backoff * 2u32.saturating_pow(run.attempt - 1);
+        finish.retry = Some((finished_at + delta(backoff), run.attempt + 1));
+    }
+    finish
+}
+
+/// What an execution comes to in the store's terms, whether it was a
+/// configuration's run or a broadcast delivery, with the task's state after
+/// it.
+pub(super) fn outcome_of(
+    execution: Execution,
+    implementation: &str,
+    instance: &str,
+    task_id: Option<i64>,
+    run_id: &str,
+) -> (RunOutcome, TaskState) {
+    match execution {
+        Execution::Missing => (missing(implementation, instance, task_id, run_id), None),
+        Execution::Ran { report, version } => {
+            let state = Some(report.state.clone());
+            (ran(&report, version, task_id, run_id), state)
+        }
+    }
+}
+
+fn missing(implementation: &str, instance: &str, task_id: Option<i64>, run_id: &str) -> RunOutcome {
+    let message = format!(
+        "no component implements '{implementation}' on instance {instance}: \
+             add one to its plugins folder"
+    );
+    RunOutcome {
+        state: RunState::Failed,
+        reason: None,
+        events: vec![NewEvent {
+            task_id,
+            run_id: Some(run_id.to_owned()),
+            ..NewEvent::host(Level::Error, "COMPONENT_MISSING", message.clone())
+        }],
+        message,
+        duration_us: 0,
+        fuel: 0,
+        peak_memory_bytes: 0,
+        component_sha256: None,
+        component_version: None,
+    }
+}
+
+fn ran(report: &RunReport, version: String, task_id: Option<i64>, run_id: &str) -> RunOutcome {
+    let (state, reason) = match &report.outcome {
+        Outcome::Succeeded { .. } => (RunState::Succeeded, None),
+        Outcome::Failed { .. } => (RunState::Failed, None),
+        Outcome::Stopped { reason, .. } => (RunState::Stopped, Some(*reason)),
+        Outcome::Cancelled { .. } => (RunState::Cancelled, None),
+    };
+    RunOutcome {
+        state,
+        reason,
+        message: report.outcome.message().to_owned(),
+        duration_us: report.duration.as_micros() as u64,
+        fuel: report.fuel_consumed,
+        peak_memory_bytes: report.peak_memory_bytes,
+        component_sha256: Some(report.component_sha256.clone()),
+        component_version: Some(version),
+        events: report
+            .events
+            .iter()
+            .map(|e| NewEvent {
+                at: e.at.into(),
+                level: e.level,
+                source: e.source,
+                code: e.code.clone(),
+                message: e.message.clone(),
+                task_id,
+                run_id: Some(run_id.to_owned()),
+            })
+            .collect(),
+    }
+}

@@ -1,0 +1,179 @@
+//! One run from claimed to recorded: the request its component sees (its
+//! context, the identifier's settings, the configuration's state, the
+//! `farm` import), the execution, and its end handed to the recorder.
+//! Broadcast deliveries go the same way, without a configuration.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+
+use super::Dispatcher;
+use super::recorder::{outcome_of, run_finish};
+use crate::model::{PendingDelivery, TaskRecord, Trigger};
+use crate::runtime::{CancelToken, Farm, RunContext, RunRequest};
+use crate::scheduler::farm::RunFarm;
+use crate::store::{DeliveryFinish, NewRun, StoreResult};
+
+impl Dispatcher {
+    /// Starts a claimed run; `state` is the configuration's stored state
+    /// when the caller already read it.
+    pub(super) async fn spawn_run(
+        self: &Arc<Self>,
+        task: TaskRecord,
+        run: NewRun,
+        next: Option<DateTime<Utc>>,
+        state: Option<BTreeMap<String, String>>,
+    ) {
+        let run_id = run.id.clone();
+        let this = self.clone();
+        let work = move |cancel| async move {
+            let id = run.id.clone();
+            match this.execute(&task, run, next, cancel, state).await {
+                Ok(again) => again,
+                Err(e) => {
+                    tracing::error!(run = %id, "recording the run failed: {e}");
+                    true
+                }
+            }
+        };
+        self.tracker.track(run_id, work).await;
+    }
+
+    /// Runs and records one run; true if the dispatcher should look again.
+    async fn execute(
+        &self,
+        task: &TaskRecord,
+        run: NewRun,
+        next: Option<DateTime<Utc>>,
+        cancel: CancelToken,
+        state: Option<BTreeMap<String, String>>,
+    ) -> StoreResult<bool> {
+        let state = match state {
+            Some(state) => state,
+            None => self.store.load_state(task.id).await?,
+        };
+        let request = self.run_request(task, &run, next, state, cancel);
+        let implementation = &task.config.implementation;
+        let execution = self.executor.execute(implementation, request).await;
+        let instance = &self.config.instance.name;
+        let finish = run_finish(task, &run, execution, instance, self.clock.now());
+        let again = finish.retry.is_some() || next.is_some_and(|n| n <= self.clock.now());
+        self.recorder.record(&*self.store, finish).await?;
+        Ok(again)
+    }
+
+    fn run_request(
+        &self,
+        task: &TaskRecord,
+        run: &NewRun,
+        next: Option<DateTime<Utc>>,
+        state: BTreeMap<String, String>,
+        cancel: CancelToken,
+    ) -> RunRequest {
+        let config = &task.config;
+        let instance = &self.config.instance;
+        let created_by = format!("run {} of '{}' on {}", run.id, config.name, instance.name);
+        RunRequest {
+            context: RunContext {
+                configuration_name: config.name.clone(),
+                run_id: run.id.clone(),
+                trigger: run.trigger,
+                scheduled_for: run.scheduled_for.map(Into::into),
+                last_run: task.last_run_at.map(Into::into),
+                next_run: next.map(Into::into),
+                run_count: task.run_count,
+                properties: config.properties.clone(),
+            },
+            payload: None,
+            limits: config.limits,
+            grants: config.grants.clone(),
+            config: self.settings_of(&config.implementation),
+            state,
+            instance: instance.clone(),
+            farm: Some(self.farm(created_by, false)),
+            cancel,
+            grace: self.config.grace,
+        }
+    }
+
+    /// Runs this instance's claimed delivery of a broadcast.
+    pub(super) async fn spawn_delivery(
+        self: &Arc<Self>,
+        delivery: PendingDelivery,
+        run_id: String,
+    ) {
+        let this = self.clone();
+        let id = run_id.clone();
+        let work = move |cancel| async move {
+            if let Err(e) = this.deliver(&delivery, &id, cancel).await {
+                tracing::error!(
+                    broadcast = %delivery.broadcast_id,
+                    "recording a broadcast run failed: {e}"
+                );
+            }
+            // Nothing waits on a broadcast run.
+            false
+        };
+        self.tracker.track(run_id, work).await;
+    }
+
+    async fn deliver(
+        &self,
+        delivery: &PendingDelivery,
+        run_id: &str,
+        cancel: CancelToken,
+    ) -> StoreResult<()> {
+        let identifier = &delivery.identifier;
+        let request = self.delivery_request(delivery, run_id, cancel);
+        let execution = self.executor.execute(identifier, request).await;
+        let instance = &self.config.instance.name;
+        let (outcome, _) = outcome_of(execution, identifier, instance, None, run_id);
+        self.store
+            .finish_delivery(&DeliveryFinish {
+                broadcast_id: delivery.broadcast_id.clone(),
+                instance: instance.clone(),
+                finished_at: self.clock.now(),
+                outcome,
+            })
+            .await?;
+        Ok(())
+    }
+
+    fn delivery_request(
+        &self,
+        delivery: &PendingDelivery,
+        run_id: &str,
+        cancel: CancelToken,
+    ) -> RunRequest {
+        let name = format!("broadcast {}", delivery.broadcast_id);
+        RunRequest {
+            context: RunContext {
+                configuration_name: name.clone(),
+                run_id: run_id.to_owned(),
+                trigger: Trigger::Broadcast,
+                ..Default::default()
+            },
+            payload: Some(delivery.payload.clone()),
+            // A broadcast has no configuration: default limits, no grants.
+            limits: Default::default(),
+            grants: Default::default(),
+            config: self.settings_of(&delivery.identifier),
+            state: Default::default(),
+            instance: self.config.instance.clone(),
+            farm: Some(self.farm(name, true)),
+            cancel,
+            grace: self.config.grace,
+        }
+    }
+
+    /// The `farm` import for a run on this instance.
+    fn farm(&self, created_by: String, from_broadcast: bool) -> Arc<dyn Farm> {
+        Arc::new(RunFarm {
+            store: self.store.clone(),
+            wake: self.wake.clone(),
+            created_by,
+            from_broadcast,
+        })
+    }
+}
