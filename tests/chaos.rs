@@ -56,6 +56,11 @@ const POLL: Duration = Duration::from_millis(50);
 /// window (the first ones may straddle the creation of the
 /// configurations; the last ones may be in flight when the stop comes).
 const MARGIN: Duration = Duration::from_secs(2);
+/// How far two processes' views of the database's clock may differ: each
+/// corrects its own clock by an offset measured over one round trip, so a
+/// run an instance records as finished just after the test's "now" can
+/// read a few milliseconds before it.
+const CLOCK_AGREEMENT: Duration = Duration::from_millis(250);
 
 fn td(d: Duration) -> TimeDelta {
     TimeDelta::from_std(d).unwrap()
@@ -354,7 +359,10 @@ fn check(c: &Chaos, runs: &[RunRecord]) {
                         RunState::Skipped if !r.message.is_empty() => "skipped (another reason)",
                         RunState::Abandoned if !r.message.is_empty() => "abandoned",
                         // The probe's run going on at the stop.
-                        RunState::Cancelled if r.finished_at.is_some_and(|f| f >= c.stop_at) => {
+                        RunState::Cancelled
+                            if r.finished_at
+                                .is_some_and(|f| f >= c.stop_at - td(CLOCK_AGREEMENT)) =>
+                        {
                             "cancelled by the graceful stop"
                         }
                         _ => {
