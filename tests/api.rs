@@ -725,6 +725,29 @@ fn plugins_instances_health_upcoming_preview_openapi_and_metrics() {
     assert!(doc["paths"]["/api/tasks"]["post"]["security"].is_array());
     assert!(doc["components"]["schemas"]["TaskInput"].is_object());
     assert!(doc["components"]["securitySchemes"]["token"].is_object());
+    // Enum fields list the names the API sends, from the model's one mapping.
+    let schemas = &doc["components"]["schemas"];
+    assert_eq!(
+        schemas["Run"]["properties"]["state"]["enum"],
+        json!([
+            "queued",
+            "running",
+            "succeeded",
+            "failed",
+            "stopped",
+            "cancelled",
+            "skipped",
+            "abandoned"
+        ])
+    );
+    assert_eq!(
+        schemas["Event"]["properties"]["level"]["enum"],
+        json!(["trace", "debug", "info", "warning", "error"])
+    );
+    assert_eq!(
+        schemas["Task"]["properties"]["misfire"]["enum"],
+        json!(["skip", "once", "all"])
+    );
 
     // Metrics after a run.
     let run = s.send_ok("POST", "/api/tasks/a/run", None, 202)["run_id"]

@@ -12,7 +12,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::AppState;
 use super::error::{ApiError, ApiJson, ApiQuery, ApiResult, ErrorBody};
-use crate::model::{BroadcastPayload, BroadcastRecord, DeliveryRecord};
+use crate::model::{BroadcastPayload, BroadcastRecord, DeliveryRecord, RunState};
 use crate::scheduler::farm::{self, BroadcastError, BroadcastField, BroadcastRequest};
 
 /// A broadcast to make.
@@ -46,7 +46,8 @@ pub struct Delivery {
     pub instance: String,
     /// queued (not started yet), running, succeeded, failed, stopped,
     /// cancelled, or abandoned (the instance stopped or died first).
-    pub state: String,
+    #[schema(schema_with = super::names::schema::<RunState>)]
+    pub state: RunState,
     /// Tags the run's events (`/api/events?run=`).
     pub run_id: Option<String>,
     pub started_at: Option<DateTime<Utc>>,
@@ -79,7 +80,7 @@ impl From<DeliveryRecord> for Delivery {
     fn from(d: DeliveryRecord) -> Self {
         Delivery {
             instance: d.instance,
-            state: d.state.to_string(),
+            state: d.state,
             run_id: d.run_id,
             started_at: d.started_at,
             finished_at: d.finished_at,

@@ -19,7 +19,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::AppState;
 use super::error::{ApiError, ApiQuery, ApiResult, ErrorBody};
-use crate::model::{EventRecord, Level, names};
+use crate::model::{EventRecord, EventSource, Level, names};
 use crate::store::{EventFilter, Store};
 
 /// One entry of the event log.
@@ -27,10 +27,11 @@ use crate::store::{EventFilter, Store};
 pub struct Event {
     pub id: i64,
     pub at: DateTime<Utc>,
-    /// trace, debug, info, warning or error.
-    pub level: String,
+    #[schema(schema_with = super::names::schema::<Level>)]
+    pub level: Level,
     /// task (logged), stdout, stderr or host.
-    pub source: String,
+    #[schema(schema_with = super::names::schema::<EventSource>)]
+    pub source: EventSource,
     /// A machine-readable code such as NOTIFICATION; may be empty.
     pub code: String,
     pub message: String,
@@ -44,8 +45,8 @@ impl From<EventRecord> for Event {
         Event {
             id: e.id,
             at: e.at,
-            level: e.level.to_string(),
-            source: e.source.to_string(),
+            level: e.level,
+            source: e.source,
             code: e.code,
             message: e.message,
             task_id: e.task_id,

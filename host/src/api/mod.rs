@@ -16,6 +16,7 @@ mod events;
 mod instances;
 mod live;
 pub mod metrics;
+mod names;
 mod plugins;
 mod runs;
 mod tasks;

@@ -9,7 +9,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::AppState;
 use super::error::{ApiError, ApiQuery, ApiResult, ErrorBody};
-use crate::model::{RunRecord, RunState, names};
+use crate::model::{RunRecord, RunState, StopReason, Trigger, names};
 use crate::store::RunFilter;
 
 /// One run of a configuration.
@@ -19,17 +19,18 @@ pub struct Run {
     pub task_id: i64,
     pub task_name: String,
     pub implementation: String,
-    /// schedule, manual, broadcast or retry.
-    pub trigger: String,
+    #[schema(schema_with = super::names::schema::<Trigger>)]
+    pub trigger: Trigger,
     pub attempt: u32,
     pub scheduled_for: Option<DateTime<Utc>>,
     pub queued_at: Option<DateTime<Utc>>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
-    /// queued, running, succeeded, failed, stopped, cancelled, skipped or abandoned.
-    pub state: String,
-    /// For stopped runs: which limit (fuel, time, memory, stack, panic, trap).
-    pub reason: Option<String>,
+    #[schema(schema_with = super::names::schema::<RunState>)]
+    pub state: RunState,
+    /// For stopped runs: which limit or fault.
+    #[schema(schema_with = super::names::schema::<StopReason>)]
+    pub reason: Option<StopReason>,
     /// The result message.
     pub message: String,
     pub duration_us: Option<u64>,
@@ -48,14 +49,14 @@ impl From<RunRecord> for Run {
             task_id: r.task_id,
             task_name: r.task_name,
             implementation: r.implementation,
-            trigger: r.trigger.to_string(),
+            trigger: r.trigger,
             attempt: r.attempt,
             scheduled_for: r.scheduled_for,
             queued_at: r.queued_at,
             started_at: r.started_at,
             finished_at: r.finished_at,
-            state: r.state.to_string(),
-            reason: r.reason.map(|r| r.to_string()),
+            state: r.state,
+            reason: r.reason,
             message: r.message,
             duration_us: r.duration_us,
             fuel: r.fuel,

@@ -15,7 +15,9 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::AppState;
 use super::error::{ApiError, ApiJson, ApiQuery, ApiResult, ErrorBody};
-use crate::model::{DirGrant, HttpGrant, MisfirePolicy, Schedule, TaskConfig, TaskRecord, names};
+use crate::model::{
+    DirGrant, HttpGrant, MisfirePolicy, RunState, Schedule, TaskConfig, TaskRecord, names,
+};
 use crate::scheduler::ManualStart;
 use crate::spec::{self, ConfigSpec, Field, FieldError, ScheduleSpec};
 use crate::store::Claim;
@@ -268,7 +270,8 @@ pub struct Task {
     pub allow_http: Vec<String>,
     /// Roles an instance needs to run it (empty: any instance).
     pub roles: Vec<String>,
-    pub misfire: String,
+    #[schema(schema_with = super::names::schema::<MisfirePolicy>)]
+    pub misfire: MisfirePolicy,
     pub catch_up: String,
     pub retries: u32,
     pub retry_backoff: String,
@@ -278,7 +281,8 @@ pub struct Task {
     pub next_run_at: Option<DateTime<Utc>>,
     pub last_run_at: Option<DateTime<Utc>>,
     /// How the last run ended: succeeded, failed, stopped, cancelled, skipped, abandoned.
-    pub last_outcome: Option<String>,
+    #[schema(schema_with = super::names::schema::<RunState>)]
+    pub last_outcome: Option<RunState>,
     /// The last result message (empty for a plain success).
     pub last_message: Option<String>,
     pub run_count: u64,
@@ -319,10 +323,7 @@ impl From<&TaskRecord> for Task {
                 .collect(),
             allow_http: c.grants.http_hosts.iter().map(|g| g.to_string()).collect(),
             roles: c.roles.clone(),
-            misfire: serde_json::to_value(c.misfire)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .unwrap_or_default(),
+            misfire: c.misfire,
             catch_up: text(c.catch_up_window),
             retries: c.retries,
             retry_backoff: text(c.retry_backoff),
@@ -330,7 +331,7 @@ impl From<&TaskRecord> for Task {
             updated_at: t.updated_at,
             next_run_at: if c.enabled { t.next_run_at } else { None },
             last_run_at: t.last_run_at,
-            last_outcome: t.last_outcome.map(|o| o.to_string()),
+            last_outcome: t.last_outcome,
             last_message: t.last_message.clone(),
             run_count: t.run_count,
             skipped_count: t.skipped_count,
