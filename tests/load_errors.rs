@@ -154,3 +154,47 @@ fn json_mode_reports_load_errors_on_stdout() {
     assert_eq!(v["outcome"], "load-error");
     assert!(v["message"].as_str().unwrap().contains("x.wasm"));
 }
+
+/// example-tasks/wat-hello with the length of one of `describe`'s strings
+/// changed in place: the bytes after it in memory (other strings, zeros)
+/// stand in for a long text.
+fn wat_hello_with_length(store: &str, length: u32) -> Vec<u8> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../example-tasks/wat-hello/task.wat");
+    let text = std::fs::read_to_string(path).unwrap();
+    assert_eq!(text.matches(store).count(), 1, "task.wat changed shape");
+    let (prefix, _) = store.rsplit_once("(i32.const").unwrap();
+    wat::parse_str(text.replace(store, &format!("{prefix}(i32.const {length}))"))).unwrap()
+}
+
+const VERSION_LENGTH: &str = "(i32.store offset=28 (i32.const 256) (i32.const 5))";
+const DESCRIPTION_LENGTH: &str = "(i32.store offset=20 (i32.const 256) (i32.const 54))";
+
+#[test]
+fn a_component_describing_itself_at_length_is_refused_naming_the_field() {
+    // At the limits it loads (and runs).
+    let (code, stderr) = load("edge.wasm", &wat_hello_with_length(VERSION_LENGTH, 64));
+    assert_eq!(code, Some(0), "{stderr}");
+    let (code, stderr) = load(
+        "edge.wasm",
+        &wat_hello_with_length(DESCRIPTION_LENGTH, 4096),
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+
+    assert_load_error(
+        load(
+            "long-version.wasm",
+            &wat_hello_with_length(VERSION_LENGTH, 65),
+        ),
+        "long-version.wasm",
+        &["version of 65 bytes", "at most 64", "describe"],
+    );
+    assert_load_error(
+        load(
+            "long-description.wasm",
+            &wat_hello_with_length(DESCRIPTION_LENGTH, 40_000),
+        ),
+        "long-description.wasm",
+        &["description of 40000 bytes", "at most 4096"],
+    );
+}

@@ -56,7 +56,25 @@ pub enum LoadError {
     Describe { origin: String, message: String },
     #[error("{origin} describes itself with an invalid identifier: {message}")]
     BadIdentifier { origin: String, message: String },
+    #[error(
+        "{origin} describes itself with a {field} of {size} bytes; at most {limit} are allowed: \
+         shorten it in the task's `describe`"
+    )]
+    OversizedInfo {
+        origin: String,
+        field: &'static str,
+        size: usize,
+        limit: usize,
+    },
 }
+
+/// The longest texts a component may describe itself with. They are kept
+/// with every run and plugin row and served by the API, so a component must
+/// not be able to make them large.
+pub const MAX_VERSION_BYTES: usize = 64;
+pub const MAX_DISPLAY_NAME_BYTES: usize = 256;
+pub const MAX_DESCRIPTION_BYTES: usize = 4096;
+pub const MAX_DEFAULT_SCHEDULE_BYTES: usize = 256;
 
 /// What a task says about itself (`describe`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -66,6 +84,36 @@ pub struct TaskInfo {
     pub description: String,
     pub version: String,
     pub default_schedule: Option<String>,
+}
+
+impl TaskInfo {
+    /// Refuses a description with a field over its limit, naming the field
+    /// as the contract does (the identifier has its own rule).
+    pub fn check_sizes(&self, origin: &str) -> Result<(), LoadError> {
+        let fields = [
+            ("version", self.version.len(), MAX_VERSION_BYTES),
+            (
+                "display-name",
+                self.display_name.len(),
+                MAX_DISPLAY_NAME_BYTES,
+            ),
+            ("description", self.description.len(), MAX_DESCRIPTION_BYTES),
+            (
+                "default-schedule",
+                self.default_schedule.as_ref().map_or(0, String::len),
+                MAX_DEFAULT_SCHEDULE_BYTES,
+            ),
+        ];
+        match fields.into_iter().find(|(_, size, limit)| size > limit) {
+            None => Ok(()),
+            Some((field, size, limit)) => Err(LoadError::OversizedInfo {
+                origin: origin.to_owned(),
+                field,
+                size,
+                limit,
+            }),
+        }
+    }
 }
 
 /// A validated, compiled and linked task component, ready for any number of
@@ -226,6 +274,33 @@ mod tests {
             Err(LoadError::NotWasm { .. })
         ));
         assert!(check_header(b"(component)", "x.wat").is_ok());
+    }
+
+    #[test]
+    fn describe_fields_are_bounded_and_the_first_too_long_is_named() {
+        let info = TaskInfo {
+            identifier: "Acme.Task".into(),
+            display_name: "n".repeat(MAX_DISPLAY_NAME_BYTES),
+            description: "d".repeat(MAX_DESCRIPTION_BYTES),
+            version: "v".repeat(MAX_VERSION_BYTES),
+            default_schedule: Some("s".repeat(MAX_DEFAULT_SCHEDULE_BYTES)),
+        };
+        assert!(info.check_sizes("t.wasm").is_ok());
+        let too_long = TaskInfo {
+            default_schedule: Some("s".repeat(MAX_DEFAULT_SCHEDULE_BYTES + 1)),
+            ..info.clone()
+        };
+        let text = too_long.check_sizes("t.wasm").unwrap_err().to_string();
+        assert!(
+            text.starts_with("t.wasm describes itself with a default-schedule of 257 bytes"),
+            "{text}"
+        );
+        let too_long = TaskInfo {
+            display_name: "n".repeat(MAX_DISPLAY_NAME_BYTES + 1),
+            ..info
+        };
+        let text = too_long.check_sizes("t.wasm").unwrap_err().to_string();
+        assert!(text.contains("display-name of 257 bytes"), "{text}");
     }
 
     #[test]

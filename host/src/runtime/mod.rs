@@ -187,6 +187,7 @@ impl Runtime {
                 message,
             }
         })?;
+        info.check_sizes(&origin)?;
         Ok(Component::new(
             sha256, size, origin, info, imports, exports, pre,
         ))
