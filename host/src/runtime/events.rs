@@ -51,9 +51,17 @@ pub struct EventLog {
 struct Inner {
     limits: EventLimits,
     events: Vec<Event>,
+    /// Events not kept because the log was full.
     dropped: u64,
+    /// Bytes of codes, messages and output lines not kept: those of dropped
+    /// events and the cut-off ends of over-long ones.
+    dropped_bytes: u64,
     partial_stdout: Vec<u8>,
     partial_stderr: Vec<u8>,
+    /// The real length of the unterminated stdout/stderr line, of which
+    /// only the start is kept in `partial_*`.
+    line_len_stdout: u64,
+    line_len_stderr: u64,
 }
 
 impl EventLog {
@@ -63,8 +71,11 @@ impl EventLog {
                 limits,
                 events: Vec::new(),
                 dropped: 0,
+                dropped_bytes: 0,
                 partial_stdout: Vec::new(),
                 partial_stderr: Vec::new(),
+                line_len_stdout: 0,
+                line_len_stderr: 0,
             })),
         }
     }
@@ -85,17 +96,23 @@ impl EventLog {
         let mut inner = self.lock();
         let max = inner.limits.max_message_bytes;
         let mut pending = std::mem::take(inner.partial_mut(source));
+        let mut line_len = *inner.line_len_mut(source);
         for &b in bytes {
             if b == b'\n' {
-                inner.push_output_line(source, &pending);
+                inner.push_output_line(source, &pending, line_len);
                 pending.clear();
-            } else if pending.len() < max + 4 {
-                // Keep a little more than the limit so truncation is visible;
-                // the rest of an over-long line is discarded as it arrives.
-                pending.push(b);
+                line_len = 0;
+            } else {
+                line_len += 1;
+                if pending.len() < max + 4 {
+                    // Keep a little more than the limit so truncation is
+                    // visible; the rest of an over-long line is only counted.
+                    pending.push(b);
+                }
             }
         }
         *inner.partial_mut(source) = pending;
+        *inner.line_len_mut(source) = line_len;
     }
 
     /// Turns unterminated stdout/stderr lines into events and, when events
@@ -104,29 +121,25 @@ impl EventLog {
         let mut inner = self.lock();
         for source in [EventSource::Stdout, EventSource::Stderr] {
             let pending = std::mem::take(inner.partial_mut(source));
+            let line_len = std::mem::take(inner.line_len_mut(source));
             if !pending.is_empty() {
-                inner.push_output_line(source, &pending);
+                inner.push_output_line(source, &pending, line_len);
             }
         }
-        if inner.dropped > 0 {
-            let message = format!(
-                "{} more events were dropped: a run keeps at most {}",
-                inner.dropped, inner.limits.max_events
-            );
+        if let Some(summary) = inner.summary() {
             // Always kept, even past the limit: it explains the gap.
-            inner.events.push(Event {
-                at: SystemTime::now(),
-                level: Level::Warning,
-                source: EventSource::Host,
-                code: "EVENTS_DROPPED".into(),
-                message,
-            });
+            inner.events.push(summary);
         }
     }
 
     /// Number of events dropped because the log was full.
     pub fn dropped(&self) -> u64 {
         self.lock().dropped
+    }
+
+    /// Bytes of the run's output and messages that were not kept.
+    pub fn dropped_bytes(&self) -> u64 {
+        self.lock().dropped_bytes
     }
 
     /// A copy of the events recorded so far.
@@ -144,13 +157,36 @@ impl Inner {
         }
     }
 
+    fn line_len_mut(&mut self, source: EventSource) -> &mut u64 {
+        if source == EventSource::Stderr {
+            &mut self.line_len_stderr
+        } else {
+            &mut self.line_len_stdout
+        }
+    }
+
     fn push(&mut self, level: Level, source: EventSource, code: &str, message: &str) {
+        self.push_sized(level, source, code, message, message.len() as u64);
+    }
+
+    /// Records an event whose message was `message_len` bytes before the
+    /// host kept only its start (`message`).
+    fn push_sized(
+        &mut self,
+        level: Level,
+        source: EventSource,
+        code: &str,
+        message: &str,
+        message_len: u64,
+    ) {
         if self.events.len() >= self.limits.max_events {
             self.dropped += 1;
+            self.dropped_bytes += code.len() as u64 + message_len;
             return;
         }
-        let code = truncate(code, self.limits.max_code_bytes);
-        let message = truncate(message, self.limits.max_message_bytes);
+        let (code, code_cut) = cut(code, code.len() as u64, self.limits.max_code_bytes);
+        let (message, message_cut) = cut(message, message_len, self.limits.max_message_bytes);
+        self.dropped_bytes += code_cut + message_cut;
         self.events.push(Event {
             at: SystemTime::now(),
             level,
@@ -160,9 +196,12 @@ impl Inner {
         });
     }
 
-    fn push_output_line(&mut self, source: EventSource, line: &[u8]) {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if line.iter().all(u8::is_ascii_whitespace) {
+    fn push_output_line(&mut self, source: EventSource, line: &[u8], line_len: u64) {
+        let (line, line_len) = match line.strip_suffix(b"\r") {
+            Some(line) if line_len == line.len() as u64 + 1 => (line, line_len - 1),
+            _ => (line, line_len),
+        };
+        if line_len == line.len() as u64 && line.iter().all(u8::is_ascii_whitespace) {
             return;
         }
         let text = String::from_utf8_lossy(line);
@@ -171,20 +210,63 @@ impl Inner {
         } else {
             Level::Info
         };
-        self.push(level, source, "", &text);
+        // Lossy decoding may lengthen the kept start; the line's own length
+        // is what it had in all.
+        let len = line_len.max(text.len() as u64);
+        self.push_sized(level, source, "", &text, len);
     }
+
+    /// One event saying what the run lost, if it lost anything: how many
+    /// events were dropped and how many bytes of output were not kept.
+    fn summary(&self) -> Option<Event> {
+        let bytes = bytesize::ByteSize(self.dropped_bytes);
+        let (code, message) = match (self.dropped, self.dropped_bytes) {
+            (0, 0) => return None,
+            (0, _) => (
+                "OUTPUT_TRUNCATED",
+                format!(
+                    "{bytes} of output were not kept ({} bytes): a run keeps at most {} of one \
+                     message or line",
+                    self.dropped_bytes,
+                    bytesize::ByteSize(self.limits.max_message_bytes as u64)
+                ),
+            ),
+            (events, _) => (
+                "EVENTS_DROPPED",
+                format!(
+                    "{events} more events were dropped: a run keeps at most {}; {bytes} of \
+                     output were not kept in all ({} bytes)",
+                    self.limits.max_events, self.dropped_bytes
+                ),
+            ),
+        };
+        Some(Event {
+            at: SystemTime::now(),
+            level: Level::Warning,
+            source: EventSource::Host,
+            code: code.into(),
+            message,
+        })
+    }
+}
+
+/// `text` (the start of something `len` bytes long) cut to `max` bytes,
+/// saying so, and how many bytes of it were not kept.
+fn cut(text: &str, len: u64, max: usize) -> (String, u64) {
+    if len <= max as u64 {
+        return (text.to_owned(), 0);
+    }
+    let mut end = max.min(text.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let kept = format!("{}… [truncated, {len} bytes in all]", &text[..end]);
+    (kept, len - end as u64)
 }
 
 /// Cuts `text` to at most `max` bytes on a character boundary, saying so.
 pub fn truncate(text: &str, max: usize) -> String {
-    if text.len() <= max {
-        return text.to_owned();
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}… [truncated, {} bytes in all]", &text[..end], text.len())
+    cut(text, text.len() as u64, max).0
 }
 
 #[cfg(test)]
@@ -221,6 +303,55 @@ mod tests {
         let e = &log.snapshot()[0];
         assert_eq!(e.code, "ABCD… [truncated, 7 bytes in all]");
         assert!(e.message.starts_with("ééééé…"), "{}", e.message);
+    }
+
+    #[test]
+    fn an_endless_line_is_cut_and_what_was_lost_is_counted_once() {
+        let log = small();
+        // 200,000 bytes without a newline, in writes of 1,000.
+        for _ in 0..200 {
+            log.write_output(EventSource::Stdout, &[b'x'; 1000]);
+        }
+        log.finish();
+        let events = log.snapshot();
+        assert_eq!(events.len(), 2, "{events:#?}");
+        assert_eq!(
+            events[0].message,
+            "xxxxxxxxxx… [truncated, 200000 bytes in all]"
+        );
+        assert_eq!(events[1].code, "OUTPUT_TRUNCATED");
+        assert!(
+            events[1].message.contains("(199990 bytes)"),
+            "{}",
+            events[1].message
+        );
+        assert_eq!(log.dropped_bytes(), 199_990);
+    }
+
+    #[test]
+    fn dropped_events_and_cut_bytes_share_one_summary() {
+        let log = small();
+        log.push(Level::Info, EventSource::Task, "", "0123456789abc");
+        for i in 0..4 {
+            log.push(Level::Info, EventSource::Task, "CODE", &format!("m{i}"));
+        }
+        log.finish();
+        let events = log.snapshot();
+        let summaries: Vec<_> = events
+            .iter()
+            .filter(|e| e.source == EventSource::Host)
+            .collect();
+        assert_eq!(summaries.len(), 1, "{events:#?}");
+        assert_eq!(summaries[0].code, "EVENTS_DROPPED");
+        // 3 bytes cut off the first message, 2 × (4 + 2) of the dropped events.
+        assert!(
+            summaries[0]
+                .message
+                .starts_with("2 more events were dropped"),
+            "{}",
+            summaries[0].message
+        );
+        assert_eq!(log.dropped_bytes(), 3 + 12);
     }
 
     #[test]
