@@ -204,3 +204,51 @@ fn inspect_shows_identity_and_imports() {
     assert_eq!(v["exports"][0], "cronwerk:task/task@0.1.0");
     assert!(v["imports"].as_array().unwrap().len() >= 2);
 }
+
+#[test]
+fn a_component_over_the_size_limit_is_refused_unread() {
+    let size = std::fs::metadata(component_path("hello.wasm"))
+        .unwrap()
+        .len();
+    let out = exec(
+        "hello.wasm",
+        &["--max-component-size", "64KiB", "--no-cache"],
+    );
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("hello.wasm is "), "{stderr}");
+    assert!(stderr.contains("over the 64.0 KiB"), "{stderr}");
+    assert!(stderr.contains("--max-component-size"), "{stderr}");
+    // At exactly its size it loads and runs.
+    let exact = format!("{size}B");
+    let out = exec(
+        "hello.wasm",
+        &["--max-component-size", &exact, "--no-cache"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+}
+
+#[test]
+fn a_compilation_over_the_time_limit_leaves_the_file_unloaded_at_once() {
+    // The Python example takes seconds to compile: a millisecond is never
+    // enough, and the command ends without waiting for the compiler.
+    let started = std::time::Instant::now();
+    let out = exec(
+        "report-digest.wasm",
+        &["--compile-timeout", "1ms", "--no-cache", "--json"],
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["outcome"], "load-error");
+    let message = v["message"].as_str().unwrap();
+    assert!(
+        message.contains("report-digest.wasm took longer than 1ms to compile"),
+        "{message}"
+    );
+    assert!(message.contains("--compile-timeout"), "{message}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "exec waited {:?} for the compiler it gave up on",
+        started.elapsed()
+    );
+}

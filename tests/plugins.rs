@@ -13,7 +13,9 @@ use cronwerk::plugins::{
     PLUGIN_CONFLICT, PLUGIN_FAILED, PLUGIN_LOADED, PLUGIN_REMOVED, PLUGIN_UPDATED, PluginEntry,
     PluginEvent, PluginExecutor, PluginStatus, Plugins,
 };
-use cronwerk::runtime::{CacheOutcome, EngineSettings, Execution, Executor, Outcome, Runtime};
+use cronwerk::runtime::{
+    CacheOutcome, EngineSettings, Execution, Executor, LoadLimits, Outcome, Runtime,
+};
 
 use common::{component_path, request};
 
@@ -521,4 +523,39 @@ async fn the_executor_runs_what_the_folder_serves_and_says_when_nothing_does() {
         executor.execute(HELLO, request(&[])).await,
         Execution::Missing
     ));
+}
+
+/// A file over the runtime's size limit fails alone, unread, and the
+/// folder's other components serve.
+#[tokio::test]
+async fn a_file_over_the_size_limit_fails_and_the_rest_serve() {
+    let runtime = Arc::new(
+        Runtime::new(EngineSettings {
+            max_concurrent_runs: 2,
+            load: LoadLimits {
+                max_file_bytes: 4096,
+                ..Default::default()
+            },
+            ..Default::default()
+        })
+        .unwrap(),
+    );
+    let tmp = Harness::new_folder();
+    let dir = tmp.path().join("plugins");
+    copy_example(&dir, "hello.wasm");
+    copy_example(&dir, "wat-hello.wasm");
+    let plugins = Plugins::open(runtime, dir, tmp.path().join("cache"), Arc::new(|_| {}))
+        .await
+        .unwrap();
+    assert!(plugins.get(WAT_HELLO).is_some());
+    assert!(plugins.get(HELLO).is_none());
+    let entry = plugins
+        .entries()
+        .into_iter()
+        .find(|e| e.file.ends_with("hello.wasm") && !e.file.ends_with("wat-hello.wasm"))
+        .unwrap();
+    let PluginStatus::Failed { error } = &entry.status else {
+        panic!("hello.wasm did not fail: {entry:#?}");
+    };
+    assert!(error.contains("over the 4.0 KiB"), "{error}");
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use serde::Serialize;
 
-use crate::runtime::{CacheOutcome, Component, LoadError, Runtime, read_component_file};
+use crate::runtime::{CacheOutcome, Component, LoadError, LoadLimits, Runtime};
 
 #[derive(Args, Debug, Clone)]
 pub struct CacheArgs {
@@ -18,6 +18,35 @@ pub struct CacheArgs {
     /// Compile from scratch and leave the cache alone.
     #[arg(long)]
     no_cache: bool,
+}
+
+/// What loading one component may cost: `serve`, `exec` and `inspect`.
+#[derive(Args, Debug, Clone)]
+pub struct LoadArgs {
+    /// Largest component file loaded; a larger one is refused unread.
+    #[arg(long, default_value = "64MiB", value_parser = super::args::size, value_name = "SIZE")]
+    pub max_component_size: u64,
+    /// Longest a component may take to compile before it is given up on.
+    #[arg(long, default_value = "5m", value_parser = super::args::duration, value_name = "DURATION")]
+    pub compile_timeout: std::time::Duration,
+}
+
+impl LoadArgs {
+    pub fn limits(&self) -> LoadLimits {
+        LoadLimits {
+            max_file_bytes: self.max_component_size,
+            compile_timeout: self.compile_timeout,
+        }
+    }
+}
+
+/// The flag that raises the limit a load error is about, if any.
+pub fn limit_hint(e: &LoadError) -> &'static str {
+    match e {
+        LoadError::TooLarge { .. } => " (raise the limit with --max-component-size)",
+        LoadError::CompileTimeout { .. } => " (raise the limit with --compile-timeout)",
+        _ => "",
+    }
 }
 
 impl CacheArgs {
@@ -95,7 +124,7 @@ pub async fn load(
             ))
         }
         Some(dir) => {
-            let bytes = read_component_file(file)?;
+            let bytes = runtime.read_file(file)?;
             let (component, outcome) = runtime
                 .load_bytes_cached(bytes, file.display().to_string(), &dir)
                 .await?;

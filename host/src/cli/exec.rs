@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 use clap::Args;
 use serde::Serialize;
 
-use super::compile_cache::{self, CacheArgs, LoadStats};
+use super::compile_cache::{self, CacheArgs, LoadArgs, LoadStats, limit_hint};
 use super::{args, exit};
 use crate::model::{
     BroadcastPayload, DirGrant, Grants, HttpGrant, InstanceInfo, RunLimits, Trigger,
@@ -71,6 +71,8 @@ pub struct ExecArgs {
     json: bool,
     #[command(flatten)]
     cache: CacheArgs,
+    #[command(flatten)]
+    load: LoadArgs,
 }
 
 #[derive(Serialize)]
@@ -95,6 +97,7 @@ pub async fn run(args: ExecArgs) -> anyhow::Result<u8> {
     let payload = payload(&args)?;
     let runtime = Runtime::new(EngineSettings {
         max_concurrent_runs: 4,
+        load: args.load.limits(),
         ..Default::default()
     })?;
     let (component, load) = match compile_cache::load(&runtime, &args.file, &args.cache).await {
@@ -205,10 +208,11 @@ pub fn exit_code(outcome: &Outcome) -> u8 {
 /// Prints a load error (text to stderr, or JSON to stdout) and returns exit 3.
 pub fn report_load_error(e: &LoadError, json: bool) -> u8 {
     if json {
-        let v = serde_json::json!({ "outcome": "load-error", "message": e.to_string() });
+        let message = format!("{e}{}", limit_hint(e));
+        let v = serde_json::json!({ "outcome": "load-error", "message": message });
         println!("{v}");
     } else {
-        eprintln!("error: {e}");
+        eprintln!("error: {e}{}", limit_hint(e));
     }
     exit::LOAD_ERROR
 }

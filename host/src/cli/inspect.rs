@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::Args;
 use serde::Serialize;
 
-use super::compile_cache::{self, CacheArgs, LoadStats};
+use super::compile_cache::{self, CacheArgs, LoadArgs, LoadStats};
 use super::exit;
 use crate::runtime::{Component, EngineSettings, Runtime, TaskInfo};
 
@@ -19,6 +19,8 @@ pub struct InspectArgs {
     json: bool,
     #[command(flatten)]
     cache: CacheArgs,
+    #[command(flatten)]
+    load: LoadArgs,
 }
 
 #[derive(Serialize)]
@@ -36,6 +38,7 @@ struct Inspection<'a> {
 pub async fn run(args: InspectArgs) -> anyhow::Result<u8> {
     let runtime = Runtime::new(EngineSettings {
         max_concurrent_runs: 4,
+        load: args.load.limits(),
         ..Default::default()
     })?;
     let (component, load) = match compile_cache::load(&runtime, &args.file, &args.cache).await {

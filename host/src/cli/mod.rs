@@ -160,5 +160,9 @@ pub fn main() -> ExitCode {
             exit::INTERNAL
         })
     });
+    // Everything a command does is awaited above; what may still run is a
+    // compilation given up on (--compile-timeout), which must not hold the
+    // process until Cranelift is done with it.
+    runtime.shutdown_background();
     ExitCode::from(code)
 }

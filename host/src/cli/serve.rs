@@ -49,6 +49,8 @@ pub struct ServeArgs {
     /// picks one) or none [default: 127.0.0.1:7878, skipped if taken].
     #[arg(long, env = "CRONWERK_LISTEN")]
     listen: Option<crate::api::Listen>,
+    #[command(flatten)]
+    load: super::compile_cache::LoadArgs,
 }
 
 fn host_name() -> String {
@@ -101,6 +103,7 @@ fn instance_config(data_dir: &Path, store: Arc<dyn Store>, a: ServeArgs) -> Inst
         lease: a.lease,
         grace: a.grace,
         max_concurrent_runs: a.max_concurrent_runs,
+        load: a.load.limits(),
         catch_up_broadcasts: a.catch_up_broadcasts,
         listen: a.listen,
         notices: Box::new(move |notice| eprintln!("cronwerk: {}", wording.line(notice))),

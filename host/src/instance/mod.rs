@@ -26,7 +26,7 @@ use tokio::task::JoinHandle;
 use crate::api::{ApiContext, ApiServer, Listen, Metrics};
 use crate::model::{InstanceInfo, Level, NewEvent};
 use crate::plugins::{PluginEvent, PluginExecutor, Plugins, WatchHandle};
-use crate::runtime::{EngineSettings, Runtime};
+use crate::runtime::{EngineSettings, LoadLimits, Runtime};
 use crate::scheduler::farm::LIVENESS;
 use crate::scheduler::{Dispatcher, DispatcherConfig};
 use crate::store::Store;
@@ -48,6 +48,8 @@ pub struct InstanceConfig {
     pub grace: Duration,
     /// Runs that may execute at once.
     pub max_concurrent_runs: u32,
+    /// What loading one component may cost.
+    pub load: LoadLimits,
     /// Also run the broadcasts made this long before the instance started.
     pub catch_up_broadcasts: Option<Duration>,
     /// Where the API listens; `None`: the default address, if free.
@@ -174,6 +176,7 @@ async fn open_plugins(
 ) -> anyhow::Result<(Arc<Plugins>, UnboundedReceiver<PluginEvent>)> {
     let runtime = Arc::new(Runtime::new(EngineSettings {
         max_concurrent_runs: config.max_concurrent_runs,
+        load: config.load,
         ..Default::default()
     })?);
     let (sink, events) = plugin_log::event_sink(metrics.clone());

@@ -169,10 +169,11 @@ impl Plugins {
 
     async fn load(&self, path: &Path) -> Result<Component, String> {
         let bytes = {
-            let path = path.to_owned();
-            tokio::task::spawn_blocking(move || read_component_file(&path))
+            let owned = path.to_owned();
+            let max = self.runtime.engine().settings.load.max_file_bytes;
+            tokio::task::spawn_blocking(move || read_component_file(&owned, max))
                 .await
-                .expect("file reading thread panicked")
+                .map_err(|e| format!("reading {} failed: {e}", path.display()))?
                 .map_err(|e| e.to_string())?
         };
         let origin = path.display().to_string();

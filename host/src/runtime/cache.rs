@@ -23,14 +23,44 @@ pub enum CacheOutcome {
     Miss,
 }
 
-/// Compiles `bytes` off the async threads: compilation is CPU-bound and
-/// takes milliseconds to seconds.
-pub(super) async fn compile(engine: &Engine, bytes: Vec<u8>) -> Result<WasmComponent, String> {
+/// Why compiling did not give code.
+pub(super) enum CompileError {
+    /// The bytes are not a valid component (or the compiler crashed on them).
+    Invalid(String),
+    /// Compilation outlasted the limit. Cranelift cannot be interrupted, so
+    /// its thread finishes on its own; the load does not wait for it.
+    TimedOut,
+}
+
+/// Compiles `bytes` off the async threads (compilation is CPU-bound and
+/// takes milliseconds to seconds), for at most `timeout`. A panic in the
+/// compiler fails this load only, never the process.
+pub(super) async fn compile(
+    engine: &Engine,
+    bytes: Vec<u8>,
+    timeout: std::time::Duration,
+) -> Result<WasmComponent, CompileError> {
     let engine = engine.clone();
-    tokio::task::spawn_blocking(move || WasmComponent::new(&engine, bytes))
-        .await
-        .expect("compilation thread panicked")
-        .map_err(|e| format!("{e:#}"))
+    let worker = tokio::task::spawn_blocking(move || WasmComponent::new(&engine, bytes));
+    match tokio::time::timeout(timeout, worker).await {
+        Err(_) => Err(CompileError::TimedOut),
+        Ok(Err(join)) => Err(CompileError::Invalid(format!(
+            "the compiler crashed on it ({})",
+            panic_text(join)
+        ))),
+        Ok(Ok(compiled)) => compiled.map_err(|e| CompileError::Invalid(format!("{e:#}"))),
+    }
+}
+
+fn panic_text(join: tokio::task::JoinError) -> String {
+    match join.try_into_panic() {
+        Ok(panic) => panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic".into()),
+        Err(join) => join.to_string(),
+    }
 }
 
 /// Maps the cached code for `sha256` if there is usable code, otherwise
@@ -41,7 +71,8 @@ pub(super) async fn compile_cached(
     bytes: Vec<u8>,
     sha256: &str,
     cache_dir: &Path,
-) -> Result<(WasmComponent, CacheOutcome), String> {
+    timeout: std::time::Duration,
+) -> Result<(WasmComponent, CacheOutcome), CompileError> {
     let path = entry_path(engine, sha256, cache_dir);
     let lookup = {
         let engine = engine.clone();
@@ -53,7 +84,7 @@ pub(super) async fn compile_cached(
     if let Some(compiled) = lookup {
         return Ok((compiled, CacheOutcome::Hit));
     }
-    let compiled = compile(engine, bytes).await?;
+    let compiled = compile(engine, bytes, timeout).await?;
     let to_store = compiled.clone();
     // Writing can take a while for big guests and its failure only costs a
     // future recompilation, but waiting keeps "loaded" meaning "cached too",

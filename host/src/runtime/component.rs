@@ -57,6 +57,24 @@ pub enum LoadError {
     #[error("{origin} describes itself with an invalid identifier: {message}")]
     BadIdentifier { origin: String, message: String },
     #[error(
+        "{origin} is {}, over the {} a component may have here; it is not read",
+        bytesize::ByteSize(*size),
+        bytesize::ByteSize(*limit)
+    )]
+    TooLarge {
+        origin: String,
+        size: u64,
+        limit: u64,
+    },
+    #[error(
+        "{origin} took longer than {} to compile and is left unloaded",
+        humantime::format_duration(*limit)
+    )]
+    CompileTimeout {
+        origin: String,
+        limit: std::time::Duration,
+    },
+    #[error(
         "{origin} describes itself with a {field} of {size} bytes; at most {limit} are allowed: \
          shorten it in the task's `describe`"
     )]
@@ -66,6 +84,27 @@ pub enum LoadError {
         size: usize,
         limit: usize,
     },
+}
+
+/// What loading a component may cost the host before it runs at all: a
+/// file read whole into memory and a compilation on a worker thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoadLimits {
+    /// Largest component file read (the Python and JavaScript examples are
+    /// 12-18 MB).
+    pub max_file_bytes: u64,
+    /// Longest a compilation may take before the file is given up on (a
+    /// Python component takes 10-20 s on a small machine).
+    pub compile_timeout: std::time::Duration,
+}
+
+impl Default for LoadLimits {
+    fn default() -> Self {
+        LoadLimits {
+            max_file_bytes: 64 << 20,
+            compile_timeout: std::time::Duration::from_secs(300),
+        }
+    }
 }
 
 /// The longest texts a component may describe itself with. They are kept
@@ -194,12 +233,32 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
-/// Reads a file, mapping failures to [`LoadError::Unreadable`].
-pub fn read_component_file(path: &Path) -> Result<Vec<u8>, LoadError> {
-    std::fs::read(path).map_err(|source| LoadError::Unreadable {
+/// Reads a component file whole, refusing one over `max_bytes` before
+/// reading it (and one that grows past it while being read).
+pub fn read_component_file(path: &Path, max_bytes: u64) -> Result<Vec<u8>, LoadError> {
+    use std::io::Read as _;
+    let unreadable = |source| LoadError::Unreadable {
         path: path.to_owned(),
         source,
-    })
+    };
+    let too_large = |size| LoadError::TooLarge {
+        origin: path.display().to_string(),
+        size,
+        limit: max_bytes,
+    };
+    let file = std::fs::File::open(path).map_err(unreadable)?;
+    let size = file.metadata().map_err(unreadable)?.len();
+    if size > max_bytes {
+        return Err(too_large(size));
+    }
+    let mut bytes = Vec::with_capacity(size as usize);
+    file.take(max_bytes + 1)
+        .read_to_end(&mut bytes)
+        .map_err(unreadable)?;
+    if bytes.len() as u64 > max_bytes {
+        return Err(too_large(bytes.len() as u64));
+    }
+    Ok(bytes)
 }
 
 /// Checks the 8-byte header: a component, a core module, or not wasm. Text

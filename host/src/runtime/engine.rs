@@ -39,6 +39,8 @@ pub struct EngineSettings {
     /// Bytes of each pooled memory kept resident between runs (reset by
     /// scanning dirty pages instead of unmapping them).
     pub keep_resident_bytes: usize,
+    /// What loading one component may cost.
+    pub load: super::LoadLimits,
 }
 
 impl Default for EngineSettings {
@@ -50,6 +52,7 @@ impl Default for EngineSettings {
             max_wasm_stack: 1 << 20,
             epoch_tick: Duration::from_millis(10),
             keep_resident_bytes: 4 << 20,
+            load: super::LoadLimits::default(),
         }
     }
 }

@@ -29,7 +29,7 @@ use wasmtime::component::{HasSelf, Linker};
 pub use bindings::{CONTRACT_VERSION, TASK_EXPORT};
 pub use cache::CacheOutcome;
 pub use cancel::CancelToken;
-pub use component::{Component, LoadError, TaskInfo, read_component_file, sha256_hex};
+pub use component::{Component, LoadError, LoadLimits, TaskInfo, read_component_file, sha256_hex};
 pub use context::RunContext;
 pub use engine::{Allocator, CronwerkEngine, EngineSettings};
 pub use events::{Event, EventLimits, EventLog, truncate};
@@ -107,8 +107,27 @@ impl Runtime {
 
     /// Reads, validates, compiles, links and describes a component file.
     pub async fn load_file(&self, path: &Path) -> Result<Component, LoadError> {
-        let bytes = read_component_file(path)?;
+        let bytes = self.read_file(path)?;
         self.load_bytes(bytes, path.display().to_string()).await
+    }
+
+    /// Reads a component file within this runtime's size limit.
+    pub fn read_file(&self, path: &Path) -> Result<Vec<u8>, LoadError> {
+        read_component_file(path, self.engine.settings.load.max_file_bytes)
+    }
+
+    /// What a failed compilation of `origin` is as a load error.
+    fn compile_error(&self, origin: &str, e: cache::CompileError) -> LoadError {
+        match e {
+            cache::CompileError::Invalid(message) => LoadError::Invalid {
+                origin: origin.to_owned(),
+                message,
+            },
+            cache::CompileError::TimedOut => LoadError::CompileTimeout {
+                origin: origin.to_owned(),
+                limit: self.engine.settings.load.compile_timeout,
+            },
+        }
     }
 
     /// Like [`load_file`](Self::load_file) for bytes from elsewhere; `origin`
@@ -117,12 +136,10 @@ impl Runtime {
         component::check_header(&bytes, &origin)?;
         let sha256 = sha256_hex(&bytes);
         let size = bytes.len();
-        let compiled = cache::compile(&self.engine.engine, bytes)
+        let timeout = self.engine.settings.load.compile_timeout;
+        let compiled = cache::compile(&self.engine.engine, bytes, timeout)
             .await
-            .map_err(|message| LoadError::Invalid {
-                origin: origin.clone(),
-                message,
-            })?;
+            .map_err(|e| self.compile_error(&origin, e))?;
         self.finish_load(compiled, sha256, size, origin).await
     }
 
@@ -139,13 +156,11 @@ impl Runtime {
         component::check_header(&bytes, &origin)?;
         let sha256 = sha256_hex(&bytes);
         let size = bytes.len();
+        let timeout = self.engine.settings.load.compile_timeout;
         let (compiled, outcome) =
-            cache::compile_cached(&self.engine.engine, bytes, &sha256, cache_dir)
+            cache::compile_cached(&self.engine.engine, bytes, &sha256, cache_dir, timeout)
                 .await
-                .map_err(|message| LoadError::Invalid {
-                    origin: origin.clone(),
-                    message,
-                })?;
+                .map_err(|e| self.compile_error(&origin, e))?;
         let component = self.finish_load(compiled, sha256, size, origin).await?;
         Ok((component, outcome))
     }
