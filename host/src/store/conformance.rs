@@ -711,6 +711,89 @@ pub async fn batches_claim_and_finish_like_single_calls(store: &dyn Store) {
     );
 }
 
+/// Claims the t(10) slot of a new configuration for each name; the tasks.
+async fn running(store: &dyn Store, names: &[&str]) -> Vec<TaskRecord> {
+    let mut tasks = Vec::new();
+    for name in names {
+        let task = store.create_task(&config(name), Some(t(10))).await.unwrap();
+        let run = new_run(&task, &format!("{name}1"), Some(t(10)), t(10));
+        assert_eq!(
+            store
+                .claim_slot(task.id, t(10), Some(t(20)), &run)
+                .await
+                .unwrap(),
+            Claim::Claimed
+        );
+        tasks.push(task);
+    }
+    tasks
+}
+
+/// A task's text with NUL in it (which PostgreSQL refuses in `text`) is
+/// stored with U+FFFD in its place, on every path a finish writes, and
+/// the rest of its batch is recorded with it.
+pub async fn nul_in_task_text_is_stored_replaced(store: &dyn Store) {
+    let tasks = running(store, &["n", "m", "o"]).await;
+    let mut hostile = finish(&tasks[1], "m1", RunState::Succeeded, t(11));
+    hostile.outcome.message = "done\0\u{1b}[2J".into();
+    hostile.outcome.events[0].code = "CO\0DE".into();
+    hostile.outcome.events[0].message = "a\0b".into();
+    hostile.task_state = Some(BTreeMap::from([("k\0ey".into(), "v\0al".into())]));
+    let finishes = [
+        finish(&tasks[0], "n1", RunState::Succeeded, t(11)),
+        hostile,
+        finish(&tasks[2], "o1", RunState::Succeeded, t(11)),
+    ];
+    assert_eq!(
+        store.finish_runs(&finishes).await.unwrap(),
+        vec![true, true, true]
+    );
+    let r = store.get_run("m1").await.unwrap();
+    assert_eq!(r.state, RunState::Succeeded);
+    assert_eq!(
+        r.message, "done\u{FFFD}\u{1b}[2J",
+        "other control characters stay"
+    );
+    assert_eq!(
+        store.get_task("m").await.unwrap().last_message.as_deref(),
+        Some("done\u{FFFD}\u{1b}[2J")
+    );
+    let events = store
+        .list_events(&EventFilter {
+            run_id: Some("m1".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(
+        (events[0].code.as_str(), events[0].message.as_str()),
+        ("CO\u{FFFD}DE", "a\u{FFFD}b")
+    );
+    assert_eq!(
+        store.load_state(tasks[1].id).await.unwrap(),
+        BTreeMap::from([("k\u{FFFD}ey".into(), "v\u{FFFD}al".into())])
+    );
+    for (run, task) in [("n1", &tasks[0]), ("o1", &tasks[2])] {
+        assert_eq!(store.get_run(run).await.unwrap().state, RunState::Succeeded);
+        assert_eq!(store.load_state(task.id).await.unwrap()["count"], "1");
+    }
+    // Events appended outside a finish take the same path.
+    let mut event = finish(&tasks[0], "n1", RunState::Succeeded, t(12))
+        .outcome
+        .events;
+    event[0].message = "late\0".into();
+    store.append_events(&event).await.unwrap();
+    let late = store
+        .list_events(&EventFilter {
+            run_id: Some("n1".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(late.iter().any(|e| e.message == "late\u{FFFD}"), "{late:?}");
+}
+
 /// Every test above, on a fresh store each.
 pub async fn run_all(make: impl Fn() -> Box<dyn Store>) {
     configurations_crud(&*make()).await;
@@ -725,6 +808,7 @@ pub async fn run_all(make: impl Fn() -> Box<dyn Store>) {
     runs_filter_by_time_and_state(&*make()).await;
     batches_claim_and_finish_like_single_calls(&*make()).await;
     concurrent_skips_of_one_slot_record_it_once(&*make()).await;
+    nul_in_task_text_is_stored_replaced(&*make()).await;
 }
 
 pub async fn identifier_settings(store: &dyn Store) {
