@@ -794,6 +794,48 @@ pub async fn nul_in_task_text_is_stored_replaced(store: &dyn Store) {
     assert!(late.iter().any(|e| e.message == "late\u{FFFD}"), "{late:?}");
 }
 
+/// A finish the store cannot write fails alone: the rest of its batch is
+/// recorded, and the failed run is left `running` (to be abandoned when its
+/// lease expires). Here the failing finish leaves a state whose two keys
+/// differ only by NUL against U+FFFD, which are one key once stored.
+pub async fn a_finish_that_cannot_be_written_fails_alone(store: &dyn Store) {
+    let tasks = running(store, &["p", "q", "r"]).await;
+    let mut clash = finish(&tasks[1], "q1", RunState::Succeeded, t(11));
+    clash.task_state = Some(BTreeMap::from([
+        ("k\0".into(), "1".into()),
+        ("k\u{FFFD}".into(), "2".into()),
+    ]));
+    let finishes = [
+        finish(&tasks[0], "p1", RunState::Succeeded, t(11)),
+        clash,
+        finish(&tasks[2], "r1", RunState::Failed, t(11)),
+    ];
+    assert_eq!(
+        store.finish_runs(&finishes).await.unwrap(),
+        vec![true, false, true]
+    );
+    assert_eq!(
+        store.get_run("p1").await.unwrap().state,
+        RunState::Succeeded
+    );
+    assert_eq!(store.get_run("r1").await.unwrap().state, RunState::Failed);
+    assert_eq!(store.get_run("q1").await.unwrap().state, RunState::Running);
+    let q = store.get_task("q").await.unwrap();
+    assert_eq!(q.running_run_id.as_deref(), Some("q1"));
+    assert!(store.load_state(q.id).await.unwrap().is_empty());
+    let mut events: Vec<Option<String>> = store
+        .list_events(&EventFilter::default())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.run_id)
+        .collect();
+    events.sort();
+    assert_eq!(events, vec![Some("p1".into()), Some("r1".into())]);
+    // A finish that fails on its own is the store's error, as before.
+    assert!(store.finish_run(&finishes[1]).await.is_err());
+}
+
 /// Every test above, on a fresh store each.
 pub async fn run_all(make: impl Fn() -> Box<dyn Store>) {
     configurations_crud(&*make()).await;
@@ -809,6 +851,7 @@ pub async fn run_all(make: impl Fn() -> Box<dyn Store>) {
     batches_claim_and_finish_like_single_calls(&*make()).await;
     concurrent_skips_of_one_slot_record_it_once(&*make()).await;
     nul_in_task_text_is_stored_replaced(&*make()).await;
+    a_finish_that_cannot_be_written_fails_alone(&*make()).await;
 }
 
 pub async fn identifier_settings(store: &dyn Store) {
