@@ -800,14 +800,15 @@ pub async fn nul_in_task_text_is_stored_replaced(store: &dyn Store) {
 /// differ only by NUL against U+FFFD, which are one key once stored.
 pub async fn a_finish_that_cannot_be_written_fails_alone(store: &dyn Store) {
     let tasks = running(store, &["p", "q", "r"]).await;
-    let mut clash = finish(&tasks[1], "q1", RunState::Succeeded, t(11));
-    clash.task_state = Some(BTreeMap::from([
+    let clash = Some(BTreeMap::from([
         ("k\0".into(), "1".into()),
         ("k\u{FFFD}".into(), "2".into()),
     ]));
+    let mut clashing = finish(&tasks[1], "q1", RunState::Succeeded, t(11));
+    clashing.task_state = clash.clone();
     let finishes = [
         finish(&tasks[0], "p1", RunState::Succeeded, t(11)),
-        clash,
+        clashing,
         finish(&tasks[2], "r1", RunState::Failed, t(11)),
     ];
     assert_eq!(
@@ -834,6 +835,27 @@ pub async fn a_finish_that_cannot_be_written_fails_alone(store: &dyn Store) {
     assert_eq!(events, vec![Some("p1".into()), Some("r1".into())]);
     // A finish that fails on its own is the store's error, as before.
     assert!(store.finish_run(&finishes[1]).await.is_err());
+
+    // When the first finishes tried alone all fail, the store is taken to
+    // be failing: the batch's error, nothing recorded.
+    let tasks = running(store, &["s", "u", "v", "w"]).await;
+    let mut finishes: Vec<RunFinish> = tasks
+        .iter()
+        .map(|task| {
+            let run = format!("{}1", task.config.name);
+            let mut f = finish(task, &run, RunState::Succeeded, t(11));
+            f.task_state = clash.clone();
+            f
+        })
+        .collect();
+    finishes[3].task_state = None;
+    assert_eq!(
+        super::sql::ledger::FAILING_STORE,
+        3,
+        "three clash, then one does not"
+    );
+    assert!(store.finish_runs(&finishes).await.is_err());
+    assert_eq!(store.get_run("w1").await.unwrap().state, RunState::Running);
 }
 
 /// Every test above, on a fresh store each.

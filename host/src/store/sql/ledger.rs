@@ -310,13 +310,20 @@ pub async fn start_queued_run<T: Tx + ?Sized>(
     }
 }
 
+/// Finishes that fail alone in a row, none recorded yet, after which
+/// [`finish_runs_isolated`] stops trying the rest: the store is failing,
+/// not the finishes, and an unreachable database would otherwise cost a
+/// timeout per run of the batch.
+pub const FAILING_STORE: usize = 3;
+
 /// Records a batch of finishes with `commit` (one transaction per call);
 /// if the batch fails as a whole, each finish again in a transaction of its
 /// own, so one that cannot be written (whatever a hostile task put in it)
 /// fails alone and the rest of the batch is recorded. A finish that fails
 /// alone is logged and reads as not finished; its run stays `running` until
-/// its lease expires and it is recorded abandoned. Only if every finish
-/// fails alone is the batch's error returned (the store itself is failing).
+/// its lease expires and it is recorded abandoned. If every finish fails
+/// alone, or the first [`FAILING_STORE`] tried alone all fail, the store
+/// itself is taken to be failing and the batch's error is returned.
 pub async fn finish_runs_isolated<'a, F, Fut>(
     finishes: &'a [RunFinish],
     commit: F,
@@ -335,9 +342,14 @@ where
     );
     let mut results = Vec::with_capacity(finishes.len());
     let mut failed = 0;
+    let mut recorded = false;
     for finish in finishes {
         match commit(std::slice::from_ref(finish)).await {
-            Ok(done) => results.push(done.first().copied().unwrap_or(false)),
+            Ok(done) => {
+                recorded = true;
+                results.push(done.first().copied().unwrap_or(false));
+            }
+            Err(_) if !recorded && failed + 1 >= FAILING_STORE => return Err(batch_error),
             Err(e) => {
                 tracing::error!(
                     run = %finish.run_id,
