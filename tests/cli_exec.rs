@@ -252,3 +252,60 @@ fn a_compilation_over_the_time_limit_leaves_the_file_unloaded_at_once() {
         started.elapsed()
     );
 }
+
+/// example-tasks/wat-hello with its event code, event message and result
+/// replaced by text full of terminal controls (each the same length as the
+/// text it replaces, so the offsets in the file stay right).
+fn hostile_wat_hello() -> Vec<u8> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../example-tasks/wat-hello/task.wat");
+    let mut wat = std::fs::read_to_string(path).unwrap();
+    for (was, now) in [
+        (
+            r#"(data (i32.const 1144) "WAT")"#,
+            r#"(data (i32.const 1144) "\1b[K")"#,
+        ),
+        (
+            r#"(data (i32.const 1152) "Hello from WebAssembly text!")"#,
+            r#"(data (i32.const 1152) "\1b[31mred\1b[0m\07\0d\7f\c2\9babcdefghijk")"#,
+        ),
+        (
+            r#"(data (i32.const 1184) "written by hand")"#,
+            r#"(data (i32.const 1184) "\1b]0;pwned\07!!!!!")"#,
+        ),
+    ] {
+        assert_eq!(wat.matches(was).count(), 1, "task.wat changed shape");
+        wat = wat.replace(was, now);
+    }
+    wat::parse_str(wat).unwrap()
+}
+
+#[test]
+fn a_tasks_terminal_controls_print_escaped() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hostile.wasm");
+    std::fs::write(&path, hostile_wat_hello()).unwrap();
+    let out = cronwerk(&["exec", path.to_str().unwrap()]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    let raw: Vec<char> = stdout
+        .chars()
+        .filter(|&c| c != '\n' && c.is_control())
+        .collect();
+    assert!(raw.is_empty(), "raw controls {raw:?} in: {stdout}");
+    assert!(
+        stdout.contains(
+            r"info    task   \u{1b}[K  \u{1b}[31mred\u{1b}[0m\u{7}\r\u{7f}\u{9b}abcdefghijk"
+        ),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(r"succeeded: \u{1b}]0;pwned\u{7}!!!!!"),
+        "{stdout}"
+    );
+    // --json stays JSON, with the task's text as it was.
+    let out = cronwerk(&["exec", path.to_str().unwrap(), "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stdout is JSON");
+    assert_eq!(v["events"][0]["code"], "\u{1b}[K");
+    assert!(!text(&out.stdout).contains('\u{1b}'));
+}

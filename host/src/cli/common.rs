@@ -1,6 +1,9 @@
 //! Pieces several verbs share: opening the store, the options that describe
-//! a configuration, and plain-text tables.
+//! a configuration, plain-text tables, and [`shown`], which every printer
+//! of a task's text passes it through.
 
+use std::borrow::Cow;
+use std::fmt::Write as _;
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -181,10 +184,47 @@ pub fn time(t: Option<DateTime<Utc>>) -> String {
     t.map_or_else(|| "-".into(), |t| t.format("%Y-%m-%d %H:%M:%S").to_string())
 }
 
-/// Prints rows as left-aligned columns under a header.
+/// Text a task wrote (a message, an event, a state key, a description),
+/// made safe to print on a terminal. A task is hostile: an ESC sequence in
+/// its text could recolour, clear or retitle the operator's terminal, a CR
+/// or newline could fake another line of output. So every control
+/// character (C0 including NUL, CR, LF and tab, DEL, C1) and the Unicode
+/// controls that reorder text on screen (bidirectional embeddings,
+/// overrides and isolates) are printed escaped: `\n`, `\r`, `\t`, else
+/// `\u{1b}`. Everything else prints as written. `--json` output needs
+/// none of this: JSON escapes control characters itself.
+pub fn shown(text: &str) -> Cow<'_, str> {
+    fn escaped(c: char) -> bool {
+        c.is_control()
+            || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    }
+    if !text.chars().any(escaped) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if escaped(c) => {
+                let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// Prints rows as left-aligned columns under a header; every cell
+/// [`shown`], as cells hold what tasks wrote.
 pub fn print_table(header: &[&str], rows: &[Vec<String>]) {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|row| row.iter().map(|cell| shown(cell).into_owned()).collect())
+        .collect();
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
-    for row in rows {
+    for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
         }
@@ -206,7 +246,7 @@ pub fn print_table(header: &[&str], rows: &[Vec<String>]) {
     };
     line(header.iter().map(|h| h.to_string()).collect());
     for row in rows {
-        line(row.clone());
+        line(row);
     }
 }
 
@@ -218,4 +258,23 @@ pub fn short(text: &str, max: usize) -> String {
     }
     let cut: String = one_line.chars().take(max.saturating_sub(1)).collect();
     format!("{cut}…")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shown;
+
+    #[test]
+    fn control_characters_print_escaped() {
+        assert_eq!(shown("plain text, ünïcode ✓"), "plain text, ünïcode ✓");
+        assert_eq!(
+            shown("\u{1b}[2J\u{7}a\rb\nc\td\0e\u{7f}f\u{9b}g\u{202e}h"),
+            "\\u{1b}[2J\\u{7}a\\rb\\nc\\td\\u{0}e\\u{7f}f\\u{9b}g\\u{202e}h"
+        );
+        for c in (0u32..0x20).chain(0x7f..0xa0).filter_map(char::from_u32) {
+            let out = shown(&c.to_string()).into_owned();
+            assert!(out.chars().all(|o| !o.is_control()), "{c:?} -> {out:?}");
+            assert!(out.starts_with('\\'), "{c:?} -> {out:?}");
+        }
+    }
 }

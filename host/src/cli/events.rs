@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use super::common;
+use super::common::{self, shown};
 use super::exit;
 use crate::model::{EventRecord, Level};
 use crate::store::EventFilter;
@@ -70,11 +70,11 @@ fn print_event(e: &EventRecord, json: bool) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string(e)?);
         return Ok(());
     }
-    let task = e.task_name.as_deref().unwrap_or("-");
+    let task = shown(e.task_name.as_deref().unwrap_or("-"));
     let code = if e.code.is_empty() {
         String::new()
     } else {
-        format!(" {}", e.code)
+        format!(" {}", shown(&e.code))
     };
     println!(
         "{} {:<7} {:<20} {:<6}{code}  {}",
@@ -82,7 +82,7 @@ fn print_event(e: &EventRecord, json: bool) -> anyhow::Result<()> {
         e.level.as_str(),
         task,
         e.source.to_string(),
-        e.message
+        shown(&e.message)
     );
     Ok(())
 }

@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime};
 use clap::Args;
 use serde::Serialize;
 
+use super::common::shown;
 use super::compile_cache::{self, CacheArgs, LoadArgs, LoadStats, limit_hint};
 use super::{args, exit};
 use crate::model::{
@@ -223,8 +224,8 @@ fn print_text(component: &crate::runtime::Component, r: &RunReport) -> std::io::
     writeln!(
         out,
         "{} {}  ({}, sha256 {})",
-        info.identifier,
-        info.version,
+        shown(&info.identifier),
+        shown(&info.version),
         component.origin(),
         &r.component_sha256[..12]
     )?;
@@ -234,22 +235,24 @@ fn print_text(component: &crate::runtime::Component, r: &RunReport) -> std::io::
         let code = if e.code.is_empty() {
             String::new()
         } else {
-            format!(" {}", e.code)
+            format!(" {}", shown(&e.code))
         };
         writeln!(
             out,
             "  {time} {:<7} {:<6}{code}  {}",
             e.level.as_str(),
             e.source.to_string(),
-            e.message
+            shown(&e.message)
         )?;
     }
     let headline = match &r.outcome {
         Outcome::Succeeded { message } if message.is_empty() => "succeeded".to_owned(),
-        Outcome::Succeeded { message } => format!("succeeded: {message}"),
-        Outcome::Failed { message } => format!("failed: {message}"),
-        Outcome::Stopped { reason, message } => format!("stopped ({}): {message}", reason.as_str()),
-        Outcome::Cancelled { message } => format!("cancelled: {message}"),
+        Outcome::Succeeded { message } => format!("succeeded: {}", shown(message)),
+        Outcome::Failed { message } => format!("failed: {}", shown(message)),
+        Outcome::Stopped { reason, message } => {
+            format!("stopped ({}): {}", reason.as_str(), shown(message))
+        }
+        Outcome::Cancelled { message } => format!("cancelled: {}", shown(message)),
     };
     writeln!(
         out,
@@ -259,7 +262,7 @@ fn print_text(component: &crate::runtime::Component, r: &RunReport) -> std::io::
         bytesize::ByteSize(r.peak_memory_bytes)
     )?;
     if !r.state.is_empty() {
-        let keys: Vec<&str> = r.state.keys().map(String::as_str).collect();
+        let keys: Vec<_> = r.state.keys().map(|k| shown(k)).collect();
         writeln!(out, "  state keys after the run: {}", keys.join(", "))?;
     }
     Ok(())

@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
 
-use super::common::{self, print_table, short, time};
+use super::common::{self, print_table, short, shown, time};
 use super::exit;
 use crate::model::{BroadcastPayload, BroadcastRecord, RunState};
 use crate::scheduler::farm::{self, BroadcastError, BroadcastField, BroadcastRequest};
@@ -181,16 +181,16 @@ fn print(b: &BroadcastRecord, json: bool) -> anyhow::Result<()> {
         return Ok(());
     }
     println!("broadcast   {}", b.id);
-    println!("type        {}", b.identifier);
+    println!("type        {}", shown(&b.identifier));
     println!(
         "made        {} by {}",
         time(Some(b.created_at)),
-        b.created_by
+        shown(&b.created_by)
     );
     println!(
         "payload     target '{}', text '{}', {} of data",
-        short(&b.target, 40),
-        short(&b.text, 60),
+        shown(&short(&b.target, 40)),
+        shown(&short(&b.text, 60)),
         bytesize::ByteSize(b.data_bytes)
     );
     println!("deliveries  {}\n", progress(b));

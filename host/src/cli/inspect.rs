@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use clap::Args;
 use serde::Serialize;
 
+use super::common::shown;
 use super::compile_cache::{self, CacheArgs, LoadArgs, LoadStats};
 use super::exit;
 use crate::runtime::{Component, EngineSettings, Runtime, TaskInfo};
@@ -73,14 +74,14 @@ fn print_text(i: &Inspection<'_>) {
         bytesize::ByteSize(i.size_bytes as u64)
     );
     println!("sha256       {}", i.sha256);
-    println!("identifier   {}", i.info.identifier);
-    println!("name         {}", i.info.display_name);
-    println!("version      {}", i.info.version);
+    println!("identifier   {}", shown(&i.info.identifier));
+    println!("name         {}", shown(&i.info.display_name));
+    println!("version      {}", shown(&i.info.version));
     if !i.info.description.is_empty() {
-        println!("description  {}", i.info.description);
+        println!("description  {}", shown(&i.info.description));
     }
     if let Some(s) = &i.info.default_schedule {
-        println!("schedule     {s} (suggested)");
+        println!("schedule     {} (suggested)", shown(s));
     }
     println!("exports      {}", i.exports.join(", "));
     println!("imports      {}", i.imports.join("\n             "));

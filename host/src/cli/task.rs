@@ -9,7 +9,7 @@ use chrono::Utc;
 use clap::{Args, Subcommand};
 use serde::Serialize;
 
-use super::common::{self, ConfigArgs, ScheduleArgs, print_table, short, time};
+use super::common::{self, ConfigArgs, ScheduleArgs, print_table, short, shown, time};
 use super::exit;
 use crate::model::{RunRecord, RunState, TaskRecord};
 use crate::spec;
@@ -284,8 +284,8 @@ async fn show(store: &dyn Store, a: ShowArgs) -> anyhow::Result<u8> {
         return Ok(exit::OK);
     }
     let c = &task.config;
-    println!("name            {}", c.name);
-    println!("implementation  {}", c.implementation);
+    println!("name            {}", shown(&c.name));
+    println!("implementation  {}", shown(&c.implementation));
     println!("enabled         {}", if c.enabled { "yes" } else { "no" });
     println!("schedule        {}", c.schedule);
     println!(
@@ -305,7 +305,7 @@ async fn show(store: &dyn Store, a: ShowArgs) -> anyhow::Result<u8> {
         c.limits.fuel.map_or("unlimited".into(), |f| f.to_string())
     );
     for (k, v) in &c.properties {
-        println!("property        {k} = {v}");
+        println!("property        {} = {}", shown(k), shown(v));
     }
     for g in &c.grants.dirs {
         println!(

@@ -20,6 +20,7 @@ pub mod names;
 mod run;
 pub mod schedule;
 mod task;
+pub mod text;
 
 pub use broadcast::{
     BROADCAST_MAX_DATA_BYTES, BROADCAST_MAX_TARGET_BYTES, BROADCAST_MAX_TEXT_BYTES,

@@ -711,6 +711,153 @@ pub async fn batches_claim_and_finish_like_single_calls(store: &dyn Store) {
     );
 }
 
+/// Claims the t(10) slot of a new configuration for each name; the tasks.
+async fn running(store: &dyn Store, names: &[&str]) -> Vec<TaskRecord> {
+    let mut tasks = Vec::new();
+    for name in names {
+        let task = store.create_task(&config(name), Some(t(10))).await.unwrap();
+        let run = new_run(&task, &format!("{name}1"), Some(t(10)), t(10));
+        assert_eq!(
+            store
+                .claim_slot(task.id, t(10), Some(t(20)), &run)
+                .await
+                .unwrap(),
+            Claim::Claimed
+        );
+        tasks.push(task);
+    }
+    tasks
+}
+
+/// A task's text with NUL in it (which PostgreSQL refuses in `text`) is
+/// stored with U+FFFD in its place, on every path a finish writes, and
+/// the rest of its batch is recorded with it.
+pub async fn nul_in_task_text_is_stored_replaced(store: &dyn Store) {
+    let tasks = running(store, &["n", "m", "o"]).await;
+    let mut hostile = finish(&tasks[1], "m1", RunState::Succeeded, t(11));
+    hostile.outcome.message = "done\0\u{1b}[2J".into();
+    hostile.outcome.events[0].code = "CO\0DE".into();
+    hostile.outcome.events[0].message = "a\0b".into();
+    hostile.task_state = Some(BTreeMap::from([("k\0ey".into(), "v\0al".into())]));
+    let finishes = [
+        finish(&tasks[0], "n1", RunState::Succeeded, t(11)),
+        hostile,
+        finish(&tasks[2], "o1", RunState::Succeeded, t(11)),
+    ];
+    assert_eq!(
+        store.finish_runs(&finishes).await.unwrap(),
+        vec![true, true, true]
+    );
+    let r = store.get_run("m1").await.unwrap();
+    assert_eq!(r.state, RunState::Succeeded);
+    assert_eq!(
+        r.message, "done\u{FFFD}\u{1b}[2J",
+        "other control characters stay"
+    );
+    assert_eq!(
+        store.get_task("m").await.unwrap().last_message.as_deref(),
+        Some("done\u{FFFD}\u{1b}[2J")
+    );
+    let events = store
+        .list_events(&EventFilter {
+            run_id: Some("m1".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(
+        (events[0].code.as_str(), events[0].message.as_str()),
+        ("CO\u{FFFD}DE", "a\u{FFFD}b")
+    );
+    assert_eq!(
+        store.load_state(tasks[1].id).await.unwrap(),
+        BTreeMap::from([("k\u{FFFD}ey".into(), "v\u{FFFD}al".into())])
+    );
+    for (run, task) in [("n1", &tasks[0]), ("o1", &tasks[2])] {
+        assert_eq!(store.get_run(run).await.unwrap().state, RunState::Succeeded);
+        assert_eq!(store.load_state(task.id).await.unwrap()["count"], "1");
+    }
+    // Events appended outside a finish take the same path.
+    let mut event = finish(&tasks[0], "n1", RunState::Succeeded, t(12))
+        .outcome
+        .events;
+    event[0].message = "late\0".into();
+    store.append_events(&event).await.unwrap();
+    let late = store
+        .list_events(&EventFilter {
+            run_id: Some("n1".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(late.iter().any(|e| e.message == "late\u{FFFD}"), "{late:?}");
+}
+
+/// A finish the store cannot write fails alone: the rest of its batch is
+/// recorded, and the failed run is left `running` (to be abandoned when its
+/// lease expires). Here the failing finish leaves a state whose two keys
+/// differ only by NUL against U+FFFD, which are one key once stored.
+pub async fn a_finish_that_cannot_be_written_fails_alone(store: &dyn Store) {
+    let tasks = running(store, &["p", "q", "r"]).await;
+    let clash = Some(BTreeMap::from([
+        ("k\0".into(), "1".into()),
+        ("k\u{FFFD}".into(), "2".into()),
+    ]));
+    let mut clashing = finish(&tasks[1], "q1", RunState::Succeeded, t(11));
+    clashing.task_state = clash.clone();
+    let finishes = [
+        finish(&tasks[0], "p1", RunState::Succeeded, t(11)),
+        clashing,
+        finish(&tasks[2], "r1", RunState::Failed, t(11)),
+    ];
+    assert_eq!(
+        store.finish_runs(&finishes).await.unwrap(),
+        vec![true, false, true]
+    );
+    assert_eq!(
+        store.get_run("p1").await.unwrap().state,
+        RunState::Succeeded
+    );
+    assert_eq!(store.get_run("r1").await.unwrap().state, RunState::Failed);
+    assert_eq!(store.get_run("q1").await.unwrap().state, RunState::Running);
+    let q = store.get_task("q").await.unwrap();
+    assert_eq!(q.running_run_id.as_deref(), Some("q1"));
+    assert!(store.load_state(q.id).await.unwrap().is_empty());
+    let mut events: Vec<Option<String>> = store
+        .list_events(&EventFilter::default())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.run_id)
+        .collect();
+    events.sort();
+    assert_eq!(events, vec![Some("p1".into()), Some("r1".into())]);
+    // A finish that fails on its own is the store's error, as before.
+    assert!(store.finish_run(&finishes[1]).await.is_err());
+
+    // When the first finishes tried alone all fail, the store is taken to
+    // be failing: the batch's error, nothing recorded.
+    let tasks = running(store, &["s", "u", "v", "w"]).await;
+    let mut finishes: Vec<RunFinish> = tasks
+        .iter()
+        .map(|task| {
+            let run = format!("{}1", task.config.name);
+            let mut f = finish(task, &run, RunState::Succeeded, t(11));
+            f.task_state = clash.clone();
+            f
+        })
+        .collect();
+    finishes[3].task_state = None;
+    assert_eq!(
+        super::sql::ledger::FAILING_STORE,
+        3,
+        "three clash, then one does not"
+    );
+    assert!(store.finish_runs(&finishes).await.is_err());
+    assert_eq!(store.get_run("w1").await.unwrap().state, RunState::Running);
+}
+
 /// Every test above, on a fresh store each.
 pub async fn run_all(make: impl Fn() -> Box<dyn Store>) {
     configurations_crud(&*make()).await;
@@ -725,6 +872,8 @@ pub async fn run_all(make: impl Fn() -> Box<dyn Store>) {
     runs_filter_by_time_and_state(&*make()).await;
     batches_claim_and_finish_like_single_calls(&*make()).await;
     concurrent_skips_of_one_slot_record_it_once(&*make()).await;
+    nul_in_task_text_is_stored_replaced(&*make()).await;
+    a_finish_that_cannot_be_written_fails_alone(&*make()).await;
 }
 
 pub async fn identifier_settings(store: &dyn Store) {

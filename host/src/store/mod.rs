@@ -141,7 +141,9 @@ pub trait RunLedger: Send + Sync {
     /// Records how runs ended (in one transaction): outcome, events and the
     /// state each left; clears the configuration's running mark, updates its
     /// counters, schedules a retry when asked. Only a run still `running`
-    /// can finish; the result says which did.
+    /// can finish; the result says which did. If the batch's transaction
+    /// fails, each finish is retried in its own, so one the store cannot
+    /// write fails alone (it reads as not finished, and is logged).
     async fn finish_runs(&self, finishes: &[RunFinish]) -> StoreResult<Vec<bool>>;
     /// One run: [`finish_runs`](Self::finish_runs).
     async fn finish_run(&self, finish: &RunFinish) -> StoreResult<bool> {

@@ -25,8 +25,9 @@ pub(super) struct Recorder {
 impl Recorder {
     /// Group commit: the first run to finish while no commit is gathering
     /// becomes the committer; runs finishing meanwhile join its batch. One
-    /// transaction then records them all. A commit that fails leaves its
-    /// runs `running` until their leases expire and they are recorded
+    /// transaction then records them all. If that transaction fails, the
+    /// store records each run alone, so one it cannot write leaves only
+    /// itself `running` until its lease expires and it is recorded
     /// abandoned.
     pub(super) async fn record(&self, store: &dyn Store, finish: RunFinish) -> StoreResult<()> {
         let committer = {

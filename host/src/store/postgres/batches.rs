@@ -19,7 +19,8 @@ use std::collections::{BTreeMap, HashMap};
 use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
 
-use super::tx::{PgTx, lock_in_order};
+use super::tx::{PgTx, lock_in_order, opt_texts, texts};
+use crate::model::text::storable;
 use crate::model::{NewEvent, PluginRow, RunState};
 use crate::store::sql::{Tx, ledger, ms};
 use crate::store::{Claim, NewRun, OnOverlap, RunFinish, SlotClaim};
@@ -39,11 +40,11 @@ async fn insert_runs<C: GenericClient>(
         [run] => return ledger::insert_run(tx, run, state).await,
         _ => {}
     }
-    let id: Vec<&str> = runs.iter().map(|r| r.id.as_str()).collect();
+    let id = texts(runs.iter().map(|r| r.id.as_str()));
     let task_id: Vec<i64> = runs.iter().map(|r| r.task_id).collect();
-    let task_name: Vec<&str> = runs.iter().map(|r| r.task_name.as_str()).collect();
-    let implementation: Vec<&str> = runs.iter().map(|r| r.implementation.as_str()).collect();
-    let trigger: Vec<&str> = runs.iter().map(|r| r.trigger.as_str()).collect();
+    let task_name = texts(runs.iter().map(|r| r.task_name.as_str()));
+    let implementation = texts(runs.iter().map(|r| r.implementation.as_str()));
+    let trigger = texts(runs.iter().map(|r| r.trigger.as_str()));
     let attempt: Vec<i64> = runs.iter().map(|r| i64::from(r.attempt)).collect();
     let scheduled_for: Vec<Option<DateTime<Utc>>> =
         runs.iter().map(|r| opt_ms(r.scheduled_for)).collect();
@@ -56,8 +57,8 @@ async fn insert_runs<C: GenericClient>(
         .iter()
         .map(|r| (state == RunState::Running).then_some(ms(r.lease_until)))
         .collect();
-    let message: Vec<&str> = runs.iter().map(|r| r.message.as_str()).collect();
-    let instance: Vec<&str> = runs.iter().map(|r| r.instance.as_str()).collect();
+    let message = texts(runs.iter().map(|r| r.message.as_str()));
+    let instance = texts(runs.iter().map(|r| r.instance.as_str()));
     tx.pg_exec(
         "INSERT INTO runs (id, task_id, task_name, implementation, trigger, attempt, scheduled_for,
                            started_at, finished_at, lease_until, state, message, instance)
@@ -111,7 +112,7 @@ pub async fn claim_slots<C: GenericClient>(
     // true until commit.
     lock_in_order(tx, "tasks", &task_ids).await?;
     let nexts: Vec<Option<DateTime<Utc>>> = claims.iter().map(|c| opt_ms(c.next)).collect();
-    let run_ids: Vec<&str> = claims.iter().map(|c| c.run.id.as_str()).collect();
+    let run_ids = texts(claims.iter().map(|c| c.run.id.as_str()));
     let started: Vec<DateTime<Utc>> = claims.iter().map(|c| ms(c.run.started_at)).collect();
     let won: std::collections::HashSet<i64> = tx
         .pg_query(
@@ -220,7 +221,7 @@ pub async fn finish_runs<C: GenericClient>(
     tx: &PgTx<'_, C>,
     finishes: &[RunFinish],
 ) -> anyhow::Result<Vec<bool>> {
-    let ids: Vec<&str> = finishes.iter().map(|f| f.run_id.as_str()).collect();
+    let ids = texts(finishes.iter().map(|f| f.run_id.as_str()));
     if finishes.len() < 2
         || has_duplicates(ids.iter())
         || has_duplicates(finishes.iter().map(|f| f.task_id))
@@ -231,15 +232,13 @@ pub async fn finish_runs<C: GenericClient>(
     let mut order: Vec<usize> = (0..finishes.len()).collect();
     order.sort_by_key(|&i| finishes[i].task_id);
 
-    let state: Vec<&str> = finishes.iter().map(|f| f.outcome.state.as_str()).collect();
-    let reason: Vec<Option<&str>> = finishes
-        .iter()
-        .map(|f| f.outcome.reason.map(|r| r.as_str()))
-        .collect();
-    let message: Vec<&str> = finishes
-        .iter()
-        .map(|f| f.outcome.message.as_str())
-        .collect();
+    let state = texts(finishes.iter().map(|f| f.outcome.state.as_str()));
+    let reason = opt_texts(
+        finishes
+            .iter()
+            .map(|f| f.outcome.reason.map(|r| r.as_str())),
+    );
+    let message = texts(finishes.iter().map(|f| f.outcome.message.as_str()));
     let finished_at: Vec<DateTime<Utc>> = finishes.iter().map(|f| ms(f.finished_at)).collect();
     let duration_us: Vec<i64> = finishes
         .iter()
@@ -250,14 +249,16 @@ pub async fn finish_runs<C: GenericClient>(
         .iter()
         .map(|f| f.outcome.peak_memory_bytes as i64)
         .collect();
-    let sha256: Vec<Option<&str>> = finishes
-        .iter()
-        .map(|f| f.outcome.component_sha256.as_deref())
-        .collect();
-    let version: Vec<Option<&str>> = finishes
-        .iter()
-        .map(|f| f.outcome.component_version.as_deref())
-        .collect();
+    let sha256 = opt_texts(
+        finishes
+            .iter()
+            .map(|f| f.outcome.component_sha256.as_deref()),
+    );
+    let version = opt_texts(
+        finishes
+            .iter()
+            .map(|f| f.outcome.component_version.as_deref()),
+    );
     let finished: std::collections::HashSet<String> = tx
         .pg_query(
             "UPDATE runs r SET state = f.state, reason = f.reason, message = f.message,
@@ -297,9 +298,9 @@ pub async fn finish_runs<C: GenericClient>(
     if !done.is_empty() {
         let task_id: Vec<i64> = done.iter().map(|f| f.task_id).collect();
         lock_in_order(tx, "tasks", &task_id).await?;
-        let run_id: Vec<&str> = done.iter().map(|f| f.run_id.as_str()).collect();
-        let outcome: Vec<&str> = done.iter().map(|f| f.outcome.state.as_str()).collect();
-        let message: Vec<&str> = done.iter().map(|f| f.outcome.message.as_str()).collect();
+        let run_id = texts(done.iter().map(|f| f.run_id.as_str()));
+        let outcome = texts(done.iter().map(|f| f.outcome.state.as_str()));
+        let message = texts(done.iter().map(|f| f.outcome.message.as_str()));
         let failed: Vec<i64> = done
             .iter()
             .map(|f| i64::from(f.outcome.state.is_failure()))
@@ -342,8 +343,8 @@ pub async fn finish_runs<C: GenericClient>(
             for f in &with_state {
                 for (k, v) in f.task_state.iter().flatten() {
                     owner.push(f.task_id);
-                    keys.push(k.as_str());
-                    values.push(v.as_str());
+                    keys.push(storable(k));
+                    values.push(storable(v));
                 }
             }
             if !owner.is_empty() {
@@ -409,13 +410,13 @@ pub async fn set_plugins<C: GenericClient>(
     instance: &str,
     plugins: &[PluginRow],
 ) -> anyhow::Result<()> {
-    let file: Vec<&str> = plugins.iter().map(|p| p.file.as_str()).collect();
-    let sha256: Vec<&str> = plugins.iter().map(|p| p.sha256.as_str()).collect();
-    let identifier: Vec<Option<&str>> = plugins.iter().map(|p| p.identifier.as_deref()).collect();
-    let version: Vec<Option<&str>> = plugins.iter().map(|p| p.version.as_deref()).collect();
+    let file = texts(plugins.iter().map(|p| p.file.as_str()));
+    let sha256 = texts(plugins.iter().map(|p| p.sha256.as_str()));
+    let identifier = opt_texts(plugins.iter().map(|p| p.identifier.as_deref()));
+    let version = opt_texts(plugins.iter().map(|p| p.version.as_deref()));
     let loaded_at: Vec<DateTime<Utc>> = plugins.iter().map(|p| ms(p.loaded_at)).collect();
-    let status: Vec<&str> = plugins.iter().map(|p| p.status.as_str()).collect();
-    let error: Vec<Option<&str>> = plugins.iter().map(|p| p.error.as_deref()).collect();
+    let status = texts(plugins.iter().map(|p| p.status.as_str()));
+    let error = opt_texts(plugins.iter().map(|p| p.error.as_deref()));
     tx.pg_exec("DELETE FROM plugins WHERE instance = $1", &[&instance])
         .await?;
     tx.pg_exec(

@@ -124,7 +124,10 @@ impl RunLedger for PostgresStore {
     }
 
     async fn finish_runs(&self, finishes: &[RunFinish]) -> StoreResult<Vec<bool>> {
-        in_transaction!(self, |tx| batches::finish_runs(tx, finishes).await?)
+        ledger::finish_runs_isolated(finishes, |batch| async move {
+            in_transaction!(self, |tx| batches::finish_runs(tx, batch).await?)
+        })
+        .await
     }
 
     async fn renew_leases(&self, run_ids: &[String], until: DateTime<Utc>) -> StoreResult<()> {

@@ -3,7 +3,14 @@
 //! something per item (append events, replace a state, lock runs) this
 //! adapter does it in one statement over arrays instead: round trips, not
 //! the database's work, are what a cluster's writes spend their time on.
+//!
+//! Every text value goes to the server through [`storable`]: a [`P::Text`]
+//! parameter as it is bound, an array of them built with [`texts`] or
+//! [`opt_texts`]. PostgreSQL refuses NUL in `text`, and a task may put one
+//! in anything it hands the host; one such value would fail its whole
+//! statement, and with it every run of a batch.
 
+use std::borrow::Cow;
 use std::error::Error;
 
 use bytes::BytesMut;
@@ -11,9 +18,22 @@ use deadpool_postgres::GenericClient;
 use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
 
 use crate::model::NewEvent;
+use crate::model::text::storable;
 use crate::store::sql::{P, Row, Tx, Value, ms};
 
 pub type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
+
+/// Text values for an array parameter, each made [`storable`].
+pub fn texts<'a>(values: impl IntoIterator<Item = &'a str>) -> Vec<Cow<'a, str>> {
+    values.into_iter().map(storable).collect()
+}
+
+/// Optional text values for an array parameter, each made [`storable`].
+pub fn opt_texts<'a>(
+    values: impl IntoIterator<Item = Option<&'a str>>,
+) -> Vec<Option<Cow<'a, str>>> {
+    values.into_iter().map(|v| v.map(storable)).collect()
+}
 
 /// A pooled connection, or a transaction on one.
 pub struct PgTx<'a, C>(pub &'a C);
@@ -59,11 +79,11 @@ impl<C: GenericClient> Tx for PgTx<'_, C> {
         }
         let at: Vec<_> = events.iter().map(|e| ms(e.at)).collect();
         let level: Vec<i64> = events.iter().map(|e| e.level.rank()).collect();
-        let source: Vec<&str> = events.iter().map(|e| e.source.as_str()).collect();
-        let code: Vec<&str> = events.iter().map(|e| e.code.as_str()).collect();
-        let message: Vec<&str> = events.iter().map(|e| e.message.as_str()).collect();
+        let source = texts(events.iter().map(|e| e.source.as_str()));
+        let code = texts(events.iter().map(|e| e.code.as_str()));
+        let message = texts(events.iter().map(|e| e.message.as_str()));
         let task_id: Vec<Option<i64>> = events.iter().map(|e| e.task_id).collect();
-        let run_id: Vec<Option<&str>> = events.iter().map(|e| e.run_id.as_deref()).collect();
+        let run_id = opt_texts(events.iter().map(|e| e.run_id.as_deref()));
         self.pg_exec(
             "INSERT INTO events (at, level, source, code, message, task_id, run_id)
              SELECT at, level, source, code, message, task_id, run_id
@@ -84,8 +104,8 @@ impl<C: GenericClient> Tx for PgTx<'_, C> {
     ) -> anyhow::Result<()> {
         self.pg_exec("DELETE FROM task_state WHERE task_id = $1", &[&task_id])
             .await?;
-        let keys: Vec<&str> = state.keys().map(String::as_str).collect();
-        let values: Vec<&str> = state.values().map(String::as_str).collect();
+        let keys = texts(state.keys().map(String::as_str));
+        let values = texts(state.values().map(String::as_str));
         self.pg_exec(
             "INSERT INTO task_state (task_id, key, value)
              SELECT $1, k, v FROM UNNEST($2::text[], $3::text[]) AS s(k, v)",
@@ -154,7 +174,7 @@ impl ToSql for P<'_> {
             P::Int(v) if *ty == Type::INT4 => i32::try_from(v)?.to_sql_checked(ty, out),
             P::Int(v) => v.to_sql_checked(ty, out),
             P::Bool(v) => v.to_sql_checked(ty, out),
-            P::Text(s) => s.to_sql_checked(ty, out),
+            P::Text(s) => storable(s).to_sql_checked(ty, out),
             P::Bytes(b) => b.to_sql_checked(ty, out),
             P::Time(t) => ms(t).to_sql_checked(ty, out),
             P::List(names) => names.to_sql_checked(ty, out),

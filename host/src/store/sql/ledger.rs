@@ -20,7 +20,7 @@ use chrono::{DateTime, Utc};
 use super::rows::{self, RUN_COLUMNS};
 use super::{Tx, params, query_opt};
 use crate::model::{EventSource, Level, NewEvent, RunRecord, RunState};
-use crate::store::{Claim, NewRun, OnOverlap, RunFilter, RunFinish, SlotClaim};
+use crate::store::{Claim, NewRun, OnOverlap, RunFilter, RunFinish, SlotClaim, StoreResult};
 
 /// Records `run` in `state` (running, or skipped with its message).
 pub async fn insert_run<T: Tx + ?Sized>(
@@ -308,6 +308,63 @@ pub async fn start_queued_run<T: Tx + ?Sized>(
         }
         Err(None) => Ok(Claim::Lost),
     }
+}
+
+/// Finishes that fail alone in a row, none recorded yet, after which
+/// [`finish_runs_isolated`] stops trying the rest: the store is failing,
+/// not the finishes, and an unreachable database would otherwise cost a
+/// timeout per run of the batch.
+pub const FAILING_STORE: usize = 3;
+
+/// Records a batch of finishes with `commit` (one transaction per call);
+/// if the batch fails as a whole, each finish again in a transaction of its
+/// own, so one that cannot be written (whatever a hostile task put in it)
+/// fails alone and the rest of the batch is recorded. A finish that fails
+/// alone is logged and reads as not finished; its run stays `running` until
+/// its lease expires and it is recorded abandoned. If every finish fails
+/// alone, or the first [`FAILING_STORE`] tried alone all fail, the store
+/// itself is taken to be failing and the batch's error is returned.
+pub async fn finish_runs_isolated<'a, F, Fut>(
+    finishes: &'a [RunFinish],
+    commit: F,
+) -> StoreResult<Vec<bool>>
+where
+    F: Fn(&'a [RunFinish]) -> Fut,
+    Fut: std::future::Future<Output = StoreResult<Vec<bool>>>,
+{
+    let batch_error = match commit(finishes).await {
+        Err(e) if finishes.len() > 1 => e,
+        result => return result,
+    };
+    tracing::warn!(
+        "recording {} finished runs together failed, recording each alone: {batch_error}",
+        finishes.len()
+    );
+    let mut results = Vec::with_capacity(finishes.len());
+    let mut failed = 0;
+    let mut recorded = false;
+    for finish in finishes {
+        match commit(std::slice::from_ref(finish)).await {
+            Ok(done) => {
+                recorded = true;
+                results.push(done.first().copied().unwrap_or(false));
+            }
+            Err(_) if !recorded && failed + 1 >= FAILING_STORE => return Err(batch_error),
+            Err(e) => {
+                tracing::error!(
+                    run = %finish.run_id,
+                    "the end of run {} cannot be recorded: {e}",
+                    finish.run_id
+                );
+                failed += 1;
+                results.push(false);
+            }
+        }
+    }
+    if failed == finishes.len() {
+        return Err(batch_error);
+    }
+    Ok(results)
 }
 
 /// Records finished runs item by item: run rows locked in id order, then

@@ -108,7 +108,10 @@ impl RunLedger for SqliteStore {
     }
 
     async fn finish_runs(&self, finishes: &[RunFinish]) -> StoreResult<Vec<bool>> {
-        self.write(|tx| run_now(ledger::finish_runs(tx, finishes)))
+        ledger::finish_runs_isolated(finishes, |batch| {
+            std::future::ready(self.write(|tx| run_now(ledger::finish_runs(tx, batch))))
+        })
+        .await
     }
 
     async fn renew_leases(&self, run_ids: &[String], until: DateTime<Utc>) -> StoreResult<()> {

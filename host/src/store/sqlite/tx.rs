@@ -1,13 +1,15 @@
 //! The SQLite adapter of the store's rules: statements run synchronously
 //! on the connection the store holds (they are short, and SQLite has no
 //! server to wait for), times are epoch milliseconds in INTEGER columns,
-//! lists are JSON text, and `$n` placeholders become `?n`.
+//! lists are JSON text, and `$n` placeholders become `?n`. Text is bound
+//! through [`storable`], like PostgreSQL's.
 
 use std::borrow::Cow;
 
 use rusqlite::Connection;
 use rusqlite::types::{ToSqlOutput, ValueRef};
 
+use crate::model::text::storable;
 use crate::store::sql::{P, Row, Tx, Value};
 
 /// A connection, inside a write transaction or not.
@@ -72,7 +74,12 @@ impl rusqlite::ToSql for P<'_> {
             P::Null => ToSqlOutput::Borrowed(ValueRef::Null),
             P::Int(v) => ToSqlOutput::Borrowed(ValueRef::Integer(v)),
             P::Bool(v) => ToSqlOutput::Borrowed(ValueRef::Integer(i64::from(v))),
-            P::Text(s) => ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes())),
+            // NUL is replaced as on PostgreSQL, which refuses it, so a
+            // task's text reads back the same from either backend.
+            P::Text(s) => match storable(s) {
+                Cow::Borrowed(s) => ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes())),
+                Cow::Owned(s) => ToSqlOutput::Owned(rusqlite::types::Value::Text(s)),
+            },
             P::Bytes(b) => ToSqlOutput::Borrowed(ValueRef::Blob(b)),
             P::Time(t) => ToSqlOutput::Borrowed(ValueRef::Integer(t.timestamp_millis())),
             P::List(names) => ToSqlOutput::Owned(rusqlite::types::Value::Text(

@@ -1,0 +1,119 @@
+//! What a task wrote, as the CLI prints it from the store: `cronwerk runs`
+//! and `cronwerk events` show terminal controls escaped, and `--json`
+//! keeps the text as stored.
+
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::time::Duration;
+
+use chrono::Utc;
+use cronwerk::model::{
+    EventSource, Level, NewEvent, RunOutcome, RunState, Schedule, TaskConfig, Trigger,
+};
+use cronwerk::store::{Claim, Configurations, NewRun, RunFinish, RunLedger, SqliteStore};
+
+const HOSTILE: &str = "\u{1b}[2J\u{1b}]0;pwned\u{7}\rfake line\n\u{9b}31m";
+const ESCAPED: &str = r"\u{1b}[2J\u{1b}]0;pwned\u{7}\rfake line\n\u{9b}31m";
+
+/// A data directory whose store holds one finished run with hostile text
+/// in its message and its event.
+async fn store_with_hostile_run(dir: &std::path::Path) {
+    let store = SqliteStore::open(dir).unwrap();
+    let now = Utc::now();
+    let config = TaskConfig::new(
+        "t",
+        "Acme.Hostile",
+        Schedule::every(Duration::from_secs(3600), now).unwrap(),
+    );
+    let task = store.create_task(&config, None).await.unwrap();
+    let run = NewRun {
+        id: "r1".into(),
+        task_id: task.id,
+        task_name: "t".into(),
+        implementation: "Acme.Hostile".into(),
+        trigger: Trigger::Manual,
+        attempt: 1,
+        scheduled_for: None,
+        started_at: now,
+        lease_until: now + chrono::TimeDelta::seconds(30),
+        instance: "i1".into(),
+        message: String::new(),
+    };
+    assert_eq!(
+        store.claim_manual(task.id, &run).await.unwrap(),
+        Claim::Claimed
+    );
+    let outcome = RunOutcome {
+        state: RunState::Failed,
+        reason: None,
+        message: HOSTILE.into(),
+        duration_us: 1,
+        fuel: 1,
+        peak_memory_bytes: 1,
+        component_sha256: None,
+        component_version: None,
+        events: vec![NewEvent {
+            at: now,
+            level: Level::Warning,
+            source: EventSource::Task,
+            code: "\u{1b}[K".into(),
+            message: HOSTILE.into(),
+            task_id: Some(task.id),
+            run_id: Some("r1".into()),
+        }],
+    };
+    let finish = RunFinish::of("r1", task.id, now, outcome, Some(BTreeMap::new()));
+    assert!(store.finish_run(&finish).await.unwrap());
+}
+
+fn cronwerk(dir: &std::path::Path, args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_cronwerk"))
+        .arg("--data-dir")
+        .arg(dir)
+        .args(args)
+        .env_remove("CRONWERK_DATABASE")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+fn assert_no_raw_controls(stdout: &str) {
+    let raw: Vec<char> = stdout
+        .chars()
+        .filter(|&c| c != '\n' && c.is_control())
+        .collect();
+    assert!(raw.is_empty(), "raw controls {raw:?} in: {stdout}");
+}
+
+#[tokio::test]
+async fn runs_and_events_print_a_tasks_terminal_controls_escaped() {
+    let dir = tempfile::tempdir().unwrap();
+    store_with_hostile_run(dir.path()).await;
+
+    let runs = cronwerk(dir.path(), &["runs"]);
+    assert_no_raw_controls(&runs);
+    // The table cell is the message's first line, escaped.
+    assert!(
+        runs.contains(r"\u{1b}[2J\u{1b}]0;pwned\u{7}\rfake line…"),
+        "{runs}"
+    );
+
+    let events = cronwerk(dir.path(), &["events"]);
+    assert_no_raw_controls(&events);
+    assert_eq!(events.lines().count(), 1, "{events}");
+    assert!(
+        events.contains(&format!(r"\u{{1b}}[K  {ESCAPED}")),
+        "{events}"
+    );
+
+    let json = cronwerk(dir.path(), &["events", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
+    assert_eq!(v["message"], HOSTILE);
+}
