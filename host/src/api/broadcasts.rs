@@ -159,9 +159,9 @@ pub async fn create(
             BroadcastError::Invalid { field, message } => {
                 ApiError::field(json_field(field), message)
             }
-            e @ (BroadcastError::NoLiveInstance | BroadcastError::NoInstanceWithRoles(_)) => {
-                ApiError::NotNow(e.to_string())
-            }
+            e @ (BroadcastError::NoLiveInstance
+            | BroadcastError::NoInstanceWithRoles(_)
+            | BroadcastError::NotLoaded(_)) => ApiError::NotNow(e.to_string()),
             BroadcastError::Store(e) => e.into(),
         })?;
     // This instance's own delivery starts now, not at the next poll.

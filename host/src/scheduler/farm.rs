@@ -14,7 +14,7 @@ use tokio::sync::Notify;
 use crate::model::{
     BROADCAST_BYTES_PER_RUN, BROADCAST_MAX_DATA_BYTES, BROADCAST_MAX_TARGET_BYTES,
     BROADCAST_MAX_TEXT_BYTES, BROADCASTS_PER_RUN, BroadcastPayload, BroadcastRecord,
-    BroadcastSender, InstanceRow,
+    BroadcastSender, InstanceRow, PluginState,
 };
 use crate::runtime::Farm;
 use crate::store::{NewBroadcast, Store, StoreError};
@@ -81,6 +81,8 @@ pub enum BroadcastError {
         .0.join(", ")
     )]
     NoInstanceWithRoles(Vec<String>),
+    #[error("no live instance it would go to has loaded '{0}'")]
+    NotLoaded(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -163,6 +165,18 @@ pub async fn broadcast(
     if instances.is_empty() {
         let roles = request.sender.map(|s| s.roles).unwrap_or_default();
         return Err(BroadcastError::NoInstanceWithRoles(roles));
+    }
+    // A run names only an identifier some instance it reaches serves, so a
+    // task cannot fill the store (and the metrics) with made-up names.
+    if request.sender.is_some() {
+        let loaded = store.list_plugins().await?.into_iter().any(|p| {
+            p.status == PluginState::Ok
+                && p.identifier.as_deref() == Some(request.identifier.as_str())
+                && instances.contains(&p.instance)
+        });
+        if !loaded {
+            return Err(BroadcastError::NotLoaded(request.identifier));
+        }
     }
     let id = uuid::Uuid::now_v7().to_string();
     store
@@ -252,7 +266,7 @@ impl Farm for RunFarm {
                 Ok(record.id)
             }
             Err(e @ BroadcastError::Invalid { .. }) => Err(format!("cannot broadcast: {e}")),
-            Err(e @ BroadcastError::NoInstanceWithRoles(_)) => {
+            Err(e @ (BroadcastError::NoInstanceWithRoles(_) | BroadcastError::NotLoaded(_))) => {
                 Err(format!("cannot broadcast '{identifier}': {e}"))
             }
             Err(e) => {

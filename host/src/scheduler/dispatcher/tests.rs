@@ -467,6 +467,21 @@ fn live(name: &str, roles: &[&str]) -> crate::model::InstanceRow {
     }
 }
 
+async fn serves(f: &Fixture, instance: &str, identifier: &str) {
+    use crate::store::Fleet;
+    let row = crate::model::PluginRow {
+        instance: instance.into(),
+        file: "a.wasm".into(),
+        sha256: "sha".into(),
+        identifier: Some(identifier.into()),
+        version: None,
+        loaded_at: Utc::now(),
+        status: crate::model::PluginState::Ok,
+        error: None,
+    };
+    f.store.set_plugins(instance, &[row]).await.unwrap();
+}
+
 fn payload(data_bytes: usize) -> crate::model::BroadcastPayload {
     crate::model::BroadcastPayload {
         data: vec![7; data_bytes],
@@ -494,6 +509,7 @@ async fn a_runs_broadcasts_are_capped_and_carry_its_limits_and_roles() {
     );
     f.store.heartbeat(&live("local", &[])).await.unwrap();
     f.store.heartbeat(&live("edit-1", &["edit"])).await.unwrap();
+    serves(&f, "edit-1", "A.B").await;
     let limits = RunLimits {
         timeout: Duration::from_secs(5),
         fuel: Some(1_000_000),
@@ -505,16 +521,20 @@ async fn a_runs_broadcasts_are_capped_and_carry_its_limits_and_roles() {
     f.add(config, t(1000)).await;
 
     // One run may make BROADCASTS_PER_RUN broadcasts; the next is refused.
+    // A name no instance has loaded is refused (and counts).
     edit.run_now("t").await.unwrap();
     edit.wait_idle().await;
     let farm = f.script.seen.lock().unwrap()[0].farm.clone().unwrap();
-    for _ in 0..BROADCASTS_PER_RUN {
+    let unknown = farm.broadcast("Made.Up", payload(10)).await.unwrap_err();
+    assert!(unknown.contains("has loaded 'Made.Up'"), "{unknown}");
+    let ok = BROADCASTS_PER_RUN as usize - 1;
+    for _ in 0..ok {
         farm.broadcast("A.B", payload(10)).await.unwrap();
     }
     let refused = farm.broadcast("A.B", payload(10)).await.unwrap_err();
     assert!(refused.contains("at most 10 broadcasts"), "{refused}");
     let made = f.store.list_broadcasts(100).await.unwrap();
-    assert_eq!(made.len(), BROADCASTS_PER_RUN as usize);
+    assert_eq!(made.len(), ok);
 
     // Each goes only to the instance with the run's roles, and runs there
     // with the run's limits, not the defaults.
@@ -534,7 +554,7 @@ async fn a_runs_broadcasts_are_capped_and_carry_its_limits_and_roles() {
         .filter(|r| r.context.trigger == Trigger::Broadcast)
         .map(|r| r.limits)
         .collect();
-    assert_eq!(delivered, vec![limits; BROADCASTS_PER_RUN as usize]);
+    assert_eq!(delivered, vec![limits; ok]);
 
     // Payload bytes count into a budget per run, refused ones included.
     edit.run_now("t").await.unwrap();
@@ -549,10 +569,7 @@ async fn a_runs_broadcasts_are_capped_and_carry_its_limits_and_roles() {
     }
     let refused = farm.broadcast("A.B", payload(1)).await.unwrap_err();
     assert!(refused.contains("of payload together"), "{refused}");
-    assert_eq!(
-        f.store.list_broadcasts(100).await.unwrap().len(),
-        BROADCASTS_PER_RUN as usize + fits
-    );
+    assert_eq!(f.store.list_broadcasts(100).await.unwrap().len(), ok + fits);
 }
 
 #[tokio::test]
