@@ -559,9 +559,16 @@ async fn a_runs_broadcasts_are_capped_and_carry_its_limits_and_roles() {
     // Payload bytes count into a budget per run, refused ones included.
     edit.run_now("t").await.unwrap();
     edit.wait_idle().await;
-    let seen = f.script.seen.lock().unwrap();
-    let farm = seen.last().unwrap().farm.clone().unwrap();
-    drop(seen);
+    let farm = f
+        .script
+        .seen
+        .lock()
+        .unwrap()
+        .last()
+        .unwrap()
+        .farm
+        .clone()
+        .unwrap();
     let full = crate::model::BROADCAST_MAX_DATA_BYTES;
     let fits = (BROADCAST_BYTES_PER_RUN / full as u64) as usize;
     for _ in 0..fits {
