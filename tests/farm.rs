@@ -345,6 +345,8 @@ fn a_run_broadcasts_within_its_allowance_and_its_broadcasts_run_with_its_limits_
         "{}",
         runs[0].message
     );
+    let events = env.ok(&["events", "--run", &runs[0].id]);
+    assert_eq!(events.matches("BROADCAST_REFUSED").count(), 40, "{events}");
     let stored = stored_broadcasts(&env);
     assert_eq!(stored.len(), 10);
     // Only the instance with the run's role was given them.
