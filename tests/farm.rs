@@ -297,3 +297,128 @@ fn on_postgres_a_broadcast_reaches_every_instance_through_the_shared_database() 
     a.stop();
     b.stop();
 }
+
+/// Every broadcast in the store, newest first.
+fn stored_broadcasts(env: &Env) -> Vec<cronwerk::model::BroadcastRecord> {
+    use cronwerk::store::Fleet;
+    let store = env.store();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    rt.block_on(async { store.list_broadcasts(1000).await.unwrap() })
+}
+
+#[test]
+fn a_run_broadcasts_within_its_allowance_and_its_broadcasts_run_with_its_limits_and_roles() {
+    let env = Env::new(&["misbehave.wasm"]);
+    let edit = serve(&env, "edit-1", &["--role", "edit"]);
+    let plain = serve(&env, "plain", &[]);
+
+    // A hostile run tries 50 broadcasts: the store holds the first 10, and
+    // the run is told why the rest were refused.
+    let at = (chrono::Utc::now() + chrono::TimeDelta::seconds(1)).to_rfc3339();
+    env.ok(&[
+        "task",
+        "add",
+        "flood",
+        "--implementation",
+        "Cronwerk.Test.Misbehave",
+        "--at",
+        &at,
+        "--require-role",
+        "edit",
+        "-p",
+        "action=broadcast-flood",
+        "-p",
+        "n=50",
+        "-p",
+        "bytes=10",
+    ]);
+    let runs = env.wait_runs("flood", "the flooding run", |r| {
+        r.iter().any(|r| r.state == RunState::Succeeded)
+    });
+    assert!(
+        runs[0]
+            .message
+            .starts_with("made 10 of 50 broadcasts; last refusal: ")
+            && runs[0].message.contains("at most 10 broadcasts"),
+        "{}",
+        runs[0].message
+    );
+    let events = env.ok(&["events", "--run", &runs[0].id]);
+    assert_eq!(events.matches("BROADCAST_REFUSED").count(), 40, "{events}");
+    let stored = stored_broadcasts(&env);
+    assert_eq!(stored.len(), 10);
+    // Only the instance with the run's role was given them.
+    for b in &stored {
+        let to: Vec<&str> = b.deliveries.iter().map(|d| d.instance.as_str()).collect();
+        assert_eq!(to, ["edit-1"], "{b:?}");
+    }
+
+    // Payload bytes count too: four of 1 MB fit in 4 MiB, a fifth does not.
+    let at = (chrono::Utc::now() + chrono::TimeDelta::seconds(1)).to_rfc3339();
+    env.ok(&[
+        "task",
+        "add",
+        "heavy",
+        "--implementation",
+        "Cronwerk.Test.Misbehave",
+        "--at",
+        &at,
+        "-p",
+        "action=broadcast-flood",
+        "-p",
+        "n=50",
+        "-p",
+        "bytes=1000000",
+    ]);
+    let runs = env.wait_runs("heavy", "the heavy run", |r| {
+        r.iter().any(|r| r.state == RunState::Succeeded)
+    });
+    assert!(
+        runs[0]
+            .message
+            .starts_with("made 4 of 50 broadcasts; last refusal: "),
+        "{}",
+        runs[0].message
+    );
+    assert_eq!(stored_broadcasts(&env).len(), 14);
+
+    // A configuration limited to 16 MiB broadcasts itself to allocate
+    // without end: everywhere it runs it is stopped at the sender's limit,
+    // not at the default 128 MiB.
+    let at = (chrono::Utc::now() + chrono::TimeDelta::seconds(1)).to_rfc3339();
+    env.ok(&[
+        "task",
+        "add",
+        "selfish",
+        "--implementation",
+        "Cronwerk.Test.Misbehave",
+        "--at",
+        &at,
+        "--memory",
+        "16MiB",
+        "-p",
+        "action=broadcast-self",
+    ]);
+    let runs = env.wait_runs("selfish", "the selfish run", |r| {
+        r.iter().any(|r| r.state == RunState::Succeeded)
+    });
+    let id = runs[0]
+        .message
+        .strip_prefix("broadcast ")
+        .unwrap()
+        .to_owned();
+    let done = wait_broadcast(&env, &id, "both stopped", |b| {
+        deliveries(b).iter().all(|d| d.1 == "stopped")
+    });
+    let got = done["deliveries"].as_array().unwrap();
+    assert_eq!(got.len(), 2, "{done:#}");
+    for d in got {
+        assert_eq!(d["reason"], "memory", "{d:#}");
+        let peak = d["peak_memory_bytes"].as_u64().unwrap();
+        assert!(peak <= 16 * 1024 * 1024, "{d:#}");
+    }
+    edit.stop();
+    plain.stop();
+}

@@ -5,7 +5,7 @@
 //! respected and enforced when crossed.
 //!
 //! Parameters come from properties: `n` (a count), `bytes`, `depth`, `ms`,
-//! `path`, `addr`, `key`, `text`.
+//! `path`, `addr`, `key`, `text`, `identifier`, `target`.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -70,6 +70,20 @@ impl ScheduledTask for Misbehave {
                 b"\x01\x02",
             )
             .map(|id| format!("broadcast {id}")),
+            "broadcast-flood" => broadcast_flood(
+                ctx.property_or("identifier", "Cronwerk.Test.Misbehave"),
+                ctx.parse_property("n")?.unwrap_or(1_000),
+                ctx.parse_property("bytes")?.unwrap_or(1 << 20),
+            ),
+            // Broadcasts this component with an action for every instance
+            // (by default: allocate until stopped).
+            "broadcast-self" => farm::broadcast(
+                "Cronwerk.Test.Misbehave",
+                ctx.property_or("target", "alloc"),
+                "",
+                b"",
+            )
+            .map(|id| format!("broadcast {id}")),
             "instance" => Ok(format!("{} {:?}", instance::name(), instance::roles())),
             "context" => Ok(describe_context(ctx)),
             other => bail!("unknown action '{other}'"),
@@ -92,6 +106,22 @@ fn count(n: u64) -> Result<String, Error> {
         sum = black_box(sum.wrapping_add(i));
     }
     Ok(format!("counted to {n}: {sum}"))
+}
+
+/// Tries `n` broadcasts of `bytes` of data each (as action `ok`), going on
+/// past refusals; tells how many were made and the last refusal.
+fn broadcast_flood(identifier: &str, n: u64, bytes: usize) -> Result<String, Error> {
+    let data = vec![0x5a; bytes];
+    let (mut made, mut refused) = (0u64, String::new());
+    for _ in 0..n {
+        match farm::broadcast(identifier, "ok", "", &data) {
+            Ok(_) => made += 1,
+            Err(e) => refused = e.to_string(),
+        }
+    }
+    Ok(format!(
+        "made {made} of {n} broadcasts; last refusal: {refused}"
+    ))
 }
 
 /// With `bytes`: allocates and touches that much, then succeeds. Without:

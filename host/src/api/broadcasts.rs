@@ -151,6 +151,7 @@ pub async fn create(
         },
         created_by: format!("api on {}", s.instance),
         exclude: (!input.include_this_instance).then(|| s.instance.clone()),
+        sender: None,
     };
     let made = farm::broadcast(&*s.store, request, s.store.clock().now())
         .await
@@ -158,7 +159,9 @@ pub async fn create(
             BroadcastError::Invalid { field, message } => {
                 ApiError::field(json_field(field), message)
             }
-            e @ BroadcastError::NoLiveInstance => ApiError::NotNow(e.to_string()),
+            e @ (BroadcastError::NoLiveInstance
+            | BroadcastError::NoInstanceWithRoles(_)
+            | BroadcastError::NotLoaded(_)) => ApiError::NotNow(e.to_string()),
             BroadcastError::Store(e) => e.into(),
         })?;
     // This instance's own delivery starts now, not at the next poll.

@@ -130,6 +130,7 @@ async fn broadcast(store: &dyn Store, a: BroadcastArgs) -> anyhow::Result<u8> {
         },
         created_by: "cli".into(),
         exclude: None,
+        sender: None,
     };
     let mut b = farm::broadcast(store, request, store.clock().now()).await?;
     if a.no_wait {

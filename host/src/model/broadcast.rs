@@ -2,8 +2,9 @@
 //! and how far it got on each.
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
+use super::limits::RunLimits;
 use super::run::RunState;
 
 /// Data sent with a broadcast.
@@ -19,6 +20,35 @@ pub struct BroadcastPayload {
 pub const BROADCAST_MAX_TARGET_BYTES: usize = 1024;
 pub const BROADCAST_MAX_TEXT_BYTES: usize = 64 * 1024;
 pub const BROADCAST_MAX_DATA_BYTES: usize = 1024 * 1024;
+
+/// Most broadcasts one run may make: each is stored and run on every live
+/// instance, so a run that could broadcast without end could fill the store
+/// and keep the whole farm busy.
+pub const BROADCASTS_PER_RUN: u32 = 10;
+/// Most payload bytes (target, text and data together) one run's
+/// broadcasts may carry, all of them counted.
+pub const BROADCAST_BYTES_PER_RUN: u64 = 4 * 1024 * 1024;
+
+/// What a broadcast made by a run carries of its sender: the delivery runs
+/// with at most the sender's limits, and only on instances with the
+/// sender's roles. Broadcasts made by an operator (CLI, API) have none and
+/// run with the default limits on every live instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BroadcastSender {
+    pub limits: RunLimits,
+    pub roles: Vec<String>,
+}
+
+impl BroadcastSender {
+    /// The sender's roles that an instance with `roles` lacks.
+    pub fn missing_roles<'a>(&'a self, roles: &[String]) -> Vec<&'a str> {
+        self.roles
+            .iter()
+            .filter(|r| !roles.contains(r))
+            .map(String::as_str)
+            .collect()
+    }
+}
 
 /// A broadcast as stored, with how far it got on each instance.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -63,4 +93,6 @@ pub struct PendingDelivery {
     pub payload: BroadcastPayload,
     pub created_at: DateTime<Utc>,
     pub created_by: String,
+    /// Set when a run made the broadcast.
+    pub sender: Option<BroadcastSender>,
 }

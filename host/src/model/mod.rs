@@ -23,8 +23,9 @@ mod task;
 pub mod text;
 
 pub use broadcast::{
-    BROADCAST_MAX_DATA_BYTES, BROADCAST_MAX_TARGET_BYTES, BROADCAST_MAX_TEXT_BYTES,
-    BroadcastPayload, BroadcastRecord, DeliveryRecord, PendingDelivery,
+    BROADCAST_BYTES_PER_RUN, BROADCAST_MAX_DATA_BYTES, BROADCAST_MAX_TARGET_BYTES,
+    BROADCAST_MAX_TEXT_BYTES, BROADCASTS_PER_RUN, BroadcastPayload, BroadcastRecord,
+    BroadcastSender, DeliveryRecord, PendingDelivery,
 };
 pub use clock::{Clock, SystemClock};
 pub use event::{EventRecord, EventSource, Level, NewEvent};

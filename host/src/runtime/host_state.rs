@@ -173,15 +173,27 @@ impl farm::Host for RunState {
     ) -> Result<String, String> {
         match &self.farm {
             Some(farm) => {
-                farm.broadcast(
-                    &identifier,
-                    BroadcastPayload {
-                        target: payload.target,
-                        text: payload.text,
-                        data: payload.data,
-                    },
-                )
-                .await
+                let made = farm
+                    .broadcast(
+                        &identifier,
+                        BroadcastPayload {
+                            target: payload.target,
+                            text: payload.text,
+                            data: payload.data,
+                        },
+                    )
+                    .await;
+                if let Err(message) = &made {
+                    // Kept with the run (within its event limits), so a
+                    // refused broadcast shows even if the task ignores it.
+                    self.events.push(
+                        Level::Warning,
+                        EventSource::Host,
+                        "BROADCAST_REFUSED",
+                        message,
+                    );
+                }
+                made
             }
             None => Err(format!(
                 "cannot broadcast '{identifier}': no farm is configured \

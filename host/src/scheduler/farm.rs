@@ -5,15 +5,16 @@
 //! joins later gets none of the earlier ones (a broadcast is about the
 //! processes running now, e.g. their caches), unless it asks to catch up.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use tokio::sync::Notify;
 
 use crate::model::{
-    BROADCAST_MAX_DATA_BYTES, BROADCAST_MAX_TARGET_BYTES, BROADCAST_MAX_TEXT_BYTES,
-    BroadcastPayload, BroadcastRecord, InstanceRow,
+    BROADCAST_BYTES_PER_RUN, BROADCAST_MAX_DATA_BYTES, BROADCAST_MAX_TARGET_BYTES,
+    BROADCAST_MAX_TEXT_BYTES, BROADCASTS_PER_RUN, BroadcastPayload, BroadcastRecord,
+    BroadcastSender, InstanceRow, PluginState,
 };
 use crate::runtime::Farm;
 use crate::store::{NewBroadcast, Store, StoreError};
@@ -75,6 +76,13 @@ pub enum BroadcastError {
          made)"
     )]
     NoLiveInstance,
+    #[error(
+        "no live instance has the roles {} (a run's broadcast runs only where the run could)",
+        .0.join(", ")
+    )]
+    NoInstanceWithRoles(Vec<String>),
+    #[error("no live instance it would go to has loaded '{0}'")]
+    NotLoaded(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -89,6 +97,9 @@ pub struct BroadcastRequest {
     pub created_by: String,
     /// An instance to leave out (the one asking, when told to).
     pub exclude: Option<String>,
+    /// The run that asks, if one does: its deliveries get at most its
+    /// limits and go only to live instances with its roles.
+    pub sender: Option<BroadcastSender>,
 }
 
 fn check(request: &BroadcastRequest) -> Result<(), BroadcastError> {
@@ -124,22 +135,48 @@ fn check(request: &BroadcastRequest) -> Result<(), BroadcastError> {
     Ok(())
 }
 
-/// Records a broadcast for every live instance (but `exclude`); returns it
-/// with its queued deliveries.
+/// Records a broadcast for every live instance (but `exclude`, and, for a
+/// run's broadcast, those lacking the run's roles); returns it with its
+/// queued deliveries.
 pub async fn broadcast(
     store: &dyn Store,
     request: BroadcastRequest,
     now: DateTime<Utc>,
 ) -> Result<BroadcastRecord, BroadcastError> {
     check(&request)?;
-    let instances: Vec<String> = live_instances(store)
+    let live: Vec<InstanceRow> = live_instances(store)
         .await?
         .into_iter()
+        .filter(|i| Some(&i.name) != request.exclude.as_ref())
+        .collect();
+    if live.is_empty() {
+        return Err(BroadcastError::NoLiveInstance);
+    }
+    let instances: Vec<String> = live
+        .into_iter()
+        .filter(|i| {
+            request
+                .sender
+                .as_ref()
+                .is_none_or(|s| s.missing_roles(&i.roles).is_empty())
+        })
         .map(|i| i.name)
-        .filter(|name| Some(name) != request.exclude.as_ref())
         .collect();
     if instances.is_empty() {
-        return Err(BroadcastError::NoLiveInstance);
+        let roles = request.sender.map(|s| s.roles).unwrap_or_default();
+        return Err(BroadcastError::NoInstanceWithRoles(roles));
+    }
+    // A run names only an identifier some instance it reaches serves, so a
+    // task cannot fill the store (and the metrics) with made-up names.
+    if request.sender.is_some() {
+        let loaded = store.list_plugins().await?.into_iter().any(|p| {
+            p.status == PluginState::Ok
+                && p.identifier.as_deref() == Some(request.identifier.as_str())
+                && instances.contains(&p.instance)
+        });
+        if !loaded {
+            return Err(BroadcastError::NotLoaded(request.identifier));
+        }
     }
     let id = uuid::Uuid::now_v7().to_string();
     store
@@ -150,6 +187,7 @@ pub async fn broadcast(
             created_at: now,
             created_by: request.created_by,
             instances,
+            sender: request.sender,
         })
         .await?;
     Ok(store.get_broadcast(&id).await?)
@@ -164,6 +202,36 @@ pub struct RunFarm {
     /// Runs that are themselves broadcasts may not broadcast: one task
     /// broadcasting itself would echo around the farm for ever.
     pub(super) from_broadcast: bool,
+    /// The run's limits and roles, carried by each of its broadcasts.
+    pub(super) sender: BroadcastSender,
+    /// What the run has broadcast so far: how many, how many payload bytes.
+    pub(super) spent: Mutex<(u32, u64)>,
+}
+
+impl RunFarm {
+    /// Counts one more broadcast of `bytes` against the run's allowance, or
+    /// says why it is over.
+    fn charge(&self, bytes: u64) -> Result<(), String> {
+        let mut spent = self.spent.lock().expect("not poisoned");
+        let (count, total) = *spent;
+        if count >= BROADCASTS_PER_RUN {
+            return Err(format!(
+                "a run may make at most {BROADCASTS_PER_RUN} broadcasts and this one has made \
+                 them all"
+            ));
+        }
+        if total.saturating_add(bytes) > BROADCAST_BYTES_PER_RUN {
+            return Err(format!(
+                "a run's broadcasts may carry at most {} of payload together; this one has \
+                 sent {} and this payload is {}",
+                bytesize::ByteSize(BROADCAST_BYTES_PER_RUN),
+                bytesize::ByteSize(total),
+                bytesize::ByteSize(bytes)
+            ));
+        }
+        *spent = (count + 1, total + bytes);
+        Ok(())
+    }
 }
 
 #[async_trait::async_trait]
@@ -179,12 +247,17 @@ impl Farm for RunFarm {
                  the farm; broadcast from a scheduled or manual run"
             ));
         }
+        let bytes = (payload.target.len() + payload.text.len() + payload.data.len()) as u64;
+        // Charged before the checks, so refused attempts count as well.
+        self.charge(bytes)
+            .map_err(|m| format!("cannot broadcast '{identifier}': {m}"))?;
         let now = self.store.clock().now();
         let request = BroadcastRequest {
             identifier: identifier.to_owned(),
             payload,
             created_by: self.created_by.clone(),
             exclude: None,
+            sender: Some(self.sender.clone()),
         };
         match broadcast(&*self.store, request, now).await {
             Ok(record) => {
@@ -193,6 +266,9 @@ impl Farm for RunFarm {
                 Ok(record.id)
             }
             Err(e @ BroadcastError::Invalid { .. }) => Err(format!("cannot broadcast: {e}")),
+            Err(e @ (BroadcastError::NoInstanceWithRoles(_) | BroadcastError::NotLoaded(_))) => {
+                Err(format!("cannot broadcast '{identifier}': {e}"))
+            }
             Err(e) => {
                 tracing::error!("a task's broadcast of '{identifier}' failed: {e}");
                 Err(format!("cannot broadcast '{identifier}': {e}"))

@@ -410,7 +410,51 @@ fn broadcast(id: &str, at: DateTime<Utc>, instances: &[&str]) -> NewBroadcast {
         created_at: at,
         created_by: "cli".into(),
         instances: instances.iter().map(|i| i.to_string()).collect(),
+        sender: None,
     }
+}
+
+/// A run's broadcast keeps the run's limits and roles for its deliveries;
+/// an operator's has none. Queued deliveries are read oldest first, a page
+/// at a time.
+pub async fn broadcasts_keep_their_sender_and_are_read_in_pages(store: &dyn Store) {
+    let sender = crate::model::BroadcastSender {
+        limits: crate::model::RunLimits {
+            timeout: std::time::Duration::from_secs(5),
+            fuel: Some(1_000_000),
+            memory_bytes: 4 * 1024 * 1024,
+        },
+        roles: vec!["edit".into()],
+    };
+    store
+        .create_broadcast(&NewBroadcast {
+            sender: Some(sender.clone()),
+            ..broadcast("s1", t(10), &["i1"])
+        })
+        .await
+        .unwrap();
+    store
+        .create_broadcast(&broadcast("s2", t(11), &["i1"]))
+        .await
+        .unwrap();
+    store
+        .create_broadcast(&broadcast("s3", t(12), &["i1"]))
+        .await
+        .unwrap();
+    let page = store.pending_deliveries("i1", 2).await.unwrap();
+    let ids: Vec<&str> = page.iter().map(|p| p.broadcast_id.as_str()).collect();
+    assert_eq!(ids, ["s1", "s2"]);
+    assert_eq!(page[0].sender.as_ref(), Some(&sender));
+    assert_eq!(page[1].sender, None);
+    assert!(store.start_delivery("s1", "i1", "r1", t(13)).await.unwrap());
+    let ids: Vec<String> = store
+        .pending_deliveries("i1", 2)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| p.broadcast_id)
+        .collect();
+    assert_eq!(ids, ["s2", "s3"]);
 }
 
 pub async fn broadcasts_deliver_once_per_instance(store: &dyn Store) {
@@ -420,13 +464,13 @@ pub async fn broadcasts_deliver_once_per_instance(store: &dyn Store) {
         .await
         .unwrap();
     assert_ne!(store.change_token().await.unwrap(), before);
-    let pending = store.pending_deliveries("i1").await.unwrap();
+    let pending = store.pending_deliveries("i1", 10).await.unwrap();
     assert_eq!(pending.len(), 1);
     assert_eq!(pending[0].identifier, "Acme.CacheFlush");
     assert_eq!(pending[0].payload.data, vec![0, 1, 2, 255]);
     assert_eq!(pending[0].payload.text, "flush /news");
     assert_eq!(pending[0].created_at, t(10));
-    assert!(store.pending_deliveries("i3").await.unwrap().is_empty());
+    assert!(store.pending_deliveries("i3", 10).await.unwrap().is_empty());
 
     // Started once: a second start of the same delivery loses.
     assert!(store.start_delivery("b1", "i1", "r1", t(11)).await.unwrap());
@@ -436,7 +480,7 @@ pub async fn broadcasts_deliver_once_per_instance(store: &dyn Store) {
             .await
             .unwrap()
     );
-    assert!(store.pending_deliveries("i1").await.unwrap().is_empty());
+    assert!(store.pending_deliveries("i1", 10).await.unwrap().is_empty());
     let finish = DeliveryFinish {
         broadcast_id: "b1".into(),
         instance: "i1".into(),
@@ -507,11 +551,11 @@ pub async fn broadcasts_deliver_once_per_instance(store: &dyn Store) {
         .create_broadcast(&broadcast("b2", t(30), &["i1"]))
         .await
         .unwrap();
-    assert!(store.pending_deliveries("i9").await.unwrap().is_empty());
+    assert!(store.pending_deliveries("i9", 10).await.unwrap().is_empty());
     assert_eq!(store.join_broadcasts("i9", t(25)).await.unwrap(), 1);
     assert_eq!(store.join_broadcasts("i9", t(25)).await.unwrap(), 0);
     let ids: Vec<String> = store
-        .pending_deliveries("i9")
+        .pending_deliveries("i9", 10)
         .await
         .unwrap()
         .into_iter()
@@ -868,6 +912,7 @@ pub async fn run_all(make: impl Fn() -> Box<dyn Store>) {
     events_filter_and_retention(&*make()).await;
     plugins_and_instances(&*make()).await;
     broadcasts_deliver_once_per_instance(&*make()).await;
+    broadcasts_keep_their_sender_and_are_read_in_pages(&*make()).await;
     identifier_settings(&*make()).await;
     runs_filter_by_time_and_state(&*make()).await;
     batches_claim_and_finish_like_single_calls(&*make()).await;

@@ -228,7 +228,11 @@ pub trait Fleet: Send + Sync {
     /// The newest `limit` broadcasts, newest first.
     async fn list_broadcasts(&self, limit: u32) -> StoreResult<Vec<BroadcastRecord>>;
     /// Deliveries queued for `instance`, oldest first.
-    async fn pending_deliveries(&self, instance: &str) -> StoreResult<Vec<PendingDelivery>>;
+    async fn pending_deliveries(
+        &self,
+        instance: &str,
+        limit: u32,
+    ) -> StoreResult<Vec<PendingDelivery>>;
     /// Moves a queued delivery to running as `run_id`; false if it was not
     /// queued any more (expired meanwhile).
     async fn start_delivery(

@@ -202,8 +202,12 @@ impl<S: Fleet + ?Sized, O: CallObserver> Fleet for Observed<S, O> {
     async fn list_broadcasts(&self, limit: u32) -> StoreResult<Vec<BroadcastRecord>> {
         observe!(self.list_broadcasts(limit))
     }
-    async fn pending_deliveries(&self, instance: &str) -> StoreResult<Vec<PendingDelivery>> {
-        observe!(self.pending_deliveries(instance))
+    async fn pending_deliveries(
+        &self,
+        instance: &str,
+        limit: u32,
+    ) -> StoreResult<Vec<PendingDelivery>> {
+        observe!(self.pending_deliveries(instance, limit))
     }
     async fn start_delivery(
         &self,

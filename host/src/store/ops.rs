@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 
-use crate::model::{BroadcastPayload, Level, RunOutcome, RunState, Trigger};
+use crate::model::{BroadcastPayload, BroadcastSender, Level, RunOutcome, RunState, Trigger};
 
 /// Settings scoped to implementation identifiers: identifier → key → value.
 pub type Settings = BTreeMap<String, BTreeMap<String, String>>;
@@ -114,6 +114,8 @@ pub struct NewBroadcast {
     pub created_by: String,
     /// The instances it is delivered to (the live ones when it was made).
     pub instances: Vec<String>,
+    /// The run that made it: its limits and roles (stored as JSON).
+    pub sender: Option<BroadcastSender>,
 }
 
 /// Which events to list.

@@ -19,6 +19,10 @@ struct Planned {
     tasks: Vec<TaskRecord>,
 }
 
+/// Most broadcast deliveries one pass reads (with their payloads) and
+/// starts: a backlog is worked through a page at a time.
+pub const DELIVERIES_PER_PASS: u32 = 64;
+
 impl Dispatcher {
     /// One pass: queued manual runs, this instance's broadcast deliveries,
     /// due retries and slots.
@@ -29,7 +33,15 @@ impl Dispatcher {
             self.start_queued(queued, now).await?;
         }
         let instance = &self.config.instance.name;
-        for delivery in self.store.pending_deliveries(instance).await? {
+        let page = self
+            .store
+            .pending_deliveries(instance, DELIVERIES_PER_PASS)
+            .await?;
+        if page.len() == DELIVERIES_PER_PASS as usize {
+            // More may wait: the next pass reads the next page.
+            self.wake.notify_one();
+        }
+        for delivery in page {
             self.start_delivery(delivery, now).await?;
         }
         let planned = self.plan_due(now).await?;

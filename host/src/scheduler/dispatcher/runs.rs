@@ -10,7 +10,10 @@ use chrono::{DateTime, Utc};
 
 use super::Dispatcher;
 use super::recorder::{outcome_of, run_finish};
-use crate::model::{PendingDelivery, TaskRecord, Trigger};
+use crate::model::{
+    BroadcastSender, NewEvent, PendingDelivery, RunLimits, RunOutcome, RunState, TaskRecord,
+    Trigger,
+};
 use crate::runtime::{CancelToken, Farm, RunContext, RunRequest};
 use crate::scheduler::farm::RunFarm;
 use crate::store::{DeliveryFinish, NewRun, StoreResult};
@@ -91,7 +94,14 @@ impl Dispatcher {
             config: self.settings_of(&config.implementation),
             state,
             instance: instance.clone(),
-            farm: Some(self.farm(created_by, false)),
+            farm: Some(self.farm(
+                created_by,
+                false,
+                BroadcastSender {
+                    limits: config.limits,
+                    roles: config.roles.clone(),
+                },
+            )),
             cancel,
             grace: self.config.grace,
         }
@@ -125,10 +135,38 @@ impl Dispatcher {
         cancel: CancelToken,
     ) -> StoreResult<()> {
         let identifier = &delivery.identifier;
-        let request = self.delivery_request(delivery, run_id, cancel);
-        let execution = self.executor.execute(identifier, request).await;
         let instance = &self.config.instance.name;
-        let (outcome, _) = outcome_of(execution, identifier, instance, None, run_id);
+        let missing = delivery
+            .sender
+            .as_ref()
+            .map(|s| s.missing_roles(&self.config.instance.roles))
+            .unwrap_or_default();
+        let outcome = if missing.is_empty() {
+            let request = self.delivery_request(delivery, run_id, cancel);
+            let execution = self.executor.execute(identifier, request).await;
+            outcome_of(execution, identifier, instance, None, run_id).0
+        } else {
+            // Queued only for instances with the sender's roles; one that
+            // lacks them (restarted under the same name) does not run it.
+            let message = format!(
+                "not run: instance {instance} lacks the role {} of the run that broadcast it",
+                missing.join(" and ")
+            );
+            RunOutcome {
+                state: RunState::Skipped,
+                reason: None,
+                events: vec![NewEvent {
+                    run_id: Some(run_id.to_owned()),
+                    ..NewEvent::host(crate::model::Level::Warning, "BROADCAST_SKIPPED", &message)
+                }],
+                message,
+                duration_us: 0,
+                fuel: 0,
+                peak_memory_bytes: 0,
+                component_sha256: None,
+                component_version: None,
+            }
+        };
         self.store
             .finish_delivery(&DeliveryFinish {
                 broadcast_id: delivery.broadcast_id.clone(),
@@ -155,25 +193,44 @@ impl Dispatcher {
                 ..Default::default()
             },
             payload: Some(delivery.payload.clone()),
-            // A broadcast has no configuration: default limits, no grants.
-            limits: Default::default(),
+            // A broadcast has no configuration and no grants. A run's
+            // broadcast runs with the run's limits; an operator's with the
+            // defaults.
+            limits: delivery
+                .sender
+                .as_ref()
+                .map_or_else(RunLimits::default, |s| s.limits),
             grants: Default::default(),
             config: self.settings_of(&delivery.identifier),
             state: Default::default(),
             instance: self.config.instance.clone(),
-            farm: Some(self.farm(name, true)),
+            farm: Some(self.farm(
+                name,
+                true,
+                delivery.sender.clone().unwrap_or(BroadcastSender {
+                    limits: RunLimits::default(),
+                    roles: Vec::new(),
+                }),
+            )),
             cancel,
             grace: self.config.grace,
         }
     }
 
     /// The `farm` import for a run on this instance.
-    fn farm(&self, created_by: String, from_broadcast: bool) -> Arc<dyn Farm> {
+    fn farm(
+        &self,
+        created_by: String,
+        from_broadcast: bool,
+        sender: BroadcastSender,
+    ) -> Arc<dyn Farm> {
         Arc::new(RunFarm {
             store: self.store.clone(),
             wake: self.wake.clone(),
             created_by,
             from_broadcast,
+            sender,
+            spent: Default::default(),
         })
     }
 }

@@ -455,3 +455,157 @@ async fn a_dispatcher_whose_passes_outlast_the_poll_interval_still_stops() {
     // Asked to stop from the start; it never gets to sleep.
     dispatcher.run(std::future::ready(())).await;
 }
+
+fn live(name: &str, roles: &[&str]) -> crate::model::InstanceRow {
+    crate::model::InstanceRow {
+        name: name.into(),
+        pid: 1,
+        version: "test".into(),
+        roles: roles.iter().map(|r| r.to_string()).collect(),
+        started_at: Utc::now(),
+        heartbeat_at: Utc::now(),
+    }
+}
+
+async fn serves(f: &Fixture, instance: &str, identifier: &str) {
+    use crate::store::Fleet;
+    let row = crate::model::PluginRow {
+        instance: instance.into(),
+        file: "a.wasm".into(),
+        sha256: "sha".into(),
+        identifier: Some(identifier.into()),
+        version: None,
+        loaded_at: Utc::now(),
+        status: crate::model::PluginState::Ok,
+        error: None,
+    };
+    f.store.set_plugins(instance, &[row]).await.unwrap();
+}
+
+fn payload(data_bytes: usize) -> crate::model::BroadcastPayload {
+    crate::model::BroadcastPayload {
+        data: vec![7; data_bytes],
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn a_runs_broadcasts_are_capped_and_carry_its_limits_and_roles() {
+    use crate::model::{BROADCAST_BYTES_PER_RUN, BROADCASTS_PER_RUN, RunLimits};
+    use crate::store::Fleet;
+
+    let f = fixture(vec![], false);
+    let edit = Dispatcher::new(
+        f.store.clone(),
+        f.script.clone(),
+        f.clock.clone(),
+        DispatcherConfig {
+            instance: crate::model::InstanceInfo {
+                name: "edit-1".into(),
+                roles: vec!["edit".into()],
+            },
+            ..Default::default()
+        },
+    );
+    f.store.heartbeat(&live("local", &[])).await.unwrap();
+    f.store.heartbeat(&live("edit-1", &["edit"])).await.unwrap();
+    serves(&f, "edit-1", "A.B").await;
+    let limits = RunLimits {
+        timeout: Duration::from_secs(5),
+        fuel: Some(1_000_000),
+        memory_bytes: 4 * 1024 * 1024,
+    };
+    let mut config = every_10s(MisfirePolicy::Skip);
+    config.limits = limits;
+    config.roles = vec!["edit".into()];
+    f.add(config, t(1000)).await;
+
+    // One run may make BROADCASTS_PER_RUN broadcasts; the next is refused.
+    // A name no instance has loaded is refused (and counts).
+    edit.run_now("t").await.unwrap();
+    edit.wait_idle().await;
+    let farm = f.script.seen.lock().unwrap()[0].farm.clone().unwrap();
+    let unknown = farm.broadcast("Made.Up", payload(10)).await.unwrap_err();
+    assert!(unknown.contains("has loaded 'Made.Up'"), "{unknown}");
+    let ok = BROADCASTS_PER_RUN as usize - 1;
+    for _ in 0..ok {
+        farm.broadcast("A.B", payload(10)).await.unwrap();
+    }
+    let refused = farm.broadcast("A.B", payload(10)).await.unwrap_err();
+    assert!(refused.contains("at most 10 broadcasts"), "{refused}");
+    let made = f.store.list_broadcasts(100).await.unwrap();
+    assert_eq!(made.len(), ok);
+
+    // Each goes only to the instance with the run's roles, and runs there
+    // with the run's limits, not the defaults.
+    assert!(
+        made.iter()
+            .all(|b| { b.deliveries.len() == 1 && b.deliveries[0].instance == "edit-1" })
+    );
+    f.tick(t(1)).await;
+    edit.tick(t(1)).await.unwrap();
+    edit.wait_idle().await;
+    let delivered: Vec<RunLimits> = f
+        .script
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|r| r.context.trigger == Trigger::Broadcast)
+        .map(|r| r.limits)
+        .collect();
+    assert_eq!(delivered, vec![limits; ok]);
+
+    // Payload bytes count into a budget per run, refused ones included.
+    edit.run_now("t").await.unwrap();
+    edit.wait_idle().await;
+    let farm = f
+        .script
+        .seen
+        .lock()
+        .unwrap()
+        .last()
+        .unwrap()
+        .farm
+        .clone()
+        .unwrap();
+    let full = crate::model::BROADCAST_MAX_DATA_BYTES;
+    let fits = (BROADCAST_BYTES_PER_RUN / full as u64) as usize;
+    for _ in 0..fits {
+        farm.broadcast("A.B", payload(full)).await.unwrap();
+    }
+    let refused = farm.broadcast("A.B", payload(1)).await.unwrap_err();
+    assert!(refused.contains("of payload together"), "{refused}");
+    assert_eq!(f.store.list_broadcasts(100).await.unwrap().len(), ok + fits);
+}
+
+#[tokio::test]
+async fn an_instance_without_the_senders_roles_does_not_run_its_delivery() {
+    use crate::store::{Fleet, NewBroadcast};
+
+    let f = fixture(vec![], false);
+    f.store
+        .create_broadcast(&NewBroadcast {
+            id: "b1".into(),
+            identifier: "A.B".into(),
+            payload: payload(1),
+            created_at: t(0),
+            created_by: "test".into(),
+            instances: vec!["local".into()],
+            sender: Some(crate::model::BroadcastSender {
+                limits: Default::default(),
+                roles: vec!["edit".into()],
+            }),
+        })
+        .await
+        .unwrap();
+    f.tick(t(1)).await;
+    assert!(f.script.seen.lock().unwrap().is_empty());
+    let b = f.store.get_broadcast("b1").await.unwrap();
+    assert_eq!(b.deliveries[0].state, RunState::Skipped);
+    assert!(
+        b.deliveries[0].message.contains("edit"),
+        "{:?}",
+        b.deliveries[0]
+    );
+}

@@ -259,9 +259,13 @@ impl Fleet for PostgresStore {
         Ok(fleet::list_broadcasts(&PgTx(&c), limit).await?)
     }
 
-    async fn pending_deliveries(&self, instance: &str) -> StoreResult<Vec<PendingDelivery>> {
+    async fn pending_deliveries(
+        &self,
+        instance: &str,
+        limit: u32,
+    ) -> StoreResult<Vec<PendingDelivery>> {
         let c = self.client().await?;
-        Ok(fleet::pending_deliveries(&PgTx(&c), instance).await?)
+        Ok(fleet::pending_deliveries(&PgTx(&c), instance, limit).await?)
     }
 
     async fn start_delivery(

@@ -183,9 +183,13 @@ CREATE TRIGGER deliveries_queued AFTER INSERT ON deliveries
     FOR EACH STATEMENT EXECUTE FUNCTION cronwerk_notify_change();
 "#;
 
+/// The limits and roles of the run that made a broadcast (JSON); NULL for
+/// an operator's broadcast and for rows made before this column.
+const V4: &str = "ALTER TABLE broadcasts ADD COLUMN sender TEXT;";
+
 /// Every migration in order; the position is the version (1-based). Only
 /// ever append: databases in use have the earlier ones applied.
-const MIGRATIONS: &[&str] = &[V1, V2, V3];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
 
 /// The schema version this build expects.
 pub const LATEST: i64 = MIGRATIONS.len() as i64;

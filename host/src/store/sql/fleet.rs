@@ -81,9 +81,11 @@ pub async fn remove_instance<T: Tx + ?Sized>(tx: &T, name: &str) -> anyhow::Resu
 }
 
 pub async fn create_broadcast<T: Tx + ?Sized>(tx: &T, b: &NewBroadcast) -> anyhow::Result<()> {
+    let sender = b.sender.as_ref().map(serde_json::to_string).transpose()?;
     tx.exec(
-        "INSERT INTO broadcasts (id, identifier, target, text, data, created_at, created_by)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        "INSERT INTO broadcasts (id, identifier, target, text, data, created_at, created_by,
+                                 sender)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         params![
             &b.id,
             &b.identifier,
@@ -91,7 +93,8 @@ pub async fn create_broadcast<T: Tx + ?Sized>(tx: &T, b: &NewBroadcast) -> anyho
             &b.payload.text,
             &b.payload.data,
             b.created_at,
-            &b.created_by
+            &b.created_by,
+            sender.as_ref()
         ],
     )
     .await?;
@@ -134,17 +137,24 @@ fn with_deliveries(which: &str) -> String {
     )
 }
 
+/// The oldest `limit` queued deliveries of `instance`, with their payloads:
+/// read a page at a time, so a backlog is never loaded (or started) at once.
 pub async fn pending_deliveries<T: Tx + ?Sized>(
     tx: &T,
     instance: &str,
+    limit: u32,
 ) -> anyhow::Result<Vec<PendingDelivery>> {
     let sql = format!(
         "SELECT {PENDING_COLUMNS}
          FROM deliveries d JOIN broadcasts b ON b.id = d.broadcast_id
          WHERE d.instance = $1 AND d.state = 'queued'
-         ORDER BY b.created_at, b.id"
+         ORDER BY b.created_at, b.id
+         LIMIT $2"
     );
-    rows::all(tx.query(&sql, params![instance]).await?, rows::pending)
+    rows::all(
+        tx.query(&sql, params![instance, limit]).await?,
+        rows::pending,
+    )
 }
 
 /// Moves a queued delivery to running; false if it was not queued any more.

@@ -176,7 +176,7 @@ pub fn broadcasts(rows: Vec<Row>) -> anyhow::Result<Vec<BroadcastRecord>> {
 
 /// A delivery waiting to run: its broadcast with the payload (`b`).
 pub const PENDING_COLUMNS: &str =
-    "b.id, b.identifier, b.target, b.text, b.data, b.created_at, b.created_by";
+    "b.id, b.identifier, b.target, b.text, b.data, b.created_at, b.created_by, b.sender";
 
 pub fn pending(mut r: Row) -> anyhow::Result<PendingDelivery> {
     Ok(PendingDelivery {
@@ -189,6 +189,11 @@ pub fn pending(mut r: Row) -> anyhow::Result<PendingDelivery> {
         },
         created_at: r.time(5)?,
         created_by: r.text(6)?,
+        sender: r
+            .opt_text(7)?
+            .map(|json| serde_json::from_str(&json))
+            .transpose()
+            .context("a broadcast's stored sender is not valid")?,
     })
 }
 

@@ -228,8 +228,12 @@ impl Fleet for SqliteStore {
         self.read(|c| run_now(fleet::list_broadcasts(c, limit)))
     }
 
-    async fn pending_deliveries(&self, instance: &str) -> StoreResult<Vec<PendingDelivery>> {
-        self.read(|c| run_now(fleet::pending_deliveries(c, instance)))
+    async fn pending_deliveries(
+        &self,
+        instance: &str,
+        limit: u32,
+    ) -> StoreResult<Vec<PendingDelivery>> {
+        self.read(|c| run_now(fleet::pending_deliveries(c, instance, limit)))
     }
 
     async fn start_delivery(

@@ -117,8 +117,13 @@ pub fn migrations() -> Migrations<'static> {
         M::up(SCHEMA_V3),
         // Broadcasts (web farm) and their per-instance deliveries.
         M::up(FARM),
+        M::up(BROADCAST_SENDER),
     ])
 }
+
+/// The limits and roles of the run that made a broadcast (JSON); NULL for
+/// an operator's broadcast and for rows made before this column.
+const BROADCAST_SENDER: &str = "ALTER TABLE broadcasts ADD COLUMN sender TEXT;";
 
 /// Broadcasts (web farm): one row per broadcast, one per instance it goes
 /// to. Processes sharing the file see each other's broadcasts through the
