@@ -16,7 +16,7 @@ use super::capture::CapturedOutput;
 use super::events::EventLog;
 use super::host_state::{Farm, RunState, TaskState};
 use super::http::HttpPolicy;
-use super::limits::MemoryLimiter;
+use super::limits::{MAX_HTTP_FIELDS_BYTES, MAX_RESOURCE_HANDLES, MemoryLimiter};
 use super::outcome::{StoppedAfterGrace, TimeLimitExceeded};
 use crate::model::{Grants, InstanceInfo, RunLimits};
 
@@ -68,10 +68,14 @@ impl Sandbox {
                     ))
                 })?;
         }
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(MAX_RESOURCE_HANDLES);
+        let mut http = wasmtime_wasi_http::WasiHttpCtx::new();
+        http.set_field_size_limit(MAX_HTTP_FIELDS_BYTES);
         let state = RunState {
             wasi: wasi.build(),
-            table: ResourceTable::new(),
-            http: wasmtime_wasi_http::WasiHttpCtx::new(),
+            table,
+            http,
             http_policy: HttpPolicy::new(spec.grants.http_hosts.clone(), spec.events.clone()),
             limiter: MemoryLimiter::new(spec.limits.memory_bytes),
             events: spec.events,
