@@ -92,6 +92,15 @@ async fn time_limit_obeyed_and_violated() {
         spin.duration
     );
     assert!(spin.events.iter().any(|e| e.code == "STOPPED_TIME"));
+    // The figure is the fuel the loop burnt: 300 ms of spinning is far more
+    // than 10^7 instructions (a fuel limit stops the same loop at 2*10^9 in
+    // about 0.2 s).
+    assert!(
+        spin.fuel_consumed > 10_000_000,
+        "a loop spinning for {:?} reports fuel {}",
+        spin.duration,
+        spin.fuel_consumed
+    );
 }
 
 #[tokio::test]
