@@ -1,9 +1,10 @@
 //! Host memory a task can pin outside its memory limit, through WASI and
 //! `wasi:http` resources: handles per run are capped, so are the header
 //! bytes of one `fields` handle, and a task that goes past either is stopped
-//! with `StopReason::Resources`, at load time (`describe`) as in a run. The
-//! hostile task is `tests/wat/host_hog.wat`; the memory bounds are measured
-//! on this test process's resident set.
+//! with `StopReason::Resources`, at load time (`describe`) as in a run; an
+//! unsent outgoing body buffers little. The hostile tasks are
+//! `tests/wat/host_hog.wat` and `tests/wat/body_hog.wat`; the memory bounds
+//! are measured on this test process's peak resident set.
 
 mod common;
 
@@ -128,5 +129,26 @@ async fn describe_is_held_to_the_same_caps() {
     assert!(
         grown_mib < 64,
         "loading grew the host's peak resident memory by {grown_mib} MiB"
+    );
+}
+
+#[tokio::test]
+async fn unsent_request_bodies_hold_little_host_memory() {
+    let _serial = SERIAL.lock().await;
+    // 200 requests never sent, each body written as far as `check-write`
+    // allows: with wasmtime's defaults that is 2 MiB a body (400 MiB in all).
+    let wat = include_str!("wat/body_hog.wat").replace("BODIES", "200");
+    let component = runtime()
+        .load_bytes(wat.into_bytes(), "body_hog.wat".into())
+        .await
+        .expect("the body hog loads");
+    let before = reset_peak_rss_kib();
+    let report = run(&component).await;
+    let grown_mib = status_kib("VmHWM:").saturating_sub(before) / 1024;
+    eprintln!("the bodies grew the peak resident memory by {grown_mib} MiB");
+    assert!(report.outcome.is_success(), "{:?}", report.outcome);
+    assert!(
+        grown_mib < 32,
+        "200 unsent bodies grew the host's peak resident memory by {grown_mib} MiB"
     );
 }
