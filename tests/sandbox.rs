@@ -448,3 +448,24 @@ async fn a_task_written_in_webassembly_text_runs() {
     assert_eq!(report.events[0].code, "WAT");
     assert_eq!(report.events[0].message, "Hello from WebAssembly text!");
 }
+
+#[tokio::test]
+async fn a_runaway_describe_is_stopped_by_fuel() {
+    let wat = include_str!("../example-tasks/wat-hello/task.wat").replace(
+        "(func (export \"describe\") (result i32)",
+        "(func (export \"describe\") (result i32) (loop $spin (br $spin))",
+    );
+    let started = std::time::Instant::now();
+    let err = runtime()
+        .load_bytes(wat.into_bytes(), "spin-describe.wat".into())
+        .await
+        .err()
+        .expect("a describe that never returns fails the load");
+    let message = err.to_string();
+    assert!(message.contains("fuel limit exhausted"), "{message}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}
