@@ -92,6 +92,15 @@ async fn time_limit_obeyed_and_violated() {
         spin.duration
     );
     assert!(spin.events.iter().any(|e| e.code == "STOPPED_TIME"));
+    // The figure is the fuel the loop burnt: 300 ms of spinning is far more
+    // than 10^7 instructions (a fuel limit stops the same loop at 2*10^9 in
+    // about 0.2 s).
+    assert!(
+        spin.fuel_consumed > 10_000_000,
+        "a loop spinning for {:?} reports fuel {}",
+        spin.duration,
+        spin.fuel_consumed
+    );
 }
 
 #[tokio::test]
@@ -438,4 +447,25 @@ async fn a_task_written_in_webassembly_text_runs() {
     assert_eq!(assert_succeeded(&report), "written by hand");
     assert_eq!(report.events[0].code, "WAT");
     assert_eq!(report.events[0].message, "Hello from WebAssembly text!");
+}
+
+#[tokio::test]
+async fn a_runaway_describe_is_stopped_by_fuel() {
+    let wat = include_str!("../example-tasks/wat-hello/task.wat").replace(
+        "(func (export \"describe\") (result i32)",
+        "(func (export \"describe\") (result i32) (loop $spin (br $spin))",
+    );
+    let started = std::time::Instant::now();
+    let err = runtime()
+        .load_bytes(wat.into_bytes(), "spin-describe.wat".into())
+        .await
+        .err()
+        .expect("a describe that never returns fails the load");
+    let message = err.to_string();
+    assert!(message.contains("fuel limit exhausted"), "{message}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
 }

@@ -74,6 +74,9 @@ pub enum StopReason {
     Memory,
     /// The wasm call stack overflowed.
     Stack,
+    /// The run held more host resources (handles, `wasi:http` header bytes)
+    /// than the sandbox allows.
+    Resources,
     /// The guest panicked or reached `unreachable`.
     Panic,
     /// Any other trap (out-of-bounds access, bad cast, ...) or a host-side

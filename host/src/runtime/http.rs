@@ -6,6 +6,7 @@
 use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
 
 use super::events::EventLog;
+use super::limits::{HTTP_BODY_BUFFER_CHUNKS, HTTP_BODY_CHUNK_BYTES};
 use crate::model::{EventSource, HttpGrant, Level};
 
 /// The `wasi:http` hooks of one run: every outgoing request is checked
@@ -80,6 +81,14 @@ impl WasiHttpHooks for HttpPolicy {
                 Box::new(io) as Box<dyn Future<Output = _> + Send>,
             ))
         })
+    }
+
+    fn p2_outgoing_body_buffer_chunks(&mut self) -> usize {
+        HTTP_BODY_BUFFER_CHUNKS
+    }
+
+    fn p2_outgoing_body_chunk_size(&mut self) -> usize {
+        HTTP_BODY_CHUNK_BYTES
     }
 }
 

@@ -9,6 +9,28 @@ pub const MAX_MEMORIES: usize = 16;
 /// Elements one table may hold.
 pub const MAX_TABLE_ELEMENTS: usize = 1_000_000;
 
+/// Host resources (WASI and `wasi:http` handles: streams, pollables,
+/// `fields`, requests, bodies, ...) one run may hold at once. Each handle can
+/// own host memory outside the run's memory limit, so this bounds it; a task
+/// that asks for more is stopped with `StopReason::Resources`. Handles the
+/// task drops are reused and do not count. Well-behaved tasks hold dozens.
+pub const MAX_RESOURCE_HANDLES: usize = 2048;
+
+/// Bytes one `wasi:http` `fields` handle (headers or trailers) may hold, as
+/// the in-memory size `wasmtime-wasi-http` estimates (names, values and map
+/// overhead). A task that appends past it is stopped with
+/// `StopReason::Resources`. With [`MAX_RESOURCE_HANDLES`] this bounds the
+/// header bytes of one run at 32 MiB.
+pub const MAX_HTTP_FIELDS_BYTES: usize = 16 * 1024;
+
+/// Largest single write to an outgoing `wasi:http` body; `check-write`
+/// never offers more (a write past it traps). An unsent body holds at most
+/// [`HTTP_BODY_BUFFER_CHUNKS`] + 1 such writes (wasmtime's channel keeps one
+/// slot more), so 32 KiB.
+pub const HTTP_BODY_CHUNK_BYTES: usize = 16 * 1024;
+/// Writes to an outgoing body buffered before `check-write` reports no room.
+pub const HTTP_BODY_BUFFER_CHUNKS: usize = 1;
+
 /// The run tried to grow its memory past its limit.
 #[derive(Debug, thiserror::Error)]
 #[error(

@@ -48,10 +48,17 @@ use sandbox::{Sandbox, SandboxSpec};
 /// Longest result message kept from a task; the rest is cut with a note.
 pub const MAX_RESULT_BYTES: usize = 64 * 1024;
 
+/// Fuel `describe` may burn. The example tasks' `describe` burns 2,500
+/// (Rust), 150,000 (Python) and 1,500,000 (JavaScript); a runaway one is
+/// stopped after about a tenth of a second instead of spinning until the
+/// time limit.
+pub const DESCRIBE_FUEL: u64 = 1_000_000_000;
+
 /// Limits for `describe`, which runs once at load time.
 fn describe_limits() -> RunLimits {
     RunLimits {
         timeout: Duration::from_secs(10),
+        fuel: Some(DESCRIBE_FUEL),
         ..RunLimits::default()
     }
 }

@@ -3,9 +3,11 @@
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use wasmtime::component::ResourceTableError;
+use wasmtime_wasi_http::FieldMapError;
 
 use super::events::Event;
-use super::limits::MemoryLimitExceeded;
+use super::limits::{MAX_HTTP_FIELDS_BYTES, MAX_RESOURCE_HANDLES, MemoryLimitExceeded};
 use crate::model::StopReason;
 
 /// How a run ended.
@@ -103,6 +105,24 @@ pub fn classify(error: &wasmtime::Error) -> Outcome {
         (StopReason::Memory, e.to_string())
     } else if let Some(e) = error.downcast_ref::<TimeLimitExceeded>() {
         (StopReason::Time, e.to_string())
+    } else if let Some(ResourceTableError::Full) = error.downcast_ref::<ResourceTableError>() {
+        (
+            StopReason::Resources,
+            format!(
+                "resource limit: the task held more than {MAX_RESOURCE_HANDLES} host handles \
+                 (streams, pollables, HTTP fields, requests, bodies) at once"
+            ),
+        )
+    } else if let Some(e @ (FieldMapError::TotalSizeTooBig | FieldMapError::TooManyFields)) =
+        error.downcast_ref::<FieldMapError>()
+    {
+        (
+            StopReason::Resources,
+            format!(
+                "resource limit: one HTTP fields handle may hold {}: {e}",
+                bytesize::ByteSize(MAX_HTTP_FIELDS_BYTES as u64)
+            ),
+        )
     } else if let Some(trap) = error.downcast_ref::<wasmtime::Trap>() {
         let reason = match trap {
             wasmtime::Trap::OutOfFuel => StopReason::Fuel,
@@ -157,6 +177,18 @@ mod tests {
                     requested: 2,
                 }),
                 StopReason::Memory,
+            ),
+            (
+                wasmtime::Error::new(ResourceTableError::Full).context("pushing fields"),
+                StopReason::Resources,
+            ),
+            (
+                wasmtime::Error::new(FieldMapError::TotalSizeTooBig),
+                StopReason::Resources,
+            ),
+            (
+                wasmtime::Error::new(ResourceTableError::NotPresent),
+                StopReason::Trap,
             ),
         ];
         for (error, want) in cases {

@@ -16,7 +16,7 @@ use super::capture::CapturedOutput;
 use super::events::EventLog;
 use super::host_state::{Farm, RunState, TaskState};
 use super::http::HttpPolicy;
-use super::limits::MemoryLimiter;
+use super::limits::{MAX_HTTP_FIELDS_BYTES, MAX_RESOURCE_HANDLES, MemoryLimiter};
 use super::outcome::{StoppedAfterGrace, TimeLimitExceeded};
 use crate::model::{Grants, InstanceInfo, RunLimits};
 
@@ -43,6 +43,13 @@ pub(crate) struct Sandbox {
     initial_fuel: u64,
 }
 
+/// Fuel handed to the guest at a time (the rest stays in the store's reserve).
+/// A run stopped by time or cancellation inside a loop that makes no calls
+/// reports its fuel short by at most this much (about a millisecond of
+/// spinning); a run stopped by fuel reports it exactly. Each slice also
+/// yields to the async executor, which costs a few microseconds.
+pub(crate) const FUEL_SLICE: u64 = 10_000_000;
+
 /// How long after a deadline the outer guard gives the epoch check before it
 /// drops the call itself (needed when the guest waits inside a host call).
 const BACKSTOP: Duration = Duration::from_millis(100);
@@ -68,10 +75,14 @@ impl Sandbox {
                     ))
                 })?;
         }
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(MAX_RESOURCE_HANDLES);
+        let mut http = wasmtime_wasi_http::WasiHttpCtx::new();
+        http.set_field_size_limit(MAX_HTTP_FIELDS_BYTES);
         let state = RunState {
             wasi: wasi.build(),
-            table: ResourceTable::new(),
-            http: wasmtime_wasi_http::WasiHttpCtx::new(),
+            table,
+            http,
             http_policy: HttpPolicy::new(spec.grants.http_hosts.clone(), spec.events.clone()),
             limiter: MemoryLimiter::new(spec.limits.memory_bytes),
             events: spec.events,
@@ -84,6 +95,14 @@ impl Sandbox {
         let mut store = Store::new(engine, state);
         store.limiter(|s| &mut s.limiter);
         let initial_fuel = spec.limits.fuel.unwrap_or(u64::MAX);
+        // Compiled code keeps the fuel count of a running function in a
+        // register and stores it only at calls, returns and when the injected
+        // fuel runs out, not at the epoch check that stops a runaway loop.
+        // Injecting fuel in slices makes the count reach the store at least
+        // every slice, so the figure a stopped loop reports is what it burnt.
+        store
+            .fuel_async_yield_interval(Some(FUEL_SLICE))
+            .map_err(anyhow::Error::from)?;
         store.set_fuel(initial_fuel).map_err(anyhow::Error::from)?;
 
         let timeout = spec.limits.timeout;

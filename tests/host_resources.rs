@@ -1,0 +1,154 @@
+//! Host memory a task can pin outside its memory limit, through WASI and
+//! `wasi:http` resources: handles per run are capped, so are the header
+//! bytes of one `fields` handle, and a task that goes past either is stopped
+//! with `StopReason::Resources`, at load time (`describe`) as in a run; an
+//! unsent outgoing body buffers little. The hostile tasks are
+//! `tests/wat/host_hog.wat` and `tests/wat/body_hog.wat`; the memory bounds
+//! are measured on this test process's peak resident set.
+
+mod common;
+
+use common::{request, runtime};
+use cronwerk::model::{RunLimits, StopReason};
+use cronwerk::runtime::{Component, LoadError, Outcome, RunReport};
+
+/// The tests measure this process's memory, so they run one at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn hog_wat(in_describe: bool, handles: u32, appends: u32, value_bytes: u32) -> Vec<u8> {
+    include_str!("wat/host_hog.wat")
+        .replace("HOG_IN_DESCRIBE", if in_describe { "1" } else { "0" })
+        .replace("HANDLES", &handles.to_string())
+        .replace("APPENDS", &appends.to_string())
+        .replace("VALUE_BYTES", &value_bytes.to_string())
+        .into_bytes()
+}
+
+async fn load_hog(handles: u32, appends: u32, value_bytes: u32) -> Component {
+    runtime()
+        .load_bytes(
+            hog_wat(false, handles, appends, value_bytes),
+            "host_hog.wat".into(),
+        )
+        .await
+        .expect("the hog loads")
+}
+
+async fn run(component: &Component) -> RunReport {
+    let mut req = request(&[]);
+    req.limits = RunLimits {
+        memory_bytes: 16 * 1024 * 1024,
+        ..req.limits
+    };
+    runtime().run(component, req).await
+}
+
+fn stopped_by_resources(report: &RunReport) -> &str {
+    match &report.outcome {
+        Outcome::Stopped {
+            reason: StopReason::Resources,
+            message,
+        } => message,
+        other => panic!("expected stopped (resources), got {other:?}"),
+    }
+}
+
+fn status_kib(field: &str) -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status
+        .lines()
+        .find(|l| l.starts_with(field))
+        .unwrap_or_else(|| panic!("no {field} in /proc/self/status"));
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// Resets the peak resident set (VmHWM) to the current one and returns it.
+fn reset_peak_rss_kib() -> u64 {
+    std::fs::write("/proc/self/clear_refs", "5").expect("resetting VmHWM");
+    status_kib("VmRSS:")
+}
+
+#[tokio::test]
+async fn a_task_keeping_many_header_handles_is_stopped_and_host_memory_stays_bounded() {
+    let _serial = SERIAL.lock().await;
+    // 20,000 handles of ~12 KB each would pin ~240 MB of host memory in a
+    // run whose memory limit is 16 MiB.
+    let component = load_hog(20_000, 1, 12_000).await;
+    let before = reset_peak_rss_kib();
+    let report = run(&component).await;
+    let grown_mib = status_kib("VmHWM:").saturating_sub(before) / 1024;
+    eprintln!("the run grew the peak resident memory by {grown_mib} MiB");
+    let message = stopped_by_resources(&report);
+    assert!(message.contains("2048 host handles"), "{message}");
+    assert!(
+        grown_mib < 64,
+        "the run grew the host's peak resident memory by {grown_mib} MiB"
+    );
+    assert!(
+        report.events.iter().any(|e| e.code == "STOPPED_RESOURCES"),
+        "{:?}",
+        report.events
+    );
+}
+
+#[tokio::test]
+async fn a_task_filling_one_header_handle_past_its_cap_is_stopped() {
+    let _serial = SERIAL.lock().await;
+    // 10 x 8 KB in one `fields`: under wasmtime's own 128 KiB default, over
+    // the host's 16 KiB.
+    let component = load_hog(1, 10, 8_000).await;
+    let report = run(&component).await;
+    let message = stopped_by_resources(&report);
+    assert!(message.contains("HTTP fields"), "{message}");
+    assert!(message.contains("16.0 KiB"), "{message}");
+
+    // Within the cap the same task succeeds.
+    let component = load_hog(100, 1, 8_000).await;
+    let report = run(&component).await;
+    assert!(report.outcome.is_success(), "{:?}", report.outcome);
+}
+
+#[tokio::test]
+async fn describe_is_held_to_the_same_caps() {
+    let _serial = SERIAL.lock().await;
+    let before = reset_peak_rss_kib();
+    let loaded = runtime()
+        .load_bytes(hog_wat(true, 20_000, 1, 12_000), "host_hog.wat".into())
+        .await;
+    let grown_mib = status_kib("VmHWM:").saturating_sub(before) / 1024;
+    eprintln!("loading grew the peak resident memory by {grown_mib} MiB");
+    let err = loaded
+        .err()
+        .expect("a describe that hogs handles fails the load");
+    match err {
+        LoadError::Describe { message, .. } => {
+            assert!(message.contains("2048 host handles"), "{message}")
+        }
+        other => panic!("expected a describe error, got {other:?}"),
+    }
+    assert!(
+        grown_mib < 64,
+        "loading grew the host's peak resident memory by {grown_mib} MiB"
+    );
+}
+
+#[tokio::test]
+async fn unsent_request_bodies_hold_little_host_memory() {
+    let _serial = SERIAL.lock().await;
+    // 200 requests never sent, each body written as far as `check-write`
+    // allows: with wasmtime's defaults that is 2 MiB a body (400 MiB in all).
+    let wat = include_str!("wat/body_hog.wat").replace("BODIES", "200");
+    let component = runtime()
+        .load_bytes(wat.into_bytes(), "body_hog.wat".into())
+        .await
+        .expect("the body hog loads");
+    let before = reset_peak_rss_kib();
+    let report = run(&component).await;
+    let grown_mib = status_kib("VmHWM:").saturating_sub(before) / 1024;
+    eprintln!("the bodies grew the peak resident memory by {grown_mib} MiB");
+    assert!(report.outcome.is_success(), "{:?}", report.outcome);
+    assert!(
+        grown_mib < 32,
+        "200 unsent bodies grew the host's peak resident memory by {grown_mib} MiB"
+    );
+}
