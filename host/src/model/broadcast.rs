@@ -42,11 +42,7 @@ pub struct BroadcastSender {
 impl BroadcastSender {
     /// The sender's roles that an instance with `roles` lacks.
     pub fn missing_roles<'a>(&'a self, roles: &[String]) -> Vec<&'a str> {
-        self.roles
-            .iter()
-            .filter(|r| !roles.contains(r))
-            .map(String::as_str)
-            .collect()
+        super::task::missing_roles(&self.roles, roles)
     }
 }
 

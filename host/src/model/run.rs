@@ -131,3 +131,21 @@ pub struct RunOutcome {
     pub component_version: Option<String>,
     pub events: Vec<NewEvent>,
 }
+
+impl RunOutcome {
+    /// The outcome of a run that never reached a component (nothing to
+    /// run it with, or not to be run here), with the one event saying why.
+    pub fn not_run(state: RunState, event: NewEvent) -> RunOutcome {
+        RunOutcome {
+            state,
+            reason: None,
+            message: event.message.clone(),
+            events: vec![event],
+            duration_us: 0,
+            fuel: 0,
+            peak_memory_bytes: 0,
+            component_sha256: None,
+            component_version: None,
+        }
+    }
+}

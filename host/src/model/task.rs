@@ -90,12 +90,17 @@ impl TaskConfig {
 impl TaskConfig {
     /// The configuration's required roles that an instance with `roles` lacks.
     pub fn missing_roles<'a>(&'a self, roles: &[String]) -> Vec<&'a str> {
-        self.roles
-            .iter()
-            .filter(|r| !roles.contains(r))
-            .map(String::as_str)
-            .collect()
+        missing_roles(&self.roles, roles)
     }
+}
+
+/// The roles of `required` that an instance with `roles` lacks.
+pub fn missing_roles<'a>(required: &'a [String], roles: &[String]) -> Vec<&'a str> {
+    required
+        .iter()
+        .filter(|r| !roles.contains(r))
+        .map(String::as_str)
+        .collect()
 }
 
 /// A configuration with its scheduling state and counters.

@@ -99,21 +99,14 @@ fn missing(implementation: &str, instance: &str, task_id: Option<i64>, run_id: &
         "no component implements '{implementation}' on instance {instance}: \
              add one to its plugins folder"
     );
-    RunOutcome {
-        state: RunState::Failed,
-        reason: None,
-        events: vec![NewEvent {
+    RunOutcome::not_run(
+        RunState::Failed,
+        NewEvent {
             task_id,
             run_id: Some(run_id.to_owned()),
-            ..NewEvent::host(Level::Error, "COMPONENT_MISSING", message.clone())
-        }],
-        message,
-        duration_us: 0,
-        fuel: 0,
-        peak_memory_bytes: 0,
-        component_sha256: None,
-        component_version: None,
-    }
+            ..NewEvent::host(Level::Error, "COMPONENT_MISSING", message)
+        },
+    )
 }
 
 fn ran(report: &RunReport, version: String, task_id: Option<i64>, run_id: &str) -> RunOutcome {

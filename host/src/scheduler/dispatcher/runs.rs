@@ -152,20 +152,13 @@ impl Dispatcher {
                 "not run: instance {instance} lacks the role {} of the run that broadcast it",
                 missing.join(" and ")
             );
-            RunOutcome {
-                state: RunState::Skipped,
-                reason: None,
-                events: vec![NewEvent {
+            RunOutcome::not_run(
+                RunState::Skipped,
+                NewEvent {
                     run_id: Some(run_id.to_owned()),
-                    ..NewEvent::host(crate::model::Level::Warning, "BROADCAST_SKIPPED", &message)
-                }],
-                message,
-                duration_us: 0,
-                fuel: 0,
-                peak_memory_bytes: 0,
-                component_sha256: None,
-                component_version: None,
-            }
+                    ..NewEvent::host(crate::model::Level::Warning, "BROADCAST_SKIPPED", message)
+                },
+            )
         };
         self.store
             .finish_delivery(&DeliveryFinish {
