@@ -46,20 +46,9 @@ pub(super) async fn compile(
         Err(_) => Err(CompileError::TimedOut),
         Ok(Err(join)) => Err(CompileError::Invalid(format!(
             "the compiler crashed on it ({})",
-            panic_text(join)
+            super::guest_pool::panic_text(join)
         ))),
         Ok(Ok(compiled)) => compiled.map_err(|e| CompileError::Invalid(format!("{e:#}"))),
-    }
-}
-
-fn panic_text(join: tokio::task::JoinError) -> String {
-    match join.try_into_panic() {
-        Ok(panic) => panic
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| panic.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "a panic".into()),
-        Err(join) => join.to_string(),
     }
 }
 

@@ -11,6 +11,7 @@ mod context;
 mod engine;
 mod events;
 mod executor;
+mod guest_pool;
 mod host_state;
 mod http;
 mod limits;
@@ -42,6 +43,7 @@ use crate::model::{
     BroadcastPayload, EventSource, Grants, InstanceInfo, Level, RunLimits, StopReason,
 };
 use bindings::{ScheduledTask, ScheduledTaskPre};
+use guest_pool::GuestPool;
 use host_state::RunState;
 use sandbox::{Sandbox, SandboxSpec};
 
@@ -88,6 +90,7 @@ pub struct Runtime {
     linker: Linker<RunState>,
     slots: Semaphore,
     event_limits: EventLimits,
+    guests: GuestPool,
 }
 
 impl Runtime {
@@ -105,6 +108,7 @@ impl Runtime {
             linker,
             slots,
             event_limits: EventLimits::default(),
+            guests: GuestPool::new()?,
         })
     }
 
@@ -215,58 +219,15 @@ impl Runtime {
         ))
     }
 
-    fn sandbox(&self, spec: SandboxSpec<'_>) -> anyhow::Result<Sandbox> {
-        Sandbox::new(&self.engine.engine, spec)
-    }
-
+    /// Runs the component's `describe` on the guest threads, with the
+    /// limits of [`describe_limits`].
     async fn describe(&self, pre: &ScheduledTaskPre<RunState>) -> Result<TaskInfo, String> {
         let _slot = self.slots.acquire().await.expect("semaphore never closes");
-        let events = EventLog::new(self.event_limits);
-        let limits = describe_limits();
-        let mut sandbox = self
-            .sandbox(SandboxSpec {
-                limits: &limits,
-                grants: &Grants::default(),
-                events: events.clone(),
-                cancel: CancelToken::new(),
-                grace: Duration::ZERO,
-                config: BTreeMap::new(),
-                state: BTreeMap::new(),
-                instance: InstanceInfo::default(),
-                farm: None,
-            })
-            .map_err(|e| format!("{e:#}"))?;
-        let (deadline, timeout, cancel, grace) = sandbox.guard_params();
-        let store = &mut sandbox.store;
-        let result = Sandbox::guard(deadline, timeout, &cancel, grace, async {
-            let task = pre.instantiate_async(&mut *store).await?;
-            task.cronwerk_task_task().call_describe(&mut *store).await
-        })
-        .await;
-        match result {
-            Ok(info) => Ok(TaskInfo {
-                identifier: info.identifier,
-                display_name: info.display_name,
-                description: info.description,
-                version: info.version,
-                default_schedule: info.default_schedule,
-            }),
-            Err(e) => {
-                events.finish();
-                let stderr: Vec<String> = events
-                    .snapshot()
-                    .into_iter()
-                    .filter(|e| e.source == EventSource::Stderr)
-                    .map(|e| e.message)
-                    .collect();
-                let outcome = outcome::classify(&e);
-                let mut message = outcome.message().to_owned();
-                if !stderr.is_empty() {
-                    message.push_str(&format!(" (stderr: {})", stderr.join(" / ")));
-                }
-                Err(message)
-            }
-        }
+        let work = describe(self.engine.engine.clone(), self.event_limits, pre.clone());
+        self.guests
+            .run(work)
+            .await
+            .unwrap_or_else(|panic| Err(format!("the host failed describing it: {panic}")))
     }
 
     /// Executes one run of `component` and reports how it went. Never fails:
@@ -275,16 +236,12 @@ impl Runtime {
     pub async fn run(&self, component: &Component, request: RunRequest) -> RunReport {
         let _slot = self.slots.acquire().await.expect("semaphore never closes");
         let started = Instant::now();
-        let events = EventLog::new(self.event_limits);
-        let identifier = component.info().identifier.clone();
-        let wit_context = request.context.to_wit(&identifier, &request.instance.name);
-        let payload = request.payload.as_ref().map(context::payload_to_wit);
-        let mut report = RunReport {
+        let unfinished = RunReport {
             outcome: Outcome::Succeeded {
                 message: String::new(),
             },
             run_id: request.context.run_id.clone(),
-            identifier,
+            identifier: component.info().identifier.clone(),
             component_sha256: component.sha256().to_owned(),
             duration: Duration::ZERO,
             fuel_consumed: 0,
@@ -292,8 +249,56 @@ impl Runtime {
             events: Vec::new(),
             state: request.state.clone(),
         };
-        let cancel = request.cancel.clone();
-        let sandbox = self.sandbox(SandboxSpec {
+        let work = execute(
+            self.engine.engine.clone(),
+            self.event_limits,
+            component.clone(),
+            request,
+        );
+        match self.guests.run(work).await {
+            Ok(report) => report,
+            // A host bug, not the task's doing; the run still gets an outcome.
+            Err(panic) => RunReport {
+                outcome: Outcome::Stopped {
+                    reason: StopReason::Trap,
+                    message: format!("the host failed running the task: {panic}"),
+                },
+                duration: started.elapsed(),
+                ..unfinished
+            },
+        }
+    }
+}
+
+/// One run, from a fresh sandbox to its report; runs on the guest threads.
+async fn execute(
+    engine: wasmtime::Engine,
+    event_limits: EventLimits,
+    component: Component,
+    request: RunRequest,
+) -> RunReport {
+    let started = Instant::now();
+    let events = EventLog::new(event_limits);
+    let identifier = component.info().identifier.clone();
+    let wit_context = request.context.to_wit(&identifier, &request.instance.name);
+    let payload = request.payload.as_ref().map(context::payload_to_wit);
+    let mut report = RunReport {
+        outcome: Outcome::Succeeded {
+            message: String::new(),
+        },
+        run_id: request.context.run_id.clone(),
+        identifier,
+        component_sha256: component.sha256().to_owned(),
+        duration: Duration::ZERO,
+        fuel_consumed: 0,
+        peak_memory_bytes: 0,
+        events: Vec::new(),
+        state: request.state.clone(),
+    };
+    let cancel = request.cancel.clone();
+    let sandbox = Sandbox::new(
+        &engine,
+        SandboxSpec {
             limits: &request.limits,
             grants: &request.grants,
             events: events.clone(),
@@ -303,59 +308,115 @@ impl Runtime {
             state: request.state,
             instance: request.instance,
             farm: request.farm,
-        });
-        let mut sandbox = match sandbox {
-            Ok(s) => s,
-            Err(e) => {
-                report.outcome = Outcome::Stopped {
-                    reason: StopReason::Trap,
-                    message: format!("the sandbox could not be set up: {e:#}"),
-                };
-                report.duration = started.elapsed();
-                return report;
-            }
-        };
-        let (deadline, timeout, guard_cancel, grace) = sandbox.guard_params();
-        let store = &mut sandbox.store;
-        let result = Sandbox::guard(deadline, timeout, &guard_cancel, grace, async {
-            let task = component.pre().instantiate_async(&mut *store).await?;
-            task.cronwerk_task_task()
-                .call_execute(&mut *store, &wit_context, payload.as_ref())
-                .await
-        })
-        .await;
-        report.duration = started.elapsed();
-        report.outcome = match result {
-            Ok(Ok(message)) => Outcome::Succeeded {
-                message: truncate(&message, MAX_RESULT_BYTES),
-            },
-            Ok(Err(message)) if cancel.is_cancelled() => Outcome::Cancelled {
-                message: truncate(&message, MAX_RESULT_BYTES),
-            },
-            Ok(Err(message)) => Outcome::Failed {
-                message: truncate(&message, MAX_RESULT_BYTES),
-            },
-            Err(e) => with_panic_message(outcome::classify(&e), &events),
-        };
-        match &report.outcome {
-            Outcome::Stopped { reason, message } => events.push(
-                Level::Error,
-                EventSource::Host,
-                &format!("STOPPED_{}", reason.as_str().to_ascii_uppercase()),
-                message,
-            ),
-            Outcome::Cancelled { message } => {
-                events.push(Level::Warning, EventSource::Host, "CANCELLED", message)
-            }
-            _ => {}
+        },
+    );
+    let mut sandbox = match sandbox {
+        Ok(s) => s,
+        Err(e) => {
+            report.outcome = Outcome::Stopped {
+                reason: StopReason::Trap,
+                message: format!("the sandbox could not be set up: {e:#}"),
+            };
+            report.duration = started.elapsed();
+            return report;
         }
-        events.finish();
-        report.fuel_consumed = sandbox.fuel_consumed();
-        let state = sandbox.store.into_data();
-        report.peak_memory_bytes = state.limiter.peak_bytes();
-        report.state = state.state.into_entries();
-        report.events = events.snapshot();
-        report
+    };
+    let (deadline, timeout, guard_cancel, grace) = sandbox.guard_params();
+    let store = &mut sandbox.store;
+    let result = Sandbox::guard(deadline, timeout, &guard_cancel, grace, async {
+        let task = component.pre().instantiate_async(&mut *store).await?;
+        task.cronwerk_task_task()
+            .call_execute(&mut *store, &wit_context, payload.as_ref())
+            .await
+    })
+    .await;
+    report.duration = started.elapsed();
+    report.outcome = match result {
+        Ok(Ok(message)) => Outcome::Succeeded {
+            message: truncate(&message, MAX_RESULT_BYTES),
+        },
+        Ok(Err(message)) if cancel.is_cancelled() => Outcome::Cancelled {
+            message: truncate(&message, MAX_RESULT_BYTES),
+        },
+        Ok(Err(message)) => Outcome::Failed {
+            message: truncate(&message, MAX_RESULT_BYTES),
+        },
+        Err(e) => with_panic_message(outcome::classify(&e), &events),
+    };
+    match &report.outcome {
+        Outcome::Stopped { reason, message } => events.push(
+            Level::Error,
+            EventSource::Host,
+            &format!("STOPPED_{}", reason.as_str().to_ascii_uppercase()),
+            message,
+        ),
+        Outcome::Cancelled { message } => {
+            events.push(Level::Warning, EventSource::Host, "CANCELLED", message)
+        }
+        _ => {}
+    }
+    events.finish();
+    report.fuel_consumed = sandbox.fuel_consumed();
+    let state = sandbox.store.into_data();
+    report.peak_memory_bytes = state.limiter.peak_bytes();
+    report.state = state.state.into_entries();
+    report.events = events.snapshot();
+    report
+}
+
+/// The component's `describe` in a fresh sandbox; runs on the guest threads.
+async fn describe(
+    engine: wasmtime::Engine,
+    event_limits: EventLimits,
+    pre: ScheduledTaskPre<RunState>,
+) -> Result<TaskInfo, String> {
+    let events = EventLog::new(event_limits);
+    let limits = describe_limits();
+    let mut sandbox = Sandbox::new(
+        &engine,
+        SandboxSpec {
+            limits: &limits,
+            grants: &Grants::default(),
+            events: events.clone(),
+            cancel: CancelToken::new(),
+            grace: Duration::ZERO,
+            config: BTreeMap::new(),
+            state: BTreeMap::new(),
+            instance: InstanceInfo::default(),
+            farm: None,
+        },
+    )
+    .map_err(|e| format!("{e:#}"))?;
+    let (deadline, timeout, cancel, grace) = sandbox.guard_params();
+    let store = &mut sandbox.store;
+    let result = Sandbox::guard(deadline, timeout, &cancel, grace, async {
+        let task = pre.instantiate_async(&mut *store).await?;
+        task.cronwerk_task_task().call_describe(&mut *store).await
+    })
+    .await;
+    match result {
+        Ok(info) => Ok(TaskInfo {
+            identifier: info.identifier,
+            display_name: info.display_name,
+            description: info.description,
+            version: info.version,
+            default_schedule: info.default_schedule,
+        }),
+        Err(e) => {
+            events.finish();
+            let stderr: Vec<String> = events
+                .snapshot()
+                .into_iter()
+                .filter(|e| e.source == EventSource::Stderr)
+                .map(|e| e.message)
+                .collect();
+            let outcome = outcome::classify(&e);
+            let mut message = outcome.message().to_owned();
+            if !stderr.is_empty() {
+                message.push_str(&format!(" (stderr: {})", stderr.join(" / ")));
+            }
+            Err(message)
+        }
     }
 }
 

@@ -26,13 +26,17 @@ impl Chores {
     /// Does the chores due at `now`; returns when the next one is due.
     pub(super) async fn run_due(&mut self, d: &Dispatcher, now: DateTime<Utc>) -> DateTime<Utc> {
         let lease = d.config.lease;
-        if now >= self.housekeeping {
-            housekeeping(&*d.store, &d.config, now).await;
-            self.housekeeping = now + delta(lease / 2);
-        }
+        // Renewal first: when this loop wakes late (a busy machine), the
+        // leases of runs still in flight here may have lapsed, and rescuing
+        // expired runs before renewing would record this instance's own
+        // live runs abandoned.
         if now >= self.lease_renewal {
             d.tracker.renew_leases(&*d.store, now, lease).await;
             self.lease_renewal = now + delta(lease / 3);
+        }
+        if now >= self.housekeeping {
+            housekeeping(&*d.store, &d.config, now).await;
+            self.housekeeping = now + delta(lease / 2);
         }
         self.lease_renewal.min(self.housekeeping)
     }

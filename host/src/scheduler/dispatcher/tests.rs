@@ -609,3 +609,22 @@ async fn an_instance_without_the_senders_roles_does_not_run_its_delivery() {
         b.deliveries[0]
     );
 }
+
+#[tokio::test]
+async fn chores_that_wake_late_renew_this_instances_runs_instead_of_abandoning_them() {
+    let f = fixture(vec![], true);
+    let id = f.add(every_10s(MisfirePolicy::Skip), t(10)).await;
+    let mut chores = super::housekeeping::Chores::new(t(10));
+    f.tick(t(10)).await; // starts, held by the gate; leased until t(40)
+    chores.run_due(&f.dispatcher, t(10)).await;
+    // The loop wakes late, past the lease (a machine busy for 35 s): the
+    // run is still in flight here, so it is renewed, not rescued.
+    f.clock.set(t(45));
+    chores.run_due(&f.dispatcher, t(45)).await;
+    let runs = f.runs(id).await;
+    assert_eq!(runs[0].state, RunState::Running, "{}", runs[0].message);
+    assert_eq!(runs[0].lease_until, Some(t(75)));
+    f.script.gate.as_ref().unwrap().add_permits(1);
+    f.dispatcher.wait_idle().await;
+    assert_eq!(f.runs(id).await[0].state, RunState::Succeeded);
+}
