@@ -2,12 +2,14 @@
 //! validating components, and executing each run in a fresh sandbox with
 //! fuel, memory and wall-time limits. Knows nothing of schedules.
 
+mod address;
 mod bindings;
 mod cache;
 mod cancel;
 mod capture;
 mod component;
 mod context;
+mod egress;
 mod engine;
 mod events;
 mod executor;
@@ -35,6 +37,7 @@ pub use engine::{Allocator, CronwerkEngine, EngineSettings};
 pub use events::{Event, EventLimits, EventLog, truncate};
 pub use executor::{Execution, Executor};
 pub use host_state::{Farm, STATE_MAX_KEY_BYTES, STATE_MAX_TOTAL_BYTES, STATE_MAX_VALUE_BYTES};
+pub use http::HttpSettings;
 pub use limits::MemoryLimitExceeded;
 pub use outcome::{Outcome, RunReport};
 
@@ -234,6 +237,7 @@ impl Runtime {
                 state: BTreeMap::new(),
                 instance: InstanceInfo::default(),
                 farm: None,
+                http: self.engine.settings.http,
             })
             .map_err(|e| format!("{e:#}"))?;
         let (deadline, timeout, cancel, grace) = sandbox.guard_params();
@@ -303,6 +307,7 @@ impl Runtime {
             state: request.state,
             instance: request.instance,
             farm: request.farm,
+            http: self.engine.settings.http,
         });
         let mut sandbox = match sandbox {
             Ok(s) => s,
