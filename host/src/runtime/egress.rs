@@ -276,7 +276,92 @@ impl Body for ResponseBody {
 
 #[cfg(test)]
 mod tests {
+    use std::io::{Read, Write};
+    use std::net::TcpListener;
+
     use super::*;
+
+    fn get(uri: &str) -> http::Request<WasiBody> {
+        http::Request::builder()
+            .uri(uri)
+            .header(http::header::HOST, "name.invalid")
+            .body(
+                http_body_util::Empty::new()
+                    .map_err(|e: std::convert::Infallible| match e {})
+                    .boxed_unsync(),
+            )
+            .unwrap()
+    }
+
+    fn budget() -> Arc<ResponseBudget> {
+        Arc::new(ResponseBudget::new(
+            1 << 20,
+            EventLog::new(Default::default()),
+        ))
+    }
+
+    /// A listener that hands back the first bytes of its first connection
+    /// and answers `reply`.
+    fn listener(reply: &'static [u8]) -> (u16, std::sync::mpsc::Receiver<Vec<u8>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            let mut buf = vec![0; 4096];
+            let n = stream.read(&mut buf).unwrap_or(0);
+            buf.truncate(n);
+            tx.send(buf).unwrap();
+            let _ = stream.write_all(reply);
+        });
+        (port, rx)
+    }
+
+    #[tokio::test]
+    async fn connects_to_the_checked_address_without_resolving_the_name() {
+        let (port, seen) = listener(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
+        // A port nothing listens on comes first: the next address is tried.
+        let closed = TcpListener::bind("127.0.0.1:0").unwrap();
+        let closed_port = closed.local_addr().unwrap().port();
+        drop(closed);
+        let to = Destination {
+            host: "name.invalid".into(),
+            https: false,
+            addrs: vec![
+                SocketAddr::from(([127, 0, 0, 1], closed_port)),
+                SocketAddr::from(([127, 0, 0, 1], port)),
+            ],
+        };
+        let request = get(&format!("http://name.invalid:{port}/p?q=1"));
+        let (response, io) = send(request, None, to, budget()).await.unwrap();
+        tokio::spawn(Box::into_pin(io));
+        assert_eq!(response.status(), 200);
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"ok");
+        let head = String::from_utf8(seen.recv().unwrap()).unwrap();
+        assert!(head.starts_with("GET /p?q=1 HTTP/1.1\r\n"), "{head}");
+        assert!(head.contains("host: name.invalid\r\n"), "{head}");
+    }
+
+    #[tokio::test]
+    async fn https_speaks_tls_to_the_checked_address_with_the_request_host_as_server_name() {
+        let (port, seen) = listener(b"");
+        let to = Destination {
+            host: "tls.name.invalid".into(),
+            https: true,
+            addrs: vec![SocketAddr::from(([127, 0, 0, 1], port))],
+        };
+        let request = get(&format!("https://tls.name.invalid:{port}/"));
+        // The listener speaks no TLS, so the handshake fails; what it
+        // received is a ClientHello naming the host.
+        assert!(send(request, None, to, budget()).await.is_err());
+        let hello = seen.recv().unwrap();
+        assert_eq!(hello.first(), Some(&0x16), "a TLS handshake record");
+        assert!(
+            hello.windows(16).any(|w| w == b"tls.name.invalid"),
+            "the server name is in the ClientHello"
+        );
+    }
 
     #[test]
     fn the_budget_is_shared_and_reported_once() {

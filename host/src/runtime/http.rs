@@ -65,12 +65,19 @@ struct Target {
 /// before a connection is opened, and a denied one leaves a warning in the
 /// run's event log saying what would allow it.
 pub(crate) struct HttpPolicy {
-    grants: Arc<[HttpGrant]>,
-    settings: HttpSettings,
-    events: EventLog,
+    /// Shared with the requests in flight, which check their addresses.
+    rules: Arc<Rules>,
     /// Requests sent so far (those the grants allowed).
     requests: u32,
     budget: Arc<ResponseBudget>,
+}
+
+/// What decides whether a request may go: the run's grants and the
+/// runtime's settings, and where a refusal is said.
+struct Rules {
+    grants: Vec<HttpGrant>,
+    settings: HttpSettings,
+    events: EventLog,
 }
 
 impl HttpPolicy {
@@ -80,14 +87,18 @@ impl HttpPolicy {
             events.clone(),
         ));
         HttpPolicy {
-            grants: grants.into(),
-            settings,
-            events,
+            rules: Arc::new(Rules {
+                grants,
+                settings,
+                events,
+            }),
             requests: 0,
             budget,
         }
     }
+}
 
+impl Rules {
     fn check(&self, uri: &http::Uri) -> Result<Target, String> {
         let https = uri.scheme() == Some(&http::uri::Scheme::HTTPS);
         let default_port = if https { 443 } else { 80 };
@@ -217,18 +228,18 @@ impl WasiHttpHooks for HttpPolicy {
         fut: Box<dyn Future<Output = Result<(), HttpError>> + Send>,
     ) -> ResponseFuture {
         _ = fut;
-        let target = match self.check(request.uri()) {
+        let target = match self.rules.check(request.uri()) {
             Ok(target) => target,
             Err(message) => {
-                self.deny("HTTP_DENIED", &message);
+                self.rules.deny("HTTP_DENIED", &message);
                 return Box::new(async { Err(HttpError::HttpRequestDenied) });
             }
         };
-        let max = self.settings.max_requests_per_run;
+        let max = self.rules.settings.max_requests_per_run;
         if self.requests >= max {
             // Said once: a task retrying in a loop would fill its log.
             if self.requests == max {
-                self.deny(
+                self.rules.deny(
                     "HTTP_LIMIT",
                     &format!(
                         "HTTP request to {}:{} refused: this run has sent {max} HTTP requests, \
@@ -241,20 +252,15 @@ impl WasiHttpHooks for HttpPolicy {
             return Box::new(async { Err(HttpError::HttpRequestDenied) });
         }
         self.requests += 1;
-        let policy = HttpPolicy {
-            grants: self.grants.clone(),
-            settings: self.settings,
-            events: self.events.clone(),
-            requests: 0,
-            budget: self.budget.clone(),
-        };
+        let rules = self.rules.clone();
+        let budget = self.budget.clone();
         Box::new(async move {
             let limit = options
                 .and_then(|o| o.connect_timeout)
                 .unwrap_or(Duration::from_secs(600));
             let addrs = resolve(&target, limit).await?;
-            if let Err(message) = policy.check_addresses(&target, &addrs) {
-                policy.deny("HTTP_DENIED", &message);
+            if let Err(message) = rules.check_addresses(&target, &addrs) {
+                rules.deny("HTTP_DENIED", &message);
                 return Err(HttpError::DestinationIpProhibited);
             }
             let to = Destination {
@@ -265,7 +271,7 @@ impl WasiHttpHooks for HttpPolicy {
                 host: target.host,
                 https: target.https,
             };
-            egress::send(request, options, to, policy.budget).await
+            egress::send(request, options, to, budget).await
         })
     }
 
@@ -306,6 +312,7 @@ mod tests {
     #[test]
     fn policy_denies_and_explains() {
         let policy = policy(&["127.0.0.1:8080"], false);
+        let policy = &policy.rules;
         assert!(
             policy
                 .check(&"http://127.0.0.1:8080/x".parse().unwrap())
@@ -322,8 +329,8 @@ mod tests {
     }
 
     fn addresses(policy: &HttpPolicy, uri: &str, resolved: &[&str]) -> Result<(), String> {
-        let target = policy.check(&uri.parse().unwrap()).expect("granted");
-        policy.check_addresses(&target, &ips(resolved))
+        let target = policy.rules.check(&uri.parse().unwrap()).expect("granted");
+        policy.rules.check_addresses(&target, &ips(resolved))
     }
 
     #[test]
