@@ -2,8 +2,9 @@
 //! requests and response bytes, with the real `cache-warmup` component
 //! against a local origin started here (loopback only, a free port). A
 //! granted name that resolves to loopback is refused unless the operator
-//! starts with `--allow-private-http`; a grant naming the address itself
-//! still reaches it.
+//! starts `exec` or `serve` with `--allow-private-http`; a grant naming the
+//! address itself still reaches it. The caps are reached with small
+//! settings of a runtime built here.
 
 mod common;
 
@@ -14,6 +15,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use common::serve_env::Env;
+use cronwerk::model::RunState;
 use cronwerk::runtime::{EngineSettings, HttpSettings, Runtime};
 use serde_json::Value;
 
@@ -140,6 +143,48 @@ fn a_grant_naming_the_loopback_address_still_reaches_it() {
     );
     assert_eq!(report["message"], "warmed 1 of 1 URLs", "{report}");
     assert_eq!(origin.requests(), 1);
+}
+
+#[test]
+fn serve_refuses_a_name_resolving_to_loopback_unless_started_with_allow_private_http() {
+    let origin = Origin::start();
+    let port = origin.port;
+    common::warm_compile_cache(WARMUP);
+    let env = Env::new(&[WARMUP]);
+    let task = "Warm by name";
+
+    let serve = env.serve();
+    let at = (chrono::Utc::now() + chrono::TimeDelta::seconds(2)).to_rfc3339();
+    env.ok(&[
+        "task",
+        "add",
+        task,
+        "--implementation",
+        "Acme.CacheWarmup",
+        "--at",
+        &at,
+        "--timeout",
+        "30s",
+        &format!("--property=urls=http://localhost:{port}/"),
+        &format!("--allow-http=localhost:{port}"),
+    ]);
+    let runs = env.wait_runs(task, "the scheduled run", |runs| {
+        runs.iter().any(|r| r.finished_at.is_some())
+    });
+    assert_eq!(runs[0].state, RunState::Failed, "{runs:#?}");
+    assert_eq!(runs[0].message, "warmed 0 of 1 URLs");
+    assert_eq!(origin.requests(), 0, "a refused request reached the origin");
+    assert_eq!(serve.stop().0, Some(0));
+
+    let serve = env.serve_as("private-ok", &["--allow-private-http"]);
+    env.ok(&["task", "run", task]);
+    let runs = env.wait_runs(task, "the manual run", |runs| {
+        runs.len() == 2 && runs.iter().all(|r| r.finished_at.is_some())
+    });
+    assert_eq!(runs[1].state, RunState::Succeeded, "{runs:#?}");
+    assert_eq!(runs[1].message, "warmed 1 of 1 URLs");
+    assert_eq!(origin.requests(), 1);
+    assert_eq!(serve.stop().0, Some(0));
 }
 
 /// A run of cache-warmup warming `urls` from `origin` in a runtime with
