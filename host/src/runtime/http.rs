@@ -80,6 +80,16 @@ struct Rules {
     events: EventLog,
 }
 
+impl Target {
+    /// `host:port` as people write it (`[::1]:8080` for IPv6).
+    fn authority(&self) -> String {
+        match self.literal {
+            Some(IpAddr::V6(_)) => format!("[{}]:{}", self.host, self.port),
+            _ => format!("{}:{}", self.host, self.port),
+        }
+    }
+}
+
 impl HttpPolicy {
     pub fn new(grants: Vec<HttpGrant>, settings: HttpSettings, events: EventLog) -> Self {
         let budget = Arc::new(ResponseBudget::new(
@@ -170,9 +180,9 @@ impl Rules {
                 )
             };
             return Err(format!(
-                "HTTP request to {}:{} denied: {what}; grant the address literally \
+                "HTTP request to {} denied: {what}; grant the address literally \
                  (--allow-http {grant}) or start with --allow-private-http",
-                target.host, target.port
+                target.authority()
             ));
         }
         Ok(())
@@ -242,9 +252,9 @@ impl WasiHttpHooks for HttpPolicy {
                 self.rules.deny(
                     "HTTP_LIMIT",
                     &format!(
-                        "HTTP request to {}:{} refused: this run has sent {max} HTTP requests, \
+                        "HTTP request to {} refused: this run has sent {max} HTTP requests, \
                          the most one run may send; later requests of the run are refused too",
-                        target.host, target.port
+                        target.authority()
                     ),
                 );
                 self.requests += 1;
@@ -348,6 +358,10 @@ mod tests {
         assert!(err.contains("resolves to ::1, a loopback address"), "{err}");
         assert!(err.contains("--allow-http [::1]:8080"), "{err}");
         let err = addresses(&p, "http://api.example.com/", &["169.254.169.254"]).unwrap_err();
+        assert!(
+            err.starts_with("HTTP request to api.example.com:80 denied"),
+            "{err}"
+        );
         assert!(err.contains("a link-local address"), "{err}");
         let err = addresses(&p, "http://api.example.com/", &["::ffff:127.0.0.1"]).unwrap_err();
         assert!(err.contains("loopback"), "{err}");
@@ -380,6 +394,11 @@ mod tests {
         );
         assert!(addresses(&p, "http://127.0.0.1:8080/", &["127.0.0.1"]).is_ok());
         assert!(addresses(&p, "http://[::1]:8080/", &["::1"]).is_ok());
+        let err = addresses(&p, "http://[::1]:8080/", &["fe80::1"]).unwrap_err();
+        assert!(
+            err.starts_with("HTTP request to [::1]:8080 denied"),
+            "{err}"
+        );
         assert!(addresses(&p, "http://svc.internal:8080/", &["127.0.0.1", "::1"]).is_ok());
         let err = addresses(&p, "http://svc.internal:8080/", &["10.1.1.1"]).unwrap_err();
         assert!(err.contains("--allow-http 10.1.1.1:8080"), "{err}");
