@@ -14,6 +14,7 @@ use clap::Args;
 
 use super::args;
 use crate::model::{DirGrant, HttpGrant, MisfirePolicy};
+use crate::runtime::HttpSettings;
 use crate::spec::{ConfigSpec, ScheduleSpec};
 use crate::store::{PostgresStore, SqliteStore, Store, StoreError, is_postgres_url};
 
@@ -175,6 +176,26 @@ impl ConfigArgs {
             catch_up: self.catch_up,
             retries: self.retries,
             retry_backoff: self.retry_backoff,
+        }
+    }
+}
+
+/// What outbound HTTP of the runs this process executes may reach besides
+/// their grants (`serve`, `exec`).
+#[derive(Args, Default)]
+pub struct HttpArgs {
+    /// Let a granted host NAME lead to an internal address (loopback,
+    /// link-local, private, ...). Without it only a grant naming the address
+    /// itself, e.g. --allow-http 10.0.0.5:8080, reaches one.
+    #[arg(long)]
+    pub allow_private_http: bool,
+}
+
+impl HttpArgs {
+    pub fn settings(&self) -> HttpSettings {
+        HttpSettings {
+            allow_private: self.allow_private_http,
+            ..HttpSettings::default()
         }
     }
 }

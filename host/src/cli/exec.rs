@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 use clap::Args;
 use serde::Serialize;
 
-use super::common::shown;
+use super::common::{HttpArgs, shown};
 use super::compile_cache::{self, CacheArgs, LoadArgs, LoadStats, limit_hint};
 use super::{args, exit};
 use crate::model::{
@@ -74,6 +74,8 @@ pub struct ExecArgs {
     cache: CacheArgs,
     #[command(flatten)]
     load: LoadArgs,
+    #[command(flatten)]
+    http: HttpArgs,
 }
 
 #[derive(Serialize)]
@@ -99,6 +101,7 @@ pub async fn run(args: ExecArgs) -> anyhow::Result<u8> {
     let runtime = Runtime::new(EngineSettings {
         max_concurrent_runs: 4,
         load: args.load.limits(),
+        http: args.http.settings(),
         ..Default::default()
     })?;
     let (component, load) = match compile_cache::load(&runtime, &args.file, &args.cache).await {

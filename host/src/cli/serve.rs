@@ -51,6 +51,8 @@ pub struct ServeArgs {
     listen: Option<crate::api::Listen>,
     #[command(flatten)]
     load: super::compile_cache::LoadArgs,
+    #[command(flatten)]
+    http: common::HttpArgs,
 }
 
 fn host_name() -> String {
@@ -104,6 +106,7 @@ fn instance_config(data_dir: &Path, store: Arc<dyn Store>, a: ServeArgs) -> Inst
         grace: a.grace,
         max_concurrent_runs: a.max_concurrent_runs,
         load: a.load.limits(),
+        http: a.http.settings(),
         catch_up_broadcasts: a.catch_up_broadcasts,
         listen: a.listen,
         notices: Box::new(move |notice| eprintln!("cronwerk: {}", wording.line(notice))),

@@ -26,7 +26,7 @@ use tokio::task::JoinHandle;
 use crate::api::{ApiContext, ApiServer, Listen, Metrics};
 use crate::model::{InstanceInfo, Level, NewEvent};
 use crate::plugins::{PluginEvent, PluginExecutor, Plugins, WatchHandle};
-use crate::runtime::{EngineSettings, LoadLimits, Runtime};
+use crate::runtime::{EngineSettings, HttpSettings, LoadLimits, Runtime};
 use crate::scheduler::farm::LIVENESS;
 use crate::scheduler::{Dispatcher, DispatcherConfig};
 use crate::store::Store;
@@ -50,6 +50,8 @@ pub struct InstanceConfig {
     pub max_concurrent_runs: u32,
     /// What loading one component may cost.
     pub load: LoadLimits,
+    /// What runs' outbound HTTP may reach and receive besides their grants.
+    pub http: HttpSettings,
     /// Also run the broadcasts made this long before the instance started.
     pub catch_up_broadcasts: Option<Duration>,
     /// Where the API listens; `None`: the default address, if free.
@@ -177,6 +179,7 @@ async fn open_plugins(
     let runtime = Arc::new(Runtime::new(EngineSettings {
         max_concurrent_runs: config.max_concurrent_runs,
         load: config.load,
+        http: config.http,
         ..Default::default()
     })?);
     let (sink, events) = plugin_log::event_sink(metrics.clone());

@@ -27,6 +27,7 @@ fn config(
         grace: Duration::from_secs(1),
         max_concurrent_runs: 4,
         load: Default::default(),
+        http: Default::default(),
         catch_up_broadcasts: None,
         listen: Some(Listen::Off),
         notices: Box::new(move |n| notices.lock().unwrap().push(n)),

@@ -2,6 +2,7 @@
 //! HTTP hosts. Empty by default; the runtime enforces them.
 
 use std::fmt;
+use std::net::IpAddr;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
@@ -73,6 +74,20 @@ impl HttpGrant {
             None => host == self.host,
         };
         host_ok && port == self.port.unwrap_or(default_port)
+    }
+
+    /// Whether this grant names `ip` itself (`10.0.0.5`, `[fd00::1]:8080`;
+    /// not a wildcard) with `port`. Only such a grant lets a task reach an
+    /// internal address without `--allow-private-http`.
+    pub fn allows_address(&self, ip: IpAddr, port: u16, default_port: u16) -> bool {
+        if self.host.starts_with("*.") {
+            return false;
+        }
+        let bare = self.host.trim_start_matches('[').trim_end_matches(']');
+        let named = bare
+            .parse::<IpAddr>()
+            .is_ok_and(|a| a == ip || a == ip.to_canonical() || a.to_canonical() == ip);
+        named && port == self.port.unwrap_or(default_port)
     }
 }
 
@@ -207,5 +222,19 @@ mod tests {
         let g = grant("127.0.0.1:8080");
         assert!(g.allows("127.0.0.1", 8080, 80));
         assert!(!g.allows("127.0.0.1", 80, 80));
+    }
+
+    #[test]
+    fn names_an_address_only_literally() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let g = grant("127.0.0.1:8080");
+        assert!(g.allows_address(ip("127.0.0.1"), 8080, 80));
+        assert!(g.allows_address(ip("::ffff:127.0.0.1"), 8080, 80));
+        assert!(!g.allows_address(ip("127.0.0.1"), 80, 80));
+        assert!(!g.allows_address(ip("127.0.0.2"), 8080, 80));
+        assert!(grant("[::1]").allows_address(ip("::1"), 443, 443));
+        assert!(grant("10.0.0.5").allows_address(ip("10.0.0.5"), 80, 80));
+        assert!(!grant("localhost:8080").allows_address(ip("127.0.0.1"), 8080, 80));
+        assert!(!grant("*.0.0.1").allows_address(ip("127.0.0.1"), 80, 80));
     }
 }

@@ -41,6 +41,8 @@ pub struct EngineSettings {
     pub keep_resident_bytes: usize,
     /// What loading one component may cost.
     pub load: super::LoadLimits,
+    /// What every run's outbound HTTP may reach and receive.
+    pub http: super::HttpSettings,
 }
 
 impl Default for EngineSettings {
@@ -53,6 +55,7 @@ impl Default for EngineSettings {
             epoch_tick: Duration::from_millis(10),
             keep_resident_bytes: 4 << 20,
             load: super::LoadLimits::default(),
+            http: super::HttpSettings::default(),
         }
     }
 }

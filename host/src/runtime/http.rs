@@ -1,28 +1,115 @@
 //! Outbound HTTP for tasks (`wasi:http/outgoing-handler`): deny by default,
-//! allowed only to the hosts a configuration grants. Components built with
+//! allowed only to the hosts a configuration grants, and even then not to an
+//! internal address (loopback, link-local, private, ...) unless the grant
+//! names that address literally or the operator allows internal addresses
+//! for the whole instance. A granted name is resolved once, every address it
+//! resolves to is checked, and the connection goes to a checked address
+//! (`egress`), so DNS cannot answer differently between check and connect.
+//! Requests and response bytes per run are capped. Components built with
 //! componentize-js import `wasi:http` whether or not they use it, so the host
 //! always links it; the policy here decides what a request may reach.
 
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
 use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
 
+use super::address::internal_kind;
+use super::egress::{self, Destination, IoFuture, ResponseBudget};
 use super::events::EventLog;
-use super::limits::{HTTP_BODY_BUFFER_CHUNKS, HTTP_BODY_CHUNK_BYTES};
+use super::limits::{
+    HTTP_BODY_BUFFER_CHUNKS, HTTP_BODY_CHUNK_BYTES, MAX_HTTP_REQUESTS_PER_RUN,
+    MAX_HTTP_RESPONSE_BYTES_PER_RUN,
+};
 use crate::model::{EventSource, HttpGrant, Level};
 
+/// What the runtime allows every run's outbound HTTP, besides its grants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpSettings {
+    /// Whether a granted host name may lead to an internal address
+    /// (`--allow-private-http`). Off by default: only a grant naming the
+    /// address itself (`--allow-http 10.0.0.5`) reaches one.
+    pub allow_private: bool,
+    /// Requests one run may send ([`MAX_HTTP_REQUESTS_PER_RUN`]).
+    pub max_requests_per_run: u32,
+    /// Response body bytes one run may receive in all
+    /// ([`MAX_HTTP_RESPONSE_BYTES_PER_RUN`]).
+    pub max_response_bytes_per_run: u64,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        HttpSettings {
+            allow_private: false,
+            max_requests_per_run: MAX_HTTP_REQUESTS_PER_RUN,
+            max_response_bytes_per_run: MAX_HTTP_RESPONSE_BYTES_PER_RUN,
+        }
+    }
+}
+
+/// A granted request's target.
+#[derive(Debug)]
+struct Target {
+    /// The host as written in the URI, without IPv6 brackets.
+    host: String,
+    port: u16,
+    default_port: u16,
+    https: bool,
+    /// The address, when the host is one.
+    literal: Option<IpAddr>,
+}
+
 /// The `wasi:http` hooks of one run: every outgoing request is checked
-/// against the run's grants before a connection is opened, and a denied one
-/// leaves a warning in the run's event log naming the grant that would allow it.
+/// against the run's grants before anything is resolved, its addresses
+/// before a connection is opened, and a denied one leaves a warning in the
+/// run's event log saying what would allow it.
 pub(crate) struct HttpPolicy {
+    /// Shared with the requests in flight, which check their addresses.
+    rules: Arc<Rules>,
+    /// Requests sent so far (those the grants allowed).
+    requests: u32,
+    budget: Arc<ResponseBudget>,
+}
+
+/// What decides whether a request may go: the run's grants and the
+/// runtime's settings, and where a refusal is said.
+struct Rules {
     grants: Vec<HttpGrant>,
+    settings: HttpSettings,
     events: EventLog,
 }
 
-impl HttpPolicy {
-    pub fn new(grants: Vec<HttpGrant>, events: EventLog) -> Self {
-        HttpPolicy { grants, events }
+impl Target {
+    /// `host:port` as people write it (`[::1]:8080` for IPv6).
+    fn authority(&self) -> String {
+        match self.literal {
+            Some(IpAddr::V6(_)) => format!("[{}]:{}", self.host, self.port),
+            _ => format!("{}:{}", self.host, self.port),
+        }
     }
+}
 
-    fn check(&self, uri: &http::Uri) -> Result<(), String> {
+impl HttpPolicy {
+    pub fn new(grants: Vec<HttpGrant>, settings: HttpSettings, events: EventLog) -> Self {
+        let budget = Arc::new(ResponseBudget::new(
+            settings.max_response_bytes_per_run,
+            events.clone(),
+        ));
+        HttpPolicy {
+            rules: Arc::new(Rules {
+                grants,
+                settings,
+                events,
+            }),
+            requests: 0,
+            budget,
+        }
+    }
+}
+
+impl Rules {
+    fn check(&self, uri: &http::Uri) -> Result<Target, String> {
         let https = uri.scheme() == Some(&http::uri::Scheme::HTTPS);
         let default_port = if https { 443 } else { 80 };
         let Some(host) = uri.host() else {
@@ -34,7 +121,14 @@ impl HttpPolicy {
             .iter()
             .any(|g| g.allows(host, port, default_port))
         {
-            return Ok(());
+            let bare = host.trim_start_matches('[').trim_end_matches(']');
+            return Ok(Target {
+                host: bare.to_owned(),
+                port,
+                default_port,
+                https,
+                literal: bare.parse().ok(),
+            });
         }
         let grant = if port == default_port {
             host.to_owned()
@@ -46,19 +140,95 @@ impl HttpPolicy {
              (allow it with --allow-http {grant})"
         ))
     }
+
+    /// Whether every address `target` resolved to may be reached: a public
+    /// one always, an internal one only when a grant names it literally or
+    /// the runtime allows internal addresses. One internal address refuses
+    /// the whole request, so a name cannot mix a public and an internal
+    /// answer to slip through.
+    fn check_addresses(&self, target: &Target, addrs: &[IpAddr]) -> Result<(), String> {
+        if self.settings.allow_private {
+            return Ok(());
+        }
+        for &ip in addrs {
+            let Some(kind) = internal_kind(ip) else {
+                continue;
+            };
+            let named = self
+                .grants
+                .iter()
+                .any(|g| g.allows_address(ip, target.port, target.default_port));
+            if named {
+                continue;
+            }
+            let shown = match ip {
+                IpAddr::V4(_) => ip.to_string(),
+                IpAddr::V6(_) => format!("[{ip}]"),
+            };
+            let grant = if target.port == target.default_port {
+                shown
+            } else {
+                format!("{shown}:{}", target.port)
+            };
+            let what = if target.literal == Some(ip) {
+                format!("{} is {} {kind} address", target.host, article(kind))
+            } else {
+                format!(
+                    "{} resolves to {ip}, {} {kind} address",
+                    target.host,
+                    article(kind)
+                )
+            };
+            return Err(format!(
+                "HTTP request to {} denied: {what}; grant the address literally \
+                 (--allow-http {grant}) or start with --allow-private-http",
+                target.authority()
+            ));
+        }
+        Ok(())
+    }
+
+    fn deny(&self, code: &str, message: &str) {
+        self.events
+            .push(Level::Warning, EventSource::Host, code, message);
+    }
 }
 
-type ResponseFuture = Box<
-    dyn Future<
-            Output = Result<
-                (
-                    http::Response<WasiBody>,
-                    Box<dyn Future<Output = Result<(), HttpError>> + Send>,
-                ),
-                HttpError,
-            >,
-        > + Send,
->;
+fn article(word: &str) -> &'static str {
+    if word.starts_with(['a', 'e', 'i', 'o', 'u', 'I']) {
+        "an"
+    } else {
+        "a"
+    }
+}
+
+/// The addresses of `target`, looked up once: its own when it is one.
+async fn resolve(target: &Target, limit: Duration) -> Result<Vec<IpAddr>, HttpError> {
+    if let Some(ip) = target.literal {
+        return Ok(vec![ip]);
+    }
+    let lookup = tokio::net::lookup_host((target.host.as_str(), target.port));
+    let found = tokio::time::timeout(limit, lookup)
+        .await
+        .map_err(|_| HttpError::DnsTimeout)?
+        .map_err(|e| HttpError::DnsError {
+            rcode: Some(e.to_string()),
+            info_code: None,
+        })?;
+    let mut addrs: Vec<IpAddr> = Vec::new();
+    for addr in found {
+        if !addrs.contains(&addr.ip()) {
+            addrs.push(addr.ip());
+        }
+    }
+    if addrs.is_empty() {
+        return Err(HttpError::DestinationNotFound);
+    }
+    Ok(addrs)
+}
+
+type ResponseFuture =
+    Box<dyn Future<Output = Result<(http::Response<WasiBody>, IoFuture), HttpError>> + Send>;
 
 impl WasiHttpHooks for HttpPolicy {
     fn send_request(
@@ -67,19 +237,51 @@ impl WasiHttpHooks for HttpPolicy {
         options: Option<RequestOptions>,
         fut: Box<dyn Future<Output = Result<(), HttpError>> + Send>,
     ) -> ResponseFuture {
-        if let Err(message) = self.check(request.uri()) {
-            self.events
-                .push(Level::Warning, EventSource::Host, "HTTP_DENIED", &message);
+        _ = fut;
+        let target = match self.rules.check(request.uri()) {
+            Ok(target) => target,
+            Err(message) => {
+                self.rules.deny("HTTP_DENIED", &message);
+                return Box::new(async { Err(HttpError::HttpRequestDenied) });
+            }
+        };
+        let max = self.rules.settings.max_requests_per_run;
+        if self.requests >= max {
+            // Said once: a task retrying in a loop would fill its log.
+            if self.requests == max {
+                self.rules.deny(
+                    "HTTP_LIMIT",
+                    &format!(
+                        "HTTP request to {} refused: this run has sent {max} HTTP requests, \
+                         the most one run may send; later requests of the run are refused too",
+                        target.authority()
+                    ),
+                );
+                self.requests += 1;
+            }
             return Box::new(async { Err(HttpError::HttpRequestDenied) });
         }
-        _ = fut;
+        self.requests += 1;
+        let rules = self.rules.clone();
+        let budget = self.budget.clone();
         Box::new(async move {
-            use http_body_util::BodyExt;
-            let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
-            Ok((
-                response.map(BodyExt::boxed_unsync),
-                Box::new(io) as Box<dyn Future<Output = _> + Send>,
-            ))
+            let limit = options
+                .and_then(|o| o.connect_timeout)
+                .unwrap_or(Duration::from_secs(600));
+            let addrs = resolve(&target, limit).await?;
+            if let Err(message) = rules.check_addresses(&target, &addrs) {
+                rules.deny("HTTP_DENIED", &message);
+                return Err(HttpError::DestinationIpProhibited);
+            }
+            let to = Destination {
+                addrs: addrs
+                    .iter()
+                    .map(|&ip| SocketAddr::new(ip, target.port))
+                    .collect(),
+                host: target.host,
+                https: target.https,
+            };
+            egress::send(request, options, to, budget).await
         })
     }
 
@@ -94,16 +296,33 @@ impl WasiHttpHooks for HttpPolicy {
 
 #[cfg(test)]
 mod tests {
+    use http_body_util::BodyExt;
+
     use super::*;
 
     fn grant(s: &str) -> HttpGrant {
         s.parse().unwrap()
     }
 
+    fn policy(grants: &[&str], allow_private: bool) -> HttpPolicy {
+        HttpPolicy::new(
+            grants.iter().map(|g| grant(g)).collect(),
+            HttpSettings {
+                allow_private,
+                ..Default::default()
+            },
+            EventLog::new(Default::default()),
+        )
+    }
+
+    fn ips(list: &[&str]) -> Vec<IpAddr> {
+        list.iter().map(|s| s.parse().unwrap()).collect()
+    }
+
     #[test]
     fn policy_denies_and_explains() {
-        let events = EventLog::new(Default::default());
-        let policy = HttpPolicy::new(vec![grant("127.0.0.1:8080")], events);
+        let policy = policy(&["127.0.0.1:8080"], false);
+        let policy = &policy.rules;
         assert!(
             policy
                 .check(&"http://127.0.0.1:8080/x".parse().unwrap())
@@ -117,5 +336,123 @@ mod tests {
             .check(&"http://127.0.0.1:9/".parse().unwrap())
             .unwrap_err();
         assert!(err.contains("--allow-http 127.0.0.1:9"), "{err}");
+    }
+
+    fn addresses(policy: &HttpPolicy, uri: &str, resolved: &[&str]) -> Result<(), String> {
+        let target = policy.rules.check(&uri.parse().unwrap()).expect("granted");
+        policy.rules.check_addresses(&target, &ips(resolved))
+    }
+
+    #[test]
+    fn a_granted_name_resolving_to_an_internal_address_is_refused_and_explained() {
+        let p = policy(&["api.example.com", "localhost:8080"], false);
+        let err = addresses(&p, "https://api.example.com/", &["10.0.0.5"]).unwrap_err();
+        assert!(
+            err.contains(
+                "api.example.com resolves to 10.0.0.5, a private address; grant the address \
+                 literally (--allow-http 10.0.0.5) or start with --allow-private-http"
+            ),
+            "{err}"
+        );
+        let err = addresses(&p, "http://localhost:8080/", &["::1", "127.0.0.1"]).unwrap_err();
+        assert!(err.contains("resolves to ::1, a loopback address"), "{err}");
+        assert!(err.contains("--allow-http [::1]:8080"), "{err}");
+        let err = addresses(&p, "http://api.example.com/", &["169.254.169.254"]).unwrap_err();
+        assert!(
+            err.starts_with("HTTP request to api.example.com:80 denied"),
+            "{err}"
+        );
+        assert!(err.contains("a link-local address"), "{err}");
+        let err = addresses(&p, "http://api.example.com/", &["::ffff:127.0.0.1"]).unwrap_err();
+        assert!(err.contains("loopback"), "{err}");
+        // One internal answer among public ones refuses the request.
+        let err = addresses(
+            &p,
+            "https://api.example.com/",
+            &["93.184.216.34", "192.168.0.1"],
+        )
+        .unwrap_err();
+        assert!(err.contains("192.168.0.1"), "{err}");
+        // Public answers pass.
+        assert!(
+            addresses(
+                &p,
+                "https://api.example.com/",
+                &["93.184.216.34", "2606:4700::1"]
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn a_literal_grant_or_the_instance_flag_allows_internal_addresses() {
+        // The grant names the address: the task may use it, by address or
+        // through a granted name resolving to it (same port).
+        let p = policy(
+            &["127.0.0.1:8080", "[::1]:8080", "svc.internal:8080"],
+            false,
+        );
+        assert!(addresses(&p, "http://127.0.0.1:8080/", &["127.0.0.1"]).is_ok());
+        assert!(addresses(&p, "http://[::1]:8080/", &["::1"]).is_ok());
+        let err = addresses(&p, "http://[::1]:8080/", &["fe80::1"]).unwrap_err();
+        assert!(
+            err.starts_with("HTTP request to [::1]:8080 denied"),
+            "{err}"
+        );
+        assert!(addresses(&p, "http://svc.internal:8080/", &["127.0.0.1", "::1"]).is_ok());
+        let err = addresses(&p, "http://svc.internal:8080/", &["10.1.1.1"]).unwrap_err();
+        assert!(err.contains("--allow-http 10.1.1.1:8080"), "{err}");
+        // A wildcard grant names no address.
+        let p = policy(&["*.0.0.1"], false);
+        let err = addresses(&p, "http://127.0.0.1/", &["127.0.0.1"]).unwrap_err();
+        assert!(err.contains("127.0.0.1 is a loopback address"), "{err}");
+        // --allow-private-http lets granted names reach anything.
+        let p = policy(&["localhost:8080", "api.example.com"], true);
+        assert!(addresses(&p, "http://localhost:8080/", &["127.0.0.1"]).is_ok());
+        assert!(addresses(&p, "http://api.example.com/", &["169.254.169.254"]).is_ok());
+    }
+
+    #[tokio::test]
+    async fn requests_past_the_cap_are_refused_once_explained() {
+        let events = EventLog::new(Default::default());
+        let mut p = HttpPolicy::new(
+            vec![grant("127.0.0.1:9")],
+            HttpSettings {
+                max_requests_per_run: 2,
+                ..Default::default()
+            },
+            events.clone(),
+        );
+        let request = || {
+            http::Request::builder()
+                .uri("http://127.0.0.1:9/")
+                .body(
+                    http_body_util::Empty::new()
+                        .map_err(|e: std::convert::Infallible| match e {})
+                        .boxed_unsync(),
+                )
+                .unwrap()
+        };
+        let sent = || Box::new(async { Ok(()) }) as Box<dyn Future<Output = _> + Send>;
+        for _ in 0..2 {
+            // Port 9 refuses or times out; what matters is that it is tried.
+            let result = Box::into_pin(p.send_request(request(), None, sent())).await;
+            assert!(!matches!(result, Err(HttpError::HttpRequestDenied)));
+        }
+        for _ in 0..3 {
+            let result = Box::into_pin(p.send_request(request(), None, sent())).await;
+            assert!(matches!(result, Err(HttpError::HttpRequestDenied)));
+        }
+        let limits: Vec<_> = events
+            .snapshot()
+            .into_iter()
+            .filter(|e| e.code == "HTTP_LIMIT")
+            .collect();
+        assert_eq!(limits.len(), 1, "{limits:?}");
+        assert!(
+            limits[0].message.contains("sent 2 HTTP requests"),
+            "{}",
+            limits[0].message
+        );
     }
 }

@@ -31,6 +31,21 @@ pub const HTTP_BODY_CHUNK_BYTES: usize = 16 * 1024;
 /// Writes to an outgoing body buffered before `check-write` reports no room.
 pub const HTTP_BODY_BUFFER_CHUNKS: usize = 1;
 
+/// Outbound HTTP requests one run may send (`wasi:http`). The request past
+/// it is refused like a denied one (the task sees `HTTP-request-denied`), an
+/// `HTTP_LIMIT` warning names the cap once, and the run goes on: a task that
+/// handles a failed request can still finish and report. Requests refused by
+/// the grants do not count. The default of
+/// [`HttpSettings`](super::HttpSettings).
+pub const MAX_HTTP_REQUESTS_PER_RUN: u32 = 256;
+
+/// Response body bytes one run may receive over all its `wasi:http`
+/// responses together. The body whose bytes cross it ends with an error
+/// (`HTTP-response-body-size`) instead of its next frame, every later body
+/// of the run likewise, and an `HTTP_LIMIT` warning names the cap once. The
+/// default of [`HttpSettings`](super::HttpSettings).
+pub const MAX_HTTP_RESPONSE_BYTES_PER_RUN: u64 = 64 * 1024 * 1024;
+
 /// The run tried to grow its memory past its limit.
 #[derive(Debug, thiserror::Error)]
 #[error(

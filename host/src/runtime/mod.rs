@@ -2,12 +2,14 @@
 //! validating components, and executing each run in a fresh sandbox with
 //! fuel, memory and wall-time limits. Knows nothing of schedules.
 
+mod address;
 mod bindings;
 mod cache;
 mod cancel;
 mod capture;
 mod component;
 mod context;
+mod egress;
 mod engine;
 mod events;
 mod executor;
@@ -36,6 +38,7 @@ pub use engine::{Allocator, CronwerkEngine, EngineSettings};
 pub use events::{Event, EventLimits, EventLog, truncate};
 pub use executor::{Execution, Executor};
 pub use host_state::{Farm, STATE_MAX_KEY_BYTES, STATE_MAX_TOTAL_BYTES, STATE_MAX_VALUE_BYTES};
+pub use http::HttpSettings;
 pub use limits::MemoryLimitExceeded;
 pub use outcome::{Outcome, RunReport};
 
@@ -219,11 +222,19 @@ impl Runtime {
         ))
     }
 
+    fn guest_settings(&self) -> GuestSettings {
+        GuestSettings {
+            engine: self.engine.engine.clone(),
+            event_limits: self.event_limits,
+            http: self.engine.settings.http,
+        }
+    }
+
     /// Runs the component's `describe` on the guest threads, with the
     /// limits of [`describe_limits`].
     async fn describe(&self, pre: &ScheduledTaskPre<RunState>) -> Result<TaskInfo, String> {
         let _slot = self.slots.acquire().await.expect("semaphore never closes");
-        let work = describe(self.engine.engine.clone(), self.event_limits, pre.clone());
+        let work = describe(self.guest_settings(), pre.clone());
         self.guests
             .run(work)
             .await
@@ -249,12 +260,7 @@ impl Runtime {
             events: Vec::new(),
             state: request.state.clone(),
         };
-        let work = execute(
-            self.engine.engine.clone(),
-            self.event_limits,
-            component.clone(),
-            request,
-        );
+        let work = execute(self.guest_settings(), component.clone(), request);
         match self.guests.run(work).await {
             Ok(report) => report,
             // A host bug, not the task's doing; the run still gets an outcome.
@@ -270,15 +276,21 @@ impl Runtime {
     }
 }
 
-/// One run, from a fresh sandbox to its report; runs on the guest threads.
-async fn execute(
+/// What a run or a `describe` on the guest threads takes from the runtime.
+struct GuestSettings {
     engine: wasmtime::Engine,
     event_limits: EventLimits,
+    http: HttpSettings,
+}
+
+/// One run, from a fresh sandbox to its report; runs on the guest threads.
+async fn execute(
+    settings: GuestSettings,
     component: Component,
     request: RunRequest,
 ) -> RunReport {
     let started = Instant::now();
-    let events = EventLog::new(event_limits);
+    let events = EventLog::new(settings.event_limits);
     let identifier = component.info().identifier.clone();
     let wit_context = request.context.to_wit(&identifier, &request.instance.name);
     let payload = request.payload.as_ref().map(context::payload_to_wit);
@@ -297,7 +309,7 @@ async fn execute(
     };
     let cancel = request.cancel.clone();
     let sandbox = Sandbox::new(
-        &engine,
+        &settings.engine,
         SandboxSpec {
             limits: &request.limits,
             grants: &request.grants,
@@ -308,6 +320,7 @@ async fn execute(
             state: request.state,
             instance: request.instance,
             farm: request.farm,
+            http: settings.http,
         },
     );
     let mut sandbox = match sandbox {
@@ -366,14 +379,13 @@ async fn execute(
 
 /// The component's `describe` in a fresh sandbox; runs on the guest threads.
 async fn describe(
-    engine: wasmtime::Engine,
-    event_limits: EventLimits,
+    settings: GuestSettings,
     pre: ScheduledTaskPre<RunState>,
 ) -> Result<TaskInfo, String> {
-    let events = EventLog::new(event_limits);
+    let events = EventLog::new(settings.event_limits);
     let limits = describe_limits();
     let mut sandbox = Sandbox::new(
-        &engine,
+        &settings.engine,
         SandboxSpec {
             limits: &limits,
             grants: &Grants::default(),
@@ -384,6 +396,7 @@ async fn describe(
             state: BTreeMap::new(),
             instance: InstanceInfo::default(),
             farm: None,
+            http: settings.http,
         },
     )
     .map_err(|e| format!("{e:#}"))?;

@@ -15,7 +15,7 @@ use super::cancel::CancelToken;
 use super::capture::CapturedOutput;
 use super::events::EventLog;
 use super::host_state::{Farm, RunState, TaskState};
-use super::http::HttpPolicy;
+use super::http::{HttpPolicy, HttpSettings};
 use super::limits::{MAX_HTTP_FIELDS_BYTES, MAX_RESOURCE_HANDLES, MemoryLimiter};
 use super::outcome::{StoppedAfterGrace, TimeLimitExceeded};
 use crate::model::{Grants, InstanceInfo, RunLimits};
@@ -31,6 +31,7 @@ pub(crate) struct SandboxSpec<'a> {
     pub state: BTreeMap<String, String>,
     pub instance: InstanceInfo,
     pub farm: Option<Arc<dyn Farm>>,
+    pub http: HttpSettings,
 }
 
 /// A store ready to instantiate into, and when its run must end.
@@ -83,7 +84,11 @@ impl Sandbox {
             wasi: wasi.build(),
             table,
             http,
-            http_policy: HttpPolicy::new(spec.grants.http_hosts.clone(), spec.events.clone()),
+            http_policy: HttpPolicy::new(
+                spec.grants.http_hosts.clone(),
+                spec.http,
+                spec.events.clone(),
+            ),
             limiter: MemoryLimiter::new(spec.limits.memory_bytes),
             events: spec.events,
             cancel: spec.cancel.clone(),
