@@ -16,6 +16,20 @@ pub const MAX_TABLE_ELEMENTS: usize = 1_000_000;
 /// task drops are reused and do not count. Well-behaved tasks hold dozens.
 pub const MAX_RESOURCE_HANDLES: usize = 2048;
 
+/// Files (`wasi:filesystem` descriptors from `open-at`, files and
+/// directories alike) one run may hold open at once. Each is a descriptor
+/// of this process, which the API, the plugins folder and every other run
+/// share, so this bounds what a task with a directory grant takes from
+/// them; a task that opens one more is stopped with `StopReason::Resources`
+/// (as for [`MAX_RESOURCE_HANDLES`]: an operator sees the limit named,
+/// rather than whatever a hostile or buggy task makes of an error code).
+/// A file counts until its descriptor and every stream on it are dropped;
+/// the preopened granted directories do not count. Well-behaved tasks hold
+/// a few (walking a tree holds one per level); 64 for each of the default
+/// 128 concurrent runs is 8192, far below the hard limit servers usually
+/// get (524288 under systemd).
+pub const MAX_OPEN_FILES: usize = 64;
+
 /// Bytes one `wasi:http` `fields` handle (headers or trailers) may hold, as
 /// the in-memory size `wasmtime-wasi-http` estimates (names, values and map
 /// overhead). A task that appends past it is stopped with

@@ -11,6 +11,7 @@ mod context;
 mod engine;
 mod events;
 mod executor;
+mod files;
 mod host_state;
 mod http;
 mod limits;
@@ -35,7 +36,7 @@ pub use engine::{Allocator, CronwerkEngine, EngineSettings};
 pub use events::{Event, EventLimits, EventLog, truncate};
 pub use executor::{Execution, Executor};
 pub use host_state::{Farm, STATE_MAX_KEY_BYTES, STATE_MAX_TOTAL_BYTES, STATE_MAX_VALUE_BYTES};
-pub use limits::MemoryLimitExceeded;
+pub use limits::{MAX_OPEN_FILES, MemoryLimitExceeded};
 pub use outcome::{Outcome, RunReport};
 
 use crate::model::{
@@ -96,6 +97,7 @@ impl Runtime {
         let engine = CronwerkEngine::new(settings)?;
         let mut linker = Linker::new(&engine.engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from)?;
+        files::cap_open_at(&mut linker)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
             .map_err(anyhow::Error::from)?;
         ScheduledTask::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)

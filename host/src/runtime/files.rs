@@ -1,0 +1,176 @@
+//! Files a run holds open.
+//!
+//! A directory grant lets a task open files through `wasi:filesystem`
+//! `open-at`, and each open file is a descriptor of this process, shared
+//! with the API's sockets, the plugins folder and every other run. The
+//! linker's `open-at` is wrapped so a run holds at most
+//! [`MAX_OPEN_FILES`] at once; the run that asks for more is stopped with
+//! `StopReason::Resources`. A file counts for as long as anything of the
+//! run keeps it open: its descriptor handle, or a stream read from or
+//! written to it after the handle is dropped. Preopened directories (one
+//! per grant, opened by the host) do not count. Sockets need no such count:
+//! `wasi:sockets` is linked but every use is denied (the WASI context
+//! allows no TCP, UDP or name lookup), so creating one fails before a
+//! descriptor exists.
+
+use std::future::Future;
+use std::sync::{Arc, Weak};
+
+use wasmtime::StoreContextMut;
+use wasmtime::component::{Linker, Resource};
+use wasmtime_wasi::filesystem::{Descriptor, WasiFilesystemView};
+use wasmtime_wasi::p2::bindings::filesystem::types::{
+    DescriptorFlags, ErrorCode, HostDescriptor, OpenFlags, PathFlags,
+};
+
+use super::host_state::RunState;
+use super::limits::MAX_OPEN_FILES;
+
+/// The `wasi:filesystem/types` instance `wasmtime_wasi::p2` links (the
+/// WIT version it implements; guests importing an older 0.2 version are
+/// served by it too). If wasmtime moves on, the open-files tests in
+/// `tests/host_resources.rs` fail until this follows.
+const FILESYSTEM_TYPES: &str = "wasi:filesystem/types@0.2.12";
+
+/// The run tried to hold more than [`MAX_OPEN_FILES`] files open at once.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "resource limit: the task held more than {MAX_OPEN_FILES} files open at once \
+     (open-at without dropping the descriptor or its streams)"
+)]
+pub struct OpenFileLimitExceeded;
+
+/// The files one run opened that are still open. Each entry watches the
+/// host file shared by the descriptor and its streams; the file is closed
+/// when the last of them is dropped, and then stops counting.
+#[derive(Debug, Default)]
+pub struct OpenFiles {
+    files: Vec<Weak<std::fs::File>>,
+}
+
+impl OpenFiles {
+    /// How many of the files the run opened are still open.
+    pub fn count(&mut self) -> usize {
+        self.files.retain(|f| f.strong_count() > 0);
+        self.files.len()
+    }
+
+    /// Fails when the run already holds [`MAX_OPEN_FILES`].
+    fn check_room(&mut self) -> Result<(), OpenFileLimitExceeded> {
+        if self.count() >= MAX_OPEN_FILES {
+            return Err(OpenFileLimitExceeded);
+        }
+        Ok(())
+    }
+
+    fn opened(&mut self, file: &Arc<std::fs::File>) {
+        self.files.push(Arc::downgrade(file));
+    }
+}
+
+const OPEN_AT: &str = "[method]descriptor.open-at";
+
+/// Replaces `[method]descriptor.open-at` in `linker` (which must already
+/// hold `wasmtime_wasi::p2`'s) with [`open_at`]. Fails when there is no
+/// such function to replace: guests would then be served wasmtime's own,
+/// uncapped.
+pub(crate) fn cap_open_at(linker: &mut Linker<RunState>) -> anyhow::Result<()> {
+    let unshadowed = linker
+        .instance(FILESYSTEM_TYPES)
+        .and_then(|mut types| types.func_wrap_async(OPEN_AT, open_at));
+    if unshadowed.is_ok() {
+        anyhow::bail!("the WASI linker has no {FILESYSTEM_TYPES} {OPEN_AT} to cap");
+    }
+    linker.allow_shadowing(true);
+    let shadowed = linker
+        .instance(FILESYSTEM_TYPES)
+        .and_then(|mut types| types.func_wrap_async(OPEN_AT, open_at));
+    linker.allow_shadowing(false);
+    shadowed.map_err(anyhow::Error::from)
+}
+
+type OpenAtParams = (
+    Resource<Descriptor>,
+    PathFlags,
+    String,
+    OpenFlags,
+    DescriptorFlags,
+);
+type OpenAtResult = (Result<Resource<Descriptor>, ErrorCode>,);
+
+/// `open-at` that stops the run instead of opening one file more than
+/// [`MAX_OPEN_FILES`], and otherwise does what wasmtime's does.
+fn open_at(
+    mut store: StoreContextMut<'_, RunState>,
+    (dir, path_flags, path, open_flags, flags): OpenAtParams,
+) -> Box<dyn Future<Output = wasmtime::Result<OpenAtResult>> + Send + '_> {
+    Box::new(async move {
+        let state = store.data_mut();
+        state
+            .open_files
+            .check_room()
+            .map_err(wasmtime::Error::new)?;
+        let opened = HostDescriptor::open_at(
+            &mut state.filesystem(),
+            dir,
+            path_flags,
+            path,
+            open_flags,
+            flags,
+        )
+        .await;
+        let fd = match opened {
+            Ok(fd) => fd,
+            // An error code goes to the guest; anything else traps, as in
+            // wasmtime's own binding.
+            Err(e) => return Ok((Err(e.downcast()?),)),
+        };
+        let file = match state.table.get(&fd)? {
+            Descriptor::File(f) => Arc::clone(&f.file),
+            Descriptor::Dir(d) => Arc::clone(&d.dir),
+        };
+        state.open_files.opened(&file);
+        Ok((Ok(fd),))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn files_count_while_anything_holds_them() {
+        let mut files = OpenFiles::default();
+        let a = Arc::new(tempfile_handle());
+        let b = Arc::new(tempfile_handle());
+        let stream_of_b = Arc::clone(&b);
+        files.opened(&a);
+        files.opened(&b);
+        assert_eq!(files.count(), 2);
+        drop(a);
+        drop(b);
+        assert_eq!(files.count(), 1, "a stream keeps b open");
+        drop(stream_of_b);
+        assert_eq!(files.count(), 0);
+    }
+
+    #[test]
+    fn the_cap_refuses_one_more() {
+        let mut files = OpenFiles::default();
+        let held: Vec<_> = (0..MAX_OPEN_FILES)
+            .map(|_| Arc::new(tempfile_handle()))
+            .collect();
+        for f in &held {
+            files.check_room().unwrap();
+            files.opened(f);
+        }
+        let err = files.check_room().unwrap_err();
+        assert!(err.to_string().contains(&MAX_OPEN_FILES.to_string()));
+        drop(held);
+        files.check_room().unwrap();
+    }
+
+    fn tempfile_handle() -> std::fs::File {
+        std::fs::File::open("/dev/null").unwrap()
+    }
+}
