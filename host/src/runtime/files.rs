@@ -1,4 +1,4 @@
-//! Files a run holds open.
+//! Files a run holds open, and the process's own limit on open files.
 //!
 //! A directory grant lets a task open files through `wasi:filesystem`
 //! `open-at`, and each open file is a descriptor of this process, shared
@@ -11,7 +11,9 @@
 //! per grant, opened by the host) do not count. Sockets need no such count:
 //! `wasi:sockets` is linked but every use is denied (the WASI context
 //! allows no TCP, UDP or name lookup), so creating one fails before a
-//! descriptor exists.
+//! descriptor exists. At start the runtime raises the process's soft limit
+//! on open files to its hard limit, so that the runs' files together stay
+//! well below it.
 
 use std::future::Future;
 use std::sync::{Arc, Weak};
@@ -134,6 +136,64 @@ fn open_at(
     })
 }
 
+/// Descriptors the process keeps for itself besides the runs' files: the
+/// API's listener and connections, the database, the plugins folder and its
+/// watcher, compiled-code cache files, preopened directories.
+const PROCESS_RESERVE: u64 = 1024;
+
+/// Raises this process's soft limit on open files (`RLIMIT_NOFILE`) to its
+/// hard limit, as servers commonly do: the soft limit is often 1024, which
+/// [`MAX_OPEN_FILES`] for each of `max_concurrent_runs` runs could fill.
+/// Logs the raise, and warns when even the raised limit leaves less than
+/// [`PROCESS_RESERVE`] besides what the runs may hold. Never fails: a limit
+/// that cannot be read or raised is a warning.
+pub(crate) fn raise_open_file_limit(max_concurrent_runs: u32) {
+    let (before, now) = match raise_nofile() {
+        Ok(limits) => limits,
+        Err(e) => {
+            tracing::warn!("cannot raise the limit on open files (RLIMIT_NOFILE): {e}");
+            return;
+        }
+    };
+    if now > before {
+        tracing::info!("raised the limit on open files (RLIMIT_NOFILE) from {before} to {now}");
+    }
+    let runs = u64::from(max_concurrent_runs) * MAX_OPEN_FILES as u64;
+    if runs.saturating_add(PROCESS_RESERVE) > now {
+        tracing::warn!(
+            "the limit on open files (RLIMIT_NOFILE) is {now}; {max_concurrent_runs} runs \
+             of {MAX_OPEN_FILES} open files each could leave the server too few \
+             (raise the hard limit, e.g. LimitNOFILE= in systemd, or allow \
+             fewer concurrent runs)"
+        );
+    }
+}
+
+/// The soft limit before and after raising it to the hard limit.
+fn raise_nofile() -> std::io::Result<(u64, u64)> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `getrlimit` writes into the struct it is given.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let before = limit.rlim_cur;
+    if limit.rlim_cur < limit.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: limit.rlim_max,
+            rlim_max: limit.rlim_max,
+        };
+        // SAFETY: `setrlimit` only reads the struct it is given.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        limit = raised;
+    }
+    Ok((before, limit.rlim_cur))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -168,6 +228,22 @@ mod tests {
         assert!(err.to_string().contains(&MAX_OPEN_FILES.to_string()));
         drop(held);
         files.check_room().unwrap();
+    }
+
+    #[test]
+    fn the_soft_limit_is_raised_to_the_hard_limit() {
+        let (_, now) = raise_nofile().unwrap();
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: `getrlimit` writes into the struct it is given.
+        assert_eq!(
+            unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) },
+            0
+        );
+        assert_eq!(limit.rlim_cur, limit.rlim_max);
+        assert_eq!(now, limit.rlim_cur);
     }
 
     fn tempfile_handle() -> std::fs::File {

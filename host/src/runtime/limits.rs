@@ -27,7 +27,8 @@ pub const MAX_RESOURCE_HANDLES: usize = 2048;
 /// the preopened granted directories do not count. Well-behaved tasks hold
 /// a few (walking a tree holds one per level); 64 for each of the default
 /// 128 concurrent runs is 8192, far below the hard limit servers usually
-/// get (524288 under systemd).
+/// get (524288 under systemd), to which the runtime raises the process's
+/// soft limit at start.
 pub const MAX_OPEN_FILES: usize = 64;
 
 /// Bytes one `wasi:http` `fields` handle (headers or trailers) may hold, as

@@ -94,6 +94,7 @@ pub struct Runtime {
 impl Runtime {
     pub fn new(settings: EngineSettings) -> anyhow::Result<Self> {
         let slots = Semaphore::new(settings.max_concurrent_runs as usize);
+        files::raise_open_file_limit(settings.max_concurrent_runs);
         let engine = CronwerkEngine::new(settings)?;
         let mut linker = Linker::new(&engine.engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from)?;
