@@ -37,7 +37,7 @@ const FILESYSTEM_TYPES: &str = "wasi:filesystem/types@0.2.12";
 /// The run tried to hold more than [`MAX_OPEN_FILES`] files open at once.
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "resource limit: the task held more than {MAX_OPEN_FILES} files open at once \
+    "resource limit: the task tried to hold more than {MAX_OPEN_FILES} files open at once \
      (open-at without dropping the descriptor or its streams)"
 )]
 pub struct OpenFileLimitExceeded;
