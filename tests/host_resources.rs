@@ -7,6 +7,7 @@
 //! `tests/wat/host_hog.wat`, `tests/wat/body_hog.wat` and
 //! `tests/wat/fd_hog.wat`; the memory bounds are measured on this test
 //! process's peak resident set, the descriptor bounds on `/proc/self/fd`.
+//! `tests/wat/socket_hog.wat` checks that no socket can be created at all.
 
 mod common;
 
@@ -292,4 +293,19 @@ async fn runs_hoarding_files_leave_the_process_its_descriptors() {
         open_descriptors() <= baseline + 8,
         "the runs' files stay open after they ended"
     );
+}
+
+#[tokio::test]
+async fn a_task_cannot_hold_sockets() {
+    let _serial = SERIAL.lock().await;
+    let wat = include_str!("wat/socket_hog.wat").replace("SOCKETS", "3000");
+    let component = runtime()
+        .load_bytes(wat.into_bytes(), "socket_hog.wat".into())
+        .await
+        .expect("the socket hog loads");
+    let baseline = open_descriptors();
+    let report = run(&component).await;
+    // Every creation was refused: one that succeeds traps.
+    assert!(report.outcome.is_success(), "{:?}", report.outcome);
+    assert!(open_descriptors() <= baseline + 8);
 }
