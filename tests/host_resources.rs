@@ -3,11 +3,12 @@
 //! are the header bytes of one `fields` handle and the files a run holds
 //! open, and a task that goes past any of them is stopped with
 //! `StopReason::Resources` (the handle caps at load time (`describe`) as in
-//! a run); an unsent outgoing body buffers little. The hostile tasks are
-//! `tests/wat/host_hog.wat`, `tests/wat/body_hog.wat` and
-//! `tests/wat/fd_hog.wat`; the memory bounds are measured on this test
-//! process's peak resident set, the descriptor bounds on `/proc/self/fd`.
-//! `tests/wat/socket_hog.wat` checks that no socket can be created at all.
+//! a run); an unsent outgoing body buffers little; HTTP requests in flight
+//! are capped (the one past the cap fails); no socket can be created. The
+//! hostile tasks are `tests/wat/host_hog.wat`, `body_hog.wat`,
+//! `fd_hog.wat`, `http_hog.wat` and `socket_hog.wat`; the memory bounds are
+//! measured on this test process's peak resident set, the descriptor bounds
+//! on `/proc/self/fd`.
 
 mod common;
 
@@ -17,7 +18,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use cronwerk::model::{DirGrant, Grants, RunLimits, StopReason};
-use cronwerk::runtime::{Component, LoadError, MAX_OPEN_FILES, Outcome, RunReport};
+use cronwerk::runtime::{
+    Component, LoadError, MAX_HTTP_CONNECTIONS, MAX_OPEN_FILES, Outcome, RunReport,
+};
 
 /// The tests measure this process's memory and descriptors, so they run one
 /// at a time.
@@ -308,4 +311,55 @@ async fn a_task_cannot_hold_sockets() {
     // Every creation was refused: one that succeeds traps.
     assert!(report.outcome.is_success(), "{:?}", report.outcome);
     assert!(open_descriptors() <= baseline + 8);
+}
+
+#[tokio::test]
+async fn runs_hoarding_http_connections_hold_a_bounded_number() {
+    let _serial = SERIAL.lock().await;
+    // A server that never answers: connections wait in its backlog.
+    let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let authority = server.local_addr().unwrap().to_string();
+    let wat = include_str!("wat/http_hog.wat")
+        .replace("REQUESTS", "500")
+        .replace("AUTHORITY_LEN", &authority.len().to_string())
+        .replace("AUTHORITY", &authority);
+    let component = runtime()
+        .load_bytes(wat.into_bytes(), "http_hog.wat".into())
+        .await
+        .expect("the http hog loads");
+    let run = || {
+        let mut req = request(&[]);
+        req.limits.timeout = Duration::from_secs(2);
+        req.grants.http_hosts = vec![authority.parse().unwrap()];
+        runtime().run(&component, req)
+    };
+    let baseline = open_descriptors();
+    let done = Arc::new(AtomicBool::new(false));
+    let peak = Arc::new(AtomicUsize::new(baseline));
+    let sampler = std::thread::spawn({
+        let (done, peak) = (done.clone(), peak.clone());
+        move || {
+            while !done.load(Ordering::Relaxed) {
+                peak.fetch_max(open_descriptors(), Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+    });
+    let reports = tokio::join!(run(), run());
+    done.store(true, Ordering::Relaxed);
+    sampler.join().unwrap();
+    let grown = peak.load(Ordering::Relaxed).saturating_sub(baseline);
+    eprintln!("the runs held up to {grown} more descriptors at once");
+    assert!(
+        grown <= 2 * MAX_HTTP_CONNECTIONS + 32,
+        "2 runs held {grown} descriptors at once"
+    );
+    for report in [reports.0, reports.1] {
+        assert!(
+            report.events.iter().any(|e| e.code == "HTTP_LIMIT"),
+            "{:?}",
+            report.events
+        );
+    }
+    drop(server);
 }

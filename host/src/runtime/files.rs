@@ -26,7 +26,7 @@ use wasmtime_wasi::p2::bindings::filesystem::types::{
 };
 
 use super::host_state::RunState;
-use super::limits::MAX_OPEN_FILES;
+use super::limits::{MAX_HTTP_CONNECTIONS, MAX_OPEN_FILES};
 
 /// The `wasi:filesystem/types` instance `wasmtime_wasi::p2` links (the
 /// WIT version it implements; guests importing an older 0.2 version are
@@ -141,9 +141,12 @@ fn open_at(
 /// watcher, compiled-code cache files, preopened directories.
 const PROCESS_RESERVE: u64 = 1024;
 
+/// Descriptors one run may hold: its open files and its HTTP connections.
+const PER_RUN: u64 = (MAX_OPEN_FILES + MAX_HTTP_CONNECTIONS) as u64;
+
 /// Raises this process's soft limit on open files (`RLIMIT_NOFILE`) to its
 /// hard limit, as servers commonly do: the soft limit is often 1024, which
-/// [`MAX_OPEN_FILES`] for each of `max_concurrent_runs` runs could fill.
+/// the files and connections of `max_concurrent_runs` runs could fill.
 /// Logs the raise, and warns when even the raised limit leaves less than
 /// [`PROCESS_RESERVE`] besides what the runs may hold. Never fails: a limit
 /// that cannot be read or raised is a warning.
@@ -158,13 +161,13 @@ pub(crate) fn raise_open_file_limit(max_concurrent_runs: u32) {
     if now > before {
         tracing::info!("raised the limit on open files (RLIMIT_NOFILE) from {before} to {now}");
     }
-    let runs = u64::from(max_concurrent_runs) * MAX_OPEN_FILES as u64;
+    let runs = u64::from(max_concurrent_runs) * PER_RUN;
     if runs.saturating_add(PROCESS_RESERVE) > now {
         tracing::warn!(
             "the limit on open files (RLIMIT_NOFILE) is {now}; {max_concurrent_runs} runs \
-             of {MAX_OPEN_FILES} open files each could leave the server too few \
-             (raise the hard limit, e.g. LimitNOFILE= in systemd, or allow \
-             fewer concurrent runs)"
+             of {MAX_OPEN_FILES} open files and {MAX_HTTP_CONNECTIONS} HTTP connections \
+             each could leave the server too few (raise the hard limit, e.g. \
+             LimitNOFILE= in systemd, or allow fewer concurrent runs)"
         );
     }
 }

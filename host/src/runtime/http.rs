@@ -1,25 +1,49 @@
 //! Outbound HTTP for tasks (`wasi:http/outgoing-handler`): deny by default,
-//! allowed only to the hosts a configuration grants. Components built with
+//! allowed only to the hosts a configuration grants, and at most
+//! [`MAX_HTTP_CONNECTIONS`] connections at once. Components built with
 //! componentize-js import `wasi:http` whether or not they use it, so the host
 //! always links it; the policy here decides what a request may reach.
+
+use std::sync::{Arc, Weak};
 
 use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
 
 use super::events::EventLog;
-use super::limits::{HTTP_BODY_BUFFER_CHUNKS, HTTP_BODY_CHUNK_BYTES};
+use super::limits::{HTTP_BODY_BUFFER_CHUNKS, HTTP_BODY_CHUNK_BYTES, MAX_HTTP_CONNECTIONS};
 use crate::model::{EventSource, HttpGrant, Level};
 
 /// The `wasi:http` hooks of one run: every outgoing request is checked
 /// against the run's grants before a connection is opened, and a denied one
 /// leaves a warning in the run's event log naming the grant that would allow it.
+/// A request past [`MAX_HTTP_CONNECTIONS`] fails with
+/// `connection-limit-reached` and leaves an `HTTP_LIMIT` warning.
 pub(crate) struct HttpPolicy {
     grants: Vec<HttpGrant>,
     events: EventLog,
+    /// One per request whose connection may still be open: alive while its
+    /// connecting future or its connection's driver is.
+    connections: Vec<Weak<()>>,
 }
 
 impl HttpPolicy {
     pub fn new(grants: Vec<HttpGrant>, events: EventLog) -> Self {
-        HttpPolicy { grants, events }
+        HttpPolicy {
+            grants,
+            events,
+            connections: Vec::new(),
+        }
+    }
+
+    /// A token to keep with a new connection, or `None` when the run holds
+    /// [`MAX_HTTP_CONNECTIONS`] already.
+    fn connection_slot(&mut self) -> Option<Arc<()>> {
+        self.connections.retain(|c| c.strong_count() > 0);
+        if self.connections.len() >= MAX_HTTP_CONNECTIONS {
+            return None;
+        }
+        let token = Arc::new(());
+        self.connections.push(Arc::downgrade(&token));
+        Some(token)
     }
 
     fn check(&self, uri: &http::Uri) -> Result<(), String> {
@@ -72,10 +96,29 @@ impl WasiHttpHooks for HttpPolicy {
                 .push(Level::Warning, EventSource::Host, "HTTP_DENIED", &message);
             return Box::new(async { Err(HttpError::HttpRequestDenied) });
         }
+        let Some(token) = self.connection_slot() else {
+            self.events.push(
+                Level::Warning,
+                EventSource::Host,
+                "HTTP_LIMIT",
+                &format!(
+                    "HTTP request to {} refused: the task already has {MAX_HTTP_CONNECTIONS} \
+                     requests in flight",
+                    request.uri()
+                ),
+            );
+            return Box::new(async { Err(HttpError::ConnectionLimitReached) });
+        };
         _ = fut;
         Box::new(async move {
             use http_body_util::BodyExt;
             let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
+            // The connection is the driver's until it ends (or the task
+            // drops the response and the driver is aborted).
+            let io = async move {
+                let _connection = token;
+                io.await
+            };
             Ok((
                 response.map(BodyExt::boxed_unsync),
                 Box::new(io) as Box<dyn Future<Output = _> + Send>,
@@ -98,6 +141,17 @@ mod tests {
 
     fn grant(s: &str) -> HttpGrant {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn connections_count_until_their_token_is_dropped() {
+        let mut policy = HttpPolicy::new(vec![], EventLog::new(Default::default()));
+        let mut held: Vec<_> = (0..MAX_HTTP_CONNECTIONS)
+            .map(|_| policy.connection_slot().expect("a slot"))
+            .collect();
+        assert!(policy.connection_slot().is_none());
+        held.pop();
+        assert!(policy.connection_slot().is_some());
     }
 
     #[test]

@@ -31,6 +31,16 @@ pub const MAX_RESOURCE_HANDLES: usize = 2048;
 /// soft limit at start.
 pub const MAX_OPEN_FILES: usize = 64;
 
+/// Outgoing `wasi:http` requests one run may have in flight at once, from
+/// `handle` until the response is read or dropped: each holds a connection,
+/// a descriptor of this process like an open file. One more fails with
+/// `connection-limit-reached` (what an HTTP client expects of a busy
+/// connection pool, and what it already handles) and leaves an
+/// `HTTP_LIMIT` warning; the hosts are the operator's grant, so this is a
+/// bound, not a sign of a hostile task. Tasks that fetch in parallel run a
+/// handful of requests at once.
+pub const MAX_HTTP_CONNECTIONS: usize = 32;
+
 /// Bytes one `wasi:http` `fields` handle (headers or trailers) may hold, as
 /// the in-memory size `wasmtime-wasi-http` estimates (names, values and map
 /// overhead). A task that appends past it is stopped with

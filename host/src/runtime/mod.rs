@@ -37,7 +37,7 @@ pub use engine::{Allocator, CronwerkEngine, EngineSettings};
 pub use events::{Event, EventLimits, EventLog, truncate};
 pub use executor::{Execution, Executor};
 pub use host_state::{Farm, STATE_MAX_KEY_BYTES, STATE_MAX_TOTAL_BYTES, STATE_MAX_VALUE_BYTES};
-pub use limits::{MAX_OPEN_FILES, MemoryLimitExceeded};
+pub use limits::{MAX_HTTP_CONNECTIONS, MAX_OPEN_FILES, MemoryLimitExceeded};
 pub use outcome::{Outcome, RunReport};
 
 use crate::model::{
