@@ -1,7 +1,7 @@
 //! How one run of a task component happens: the engine, loading and
 //! validating components, and executing each run in a fresh sandbox with
 //! fuel, memory and wall-time limits and caps on the host resources (handles,
-//! open files) it holds. Knows nothing of schedules.
+//! open files, HTTP connections) it holds. Knows nothing of schedules.
 
 mod bindings;
 mod cache;
