@@ -11,9 +11,10 @@
 //! per grant, opened by the host) do not count. Sockets need no such count:
 //! `wasi:sockets` is linked but every use is denied (the WASI context
 //! allows no TCP, UDP or name lookup), so creating one fails before a
-//! descriptor exists. At start the runtime raises the process's soft limit
-//! on open files to its hard limit, so that the runs' files together stay
-//! well below it.
+//! descriptor exists; the connections of `wasi:http` requests are capped in
+//! `http.rs`. At start the runtime raises the process's soft limit on open
+//! files to its hard limit, so that the runs' files and connections
+//! together stay well below it.
 
 use std::future::Future;
 use std::sync::{Arc, Weak};
@@ -30,8 +31,8 @@ use super::limits::{MAX_HTTP_CONNECTIONS, MAX_OPEN_FILES};
 
 /// The `wasi:filesystem/types` instance `wasmtime_wasi::p2` links (the
 /// WIT version it implements; guests importing an older 0.2 version are
-/// served by it too). If wasmtime moves on, the open-files tests in
-/// `tests/host_resources.rs` fail until this follows.
+/// served by it too). If wasmtime moves on, [`cap_open_at`], and with it
+/// `Runtime::new`, fails until this follows.
 const FILESYSTEM_TYPES: &str = "wasi:filesystem/types@0.2.12";
 
 /// The run tried to hold more than [`MAX_OPEN_FILES`] files open at once.
