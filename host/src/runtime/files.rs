@@ -235,6 +235,17 @@ mod tests {
     }
 
     #[test]
+    fn capping_needs_wasmtimes_open_at_to_replace() {
+        let engine = wasmtime::Engine::default();
+        let mut bare = Linker::<RunState>::new(&engine);
+        let err = cap_open_at(&mut bare).unwrap_err();
+        assert!(err.to_string().contains(FILESYSTEM_TYPES), "{err}");
+        let mut wasi = Linker::<RunState>::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut wasi).unwrap();
+        cap_open_at(&mut wasi).unwrap();
+    }
+
+    #[test]
     fn the_soft_limit_is_raised_to_the_hard_limit() {
         let (_, now) = raise_nofile().unwrap();
         let mut limit = libc::rlimit {
