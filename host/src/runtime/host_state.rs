@@ -1,6 +1,7 @@
 //! What the host offers a task inside one run: the implementations of the
 //! `log`, `cancellation`, `config`, `state`, `farm` and `instance` imports,
-//! plus the WASI and `wasi:http` contexts and the memory limiter of the run's store.
+//! plus the WASI and `wasi:http` contexts, the memory limiter and the count of
+//! open files of the run's store.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 use super::bindings::cronwerk::task::{cancellation, config, farm, instance, log, state, types};
 use super::cancel::CancelToken;
 use super::events::EventLog;
+use super::files::OpenFiles;
 use super::http::HttpPolicy;
 use super::limits::MemoryLimiter;
 use crate::model::{BroadcastPayload, EventSource, InstanceInfo, Level};
@@ -85,6 +87,7 @@ pub struct RunState {
     pub(crate) http: WasiHttpCtx,
     pub(crate) http_policy: HttpPolicy,
     pub(crate) limiter: MemoryLimiter,
+    pub(crate) open_files: OpenFiles,
     pub(crate) events: EventLog,
     pub(crate) cancel: CancelToken,
     pub(crate) config: BTreeMap<String, String>,

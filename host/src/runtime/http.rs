@@ -5,12 +5,13 @@
 //! for the whole instance. A granted name is resolved once, every address it
 //! resolves to is checked, and the connection goes to a checked address
 //! (`egress`), so DNS cannot answer differently between check and connect.
-//! Requests and response bytes per run are capped. Components built with
+//! Requests, requests in flight (connections) and response bytes per run
+//! are capped. Components built with
 //! componentize-js import `wasi:http` whether or not they use it, so the host
 //! always links it; the policy here decides what a request may reach.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
@@ -19,8 +20,8 @@ use super::address::internal_kind;
 use super::egress::{self, Destination, IoFuture, ResponseBudget};
 use super::events::EventLog;
 use super::limits::{
-    HTTP_BODY_BUFFER_CHUNKS, HTTP_BODY_CHUNK_BYTES, MAX_HTTP_REQUESTS_PER_RUN,
-    MAX_HTTP_RESPONSE_BYTES_PER_RUN,
+    HTTP_BODY_BUFFER_CHUNKS, HTTP_BODY_CHUNK_BYTES, MAX_HTTP_CONNECTIONS,
+    MAX_HTTP_REQUESTS_PER_RUN, MAX_HTTP_RESPONSE_BYTES_PER_RUN,
 };
 use crate::model::{EventSource, HttpGrant, Level};
 
@@ -70,6 +71,10 @@ pub(crate) struct HttpPolicy {
     /// Requests sent so far (those the grants allowed).
     requests: u32,
     budget: Arc<ResponseBudget>,
+    /// One per request whose connection may still be open: alive while its
+    /// connecting future or its connection's driver is. A request past
+    /// [`MAX_HTTP_CONNECTIONS`] fails with `connection-limit-reached`.
+    connections: Vec<Weak<()>>,
 }
 
 /// What decides whether a request may go: the run's grants and the
@@ -104,7 +109,20 @@ impl HttpPolicy {
             }),
             requests: 0,
             budget,
+            connections: Vec::new(),
         }
+    }
+
+    /// A token to keep with a new connection, or `None` when the run holds
+    /// [`MAX_HTTP_CONNECTIONS`] already.
+    fn connection_slot(&mut self) -> Option<Arc<()>> {
+        self.connections.retain(|c| c.strong_count() > 0);
+        if self.connections.len() >= MAX_HTTP_CONNECTIONS {
+            return None;
+        }
+        let token = Arc::new(());
+        self.connections.push(Arc::downgrade(&token));
+        Some(token)
     }
 }
 
@@ -261,6 +279,17 @@ impl WasiHttpHooks for HttpPolicy {
             }
             return Box::new(async { Err(HttpError::HttpRequestDenied) });
         }
+        let Some(token) = self.connection_slot() else {
+            self.rules.deny(
+                "HTTP_LIMIT",
+                &format!(
+                    "HTTP request to {} refused: the task already has {MAX_HTTP_CONNECTIONS} \
+                     requests in flight",
+                    target.authority()
+                ),
+            );
+            return Box::new(async { Err(HttpError::ConnectionLimitReached) });
+        };
         self.requests += 1;
         let rules = self.rules.clone();
         let budget = self.budget.clone();
@@ -281,7 +310,14 @@ impl WasiHttpHooks for HttpPolicy {
                 host: target.host,
                 https: target.https,
             };
-            egress::send(request, options, to, budget).await
+            let (response, io) = egress::send(request, options, to, budget).await?;
+            // The connection is the driver's until it ends (or the task
+            // drops the response and the driver is aborted).
+            let io = async move {
+                let _connection = token;
+                Box::into_pin(io).await
+            };
+            Ok((response, Box::new(io) as IoFuture))
         })
     }
 
@@ -317,6 +353,17 @@ mod tests {
 
     fn ips(list: &[&str]) -> Vec<IpAddr> {
         list.iter().map(|s| s.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn connections_count_until_their_token_is_dropped() {
+        let mut policy = policy(&[], false);
+        let mut held: Vec<_> = (0..MAX_HTTP_CONNECTIONS)
+            .map(|_| policy.connection_slot().expect("a slot"))
+            .collect();
+        assert!(policy.connection_slot().is_none());
+        held.pop();
+        assert!(policy.connection_slot().is_some());
     }
 
     #[test]

@@ -16,6 +16,31 @@ pub const MAX_TABLE_ELEMENTS: usize = 1_000_000;
 /// task drops are reused and do not count. Well-behaved tasks hold dozens.
 pub const MAX_RESOURCE_HANDLES: usize = 2048;
 
+/// Files (`wasi:filesystem` descriptors from `open-at`, files and
+/// directories alike) one run may hold open at once. Each is a descriptor
+/// of this process, which the API, the plugins folder and every other run
+/// share, so this bounds what a task with a directory grant takes from
+/// them; a task that opens one more is stopped with `StopReason::Resources`
+/// (as for [`MAX_RESOURCE_HANDLES`]: an operator sees the limit named,
+/// rather than whatever a hostile or buggy task makes of an error code).
+/// A file counts until its descriptor and every stream on it are dropped;
+/// the preopened granted directories do not count. Well-behaved tasks hold
+/// a few (walking a tree holds one per level); 64 for each of the default
+/// 128 concurrent runs is 8192, far below the hard limit servers usually
+/// get (524288 under systemd), to which the runtime raises the process's
+/// soft limit at start.
+pub const MAX_OPEN_FILES: usize = 64;
+
+/// Outgoing `wasi:http` requests one run may have in flight at once, from
+/// `handle` until the response is read or dropped: each holds a connection,
+/// a descriptor of this process like an open file. One more fails with
+/// `connection-limit-reached` (what an HTTP client expects of a busy
+/// connection pool, and what it already handles) and leaves an
+/// `HTTP_LIMIT` warning; the hosts are the operator's grant, so this is a
+/// bound, not a sign of a hostile task. Tasks that fetch in parallel run a
+/// handful of requests at once.
+pub const MAX_HTTP_CONNECTIONS: usize = 32;
+
 /// Bytes one `wasi:http` `fields` handle (headers or trailers) may hold, as
 /// the in-memory size `wasmtime-wasi-http` estimates (names, values and map
 /// overhead). A task that appends past it is stopped with

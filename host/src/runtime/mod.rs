@@ -1,6 +1,7 @@
 //! How one run of a task component happens: the engine, loading and
 //! validating components, and executing each run in a fresh sandbox with
-//! fuel, memory and wall-time limits. Knows nothing of schedules.
+//! fuel, memory and wall-time limits and caps on the host resources (handles,
+//! open files, HTTP connections) it holds. Knows nothing of schedules.
 
 mod address;
 mod bindings;
@@ -13,6 +14,7 @@ mod egress;
 mod engine;
 mod events;
 mod executor;
+mod files;
 mod guest_pool;
 mod host_state;
 mod http;
@@ -39,7 +41,7 @@ pub use events::{Event, EventLimits, EventLog, truncate};
 pub use executor::{Execution, Executor};
 pub use host_state::{Farm, STATE_MAX_KEY_BYTES, STATE_MAX_TOTAL_BYTES, STATE_MAX_VALUE_BYTES};
 pub use http::HttpSettings;
-pub use limits::MemoryLimitExceeded;
+pub use limits::{MAX_HTTP_CONNECTIONS, MAX_OPEN_FILES, MemoryLimitExceeded};
 pub use outcome::{Outcome, RunReport};
 
 use crate::model::{
@@ -99,9 +101,11 @@ pub struct Runtime {
 impl Runtime {
     pub fn new(settings: EngineSettings) -> anyhow::Result<Self> {
         let slots = Semaphore::new(settings.max_concurrent_runs as usize);
+        files::raise_open_file_limit(settings.max_concurrent_runs);
         let engine = CronwerkEngine::new(settings)?;
         let mut linker = Linker::new(&engine.engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from)?;
+        files::cap_open_at(&mut linker)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
             .map_err(anyhow::Error::from)?;
         ScheduledTask::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
@@ -284,11 +288,7 @@ struct GuestSettings {
 }
 
 /// One run, from a fresh sandbox to its report; runs on the guest threads.
-async fn execute(
-    settings: GuestSettings,
-    component: Component,
-    request: RunRequest,
-) -> RunReport {
+async fn execute(settings: GuestSettings, component: Component, request: RunRequest) -> RunReport {
     let started = Instant::now();
     let events = EventLog::new(settings.event_limits);
     let identifier = component.info().identifier.clone();

@@ -7,6 +7,7 @@ use wasmtime::component::ResourceTableError;
 use wasmtime_wasi_http::FieldMapError;
 
 use super::events::Event;
+use super::files::OpenFileLimitExceeded;
 use super::limits::{MAX_HTTP_FIELDS_BYTES, MAX_RESOURCE_HANDLES, MemoryLimitExceeded};
 use crate::model::StopReason;
 
@@ -105,6 +106,8 @@ pub fn classify(error: &wasmtime::Error) -> Outcome {
         (StopReason::Memory, e.to_string())
     } else if let Some(e) = error.downcast_ref::<TimeLimitExceeded>() {
         (StopReason::Time, e.to_string())
+    } else if let Some(e) = error.downcast_ref::<OpenFileLimitExceeded>() {
+        (StopReason::Resources, e.to_string())
     } else if let Some(ResourceTableError::Full) = error.downcast_ref::<ResourceTableError>() {
         (
             StopReason::Resources,
@@ -180,6 +183,10 @@ mod tests {
             ),
             (
                 wasmtime::Error::new(ResourceTableError::Full).context("pushing fields"),
+                StopReason::Resources,
+            ),
+            (
+                wasmtime::Error::new(OpenFileLimitExceeded),
                 StopReason::Resources,
             ),
             (

@@ -1,6 +1,6 @@
 //! One run's sandbox: a fresh store with its limits, WASI context (deny by
-//! default; only granted directories), host state, and the guard that stops
-//! the guest when its time or grace period is up.
+//! default; only granted directories, no sockets), host state, and the guard
+//! that stops the guest when its time or grace period is up.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -14,6 +14,7 @@ use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 use super::cancel::CancelToken;
 use super::capture::CapturedOutput;
 use super::events::EventLog;
+use super::files::OpenFiles;
 use super::host_state::{Farm, RunState, TaskState};
 use super::http::{HttpPolicy, HttpSettings};
 use super::limits::{MAX_HTTP_FIELDS_BYTES, MAX_RESOURCE_HANDLES, MemoryLimiter};
@@ -60,6 +61,11 @@ impl Sandbox {
         let mut wasi = WasiCtxBuilder::new();
         wasi.stdout(CapturedOutput::stdout(spec.events.clone()))
             .stderr(CapturedOutput::stderr(spec.events.clone()));
+        // wasmtime's defaults, stated: no socket can be created (so none
+        // holds a descriptor of the process) and no name looked up.
+        wasi.allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false);
         for dir in &spec.grants.dirs {
             let perms = if dir.read_only {
                 FsPerms::ReadOnly
@@ -90,6 +96,7 @@ impl Sandbox {
                 spec.events.clone(),
             ),
             limiter: MemoryLimiter::new(spec.limits.memory_bytes),
+            open_files: OpenFiles::default(),
             events: spec.events,
             cancel: spec.cancel.clone(),
             config: spec.config,
