@@ -26,6 +26,11 @@ use cronwerk::model::{RunRecord, RunState, StopReason};
 /// which run at once.
 const RSS_BOUND_MIB: u64 = 384;
 
+/// Most file descriptors `serve` may hold while all of this goes on: the
+/// file hog asks for 1,000 files a run and the connection hog for 500
+/// connections; the caps allow 64 files and 32 connections a run.
+const FD_BOUND: u64 = 256;
+
 /// Latest a hello run may start after its slot. Measured: about 15 ms in
 /// a debug build with guests on their own threads; about 300 ms when
 /// guests shared the scheduler's threads (and some hello runs were then
@@ -37,7 +42,7 @@ const HELLO_START_BOUND: Duration = Duration::from_millis(200);
 struct Hostile {
     name: &'static str,
     implementation: &'static str,
-    flags: &'static [&'static str],
+    flags: Vec<String>,
     expect: Expect,
 }
 
@@ -51,101 +56,136 @@ enum Expect {
 
 const MISBEHAVE: &str = "Cronwerk.Test.Misbehave";
 
-const HOSTILE: &[Hostile] = &[
-    Hostile {
-        name: "header-hog",
-        implementation: "Acme.HostHog",
-        flags: &["--memory", "16MiB"],
-        expect: Expect::Stopped(StopReason::Resources, "2048 host handles"),
-    },
-    Hostile {
-        name: "body-hog",
-        implementation: "Acme.BodyHog",
-        flags: &["--memory", "16MiB"],
-        expect: Expect::Succeeded(""),
-    },
-    Hostile {
-        name: "allocator",
-        implementation: MISBEHAVE,
-        flags: &["-p", "action=alloc", "--memory", "64MiB"],
-        expect: Expect::Stopped(StopReason::Memory, "memory limit of 64.0 MiB"),
-    },
-    Hostile {
-        name: "spinner",
-        implementation: MISBEHAVE,
-        flags: &["-p", "action=spin", "--timeout", "1s"],
-        expect: Expect::Stopped(StopReason::Time, ""),
-    },
-    Hostile {
-        name: "burner",
-        implementation: MISBEHAVE,
-        flags: &["-p", "action=spin", "--fuel", "500000000"],
-        expect: Expect::Stopped(StopReason::Fuel, ""),
-    },
-    Hostile {
-        name: "logger",
-        implementation: MISBEHAVE,
-        flags: &["-p", "action=log-flood", "-p", "n=200000"],
-        expect: Expect::Succeeded("logged 200000 lines"),
-    },
-    Hostile {
-        name: "big-result",
-        implementation: MISBEHAVE,
-        flags: &["-p", "action=huge-result", "-p", "bytes=33554432"],
-        expect: Expect::Succeeded(""),
-    },
-    Hostile {
-        name: "broadcaster",
-        implementation: MISBEHAVE,
-        flags: &[
-            "-p",
-            "action=broadcast-flood",
-            "-p",
-            "identifier=Cronwerk.Test.Misbehave",
-            "-p",
-            "n=20",
-            "-p",
-            "bytes=1048576",
-        ],
-        expect: Expect::Succeeded("made 3 of 20 broadcasts"),
-    },
-    Hostile {
-        name: "chatterer",
-        implementation: MISBEHAVE,
-        flags: &[
-            "-p",
-            "action=broadcast-flood",
-            "-p",
-            "identifier=Cronwerk.Test.Misbehave",
-            "-p",
-            "n=100000",
-            "-p",
-            "bytes=100",
-        ],
-        expect: Expect::Succeeded("made 10 of 100000 broadcasts"),
-    },
-    Hostile {
-        name: "hoarder",
-        implementation: MISBEHAVE,
-        flags: &["-p", "action=state-fill"],
-        expect: Expect::Succeeded("stopped at k"),
-    },
-    Hostile {
-        name: "recurser",
-        implementation: MISBEHAVE,
-        flags: &["-p", "action=recurse", "-p", "depth=100000000"],
-        expect: Expect::Stopped(StopReason::Stack, ""),
-    },
-    Hostile {
-        name: "panicker",
-        implementation: MISBEHAVE,
-        flags: &["-p", "action=panic"],
-        expect: Expect::Stopped(StopReason::Panic, "boom on purpose"),
-    },
-];
+/// Where the hostile tasks reach: a directory granted to the file hog, a
+/// server on a loopback address granted literally, and one granted by the
+/// name `localhost` (which the host must not connect to).
+struct Reach {
+    dir: String,
+    literal: String,
+    by_name: String,
+}
+
+fn hostile(reach: &Reach) -> Vec<Hostile> {
+    let flags = |f: &[&str]| f.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    vec![
+        Hostile {
+            name: "header-hog",
+            implementation: "Acme.HostHog",
+            flags: flags(&["--memory", "16MiB"]),
+            expect: Expect::Stopped(StopReason::Resources, "2048 host handles"),
+        },
+        Hostile {
+            name: "body-hog",
+            implementation: "Acme.BodyHog",
+            flags: flags(&["--memory", "16MiB"]),
+            expect: Expect::Succeeded(""),
+        },
+        Hostile {
+            name: "allocator",
+            implementation: MISBEHAVE,
+            flags: flags(&["-p", "action=alloc", "--memory", "64MiB"]),
+            expect: Expect::Stopped(StopReason::Memory, "memory limit of 64.0 MiB"),
+        },
+        Hostile {
+            name: "spinner",
+            implementation: MISBEHAVE,
+            flags: flags(&["-p", "action=spin", "--timeout", "1s"]),
+            expect: Expect::Stopped(StopReason::Time, ""),
+        },
+        Hostile {
+            name: "burner",
+            implementation: MISBEHAVE,
+            flags: flags(&["-p", "action=spin", "--fuel", "500000000"]),
+            expect: Expect::Stopped(StopReason::Fuel, ""),
+        },
+        Hostile {
+            name: "logger",
+            implementation: MISBEHAVE,
+            flags: flags(&["-p", "action=log-flood", "-p", "n=200000"]),
+            expect: Expect::Succeeded("logged 200000 lines"),
+        },
+        Hostile {
+            name: "big-result",
+            implementation: MISBEHAVE,
+            flags: flags(&["-p", "action=huge-result", "-p", "bytes=33554432"]),
+            expect: Expect::Succeeded(""),
+        },
+        Hostile {
+            name: "broadcaster",
+            implementation: MISBEHAVE,
+            flags: flags(&[
+                "-p",
+                "action=broadcast-flood",
+                "-p",
+                "identifier=Cronwerk.Test.Misbehave",
+                "-p",
+                "n=20",
+                "-p",
+                "bytes=1048576",
+            ]),
+            expect: Expect::Succeeded("made 3 of 20 broadcasts"),
+        },
+        Hostile {
+            name: "chatterer",
+            implementation: MISBEHAVE,
+            flags: flags(&[
+                "-p",
+                "action=broadcast-flood",
+                "-p",
+                "identifier=Cronwerk.Test.Misbehave",
+                "-p",
+                "n=100000",
+                "-p",
+                "bytes=100",
+            ]),
+            expect: Expect::Succeeded("made 10 of 100000 broadcasts"),
+        },
+        Hostile {
+            name: "hoarder",
+            implementation: MISBEHAVE,
+            flags: flags(&["-p", "action=state-fill"]),
+            expect: Expect::Succeeded("stopped at k"),
+        },
+        Hostile {
+            name: "recurser",
+            implementation: MISBEHAVE,
+            flags: flags(&["-p", "action=recurse", "-p", "depth=100000000"]),
+            expect: Expect::Stopped(StopReason::Stack, ""),
+        },
+        Hostile {
+            name: "panicker",
+            implementation: MISBEHAVE,
+            flags: flags(&["-p", "action=panic"]),
+            expect: Expect::Stopped(StopReason::Panic, "boom on purpose"),
+        },
+        Hostile {
+            name: "file-hog",
+            implementation: "Acme.FdHog",
+            flags: flags(&["--grant-dir", &reach.dir]),
+            expect: Expect::Stopped(StopReason::Resources, "64 files open at once"),
+        },
+        Hostile {
+            name: "connection-hog",
+            implementation: "Acme.HttpHog",
+            flags: flags(&["--allow-http", &reach.literal, "--timeout", "2s"]),
+            expect: Expect::Stopped(StopReason::Time, ""),
+        },
+        Hostile {
+            name: "internal-prober",
+            implementation: "Acme.HttpHoX",
+            flags: flags(&["--allow-http", &reach.by_name, "--timeout", "2s"]),
+            expect: Expect::Stopped(StopReason::Time, ""),
+        },
+    ]
+}
 
 fn component_from_wat(wat: &str) -> Vec<u8> {
     wat::parse_str(wat).expect("the test component assembles")
+}
+
+/// File descriptors process `pid` holds open.
+fn open_descriptors(pid: u32) -> u64 {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count() as u64)
 }
 
 /// Resident memory of process `pid` (`VmRSS`, or `VmHWM` for the peak), in KiB.
@@ -202,6 +242,49 @@ fn hostile_tasks_are_stopped_by_their_limits_while_hello_keeps_time_and_memory_s
         component_from_wat(&body_hog),
     )
     .unwrap();
+    let file_hog = include_str!("wat/fd_hog.wat")
+        .replace("OPENS", "1000")
+        .replace("MODE", "0")
+        .replace("SPIN", "0");
+    std::fs::write(
+        env.plugins.join("fd_hog.wasm"),
+        component_from_wat(&file_hog),
+    )
+    .unwrap();
+    let granted = tempfile::tempdir().unwrap();
+    std::fs::write(granted.path().join("f"), "a file to open many times").unwrap();
+
+    // Servers that never answer: connections wait in their backlogs. The
+    // second one counts the connections it gets, which must be none.
+    let literal = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let by_name = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let reach = Reach {
+        dir: granted.path().display().to_string(),
+        literal: literal.local_addr().unwrap().to_string(),
+        by_name: format!("localhost:{}", by_name.local_addr().unwrap().port()),
+    };
+    let probed = Arc::new(AtomicU64::new(0));
+    std::thread::spawn({
+        let probed = probed.clone();
+        move || {
+            for _ in by_name.incoming() {
+                probed.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    });
+    for (file, identifier, authority) in [
+        ("http_hog.wasm", "Acme.HttpHog", &reach.literal),
+        ("http_probe.wasm", "Acme.HttpHoX", &reach.by_name),
+    ] {
+        // The identifier is a data segment of fixed length: same length.
+        let wat = include_str!("wat/http_hog.wat")
+            .replace("\"Acme.HttpHog\"", &format!("\"{identifier}\""))
+            .replace("REQUESTS", "500")
+            .replace("AUTHORITY_LEN", &authority.len().to_string())
+            .replace("AUTHORITY", authority);
+        std::fs::write(env.plugins.join(file), component_from_wat(&wat)).unwrap();
+    }
+    let hostile = hostile(&reach);
 
     env.ok(&[
         "task",
@@ -212,7 +295,7 @@ fn hostile_tasks_are_stopped_by_their_limits_while_hello_keeps_time_and_memory_s
         "--every",
         "1s",
     ]);
-    for hostile in HOSTILE {
+    for hostile in &hostile {
         let mut args = vec![
             "task",
             "add",
@@ -222,7 +305,7 @@ fn hostile_tasks_are_stopped_by_their_limits_while_hello_keeps_time_and_memory_s
             "--every",
             "2s",
         ];
-        args.extend_from_slice(hostile.flags);
+        args.extend(hostile.flags.iter().map(String::as_str));
         env.ok(&args);
     }
 
@@ -234,10 +317,13 @@ fn hostile_tasks_are_stopped_by_their_limits_while_hello_keeps_time_and_memory_s
     // kernel's peak at the end: a sample shows when, the peak cannot miss.
     let stop = Arc::new(AtomicBool::new(false));
     let highest_sample = Arc::new(AtomicU64::new(0));
+    let baseline_fds = open_descriptors(pid);
+    let most_fds = Arc::new(AtomicU64::new(0));
     let sampler = {
-        let (stop, highest) = (stop.clone(), highest_sample.clone());
+        let (stop, highest, most_fds) = (stop.clone(), highest_sample.clone(), most_fds.clone());
         std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
+                most_fds.fetch_max(open_descriptors(pid), Ordering::Relaxed);
                 if let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status"))
                     && let Some(kib) = status
                         .lines()
@@ -252,7 +338,7 @@ fn hostile_tasks_are_stopped_by_their_limits_while_hello_keeps_time_and_memory_s
     };
 
     // Two finished runs of every hostile configuration.
-    for hostile in HOSTILE {
+    for hostile in &hostile {
         env.wait_runs(
             hostile.name,
             &format!("two finished runs of {}", hostile.name),
@@ -268,6 +354,19 @@ fn hostile_tasks_are_stopped_by_their_limits_while_hello_keeps_time_and_memory_s
         baseline_kib / 1024,
         highest_sample.load(Ordering::Relaxed) / 1024,
         peak_kib / 1024
+    );
+    let most_fds = most_fds.load(Ordering::Relaxed);
+    eprintln!(
+        "serve file descriptors: {baseline_fds} at start, {most_fds} at most (bound {FD_BOUND})"
+    );
+    assert!(
+        most_fds < FD_BOUND,
+        "serve held {most_fds} file descriptors"
+    );
+    assert_eq!(
+        probed.load(Ordering::Relaxed),
+        0,
+        "a task reached a loopback server through a name granted as localhost"
     );
     assert!(
         peak_kib / 1024 < RSS_BOUND_MIB,
@@ -285,7 +384,19 @@ fn hostile_tasks_are_stopped_by_their_limits_while_hello_keeps_time_and_memory_s
     assert!(hello.len() >= 3, "hello ran {} times", hello.len());
     let mut worst = Duration::ZERO;
     for run in &hello {
-        assert_eq!(run.state, RunState::Succeeded, "hello: {run:?}");
+        assert_eq!(
+            run.state,
+            RunState::Succeeded,
+            "hello: {run:?}\nall hello runs (slot, started, finished, took):\n{}",
+            hello
+                .iter()
+                .map(|r| format!(
+                    "{:?} {:?} {:?} {:?} µs",
+                    r.scheduled_for, r.started_at, r.finished_at, r.duration_us
+                ))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
         let late = (run.started_at.unwrap() - run.scheduled_for.unwrap())
             .to_std()
             .unwrap_or_default();
@@ -311,7 +422,7 @@ fn hostile_tasks_are_stopped_by_their_limits_while_hello_keeps_time_and_memory_s
         worst.as_millis()
     );
 
-    for hostile in HOSTILE {
+    for hostile in &hostile {
         for run in env.runs(hostile.name).iter().filter(|r| ran(r)) {
             check_outcome(hostile, run);
         }
