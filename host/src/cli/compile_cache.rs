@@ -1,8 +1,8 @@
 //! Where `exec` and `inspect` keep compiled components between invocations:
 //! a per-user cache directory, so trying a 15 MB Python or JavaScript task a
-//! second time takes milliseconds instead of seconds of Cranelift. A folder
-//! that others could change is refused before anything is loaded (see
-//! [`crate::runtime::CompileCache`]).
+//! second time takes a fraction of a second instead of seconds of
+//! Cranelift. A folder that others could change is refused before anything
+//! is loaded (see [`crate::runtime::CompileCache`]).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
