@@ -520,7 +520,7 @@ fn entry_for(dir: &Path, sha256: &str) -> PathBuf {
 }
 
 #[tokio::test]
-async fn another_components_entry_under_this_ones_name_is_not_run() {
+async fn another_components_cache_entry_under_this_ones_name_is_not_run() {
     let dir = tempfile::tempdir().unwrap();
     let cache = CompileCache::open(dir.path()).unwrap();
     let rt = shared_runtime();
