@@ -168,7 +168,7 @@ impl CompileCache {
     }
 
     /// A cache in `dir` that is never read or written.
-    pub fn off(dir: &Path) -> CompileCache {
+    fn off(dir: &Path) -> CompileCache {
         CompileCache {
             dir: dir.to_owned(),
             key: None,
