@@ -1,6 +1,6 @@
 //! Compiled components kept on disk, so that a restart (or a file renamed
 //! back and forth) does not pay for Cranelift again. Big guests take seconds
-//! to compile and milliseconds to load from a cache file.
+//! to compile and about a tenth of a second to load from a cache file.
 //!
 //! A cache file is native code that the host runs as is, so nothing in it
 //! is trusted because of where it lies or what it is called. The folder
