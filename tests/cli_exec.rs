@@ -309,3 +309,35 @@ fn a_tasks_terminal_controls_print_escaped() {
     assert_eq!(v["events"][0]["code"], "\u{1b}[K");
     assert!(!text(&out.stdout).contains('\u{1b}'));
 }
+
+#[test]
+fn a_cache_folder_others_can_write_is_refused_before_loading() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("cache");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let out = exec("wat-hello.wasm", &["--cache-dir", dir.to_str().unwrap()]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{stderr}");
+    assert!(
+        stderr.contains(&format!("chmod go-w {}", dir.display())),
+        "{stderr}"
+    );
+    assert!(stderr.contains("--no-cache"), "{stderr}");
+    assert_eq!(
+        std::fs::read_dir(&dir).unwrap().count(),
+        0,
+        "the folder was used"
+    );
+
+    // Private again, it is used; a missing folder is made private.
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = exec("wat-hello.wasm", &["--cache-dir", dir.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let fresh = tmp.path().join("fresh").join("cache");
+    let out = exec("wat-hello.wasm", &["--cache-dir", fresh.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let mode = std::fs::metadata(&fresh).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o700);
+}

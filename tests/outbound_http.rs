@@ -199,7 +199,12 @@ async fn run_with(http: HttpSettings, origin: &Origin, urls: &[String]) -> (Stri
     common::warm_compile_cache(WARMUP);
     let bytes = std::fs::read(common::component_path(WARMUP)).unwrap();
     let (component, _) = runtime
-        .load_bytes_cached(bytes, WARMUP.into(), &common::compile_cache_dir())
+        .load_bytes_cached(
+            bytes,
+            WARMUP.into(),
+            &cronwerk::runtime::CompileCache::open(&common::compile_cache_dir())
+                .expect("the test compile cache is private"),
+        )
         .await
         .expect("cache-warmup loads");
     let urls = urls.join(",");

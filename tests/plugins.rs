@@ -14,7 +14,7 @@ use cronwerk::plugins::{
     PluginEvent, PluginExecutor, PluginStatus, Plugins,
 };
 use cronwerk::runtime::{
-    CacheOutcome, EngineSettings, Execution, Executor, LoadLimits, Outcome, Runtime,
+    CacheOutcome, CompileCache, EngineSettings, Execution, Executor, LoadLimits, Outcome, Runtime,
 };
 
 use common::{component_path, request};
@@ -86,7 +86,7 @@ impl Harness {
         let plugins = Plugins::open(
             shared_runtime(),
             tmp.path().join("plugins"),
-            tmp.path().join("cache"),
+            CompileCache::open(&tmp.path().join("cache")).unwrap(),
             Arc::new(move |e| sink.lock().unwrap().push(e)),
         )
         .await
@@ -468,7 +468,7 @@ async fn a_cache_that_cannot_be_written_still_loads() {
     let tmp = tempfile::tempdir().unwrap();
     // A directory cannot be created under a file, even by root.
     std::fs::write(tmp.path().join("file"), "").unwrap();
-    let cache = tmp.path().join("file").join("cache");
+    let cache = CompileCache::open(&tmp.path().join("file").join("cache")).unwrap();
     let rt = shared_runtime();
     for _ in 0..2 {
         let (component, outcome) = rt
@@ -482,17 +482,81 @@ async fn a_cache_that_cannot_be_written_still_loads() {
 
 #[tokio::test]
 async fn a_corrupt_cache_entry_is_replaced() {
-    let cache = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cache = CompileCache::open(dir.path()).unwrap();
     let rt = shared_runtime();
-    let load = || rt.load_bytes_cached(wat_hello("1.0.0"), "wat.wasm".into(), cache.path());
+    let load = || rt.load_bytes_cached(wat_hello("1.0.0"), "wat.wasm".into(), &cache);
     assert_eq!(load().await.unwrap().1, CacheOutcome::Miss);
     assert_eq!(load().await.unwrap().1, CacheOutcome::Hit);
-    let entries: Vec<_> = std::fs::read_dir(cache.path())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
+    let entries = cache_entries(dir.path());
     assert_eq!(entries.len(), 1, "{entries:?}");
     std::fs::write(&entries[0], b"garbage").unwrap();
+
+    let (component, outcome) = load().await.unwrap();
+    assert_eq!(outcome, CacheOutcome::Miss);
+    let report = rt.run(&component, request(&[])).await;
+    assert!(matches!(report.outcome, Outcome::Succeeded { .. }));
+    assert_eq!(load().await.unwrap().1, CacheOutcome::Hit);
+}
+
+/// The cache folder's entries (its key aside).
+fn cache_entries(dir: &Path) -> Vec<PathBuf> {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "cwasm"))
+        .collect();
+    entries.sort();
+    entries
+}
+
+fn entry_for(dir: &Path, sha256: &str) -> PathBuf {
+    let found: Vec<_> = cache_entries(dir)
+        .into_iter()
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with(sha256))
+        .collect();
+    assert_eq!(found.len(), 1, "{found:?}");
+    found.into_iter().next().unwrap()
+}
+
+#[tokio::test]
+async fn another_components_cache_entry_under_this_ones_name_is_not_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = CompileCache::open(dir.path()).unwrap();
+    let rt = shared_runtime();
+    let (a, b) = (wat_hello("1.0.0"), wat_hello("2.0.0"));
+    let load = |bytes: &Vec<u8>| rt.load_bytes_cached(bytes.clone(), "wat.wasm".into(), &cache);
+    assert_eq!(load(&a).await.unwrap().1, CacheOutcome::Miss);
+    assert_eq!(load(&b).await.unwrap().1, CacheOutcome::Miss);
+    // A's code, valid and compiled by this host, under B's name.
+    std::fs::copy(
+        entry_for(dir.path(), &sha256(&a)),
+        entry_for(dir.path(), &sha256(&b)),
+    )
+    .unwrap();
+
+    let (component, outcome) = load(&b).await.unwrap();
+    assert_eq!(outcome, CacheOutcome::Miss);
+    assert_eq!(component.info().version, "2.0.0");
+    let report = rt.run(&component, request(&[])).await;
+    assert!(matches!(report.outcome, Outcome::Succeeded { .. }));
+    let (component, outcome) = load(&b).await.unwrap();
+    assert_eq!(outcome, CacheOutcome::Hit);
+    assert_eq!(component.info().version, "2.0.0");
+}
+
+#[tokio::test]
+async fn a_tampered_cache_entry_is_a_miss_and_the_load_succeeds() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = CompileCache::open(dir.path()).unwrap();
+    let rt = shared_runtime();
+    let load = || rt.load_bytes_cached(wat_hello("1.0.0"), "wat.wasm".into(), &cache);
+    assert_eq!(load().await.unwrap().1, CacheOutcome::Miss);
+    let entry = entry_for(dir.path(), &sha256(&wat_hello("1.0.0")));
+    let mut bytes = std::fs::read(&entry).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x55;
+    std::fs::write(&entry, bytes).unwrap();
 
     let (component, outcome) = load().await.unwrap();
     assert_eq!(outcome, CacheOutcome::Miss);
@@ -544,7 +608,8 @@ async fn a_file_over_the_size_limit_fails_and_the_rest_serve() {
     let dir = tmp.path().join("plugins");
     copy_example(&dir, "hello.wasm");
     copy_example(&dir, "wat-hello.wasm");
-    let plugins = Plugins::open(runtime, dir, tmp.path().join("cache"), Arc::new(|_| {}))
+    let cache = CompileCache::open(&tmp.path().join("cache")).unwrap();
+    let plugins = Plugins::open(runtime, dir, cache, Arc::new(|_| {}))
         .await
         .unwrap();
     assert!(plugins.get(WAT_HELLO).is_some());

@@ -336,3 +336,54 @@ fn a_new_version_serves_the_next_run_while_a_running_one_finishes_on_the_old() {
     assert!(events.contains("PLUGIN_UPDATED"), "{events}");
     assert!(events.contains("PLUGIN_REMOVED"), "{events}");
 }
+
+#[test]
+fn a_cache_folder_owned_by_another_user_stops_serve_before_it_starts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    std::fs::create_dir(&cache).unwrap();
+    // 65534 is `nobody`: the folder is private, but not this user's.
+    std::os::unix::fs::chown(&cache, Some(65534), None).unwrap();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_cronwerk"))
+        .arg("--data-dir")
+        .arg(tmp.path().join("data"))
+        .arg("serve")
+        .arg("--plugins")
+        .arg(tmp.path().join("plugins"))
+        .arg("--cache-dir")
+        .arg(&cache)
+        .arg("--listen")
+        .arg("none")
+        .env_remove("CRONWERK_CACHE_DIR")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = output_within(child, std::time::Duration::from_secs(30));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{stderr}");
+    assert!(stderr.contains(&cache.display().to_string()), "{stderr}");
+    assert!(stderr.contains("belongs to user 65534"), "{stderr}");
+    assert!(stderr.contains("--cache-dir"), "{stderr}");
+    assert!(
+        !tmp.path().join("data").exists(),
+        "serve went on to open the store"
+    );
+}
+
+/// What `child` printed, once it ends or `limit` passes (then it is killed:
+/// a serve that starts where it should refuse would run forever).
+fn output_within(
+    mut child: std::process::Child,
+    limit: std::time::Duration,
+) -> std::process::Output {
+    let started = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > limit {
+            child.kill().unwrap();
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
+}

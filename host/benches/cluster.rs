@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, TimeDelta, Utc};
 use cronwerk::model::{InstanceInfo, RunRecord, RunState, Schedule, TaskConfig};
 use cronwerk::plugins::Plugins;
-use cronwerk::runtime::{EngineSettings, Runtime};
+use cronwerk::runtime::{CompileCache, EngineSettings, Runtime};
 use cronwerk::scheduler::{Dispatcher, DispatcherConfig};
 use cronwerk::store::{Configurations, Housekeeping, PostgresStore, RunFilter, RunLedger, Store};
 use futures_util::StreamExt;
@@ -113,7 +113,7 @@ async fn instance(
     let plugins = Plugins::open(
         runtime.clone(),
         plugins_dir.to_owned(),
-        cache.to_owned(),
+        CompileCache::open(cache).unwrap(),
         Arc::new(|_| {}),
     )
     .await

@@ -14,7 +14,9 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use cronwerk::runtime::{CacheOutcome, EngineSettings, RunContext, RunRequest, Runtime};
+use cronwerk::runtime::{
+    CacheOutcome, CompileCache, EngineSettings, RunContext, RunRequest, Runtime,
+};
 
 use cronwerk::model::{DirGrant, Grants, RunLimits};
 
@@ -120,6 +122,7 @@ fn main() {
     let cache = kept_cache
         .clone()
         .unwrap_or_else(|| scratch.path().join("cache"));
+    let compile_cache = CompileCache::open(&cache).unwrap();
 
     println!("## Loading\n");
     println!("| language | component | first load (compile) | cached load | cache entry |");
@@ -135,7 +138,7 @@ fn main() {
             let size = bytes.len();
             let t = Instant::now();
             let (_, outcome) = runtime
-                .load_bytes_cached(bytes.clone(), lang.file.into(), &cache)
+                .load_bytes_cached(bytes.clone(), lang.file.into(), &compile_cache)
                 .await
                 .unwrap();
             let first = t.elapsed();
@@ -152,7 +155,7 @@ fn main() {
             for _ in 0..5 {
                 let t = Instant::now();
                 let (_, outcome) = again
-                    .load_bytes_cached(bytes.clone(), lang.file.into(), &cache)
+                    .load_bytes_cached(bytes.clone(), lang.file.into(), &compile_cache)
                     .await
                     .unwrap();
                 loads.push(t.elapsed());
@@ -191,7 +194,7 @@ fn main() {
             for lang in LANGUAGES.iter().filter(|l| wanted(l.name) || wanted(label)) {
                 let bytes = std::fs::read(dir.join(lang.file)).unwrap();
                 let (component, _) = runtime
-                    .load_bytes_cached(bytes, lang.file.into(), &cache)
+                    .load_bytes_cached(bytes, lang.file.into(), &compile_cache)
                     .await
                     .unwrap();
                 let req = request(&reports);

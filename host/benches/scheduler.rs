@@ -31,7 +31,7 @@ use cronwerk::model::{
     EventSource, Level, NewEvent, RunOutcome, RunState, Schedule, SystemClock, TaskConfig, Trigger,
 };
 use cronwerk::plugins::{EventSink, Plugins};
-use cronwerk::runtime::{EngineSettings, RunRequest, Runtime, sha256_hex};
+use cronwerk::runtime::{CompileCache, EngineSettings, RunRequest, Runtime, sha256_hex};
 use cronwerk::scheduler::{Dispatcher, DispatcherConfig};
 use cronwerk::store::{
     Claim, Configurations, NewRun, RunFilter, RunFinish, RunLedger, SqliteStore, StateAndSettings,
@@ -531,7 +531,7 @@ async fn hot_reload(shared: &Shared) -> (Vec<f64>, Vec<f64>) {
     let plugins = Plugins::open(
         shared.runtime.clone(),
         dir.clone(),
-        tmp.path().join("cache"),
+        CompileCache::open(&tmp.path().join("cache")).unwrap(),
         quiet_sink(),
     )
     .await
@@ -619,7 +619,7 @@ async fn restart(shared: &Shared) -> Restart {
     let cold = Plugins::open(
         shared.runtime.clone(),
         dir.clone(),
-        cache.clone(),
+        CompileCache::open(&cache).unwrap(),
         quiet_sink(),
     )
     .await
@@ -634,9 +634,14 @@ async fn restart(shared: &Shared) -> Restart {
     let runtime = Arc::new(Runtime::new(EngineSettings::default()).unwrap());
     let runtime_new = start.elapsed();
     let start = Instant::now();
-    let warm = Plugins::open(runtime, dir, cache, quiet_sink())
-        .await
-        .unwrap();
+    let warm = Plugins::open(
+        runtime,
+        dir,
+        CompileCache::open(&cache).unwrap(),
+        quiet_sink(),
+    )
+    .await
+    .unwrap();
     let warm_took = start.elapsed();
     check(&warm);
     Restart {
@@ -672,7 +677,7 @@ fn main() {
         let plugins = Plugins::open(
             runtime.clone(),
             plugins_dir.path().join("plugins"),
-            plugins_dir.path().join("cache"),
+            CompileCache::open(&plugins_dir.path().join("cache")).unwrap(),
             quiet_sink(),
         )
         .await

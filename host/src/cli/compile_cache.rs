@@ -1,6 +1,8 @@
 //! Where `exec` and `inspect` keep compiled components between invocations:
 //! a per-user cache directory, so trying a 15 MB Python or JavaScript task a
-//! second time takes milliseconds instead of seconds of Cranelift.
+//! second time takes a fraction of a second instead of seconds of
+//! Cranelift. A folder that others could change is refused before anything
+//! is loaded (see [`crate::runtime::CompileCache`]).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -8,11 +10,12 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use serde::Serialize;
 
-use crate::runtime::{CacheOutcome, Component, LoadError, LoadLimits, Runtime};
+use crate::runtime::{CacheOutcome, CompileCache, Component, LoadError, LoadLimits, Runtime};
 
 #[derive(Args, Debug, Clone)]
 pub struct CacheArgs {
-    /// Keep compiled components here [default: $XDG_CACHE_HOME/cronwerk, else ~/.cache/cronwerk].
+    /// Keep compiled components here [default: $XDG_CACHE_HOME/cronwerk, else ~/.cache/cronwerk];
+    /// it must be writable by this user only (a new one is made with mode 0700).
     #[arg(long, env = "CRONWERK_CACHE_DIR")]
     cache_dir: Option<PathBuf>,
     /// Compile from scratch and leave the cache alone.
@@ -50,8 +53,19 @@ pub fn limit_hint(e: &LoadError) -> &'static str {
 }
 
 impl CacheArgs {
+    /// Opens the cache in use, if any; `Err` is a message for the user
+    /// when its folder is refused.
+    pub fn open(&self) -> Result<Option<CompileCache>, String> {
+        match self.dir() {
+            None => Ok(None),
+            Some(dir) => CompileCache::open(&dir)
+                .map(Some)
+                .map_err(|e| format!("{e}, or run with --no-cache")),
+        }
+    }
+
     /// The cache directory in use, if any.
-    pub fn dir(&self) -> Option<PathBuf> {
+    fn dir(&self) -> Option<PathBuf> {
         if self.no_cache {
             return None;
         }
@@ -103,15 +117,15 @@ fn format_millis(ms: f64) -> String {
     }
 }
 
-/// Loads `file` through the cache chosen by `args`.
+/// Loads `file` through `cache` (from [`CacheArgs::open`]).
 pub async fn load(
     runtime: &Runtime,
     file: &Path,
-    args: &CacheArgs,
+    cache: Option<&CompileCache>,
 ) -> Result<(Component, LoadStats), LoadError> {
     let started = Instant::now();
     let elapsed = |s: Instant| Duration::as_secs_f64(&s.elapsed()) * 1e3;
-    match args.dir() {
+    match cache {
         None => {
             let component = runtime.load_file(file).await?;
             let millis = elapsed(started);
@@ -123,10 +137,10 @@ pub async fn load(
                 },
             ))
         }
-        Some(dir) => {
+        Some(cache) => {
             let bytes = runtime.read_file(file)?;
             let (component, outcome) = runtime
-                .load_bytes_cached(bytes, file.display().to_string(), &dir)
+                .load_bytes_cached(bytes, file.display().to_string(), cache)
                 .await?;
             let cache = match outcome {
                 CacheOutcome::Hit => "hit",

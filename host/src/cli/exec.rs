@@ -104,7 +104,14 @@ pub async fn run(args: ExecArgs) -> anyhow::Result<u8> {
         http: args.http.settings(),
         ..Default::default()
     })?;
-    let (component, load) = match compile_cache::load(&runtime, &args.file, &args.cache).await {
+    let cache = match args.cache.open() {
+        Ok(cache) => cache,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return Ok(exit::USAGE);
+        }
+    };
+    let (component, load) = match compile_cache::load(&runtime, &args.file, cache.as_ref()).await {
         Ok(loaded) => loaded,
         Err(e) => return Ok(report_load_error(&e, args.json)),
     };

@@ -42,7 +42,14 @@ pub async fn run(args: InspectArgs) -> anyhow::Result<u8> {
         load: args.load.limits(),
         ..Default::default()
     })?;
-    let (component, load) = match compile_cache::load(&runtime, &args.file, &args.cache).await {
+    let cache = match args.cache.open() {
+        Ok(cache) => cache,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return Ok(exit::USAGE);
+        }
+    };
+    let (component, load) = match compile_cache::load(&runtime, &args.file, cache.as_ref()).await {
         Ok(loaded) => loaded,
         Err(e) => return Ok(super::exec::report_load_error(&e, args.json)),
     };

@@ -12,6 +12,7 @@ use clap::Args;
 use super::{args, common, exit};
 use crate::instance::{Instance, InstanceConfig, Notice};
 use crate::model::InstanceInfo;
+use crate::runtime::CompileCache;
 use crate::store::Store;
 
 #[derive(Args)]
@@ -37,7 +38,8 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 128)]
     max_concurrent_runs: u32,
     /// Keep compiled components here [default: DATA_DIR/cache]; the same
-    /// folder can serve several data directories and `cronwerk exec`.
+    /// folder can serve several data directories and `cronwerk exec`. It
+    /// must be writable by this user only (a new one is made with mode 0700).
     #[arg(long, env = "CRONWERK_CACHE_DIR")]
     cache_dir: Option<PathBuf>,
     /// Also run the broadcasts made this long before this instance started
@@ -76,8 +78,19 @@ async fn shutdown_signal() {
 }
 
 pub async fn run(data_dir: &Path, a: ServeArgs) -> anyhow::Result<u8> {
+    let cache_dir = a
+        .cache_dir
+        .clone()
+        .unwrap_or_else(|| data_dir.join("cache"));
+    let cache = match CompileCache::open(&cache_dir) {
+        Ok(cache) => cache,
+        Err(e) => {
+            eprintln!("error: {e}, or give --cache-dir a folder of your own");
+            return Ok(exit::USAGE);
+        }
+    };
     let store = common::open_store(data_dir).await?;
-    let instance = Instance::start(instance_config(data_dir, store, a)).await?;
+    let instance = Instance::start(instance_config(data_dir, store, cache, a)).await?;
     instance.run_until(shutdown_signal()).await?;
     eprintln!(
         "cronwerk: stopped at {}",
@@ -86,7 +99,12 @@ pub async fn run(data_dir: &Path, a: ServeArgs) -> anyhow::Result<u8> {
     Ok(exit::OK)
 }
 
-fn instance_config(data_dir: &Path, store: Arc<dyn Store>, a: ServeArgs) -> InstanceConfig {
+fn instance_config(
+    data_dir: &Path,
+    store: Arc<dyn Store>,
+    cache: CompileCache,
+    a: ServeArgs,
+) -> InstanceConfig {
     let info = InstanceInfo {
         name: a.name.unwrap_or_else(host_name),
         roles: a.roles,
@@ -99,7 +117,7 @@ fn instance_config(data_dir: &Path, store: Arc<dyn Store>, a: ServeArgs) -> Inst
     InstanceConfig {
         store,
         info,
-        cache_dir: a.cache_dir.unwrap_or_else(|| data_dir.join("cache")),
+        cache,
         plugins_dir: a.plugins,
         data_dir: data_dir.to_owned(),
         lease: a.lease,

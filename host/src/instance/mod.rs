@@ -26,7 +26,7 @@ use tokio::task::JoinHandle;
 use crate::api::{ApiContext, ApiServer, Listen, Metrics};
 use crate::model::{InstanceInfo, Level, NewEvent};
 use crate::plugins::{PluginEvent, PluginExecutor, Plugins, WatchHandle};
-use crate::runtime::{EngineSettings, HttpSettings, LoadLimits, Runtime};
+use crate::runtime::{CompileCache, EngineSettings, HttpSettings, LoadLimits, Runtime};
 use crate::scheduler::farm::LIVENESS;
 use crate::scheduler::{Dispatcher, DispatcherConfig};
 use crate::store::Store;
@@ -38,8 +38,9 @@ pub struct InstanceConfig {
     pub info: InstanceInfo,
     /// Every component in it is loaded and watched.
     pub plugins_dir: PathBuf,
-    /// Where compiled components are kept.
-    pub cache_dir: PathBuf,
+    /// Where compiled components are kept (opened, so its folder passed
+    /// the checks).
+    pub cache: CompileCache,
     /// Where the API's token file lives.
     pub data_dir: PathBuf,
     /// A running run's lease (see [`DispatcherConfig::lease`]).
@@ -186,7 +187,7 @@ async fn open_plugins(
     let plugins = Plugins::open(
         runtime,
         config.plugins_dir.clone(),
-        config.cache_dir.clone(),
+        config.cache.clone(),
         sink,
     )
     .await

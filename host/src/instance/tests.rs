@@ -21,7 +21,7 @@ fn config(
             roles: Vec::new(),
         },
         plugins_dir: dir.join("plugins"),
-        cache_dir: dir.join("cache"),
+        cache: crate::runtime::CompileCache::open(&dir.join("cache")).unwrap(),
         data_dir: dir.to_owned(),
         lease: Duration::from_secs(30),
         grace: Duration::from_secs(1),

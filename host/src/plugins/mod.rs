@@ -25,7 +25,7 @@ use std::time::SystemTime;
 
 use anyhow::Context as _;
 
-use crate::runtime::{CacheOutcome, Component, Runtime, read_component_file};
+use crate::runtime::{CacheOutcome, CompileCache, Component, Runtime, read_component_file};
 
 pub use entry::{PluginEntry, PluginStatus};
 pub use event::{
@@ -43,7 +43,7 @@ pub type EventSink = Arc<dyn Fn(PluginEvent) + Send + Sync>;
 pub struct Plugins {
     runtime: Arc<Runtime>,
     dir: PathBuf,
-    cache_dir: PathBuf,
+    cache: CompileCache,
     on_event: EventSink,
     /// Swapped whole after each rescan; held only to clone or replace the
     /// `Arc`, never across an await, so `get` never waits on a compilation.
@@ -59,11 +59,11 @@ pub struct Plugins {
 impl Plugins {
     /// Scans `dir` once (creating it if missing) and loads every component;
     /// never fails because of a bad file, only if the folder itself cannot
-    /// be created or read. Compiled code is kept in `cache_dir`.
+    /// be created or read. Compiled code is kept in `cache`.
     pub async fn open(
         runtime: Arc<Runtime>,
         dir: PathBuf,
-        cache_dir: PathBuf,
+        cache: CompileCache,
         on_event: EventSink,
     ) -> anyhow::Result<Arc<Self>> {
         std::fs::create_dir_all(&dir)
@@ -71,7 +71,7 @@ impl Plugins {
         let plugins = Arc::new(Plugins {
             runtime,
             dir,
-            cache_dir,
+            cache,
             on_event,
             state: RwLock::new(Arc::new(State::default())),
             rescanning: tokio::sync::Mutex::new(()),
@@ -179,7 +179,7 @@ impl Plugins {
         let origin = path.display().to_string();
         let (component, outcome) = self
             .runtime
-            .load_bytes_cached(bytes, origin, &self.cache_dir)
+            .load_bytes_cached(bytes, origin, &self.cache)
             .await
             .map_err(|e| e.to_string())?;
         let counter = match outcome {

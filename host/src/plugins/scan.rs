@@ -3,7 +3,7 @@
 //! hashes every file instead of trusting modification times, which a copy
 //! or an `rsync -t` can leave unchanged.
 
-use std::io;
+use std::io::{self, Read as _};
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
@@ -50,8 +50,14 @@ fn list_blocking(dir: &Path) -> io::Result<Vec<Found>> {
 
 fn hash_file(path: &Path) -> io::Result<String> {
     let mut hasher = Sha256::new();
-    io::copy(&mut std::fs::File::open(path)?, &mut hasher)?;
-    Ok(hex::encode(hasher.finalize()))
+    let mut file = std::fs::File::open(path)?;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match file.read(&mut buf)? {
+            0 => return Ok(hex::encode(hasher.finalize())),
+            n => hasher.update(&buf[..n]),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -32,7 +32,7 @@ use tokio::sync::Semaphore;
 use wasmtime::component::{HasSelf, Linker};
 
 pub use bindings::{CONTRACT_VERSION, TASK_EXPORT};
-pub use cache::CacheOutcome;
+pub use cache::{CacheOutcome, CompileCache, UnsafeCache};
 pub use cancel::CancelToken;
 pub use component::{Component, LoadError, LoadLimits, TaskInfo, read_component_file, sha256_hex};
 pub use context::RunContext;
@@ -162,21 +162,21 @@ impl Runtime {
     }
 
     /// Like [`load_bytes`](Self::load_bytes), but takes the compiled code
-    /// from `cache_dir` when an earlier load left it there, and leaves it
-    /// there otherwise. A cache that cannot be read or written only costs a
+    /// from `cache` when an earlier load left it there, and leaves it there
+    /// otherwise. A cache that cannot be read or written only costs a
     /// compilation (and a warning); it never fails the load.
     pub async fn load_bytes_cached(
         &self,
         bytes: Vec<u8>,
         origin: String,
-        cache_dir: &Path,
+        cache: &CompileCache,
     ) -> Result<(Component, CacheOutcome), LoadError> {
         component::check_header(&bytes, &origin)?;
         let sha256 = sha256_hex(&bytes);
         let size = bytes.len();
         let timeout = self.engine.settings.load.compile_timeout;
         let (compiled, outcome) =
-            cache::compile_cached(&self.engine.engine, bytes, &sha256, cache_dir, timeout)
+            cache::compile_cached(&self.engine.engine, bytes, &sha256, cache, timeout)
                 .await
                 .map_err(|e| self.compile_error(&origin, e))?;
         let component = self.finish_load(compiled, sha256, size, origin).await?;
