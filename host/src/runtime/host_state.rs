@@ -56,6 +56,11 @@ impl TaskState {
     }
 
     pub fn set(&mut self, key: String, value: String) -> Result<(), String> {
+        // Kept as the store will keep it (NUL becomes U+FFFD), so that two
+        // keys differing only there are one key here too, instead of two
+        // rows that collide when the run's state is written.
+        let key = crate::model::text::storable(&key).into_owned();
+        let value = crate::model::text::storable(&value).into_owned();
         if key.is_empty() || key.len() > STATE_MAX_KEY_BYTES {
             return Err(format!(
                 "state key must be 1 to {STATE_MAX_KEY_BYTES} bytes, got {}",
@@ -152,7 +157,8 @@ impl config::Host for RunState {
 
 impl state::Host for RunState {
     fn get(&mut self, key: String) -> Option<String> {
-        self.state.entries.get(&key).cloned()
+        let key = crate::model::text::storable(&key);
+        self.state.entries.get(key.as_ref()).cloned()
     }
 
     fn set(&mut self, key: String, value: String) -> Result<(), String> {
@@ -160,7 +166,8 @@ impl state::Host for RunState {
     }
 
     fn remove(&mut self, key: String) {
-        self.state.entries.remove(&key);
+        let key = crate::model::text::storable(&key);
+        self.state.entries.remove(key.as_ref());
     }
 
     fn keys(&mut self) -> Vec<String> {
@@ -243,5 +250,15 @@ mod tests {
         s.set("key00".into(), "small".into()).unwrap();
         s.set("key15".into(), "v".repeat(60 * 1024)).unwrap();
         assert_eq!(s.into_entries().len(), 16);
+    }
+
+    #[test]
+    fn keys_differing_only_by_nul_and_its_replacement_are_one_key() {
+        let mut s = TaskState::default();
+        s.set("a\0".into(), "x\0".into()).unwrap();
+        s.set("a\u{fffd}".into(), "y".into()).unwrap();
+        let entries = s.into_entries();
+        assert_eq!(entries.len(), 1, "{entries:?}");
+        assert_eq!(entries["a\u{fffd}"], "y");
     }
 }
