@@ -78,6 +78,14 @@ async fn shutdown_signal() {
 }
 
 pub async fn run(data_dir: &Path, a: ServeArgs) -> anyhow::Result<u8> {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        eprintln!(
+            "cronwerk: warning: serving as root; the sandbox holds tasks in, but anything \
+             outside it that goes wrong does so with every permission: run serve as a user \
+             of its own (see docs/security.md)"
+        );
+    }
     let cache_dir = a
         .cache_dir
         .clone()

@@ -10,6 +10,7 @@ mod roles;
 mod schema;
 mod tx;
 
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::Path;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,6 +21,10 @@ use rusqlite::{Connection, TransactionBehavior};
 
 use super::{StoreError, StoreResult};
 use tx::SqliteTx;
+
+/// The file in the data directory that serializes schema migrations
+/// between processes.
+const MIGRATION_LOCK: &str = "cronwerk.db.migrating";
 
 /// Statements kept prepared: every statement of the rules, with room.
 const STATEMENT_CACHE: usize = 128;
@@ -35,12 +40,33 @@ pub struct SqliteStore {
 impl SqliteStore {
     /// Opens (creating if needed) `cronwerk.db` in `data_dir` and migrates it.
     pub fn open(data_dir: &Path) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(data_dir)
+        // Private whatever the umask: the folder holds the configurations,
+        // their grants, task state and the API token.
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(data_dir)
             .with_context(|| format!("creating the data directory {}", data_dir.display()))?;
         let path = data_dir.join("cronwerk.db");
+        // Processes opening one new data directory at once (a `serve` and
+        // a CLI verb started together) would otherwise each see version 0
+        // and create the tables twice; the loser failed. This lock lets one
+        // migrate at a time, and the others then find the schema current.
+        let lock_path = data_dir.join(MIGRATION_LOCK);
+        let lock =
+            private_file(&lock_path).with_context(|| format!("opening {}", lock_path.display()))?;
+        lock.lock()
+            .with_context(|| format!("locking {}", lock_path.display()))?;
+        // Made here, mode 0600, before SQLite would make it 0644 less the
+        // umask; SQLite gives its WAL and shared-memory files the mode of
+        // the database file.
+        private_file(&path).with_context(|| format!("creating {}", path.display()))?;
         let conn = Connection::open(&path)
             .with_context(|| format!("opening the database {}", path.display()))?;
-        Self::setup(conn).with_context(|| format!("preparing the database {}", path.display()))
+        let store =
+            Self::setup(conn).with_context(|| format!("preparing the database {}", path.display()));
+        drop(lock);
+        store
     }
 
     /// A private in-memory store (tests).
@@ -56,7 +82,7 @@ impl SqliteStore {
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         schema::migrations()
             .to_latest(&mut conn)
-            .context("migrating the schema")?;
+            .map_err(|e| anyhow::anyhow!("migrating the schema: {}", schema::migration_error(e)))?;
         Ok(SqliteStore {
             conn: Mutex::new(conn),
             local_changes: AtomicU64::new(0),
@@ -84,6 +110,17 @@ impl SqliteStore {
         self.local_changes.fetch_add(1, Ordering::Relaxed);
         result.map_err(StoreError::Backend)
     }
+}
+
+/// Opens `path` for writing, creating it with mode 0600 if it is missing;
+/// an existing file keeps its content and mode.
+fn private_file(path: &Path) -> std::io::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(path)
 }
 
 /// Did `e` come from a constraint (the unique configuration name)?

@@ -157,3 +157,18 @@ CREATE TABLE deliveries (
 );
 CREATE INDEX deliveries_waiting ON deliveries (instance, state);
 ";
+
+/// A migration failure as one line: the SQLite error, never the schema's
+/// SQL (several kilobytes, of no use to an operator).
+pub(super) fn migration_error(e: rusqlite_migration::Error) -> String {
+    match e {
+        rusqlite_migration::Error::RusqliteError { err, .. } => err.to_string(),
+        other => {
+            let text = other.to_string();
+            match text.char_indices().nth(200) {
+                Some((cut, _)) => format!("{}…", &text[..cut]),
+                None => text,
+            }
+        }
+    }
+}
