@@ -3,8 +3,13 @@
 //! machine) share it safely. Every multi-row change is one immediate
 //! (write-locking) transaction, so the store's rules (`store::sql`) run
 //! with every other writer excluded; a claim is still a conditional
-//! update, so one slot is won by exactly one process. Statements are
-//! short, so they run inline on the async caller.
+//! update, so one slot is won by exactly one process.
+//!
+//! Reads have connections of their own (WAL lets them read while a write
+//! goes on), so a long listing never holds up a lease renewal or a claim;
+//! and every call leaves its async worker thread to the runtime's other
+//! tasks while SQLite works (`block_in_place`), so a slow query or a busy
+//! database file never delays heartbeats, the dispatcher or the API.
 
 mod roles;
 mod schema;
@@ -13,7 +18,7 @@ mod tx;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::Path;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -29,9 +34,17 @@ const MIGRATION_LOCK: &str = "cronwerk.db.migrating";
 /// Statements kept prepared: every statement of the rules, with room.
 const STATEMENT_CACHE: usize = 128;
 
+/// Connections for reads besides the one for writes.
+const READERS: usize = 2;
+
 /// The SQLite store.
 pub struct SqliteStore {
+    /// Writes, the change token, and reads when there are no readers.
     conn: Mutex<Connection>,
+    /// Reads of a file-backed store (an in-memory one has none: another
+    /// connection would open another, empty, database).
+    readers: Vec<Mutex<Connection>>,
+    next_reader: AtomicUsize,
     /// Bumped on each of this connection's own commits, which SQLite's
     /// `data_version` (the other half of the change token) does not count.
     local_changes: AtomicU64,
@@ -66,7 +79,18 @@ impl SqliteStore {
         let store =
             Self::setup(conn).with_context(|| format!("preparing the database {}", path.display()));
         drop(lock);
-        store
+        let mut store = store?;
+        for _ in 0..READERS {
+            let reader = Connection::open(&path)
+                .and_then(|c| {
+                    c.busy_timeout(Duration::from_secs(10))?;
+                    c.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+                    Ok(c)
+                })
+                .with_context(|| format!("opening the database {}", path.display()))?;
+            store.readers.push(Mutex::new(reader));
+        }
+        Ok(store)
     }
 
     /// A private in-memory store (tests).
@@ -85,6 +109,8 @@ impl SqliteStore {
             .map_err(|e| anyhow::anyhow!("migrating the schema: {}", schema::migration_error(e)))?;
         Ok(SqliteStore {
             conn: Mutex::new(conn),
+            readers: Vec::new(),
+            next_reader: AtomicUsize::new(0),
             local_changes: AtomicU64::new(0),
         })
     }
@@ -93,22 +119,52 @@ impl SqliteStore {
         self.conn.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Runs `f` on the connection, outside a transaction (reads).
+    /// A reader connection: a free one if there is one, else the next in
+    /// turn (or the writer's, for an in-memory store).
+    fn reader(&self) -> std::sync::MutexGuard<'_, Connection> {
+        if self.readers.is_empty() {
+            return self.lock();
+        }
+        let first = self.next_reader.fetch_add(1, Ordering::Relaxed);
+        for i in 0..self.readers.len() {
+            let reader = &self.readers[(first + i) % self.readers.len()];
+            if let Ok(conn) = reader.try_lock() {
+                return conn;
+            }
+        }
+        let reader = &self.readers[first % self.readers.len()];
+        reader.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs `f` on a reader connection, outside a transaction (reads).
     fn read<T>(&self, f: impl FnOnce(&SqliteTx<'_>) -> anyhow::Result<T>) -> StoreResult<T> {
-        Ok(f(&SqliteTx(&self.lock()))?)
+        off_the_runtime(|| Ok(f(&SqliteTx(&self.reader()))?))
     }
 
     /// Runs `f` in an immediate (write-locking) transaction and commits.
     fn write<T>(&self, f: impl FnOnce(&SqliteTx<'_>) -> anyhow::Result<T>) -> StoreResult<T> {
-        let result = (|| {
+        let result = off_the_runtime(|| {
             let mut conn = self.lock();
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let value = f(&SqliteTx(&tx))?;
             tx.commit()?;
             Ok(value)
-        })();
+        });
         self.local_changes.fetch_add(1, Ordering::Relaxed);
         result.map_err(StoreError::Backend)
+    }
+}
+
+/// Runs `f`, which blocks on SQLite, letting the runtime move this worker's
+/// other tasks to another thread meanwhile. A single-threaded runtime (unit
+/// tests, some CLI paths) has no other thread, so there it just runs.
+fn off_the_runtime<T>(f: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
     }
 }
 
@@ -180,5 +236,42 @@ mod tests {
             .filter(|c| **c == Claim::Claimed)
             .count();
         assert_eq!(wins, 1);
+    }
+
+    #[test]
+    fn a_long_read_does_not_hold_up_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = std::sync::Arc::new(SqliteStore::open(dir.path()).unwrap());
+        let (started, read_started) = std::sync::mpsc::channel();
+        let (written, write_done) = std::sync::mpsc::channel::<()>();
+        // A read that holds its connection and an open read transaction
+        // until the write below is done (or gives up after 10 s).
+        let reader = std::thread::spawn({
+            let store = store.clone();
+            move || {
+                store
+                    .read(|tx| {
+                        tx.0.execute_batch("BEGIN; SELECT count(*) FROM runs;")?;
+                        started.send(()).unwrap();
+                        let waited = write_done.recv_timeout(Duration::from_secs(10)).is_ok();
+                        tx.0.execute_batch("COMMIT")?;
+                        Ok(waited)
+                    })
+                    .unwrap()
+            }
+        });
+        read_started.recv().unwrap();
+        // A lease renewal, as the dispatcher makes every few seconds.
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        runtime
+            .block_on(store.renew_leases(&["r".into()], Utc::now()))
+            .unwrap();
+        written.send(()).unwrap();
+        assert!(
+            reader.join().unwrap(),
+            "the write waited for the read to finish"
+        );
     }
 }
