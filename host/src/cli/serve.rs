@@ -81,9 +81,9 @@ pub async fn run(data_dir: &Path, a: ServeArgs) -> anyhow::Result<u8> {
     // SAFETY: geteuid has no preconditions and cannot fail.
     if unsafe { libc::geteuid() } == 0 {
         eprintln!(
-            "cronwerk: warning: serving as root; the sandbox holds tasks in, but anything \
-             outside it that goes wrong does so with every permission: run serve as a user \
-             of its own (see docs/security.md)"
+            "cronwerk: warning: running as root; the sandbox holds tasks in, but anything \
+             outside it that goes wrong does so with every permission: give `cronwerk serve` \
+             a user of its own (see docs/security.md)"
         );
     }
     let cache_dir = a
