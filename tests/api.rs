@@ -917,3 +917,86 @@ fn a_broadcast_made_through_the_api_runs_on_the_instance_with_its_payload() {
     );
     assert_eq!(s.get("/api/broadcasts/nope").status, 404);
 }
+
+#[test]
+fn idle_slow_and_streaming_clients_cannot_starve_the_api() {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::time::{Duration, Instant};
+
+    use cronwerk::model::{Level, NewEvent};
+    use cronwerk::store::{EventJournal, SqliteStore};
+
+    let s = Server::start(&["hello.wasm"]);
+    // A log to catch up on, longer than a page (500) of a stream.
+    let bulk: Vec<NewEvent> = (0..1200)
+        .map(|i| NewEvent::host(Level::Info, "BULK", format!("bulk {i}")))
+        .collect();
+    let store = SqliteStore::open(&s.data).unwrap();
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap()
+        .block_on(store.append_events(&bulk))
+        .unwrap();
+
+    let addr = s.base.trim_start_matches("http://").trim_end_matches('/');
+    // 200 clients that connect and say nothing, and 50 that start a
+    // request and never finish its headers.
+    let _idle: Vec<TcpStream> = (0..200)
+        .map(|_| TcpStream::connect(addr).unwrap())
+        .collect();
+    let mut slow: Vec<TcpStream> = (0..50)
+        .map(|_| {
+            let mut c = TcpStream::connect(addr).unwrap();
+            c.write_all(b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+                .unwrap();
+            c
+        })
+        .collect();
+    // Four streams catching up from the start of the log.
+    let catching_up: Vec<_> = (0..4)
+        .map(|_| s.stream("/api/events/stream?after=0"))
+        .collect();
+
+    // The API still answers, at once.
+    let asked = Instant::now();
+    assert_eq!(s.get("/api/health").status, 200);
+    let took = asked.elapsed();
+    assert!(took < Duration::from_secs(1), "health took {took:?}");
+
+    // A catch-up stream delivers the whole log in order, page after page.
+    let mut seen = Vec::new();
+    while seen.len() < bulk.len() {
+        let e = next_data(&catching_up[0], "the next bulk event", |e| {
+            e["code"] == "BULK"
+        });
+        seen.push(e["message"].as_str().unwrap().to_owned());
+    }
+    let expected: Vec<String> = (0..1200).map(|i| format!("bulk {i}")).collect();
+    assert_eq!(seen, expected);
+
+    // Live streams are bounded: 64 at once, the next is refused with a 503.
+    let _more: Vec<_> = (0..60).map(|_| s.stream("/api/changes")).collect();
+    let refused = s.get("/api/changes");
+    assert_eq!(refused.status, 503, "{:?}", refused.body);
+    assert!(
+        refused.body["error"]
+            .as_str()
+            .unwrap()
+            .contains("64 live streams"),
+        "{:?}",
+        refused.body
+    );
+
+    // A client that does not finish its headers is disconnected.
+    let started = Instant::now();
+    let one = &mut slow[0];
+    one.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut rest = Vec::new();
+    let _ = one.read_to_end(&mut rest);
+    let held = started.elapsed();
+    assert!(
+        held < Duration::from_secs(20),
+        "a half-sent request held its connection for {held:?}"
+    );
+}

@@ -44,6 +44,8 @@ pub enum ApiError {
     TooLarge(String),
     /// 500: the store or the host failed.
     Internal(String),
+    /// 503: the server holds as many of these as it keeps (live streams).
+    Busy(String),
 }
 
 impl ApiError {
@@ -97,6 +99,7 @@ impl IntoResponse for ApiError {
             ApiError::NotNow(m) => (StatusCode::CONFLICT, m, None),
             ApiError::TooLarge(m) => (StatusCode::PAYLOAD_TOO_LARGE, m, None),
             ApiError::Internal(m) => (StatusCode::INTERNAL_SERVER_ERROR, m, None),
+            ApiError::Busy(m) => (StatusCode::SERVICE_UNAVAILABLE, m, None),
         };
         let mut response = (status, axum::Json(ErrorBody { error, field })).into_response();
         if status == StatusCode::UNAUTHORIZED {

@@ -14,7 +14,7 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use chrono::{DateTime, Utc};
 use futures_util::stream::{self, Stream};
 use serde::{Deserialize, Serialize};
-use tokio::sync::watch;
+use tokio::sync::{OwnedSemaphorePermit, watch};
 use utoipa::{IntoParams, ToSchema};
 
 use super::AppState;
@@ -93,6 +93,7 @@ async fn filter(s: &AppState, q: &EventsQuery) -> ApiResult<EventFilter> {
         min_level,
         after_id: q.after,
         limit: Some(limit),
+        oldest: false,
     })
 }
 
@@ -119,6 +120,27 @@ struct Follow {
     filter: EventFilter,
     changes: watch::Receiver<u64>,
     pending: VecDeque<EventRecord>,
+    /// Held while the stream is open.
+    _slot: OwnedSemaphorePermit,
+}
+
+/// Live streams (`/api/events/stream` and `/api/changes` together) open at
+/// once; one more is answered 503. Each holds a connection, a subscription
+/// and, catching up, a page of events.
+pub const MAX_STREAMS: usize = 64;
+
+/// Events a stream reads from the store at a time: catching up from
+/// `after=0` over a large log goes page by page, as the client reads.
+pub const STREAM_PAGE: u32 = 500;
+
+/// A slot for one more live stream, or why not.
+fn stream_slot(s: &AppState) -> ApiResult<OwnedSemaphorePermit> {
+    s.streams.clone().try_acquire_owned().map_err(|_| {
+        ApiError::Busy(format!(
+            "{MAX_STREAMS} live streams are open, the most this server keeps; \
+             close one (or retry later)"
+        ))
+    })
 }
 
 #[utoipa::path(
@@ -135,6 +157,7 @@ pub async fn stream(
     headers: HeaderMap,
     ApiQuery(q): ApiQuery<EventsQuery>,
 ) -> ApiResult<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>> {
+    let slot = stream_slot(&s)?;
     let mut f = filter(&s, &q).await?;
     let resume = headers
         .get("last-event-id")
@@ -147,12 +170,14 @@ pub async fn stream(
         Some(after) => Some(after),
         None => Some(latest_id(&*s.store).await?),
     };
-    f.limit = None;
+    f.limit = Some(STREAM_PAGE);
+    f.oldest = true;
     let follow = Follow {
         store: s.store.clone(),
         filter: f,
         changes,
         pending: VecDeque::new(),
+        _slot: slot,
     };
     let events = stream::unfold(follow, |mut f| async move {
         loop {
@@ -199,19 +224,20 @@ async fn latest_id(store: &dyn Store) -> ApiResult<i64> {
 )]
 pub async fn changes(
     State(s): State<AppState>,
-) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
+) -> ApiResult<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>> {
+    let slot = stream_slot(&s)?;
     let rx = s.live.subscribe();
     let first = SseEvent::default()
         .event("change")
         .data(rx.borrow().to_string());
-    let later = stream::unfold(rx, |mut rx| async move {
+    let later = stream::unfold((rx, slot), |(mut rx, slot)| async move {
         rx.changed().await.ok()?;
         let n = *rx.borrow_and_update();
         Some((
             Ok(SseEvent::default().event("change").data(n.to_string())),
-            rx,
+            (rx, slot),
         ))
     });
     let events = futures_util::StreamExt::chain(stream::once(async { Ok(first) }), later);
-    Sse::new(events).keep_alive(KeepAlive::default())
+    Ok(Sse::new(events).keep_alive(KeepAlive::default()))
 }

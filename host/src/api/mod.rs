@@ -19,6 +19,7 @@ pub mod metrics;
 mod names;
 mod plugins;
 mod runs;
+mod server;
 mod tasks;
 
 use std::net::SocketAddr;
@@ -98,6 +99,9 @@ pub(crate) struct AppState(Arc<Shared>);
 pub(crate) struct Shared {
     ctx: ApiContext,
     live: live::Live,
+    /// Live streams (Server-Sent Events) open at once, at most
+    /// [`events::MAX_STREAMS`].
+    streams: Arc<tokio::sync::Semaphore>,
 }
 
 impl Deref for AppState {
@@ -262,14 +266,11 @@ pub async fn start(listen: Option<&Listen>, ctx: ApiContext) -> anyhow::Result<O
     let policy = auth::Policy::new(token_file.clone(), loopback);
     let state = AppState(Arc::new(Shared {
         live: live::Live::start(ctx.store.clone()),
+        streams: Arc::new(tokio::sync::Semaphore::new(events::MAX_STREAMS)),
         ctx,
     }));
     let (router, _) = app(state, policy);
-    let task = tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, router).await {
-            tracing::error!("the API server stopped: {e}");
-        }
-    });
+    let task = tokio::spawn(server::serve(listener, router));
     if created {
         eprintln!(
             "cronwerk: API token (shown this once; kept in {}, `cronwerk token rotate` replaces it): {token}",

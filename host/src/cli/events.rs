@@ -45,6 +45,7 @@ pub async fn run(data_dir: &Path, a: EventsArgs) -> anyhow::Result<u8> {
         min_level: a.level,
         after_id: None,
         limit: Some(a.limit),
+        oldest: false,
     };
     loop {
         let events = store.list_events(&filter).await?;
@@ -57,13 +58,23 @@ pub async fn run(data_dir: &Path, a: EventsArgs) -> anyhow::Result<u8> {
         if !a.follow {
             return Ok(exit::OK);
         }
-        filter.limit = None;
+        // Following reads forward a page at a time; a full page means more
+        // is waiting, so read on without pausing.
+        let full = filter.oldest && events.len() == FOLLOW_PAGE as usize;
+        filter.limit = Some(FOLLOW_PAGE);
+        filter.oldest = true;
+        if full {
+            continue;
+        }
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(250)) => {}
             _ = tokio::signal::ctrl_c() => return Ok(exit::OK),
         }
     }
 }
+
+/// Events `events --follow` reads at a time.
+const FOLLOW_PAGE: u32 = 500;
 
 fn print_event(e: &EventRecord, json: bool) -> anyhow::Result<()> {
     if json {

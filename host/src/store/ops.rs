@@ -128,6 +128,9 @@ pub struct EventFilter {
     pub after_id: Option<i64>,
     /// The newest this many (oldest first in the result).
     pub limit: Option<u32>,
+    /// With `limit`: the oldest this many instead, for reading forward
+    /// from `after_id` page by page.
+    pub oldest: bool,
 }
 
 /// Which runs to list.

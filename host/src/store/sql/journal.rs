@@ -28,8 +28,9 @@ pub async fn insert_event<T: Tx + ?Sized>(tx: &T, e: &NewEvent) -> anyhow::Resul
     Ok(())
 }
 
-/// The newest events that pass `filter`, oldest first. The casts type the
-/// parameters a filter leaves NULL (PostgreSQL must know them).
+/// The newest events that pass `filter` (the oldest, with
+/// `filter.oldest`), oldest first. The casts type the parameters a filter
+/// leaves NULL (PostgreSQL must know them).
 pub async fn list_events<T: Tx + ?Sized>(
     tx: &T,
     filter: &EventFilter,
@@ -40,7 +41,8 @@ pub async fn list_events<T: Tx + ?Sized>(
            AND (CAST($2 AS TEXT) IS NULL OR e.run_id = $2)
            AND (CAST($3 AS BIGINT) IS NULL OR e.level >= $3)
            AND (CAST($4 AS BIGINT) IS NULL OR e.id > $4)
-         ORDER BY e.id DESC LIMIT $5"
+         ORDER BY e.id {} LIMIT $5",
+        if filter.oldest { "ASC" } else { "DESC" }
     );
     let found = tx
         .query(
@@ -55,7 +57,9 @@ pub async fn list_events<T: Tx + ?Sized>(
         )
         .await?;
     let mut events = rows::all(found, rows::event)?;
-    events.reverse();
+    if !filter.oldest {
+        events.reverse();
+    }
     Ok(events)
 }
 
