@@ -179,8 +179,10 @@ fn hostile(reach: &Reach) -> Vec<Hostile> {
     ]
 }
 
-fn component_from_wat(wat: &str) -> Vec<u8> {
-    wat::parse_str(wat).expect("the test component assembles")
+/// Assembles a test component and puts it in the plugins folder as `file`.
+fn plant(env: &Env, file: &str, wat: &str) {
+    let bytes = wat::parse_str(wat).expect("the test component assembles");
+    std::fs::write(env.plugins.join(file), bytes).unwrap();
 }
 
 /// File descriptors process `pid` holds open.
@@ -231,26 +233,14 @@ fn hostile_tasks_are_stopped_by_their_limits_while_hello_keeps_time_and_memory_s
         .replace("HANDLES", "20000")
         .replace("APPENDS", "1")
         .replace("VALUE_BYTES", "12000");
-    std::fs::write(
-        env.plugins.join("header_hog.wasm"),
-        component_from_wat(&header_hog),
-    )
-    .unwrap();
+    plant(&env, "header_hog.wasm", &header_hog);
     let body_hog = include_str!("wat/body_hog.wat").replace("BODIES", "200");
-    std::fs::write(
-        env.plugins.join("body_hog.wasm"),
-        component_from_wat(&body_hog),
-    )
-    .unwrap();
+    plant(&env, "body_hog.wasm", &body_hog);
     let file_hog = include_str!("wat/fd_hog.wat")
         .replace("OPENS", "1000")
         .replace("MODE", "0")
         .replace("SPIN", "0");
-    std::fs::write(
-        env.plugins.join("fd_hog.wasm"),
-        component_from_wat(&file_hog),
-    )
-    .unwrap();
+    plant(&env, "fd_hog.wasm", &file_hog);
     let granted = tempfile::tempdir().unwrap();
     std::fs::write(granted.path().join("f"), "a file to open many times").unwrap();
 
@@ -282,7 +272,7 @@ fn hostile_tasks_are_stopped_by_their_limits_while_hello_keeps_time_and_memory_s
             .replace("REQUESTS", "500")
             .replace("AUTHORITY_LEN", &authority.len().to_string())
             .replace("AUTHORITY", authority);
-        std::fs::write(env.plugins.join(file), component_from_wat(&wat)).unwrap();
+        plant(&env, file, &wat);
     }
     let hostile = hostile(&reach);
 

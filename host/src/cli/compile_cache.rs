@@ -118,6 +118,24 @@ fn format_millis(ms: f64) -> String {
 }
 
 /// Loads `file` through `cache` (from [`CacheArgs::open`]).
+/// `exec` and `inspect`'s way in: opens the cache `args` name and loads
+/// `file` through it. On failure, says why (as JSON with `json`) and gives
+/// the exit code.
+pub async fn open_and_load(
+    runtime: &Runtime,
+    args: &CacheArgs,
+    file: &Path,
+    json: bool,
+) -> Result<(Component, LoadStats), u8> {
+    let cache = args.open().map_err(|message| {
+        eprintln!("error: {message}");
+        super::exit::USAGE
+    })?;
+    load(runtime, file, cache.as_ref())
+        .await
+        .map_err(|e| super::exec::report_load_error(&e, json))
+}
+
 pub async fn load(
     runtime: &Runtime,
     file: &Path,

@@ -104,17 +104,11 @@ pub async fn run(args: ExecArgs) -> anyhow::Result<u8> {
         http: args.http.settings(),
         ..Default::default()
     })?;
-    let cache = match args.cache.open() {
-        Ok(cache) => cache,
-        Err(message) => {
-            eprintln!("error: {message}");
-            return Ok(exit::USAGE);
-        }
-    };
-    let (component, load) = match compile_cache::load(&runtime, &args.file, cache.as_ref()).await {
-        Ok(loaded) => loaded,
-        Err(e) => return Ok(report_load_error(&e, args.json)),
-    };
+    let (component, load) =
+        match compile_cache::open_and_load(&runtime, &args.cache, &args.file, args.json).await {
+            Ok(loaded) => loaded,
+            Err(code) => return Ok(code),
+        };
     let name = args.name.clone().unwrap_or_else(|| {
         args.file
             .file_stem()

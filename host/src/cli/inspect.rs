@@ -42,17 +42,11 @@ pub async fn run(args: InspectArgs) -> anyhow::Result<u8> {
         load: args.load.limits(),
         ..Default::default()
     })?;
-    let cache = match args.cache.open() {
-        Ok(cache) => cache,
-        Err(message) => {
-            eprintln!("error: {message}");
-            return Ok(exit::USAGE);
-        }
-    };
-    let (component, load) = match compile_cache::load(&runtime, &args.file, cache.as_ref()).await {
-        Ok(loaded) => loaded,
-        Err(e) => return Ok(super::exec::report_load_error(&e, args.json)),
-    };
+    let (component, load) =
+        match compile_cache::open_and_load(&runtime, &args.cache, &args.file, args.json).await {
+            Ok(loaded) => loaded,
+            Err(code) => return Ok(code),
+        };
     let inspection = describe(&component, &args.file, &load);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&inspection)?);

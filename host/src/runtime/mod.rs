@@ -251,19 +251,7 @@ impl Runtime {
     pub async fn run(&self, component: &Component, request: RunRequest) -> RunReport {
         let _slot = self.slots.acquire().await.expect("semaphore never closes");
         let started = Instant::now();
-        let unfinished = RunReport {
-            outcome: Outcome::Succeeded {
-                message: String::new(),
-            },
-            run_id: request.context.run_id.clone(),
-            identifier: component.info().identifier.clone(),
-            component_sha256: component.sha256().to_owned(),
-            duration: Duration::ZERO,
-            fuel_consumed: 0,
-            peak_memory_bytes: 0,
-            events: Vec::new(),
-            state: request.state.clone(),
-        };
+        let unfinished = RunReport::blank(component, &request);
         let work = execute(self.guest_settings(), component.clone(), request);
         match self.guests.run(work).await {
             Ok(report) => report,
@@ -280,6 +268,26 @@ impl Runtime {
     }
 }
 
+impl RunReport {
+    /// The report of a run of `component` for `request` before anything
+    /// happened: no time, fuel or events, the state as it came.
+    fn blank(component: &Component, request: &RunRequest) -> RunReport {
+        RunReport {
+            outcome: Outcome::Succeeded {
+                message: String::new(),
+            },
+            run_id: request.context.run_id.clone(),
+            identifier: component.info().identifier.clone(),
+            component_sha256: component.sha256().to_owned(),
+            duration: Duration::ZERO,
+            fuel_consumed: 0,
+            peak_memory_bytes: 0,
+            events: Vec::new(),
+            state: request.state.clone(),
+        }
+    }
+}
+
 /// What a run or a `describe` on the guest threads takes from the runtime.
 struct GuestSettings {
     engine: wasmtime::Engine,
@@ -291,22 +299,11 @@ struct GuestSettings {
 async fn execute(settings: GuestSettings, component: Component, request: RunRequest) -> RunReport {
     let started = Instant::now();
     let events = EventLog::new(settings.event_limits);
-    let identifier = component.info().identifier.clone();
-    let wit_context = request.context.to_wit(&identifier, &request.instance.name);
+    let mut report = RunReport::blank(&component, &request);
+    let wit_context = request
+        .context
+        .to_wit(&report.identifier, &request.instance.name);
     let payload = request.payload.as_ref().map(context::payload_to_wit);
-    let mut report = RunReport {
-        outcome: Outcome::Succeeded {
-            message: String::new(),
-        },
-        run_id: request.context.run_id.clone(),
-        identifier,
-        component_sha256: component.sha256().to_owned(),
-        duration: Duration::ZERO,
-        fuel_consumed: 0,
-        peak_memory_bytes: 0,
-        events: Vec::new(),
-        state: request.state.clone(),
-    };
     let cancel = request.cancel.clone();
     let sandbox = Sandbox::new(
         &settings.engine,
