@@ -133,7 +133,7 @@ pub async fn open_and_load(
     })?;
     load(runtime, file, cache.as_ref())
         .await
-        .map_err(|e| super::exec::report_load_error(&e, json))
+        .map_err(|e| report_load_error(&e, json))
 }
 
 pub async fn load(
@@ -173,6 +173,18 @@ pub async fn load(
             ))
         }
     }
+}
+
+/// Prints a load error (text to stderr, or JSON to stdout) and returns exit 3.
+pub fn report_load_error(e: &LoadError, json: bool) -> u8 {
+    if json {
+        let message = format!("{e}{}", limit_hint(e));
+        let v = serde_json::json!({ "outcome": "load-error", "message": message });
+        println!("{v}");
+    } else {
+        eprintln!("error: {e}{}", limit_hint(e));
+    }
+    super::exit::LOAD_ERROR
 }
 
 #[cfg(test)]

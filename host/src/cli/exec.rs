@@ -10,13 +10,13 @@ use clap::Args;
 use serde::Serialize;
 
 use super::common::{HttpArgs, shown};
-use super::compile_cache::{self, CacheArgs, LoadArgs, LoadStats, limit_hint};
+use super::compile_cache::{self, CacheArgs, LoadArgs, LoadStats};
 use super::{args, exit};
 use crate::model::{
     BroadcastPayload, DirGrant, Grants, HttpGrant, InstanceInfo, RunLimits, Trigger,
 };
 use crate::runtime::{
-    CancelToken, EngineSettings, LoadError, Outcome, RunContext, RunReport, RunRequest, Runtime,
+    CancelToken, EngineSettings, Outcome, RunContext, RunReport, RunRequest, Runtime,
 };
 
 #[derive(Args)]
@@ -208,18 +208,6 @@ pub fn exit_code(outcome: &Outcome) -> u8 {
         Outcome::Failed { .. } => exit::TASK_FAILED,
         Outcome::Stopped { .. } | Outcome::Cancelled { .. } => exit::STOPPED,
     }
-}
-
-/// Prints a load error (text to stderr, or JSON to stdout) and returns exit 3.
-pub fn report_load_error(e: &LoadError, json: bool) -> u8 {
-    if json {
-        let message = format!("{e}{}", limit_hint(e));
-        let v = serde_json::json!({ "outcome": "load-error", "message": message });
-        println!("{v}");
-    } else {
-        eprintln!("error: {e}{}", limit_hint(e));
-    }
-    exit::LOAD_ERROR
 }
 
 fn print_text(component: &crate::runtime::Component, r: &RunReport) -> std::io::Result<()> {

@@ -17,7 +17,7 @@
 //! together stay well below it.
 
 use std::future::Future;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 
 use wasmtime::StoreContextMut;
 use wasmtime::component::{Linker, Resource};
@@ -34,42 +34,6 @@ use super::limits::{MAX_HTTP_CONNECTIONS, MAX_OPEN_FILES};
 /// served by it too). If wasmtime moves on, [`cap_open_at`], and with it
 /// `Runtime::new`, fails until this follows.
 const FILESYSTEM_TYPES: &str = "wasi:filesystem/types@0.2.12";
-
-/// The run tried to hold more than [`MAX_OPEN_FILES`] files open at once.
-#[derive(Debug, thiserror::Error)]
-#[error(
-    "resource limit: the task tried to hold more than {MAX_OPEN_FILES} files open at once \
-     (open-at without dropping the descriptor or its streams)"
-)]
-pub struct OpenFileLimitExceeded;
-
-/// The files one run opened that are still open. Each entry watches the
-/// host file shared by the descriptor and its streams; the file is closed
-/// when the last of them is dropped, and then stops counting.
-#[derive(Debug, Default)]
-pub struct OpenFiles {
-    files: Vec<Weak<std::fs::File>>,
-}
-
-impl OpenFiles {
-    /// How many of the files the run opened are still open.
-    pub fn count(&mut self) -> usize {
-        self.files.retain(|f| f.strong_count() > 0);
-        self.files.len()
-    }
-
-    /// Fails when the run already holds [`MAX_OPEN_FILES`].
-    fn check_room(&mut self) -> Result<(), OpenFileLimitExceeded> {
-        if self.count() >= MAX_OPEN_FILES {
-            return Err(OpenFileLimitExceeded);
-        }
-        Ok(())
-    }
-
-    fn opened(&mut self, file: &Arc<std::fs::File>) {
-        self.files.push(Arc::downgrade(file));
-    }
-}
 
 const OPEN_AT: &str = "[method]descriptor.open-at";
 
@@ -200,6 +164,7 @@ fn raise_nofile() -> std::io::Result<(u64, u64)> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::limits::OpenFiles;
     use super::*;
 
     #[test]

@@ -13,9 +13,9 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 use super::bindings::cronwerk::task::{cancellation, config, farm, instance, log, state, types};
 use super::cancel::CancelToken;
 use super::events::EventLog;
-use super::files::OpenFiles;
 use super::http::HttpPolicy;
 use super::limits::MemoryLimiter;
+use super::limits::OpenFiles;
 use crate::model::{BroadcastPayload, EventSource, InstanceInfo, Level};
 
 /// Where `farm.broadcast` goes. Absent (as under `cronwerk exec`), the import

@@ -1,5 +1,6 @@
-//! Per-run resource limits and the store limiter that enforces the memory
-//! limit while recording the run's peak memory.
+//! Per-run resource limits, the store limiter that enforces the memory
+//! limit while recording the run's peak memory, and the count of the
+//! files a run holds open (enforced where `open-at` is wrapped, in `files`).
 
 /// Most core instances, tables and memories one run may create. A component
 /// that needs more is malformed or hostile.
@@ -156,6 +157,42 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
 
     fn memories(&self) -> usize {
         MAX_MEMORIES
+    }
+}
+
+/// The run tried to hold more than [`MAX_OPEN_FILES`] files open at once.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "resource limit: the task tried to hold more than {MAX_OPEN_FILES} files open at once \
+     (open-at without dropping the descriptor or its streams)"
+)]
+pub struct OpenFileLimitExceeded;
+
+/// The files one run opened that are still open. Each entry watches the
+/// host file shared by the descriptor and its streams; the file is closed
+/// when the last of them is dropped, and then stops counting.
+#[derive(Debug, Default)]
+pub struct OpenFiles {
+    files: Vec<std::sync::Weak<std::fs::File>>,
+}
+
+impl OpenFiles {
+    /// How many of the files the run opened are still open.
+    pub fn count(&mut self) -> usize {
+        self.files.retain(|f| f.strong_count() > 0);
+        self.files.len()
+    }
+
+    /// Fails when the run already holds [`MAX_OPEN_FILES`].
+    pub(super) fn check_room(&mut self) -> Result<(), OpenFileLimitExceeded> {
+        if self.count() >= MAX_OPEN_FILES {
+            return Err(OpenFileLimitExceeded);
+        }
+        Ok(())
+    }
+
+    pub(super) fn opened(&mut self, file: &std::sync::Arc<std::fs::File>) {
+        self.files.push(std::sync::Arc::downgrade(file));
     }
 }
 

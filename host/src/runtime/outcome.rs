@@ -7,7 +7,7 @@ use wasmtime::component::ResourceTableError;
 use wasmtime_wasi_http::FieldMapError;
 
 use super::events::Event;
-use super::files::OpenFileLimitExceeded;
+use super::limits::OpenFileLimitExceeded;
 use super::limits::{MAX_HTTP_FIELDS_BYTES, MAX_RESOURCE_HANDLES, MemoryLimitExceeded};
 use crate::model::StopReason;
 
