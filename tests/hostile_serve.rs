@@ -21,7 +21,7 @@ use cronwerk::model::{RunRecord, RunState, StopReason};
 /// the hostile tasks ask for adds up to gigabytes: 20,000 header handles of
 /// 12 KB (240 MB), 200 bodies written as far as the host lets them (400 MB
 /// with wasmtime's defaults), unbounded allocation, 32 MiB results, 1 MiB
-/// broadcasts in a loop. Measured: 220 to 270 MiB at peak in a debug
+/// broadcasts in a loop. Measured: 220 to 300 MiB at peak in a debug
 /// build, most of it the runs' own (limited) linear memories, a dozen of
 /// which run at once.
 const RSS_BOUND_MIB: u64 = 384;
