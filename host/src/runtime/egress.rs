@@ -29,7 +29,7 @@ pub(crate) type IoFuture = Box<dyn Future<Output = Result<(), HttpError>> + Send
 
 /// How long each step may take when the task sets no timeout of its own, as
 /// in `wasmtime-wasi-http`. The run's time limit ends a run sooner.
-const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
+pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Where a checked request goes.
 pub(crate) struct Destination {

@@ -296,7 +296,7 @@ impl WasiHttpHooks for HttpPolicy {
         Box::new(async move {
             let limit = options
                 .and_then(|o| o.connect_timeout)
-                .unwrap_or(Duration::from_secs(600));
+                .unwrap_or(egress::DEFAULT_TIMEOUT);
             let addrs = resolve(&target, limit).await?;
             if let Err(message) = rules.check_addresses(&target, &addrs) {
                 rules.deny("HTTP_DENIED", &message);
