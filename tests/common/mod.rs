@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod own_postgres;
 pub mod serve_env;
 
 use std::path::PathBuf;

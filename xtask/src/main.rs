@@ -235,6 +235,7 @@ fn test(no_lint: bool, cargo_args: &[String]) -> Result<()> {
         .args(cargo_args)
         .env("CRONWERK_TEST_COMPONENTS", &components)
         .env("CRONWERK_TEST_POSTGRES", postgres.url())
+        .env("CRONWERK_TEST_POSTGRES_BIN", postgres.bin())
         .env("CRONWERK_REQUIRE_POSTGRES", "1")
         .env("CRONWERK_TEST_TOOLS", &tools.dir)
         .env("CRONWERK_REQUIRE_TOOLS", "1")

@@ -97,6 +97,12 @@ impl Cluster {
         )
     }
 
+    /// The server binaries, for tests that run a server of their own
+    /// (one they stop and start).
+    pub fn bin(&self) -> &Path {
+        &self.bin
+    }
+
     fn data(&self) -> PathBuf {
         self.root.join("data")
     }

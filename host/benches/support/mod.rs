@@ -34,7 +34,12 @@ impl Timing {
 }
 
 impl CallObserver for Timing {
-    fn observe(&self, call: &'static str, took: Duration) {
+    fn observe(
+        &self,
+        call: &'static str,
+        took: Duration,
+        _failed: Option<&cronwerk::store::StoreError>,
+    ) {
         self.record(call, took);
     }
 }

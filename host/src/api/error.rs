@@ -46,6 +46,9 @@ pub enum ApiError {
     Internal(String),
     /// 503: the server holds as many of these as it keeps (live streams).
     Busy(String),
+    /// 503: the store cannot be reached or written now (a database
+    /// restarting, a full disk); the request may work when retried.
+    Unavailable(String),
 }
 
 impl ApiError {
@@ -76,6 +79,9 @@ impl From<StoreError> for ApiError {
             StoreError::TaskExists(name) => ApiError::Conflict(format!(
                 "a task configuration named '{name}' already exists: pick another name"
             )),
+            e @ StoreError::Backend(_) if e.is_unavailable() => ApiError::Unavailable(format!(
+                "the store is unavailable ({e}); the instance keeps running: try again shortly"
+            )),
             StoreError::Backend(e) => {
                 tracing::error!("store failure behind an API request: {e:#}");
                 ApiError::Internal(format!("the store failed: {e:#}"))
@@ -99,7 +105,9 @@ impl IntoResponse for ApiError {
             ApiError::NotNow(m) => (StatusCode::CONFLICT, m, None),
             ApiError::TooLarge(m) => (StatusCode::PAYLOAD_TOO_LARGE, m, None),
             ApiError::Internal(m) => (StatusCode::INTERNAL_SERVER_ERROR, m, None),
-            ApiError::Busy(m) => (StatusCode::SERVICE_UNAVAILABLE, m, None),
+            ApiError::Busy(m) | ApiError::Unavailable(m) => {
+                (StatusCode::SERVICE_UNAVAILABLE, m, None)
+            }
         };
         let mut response = (status, axum::Json(ErrorBody { error, field })).into_response();
         if status == StatusCode::UNAUTHORIZED {

@@ -125,7 +125,10 @@ pub fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("CRONWERK_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                // The pool says "connection error" per pooled connection
+                // when the database goes away; the store's watcher says it
+                // once, with the cause.
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,deadpool=error")),
         )
         .with_writer(std::io::stderr)
         .init();

@@ -1,7 +1,8 @@
 //! One cronwerk instance, assembled in one place: the runtime, the plugins
 //! folder and its watcher, the dispatcher that runs what the folder serves,
 //! the instance's presence among those sharing the store, the bookkeeping
-//! that keeps the store's view of its plugins current, and the HTTP API.
+//! that keeps the store's view of its plugins current, the watch on the
+//! store that reports its outages, and the HTTP API.
 //!
 //! `cronwerk serve` parses flags into an [`InstanceConfig`], words the
 //! [`Notice`]s for the operator, and otherwise only calls
@@ -9,6 +10,7 @@
 //! in `start` is a promise to other instances: the first heartbeat is
 //! written before the instance says it is serving.
 
+mod outages;
 mod plugin_log;
 mod presence;
 #[cfg(test)]
@@ -29,7 +31,7 @@ use crate::plugins::{PluginEvent, PluginExecutor, Plugins, WatchHandle};
 use crate::runtime::{CompileCache, EngineSettings, HttpSettings, LoadLimits, Runtime};
 use crate::scheduler::farm::LIVENESS;
 use crate::scheduler::{Dispatcher, DispatcherConfig};
-use crate::store::Store;
+use crate::store::{Observed, Store, StoreHealth};
 
 /// What an instance is made of and how it behaves; `serve`'s flags.
 pub struct InstanceConfig {
@@ -108,7 +110,11 @@ impl Instance {
     /// Loads the plugins folder and starts watching it, joins the instances
     /// sharing the store, records that it started, and starts the API. The
     /// dispatcher waits for [`run_until`](Self::run_until).
-    pub async fn start(config: InstanceConfig) -> anyhow::Result<Instance> {
+    pub async fn start(mut config: InstanceConfig) -> anyhow::Result<Instance> {
+        // Every part of the instance uses the store through its watcher, so
+        // an outage is reported once per interval, not once per failed call.
+        let health = Arc::new(StoreHealth::default());
+        config.store = Observed::new(config.store, health.clone());
         let store = config.store.clone();
         let name = &config.info.name;
         let metrics = Metrics::new();
@@ -120,6 +126,7 @@ impl Instance {
         let mut background = Background(vec![
             plugin_log::record_events(store.clone(), plugin_events),
             plugin_log::report_status(store.clone(), plugins.clone(), name.clone()),
+            outages::record(store.clone(), health),
         ]);
         let started_at = store.clock().now();
         background.0.push(join(&config, started_at).await?);

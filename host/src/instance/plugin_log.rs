@@ -33,8 +33,11 @@ pub(super) fn record_events(
     tokio::spawn(async move {
         while let Some(e) = events.recv().await {
             let event = NewEvent::host(e.level, e.code, e.message);
-            if let Err(err) = store.append_events(&[event]).await {
-                tracing::error!("recording a plugin event failed: {err}");
+            match store.append_events(&[event]).await {
+                // Reported by the store's watcher; the event was on stderr.
+                Err(err) if err.is_unavailable() => {}
+                Err(err) => tracing::error!("recording a plugin event failed: {err}"),
+                Ok(_) => {}
             }
         }
     })
@@ -50,8 +53,10 @@ pub(super) fn report_status(
     tokio::spawn(async move {
         loop {
             let rows = plugin_rows(&instance, &plugins.entries());
-            if let Err(e) = store.set_plugins(&instance, &rows).await {
-                tracing::error!("recording plugin status failed: {e}");
+            match store.set_plugins(&instance, &rows).await {
+                Err(e) if e.is_unavailable() => {}
+                Err(e) => tracing::error!("recording plugin status failed: {e}"),
+                Ok(_) => {}
             }
             if changes.changed().await.is_err() {
                 return;

@@ -76,8 +76,10 @@ pub(super) async fn heartbeat(
                 heartbeat_at: clock.now(),
                 ..row.clone()
             };
-            if let Err(e) = store.heartbeat(&row).await {
-                tracing::error!("instance heartbeat failed: {e}");
+            // An unavailable store is reported by its watcher.
+            match store.heartbeat(&row).await {
+                Err(e) if !e.is_unavailable() => tracing::error!("instance heartbeat failed: {e}"),
+                _ => {}
             }
         }
     }))

@@ -14,12 +14,14 @@
 mod conformance;
 mod observed;
 mod ops;
+mod outage;
 mod postgres;
 mod sql;
 mod sqlite;
 
 pub use observed::{CallObserver, Observed};
 pub use ops::*;
+pub use outage::{Outage, REPORT_EVERY, StoreHealth, is_unavailable};
 pub use postgres::{PostgresStore, SCHEMA_VERSION as POSTGRES_SCHEMA_VERSION, is_postgres_url};
 pub use sqlite::SqliteStore;
 

@@ -1,5 +1,5 @@
-//! A decorator that reports how long each store call took, for benches
-//! and metrics: it implements exactly the roles of what it wraps (an
+//! A decorator that reports how long each store call took and whether it
+//! failed, for benches, metrics and outage reports: it implements exactly the roles of what it wraps (an
 //! `Observed<dyn Store, _>` is a [`Store`]; one over a single role is that
 //! role), so an observer is written once instead of as a forwarding impl
 //! of every operation.
@@ -13,13 +13,13 @@ use super::*;
 /// Told of every call made through an [`Observed`] store once it returned.
 pub trait CallObserver: Send + Sync {
     /// `call` is the operation's name (`claim_slots`), `took` its wall time,
-    /// including any wait for a connection.
-    fn observe(&self, call: &'static str, took: Duration);
+    /// including any wait for a connection; `failed` its error, if any.
+    fn observe(&self, call: &'static str, took: Duration, failed: Option<&StoreError>);
 }
 
 impl<O: CallObserver + ?Sized> CallObserver for Arc<O> {
-    fn observe(&self, call: &'static str, took: Duration) {
-        (**self).observe(call, took)
+    fn observe(&self, call: &'static str, took: Duration, failed: Option<&StoreError>) {
+        (**self).observe(call, took, failed)
     }
 }
 
@@ -36,10 +36,15 @@ impl<S: ?Sized, O: CallObserver> Observed<S, O> {
         Arc::new(Observed { inner, observer })
     }
 
-    async fn time<T>(&self, call: &'static str, f: impl Future<Output = T>) -> T {
+    async fn time<T>(
+        &self,
+        call: &'static str,
+        f: impl Future<Output = StoreResult<T>>,
+    ) -> StoreResult<T> {
         let start = Instant::now();
         let result = f.await;
-        self.observer.observe(call, start.elapsed());
+        self.observer
+            .observe(call, start.elapsed(), result.as_ref().err());
         result
     }
 }

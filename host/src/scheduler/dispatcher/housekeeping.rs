@@ -1,7 +1,10 @@
 //! The dispatcher's periodic chores, beside its passes: rescuing runs whose
 //! instance died (their lease expired), closing broadcast deliveries of
 //! instances that stopped heartbeating, applying retention, and renewing
-//! the leases of this instance's own runs so no other instance rescues them.
+//! the leases of this instance's own runs so no other instance rescues them,
+//! and recording runs held while the store was unavailable. Errors of an
+//! unavailable store are left to its watcher, which reports them at a
+//! bounded rate.
 
 use chrono::{DateTime, Utc};
 
@@ -26,12 +29,16 @@ impl Chores {
     /// Does the chores due at `now`; returns when the next one is due.
     pub(super) async fn run_due(&mut self, d: &Dispatcher, now: DateTime<Utc>) -> DateTime<Utc> {
         let lease = d.config.lease;
+        // Runs held while the store was unavailable go first: before any
+        // rescue could record them abandoned.
+        d.recorder.held.record(&*d.store).await;
         // Renewal first: when this loop wakes late (a busy machine), the
         // leases of runs still in flight here may have lapsed, and rescuing
         // expired runs before renewing would record this instance's own
         // live runs abandoned.
         if now >= self.lease_renewal {
-            d.tracker.renew_leases(&*d.store, now, lease).await;
+            let held = d.recorder.held.ids();
+            d.tracker.renew_leases(&*d.store, held, now, lease).await;
             self.lease_renewal = now + delta(lease / 3);
         }
         if now >= self.housekeeping {
@@ -49,14 +56,18 @@ async fn housekeeping(store: &dyn Store, config: &DispatcherConfig, now: DateTim
                 tracing::warn!(run = %run.id, task = %run.task_name, "run abandoned: lease expired");
             }
         }
+        Err(e) if e.is_unavailable() => return,
         Err(e) => tracing::error!("rescuing expired runs failed: {e}"),
     }
-    if let Err(e) = expire_dead_deliveries(store, config, now).await {
-        tracing::error!("expiring dead instances' broadcast deliveries failed: {e}");
+    match expire_dead_deliveries(store, config, now).await {
+        Err(e) if e.is_unavailable() => return,
+        Err(e) => tracing::error!("expiring dead instances' broadcast deliveries failed: {e}"),
+        Ok(()) => {}
     }
     let since = now - delta(config.keep_events);
-    if let Err(e) = store.prune(config.keep_runs, since).await {
-        tracing::error!("applying retention failed: {e}");
+    match store.prune(config.keep_runs, since).await {
+        Err(e) if !e.is_unavailable() => tracing::error!("applying retention failed: {e}"),
+        _ => {}
     }
 }
 

@@ -6,10 +6,12 @@
 //! has one job: `claims` decides and claims what a pass starts, `runs`
 //! takes one run from claimed to recorded, `tracker` knows the runs in
 //! flight (cancelling, awaiting, lease renewal), `recorder` turns their
-//! ends into records and commits them in groups, `housekeeping` does the
+//! ends into records and commits them in groups, `held` keeps those the
+//! store could not take while it was unavailable, `housekeeping` does the
 //! periodic chores.
 
 mod claims;
+mod held;
 mod housekeeping;
 mod recorder;
 mod runs;
@@ -172,7 +174,11 @@ impl Dispatcher {
             Ok(()) => self.store.earliest_due().await.ok().flatten(),
             Err(e) => {
                 // Back off: a failing store must not turn into a busy loop.
-                tracing::error!("dispatcher pass failed: {e}");
+                // An unavailable store is reported by its watcher, at a
+                // bounded rate; this loop would report it every pass.
+                if !e.is_unavailable() {
+                    tracing::error!("dispatcher pass failed: {e}");
+                }
                 None
             }
         };
@@ -236,6 +242,13 @@ impl Dispatcher {
         // The runtime stops a run hard once its grace period is over, so
         // every run ends and is recorded (as cancelled if it had to stop).
         self.tracker.wait_idle().await;
+        self.recorder.held.record(&*self.store).await;
+        let unrecorded = self.recorder.held.len();
+        if unrecorded > 0 {
+            tracing::error!(
+                "{unrecorded} finished runs could not be recorded before stopping: the store                  is unavailable; they are recorded abandoned when their leases lapse"
+            );
+        }
     }
 
     fn refresh_settings(&self, settings: Settings) {

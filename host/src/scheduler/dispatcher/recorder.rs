@@ -1,7 +1,8 @@
 //! How a run's end reaches the store: what an [`Execution`] comes to in the
 //! store's terms (state, reason, events, whether and when to retry), and
 //! the group commit that records runs finishing together in one
-//! transaction, which is what lets a busy instance keep up.
+//! transaction, which is what lets a busy instance keep up. Runs the store
+//! cannot take while it is unavailable wait in [`Held`] for it.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -9,6 +10,7 @@ use std::sync::Mutex;
 use chrono::{DateTime, Utc};
 
 use super::delta;
+use super::held::Held;
 use crate::model::{Level, NewEvent, RunOutcome, RunState, TaskRecord};
 use crate::runtime::{Execution, Outcome, RunReport};
 use crate::store::{NewRun, RunFinish, Store, StoreResult};
@@ -16,10 +18,12 @@ use crate::store::{NewRun, RunFinish, Store, StoreResult};
 /// A configuration's state after a run; `None` leaves it as it was.
 pub(super) type TaskState = Option<BTreeMap<String, String>>;
 
-/// Finished runs waiting to be committed together.
+/// Finished runs waiting to be committed together, and those waiting for
+/// the store to come back.
 #[derive(Default)]
 pub(super) struct Recorder {
     finished: Mutex<Vec<RunFinish>>,
+    pub(super) held: Held,
 }
 
 impl Recorder {
@@ -28,7 +32,8 @@ impl Recorder {
     /// transaction then records them all. If that transaction fails, the
     /// store records each run alone, so one it cannot write leaves only
     /// itself `running` until its lease expires and it is recorded
-    /// abandoned.
+    /// abandoned. If the store is unavailable, the batch is held and
+    /// recorded once it is back.
     pub(super) async fn record(&self, store: &dyn Store, finish: RunFinish) -> StoreResult<()> {
         let committer = {
             let mut pending = self.lock();
@@ -40,8 +45,14 @@ impl Recorder {
         }
         tokio::task::yield_now().await;
         let batch = std::mem::take(&mut *self.lock());
-        store.finish_runs(&batch).await?;
-        Ok(())
+        match store.finish_runs(&batch).await {
+            Err(e) if e.is_unavailable() => {
+                self.held.hold(batch);
+                Ok(())
+            }
+            Err(e) => Err(e),
+            Ok(_) => Ok(()),
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<RunFinish>> {

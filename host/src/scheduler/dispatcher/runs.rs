@@ -35,7 +35,9 @@ impl Dispatcher {
             match this.execute(&task, run, next, cancel, state).await {
                 Ok(again) => again,
                 Err(e) => {
-                    tracing::error!(run = %id, "recording the run failed: {e}");
+                    if !e.is_unavailable() {
+                        tracing::error!(run = %id, "recording the run failed: {e}");
+                    }
                     true
                 }
             }
@@ -116,7 +118,9 @@ impl Dispatcher {
         let this = self.clone();
         let id = run_id.clone();
         let work = move |cancel| async move {
-            if let Err(e) = this.deliver(&delivery, &id, cancel).await {
+            if let Err(e) = this.deliver(&delivery, &id, cancel).await
+                && !e.is_unavailable()
+            {
                 tracing::error!(
                     broadcast = %delivery.broadcast_id,
                     "recording a broadcast run failed: {e}"

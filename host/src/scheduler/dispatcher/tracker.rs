@@ -63,19 +63,23 @@ impl Tracker {
         lock(&self.running).keys().cloned().collect()
     }
 
-    /// Extends the lease of every run in flight to `lease` from `now`.
+    /// Extends the lease of every run in flight, and of the runs in `also`,
+    /// to `lease` from `now`.
     pub(super) async fn renew_leases(
         &self,
         store: &dyn Store,
+        also: Vec<String>,
         now: DateTime<Utc>,
         lease: Duration,
     ) {
-        let ids = self.running_ids();
+        let mut ids = self.running_ids();
+        ids.extend(also);
         if ids.is_empty() {
             return;
         }
-        if let Err(e) = store.renew_leases(&ids, now + delta(lease)).await {
-            tracing::error!("renewing run leases failed: {e}");
+        match store.renew_leases(&ids, now + delta(lease)).await {
+            Err(e) if !e.is_unavailable() => tracing::error!("renewing run leases failed: {e}"),
+            _ => {}
         }
     }
 

@@ -95,7 +95,12 @@ async fn connect(config: &tokio_postgres::Config, shared: &Arc<Shared>) -> anyho
                 Some(Ok(AsyncMessage::Notification(_))) => counter.bump(),
                 Some(Ok(_)) => {}
                 Some(Err(e)) => {
-                    tracing::warn!("the PostgreSQL change listener lost its connection: {e}");
+                    // A server's own words ("terminating connection due to
+                    // administrator command") say more than "db error".
+                    let why = e
+                        .as_db_error()
+                        .map_or_else(|| e.to_string(), |db| db.message().to_owned());
+                    tracing::warn!("the PostgreSQL change listener lost its connection: {why}");
                     return;
                 }
                 None => return,
@@ -149,17 +154,32 @@ async fn supervise(config: tokio_postgres::Config, shared: Arc<Shared>, mut sess
             }
         }
         session.driver.abort();
+        let lost = std::time::Instant::now();
+        let mut attempts = 0u64;
         session = loop {
             tokio::time::sleep(RECONNECT_AFTER).await;
             match connect(&config, &shared).await {
                 Ok(session) => break session,
-                Err(e) => tracing::warn!("reconnecting the PostgreSQL change listener: {e:#}"),
+                // Said once: the server may be away for minutes, and the
+                // store's watcher reports the outage meanwhile.
+                Err(e) if attempts == 0 => {
+                    tracing::warn!(
+                        "the PostgreSQL change listener cannot reconnect yet ({e:#}); it keeps \
+                         trying every {}",
+                        humantime::format_duration(RECONNECT_AFTER)
+                    );
+                }
+                Err(_) => {}
             }
+            attempts += 1;
         };
         // Notifications sent while nobody listened are lost: count the gap
         // as a change so the dispatcher looks again.
         shared.bump();
-        tracing::info!("the PostgreSQL change listener is back");
+        tracing::warn!(
+            "the PostgreSQL change listener is back after {}",
+            humantime::format_duration(Duration::from_millis(lost.elapsed().as_millis() as u64))
+        );
     }
 }
 

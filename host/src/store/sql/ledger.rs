@@ -333,7 +333,8 @@ where
     Fut: std::future::Future<Output = StoreResult<Vec<bool>>>,
 {
     let batch_error = match commit(finishes).await {
-        Err(e) if finishes.len() > 1 => e,
+        // An unavailable store fails each alone too; the caller holds them.
+        Err(e) if finishes.len() > 1 && !e.is_unavailable() => e,
         result => return result,
     };
     tracing::warn!(
