@@ -211,3 +211,310 @@ fn a_postgres_restart_under_two_instances_loses_no_run_and_runs_no_slot_twice() 
         "no STORE_UNAVAILABLE event:\n{events}"
     );
 }
+
+/// A tmpfs of `size` mounted on a fresh directory, unmounted when dropped:
+/// a file system the test can really fill. Mounting needs root, as
+/// `cargo xtask test` runs.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(size: &str) -> SmallDisk {
+        let dir = tempfile::tempdir().unwrap();
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700")])
+            .arg("cronwerk-test")
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "mounting a {size} tmpfs on {} failed (the full-disk test needs root): {}",
+            dir.path().display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        SmallDisk { dir }
+    }
+
+    fn path(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    /// Writes `file` until the file system refuses more.
+    fn fill(&self, file: &str) {
+        use std::io::Write as _;
+        let mut f = std::fs::File::create(self.path().join(file)).unwrap();
+        let chunk = vec![0xA5u8; 64 << 10];
+        loop {
+            match f.write(&chunk) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) => {
+                    assert_eq!(e.raw_os_error(), Some(libc::ENOSPC), "{e}");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        // Lazy: a serve that a failed assertion left running keeps files open.
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+#[test]
+fn a_full_disk_under_sqlite_loses_no_run_and_corrupts_nothing() {
+    let disk = SmallDisk::mount("24m");
+    let mut env = common::serve_env::Env::new(&["hello.wasm", "misbehave.wasm"]);
+    env.data = disk.path().join("data");
+    env.ok(&[
+        "task",
+        "add",
+        "tick",
+        "--implementation",
+        "Acme.HelloScheduledTask",
+        "--every",
+        "1s",
+    ]);
+    // Its events fill the database quickly once the disk is full.
+    env.ok(&[
+        "task",
+        "add",
+        "noisy",
+        "--implementation",
+        "Cronwerk.Test.Misbehave",
+        "--every",
+        "1s",
+        "-p",
+        "action=print",
+        "-p",
+        "n=200",
+    ]);
+    env.ok(&[
+        "task",
+        "add",
+        "slow",
+        "--implementation",
+        "Cronwerk.Test.Misbehave",
+        "--every",
+        "1s",
+        "-p",
+        "action=sleep",
+        "-p",
+        "ms=3000",
+    ]);
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_cronwerk"));
+    cmd.arg("--data-dir")
+        .arg(&env.data)
+        .env("CRONWERK_CACHE_DIR", common::compile_cache_dir())
+        .args(["serve", "--lease", "30s", "--grace", "2s", "--name", "full"])
+        .args(["--listen", "127.0.0.1:0", "--plugins"])
+        .arg(&env.plugins);
+    let mut serve = common::serve_env::start_serving(cmd, "full");
+    let mut printed = Printed::new();
+    printed.wait_for(
+        &serve.lines,
+        "API and dashboard on",
+        Duration::from_secs(10),
+        "serve",
+    );
+    let base = printed.lines.last().unwrap().rsplit(' ').next().unwrap().to_owned();
+    let health = |expected: u16| {
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .new_agent();
+        let mut reply = agent.get(format!("{base}api/health")).call().unwrap();
+        let body = reply.body_mut().read_to_string().unwrap();
+        assert_eq!(reply.status().as_u16(), expected, "{body}");
+        body
+    };
+    health(200);
+    env.wait_runs("tick", "three ticks", |r| {
+        r.iter().filter(|x| x.state.as_str() == "succeeded").count() >= 3
+    });
+
+    let full_at = Utc::now();
+    disk.fill("filler");
+    printed.wait_for(
+        &serve.lines,
+        "the store is unavailable",
+        Duration::from_secs(30),
+        "serve",
+    );
+    let report = printed.lines.last().unwrap().clone();
+    assert!(report.contains("disk is full"), "{report}");
+    // Full for a while: runs go on ending, and reading still works.
+    let listed = env.cli(&["runs", "--task", "tick"]);
+    assert_eq!(listed.status.code(), Some(0), "{listed:?}");
+    let failing = health(503);
+    assert!(failing.contains("disk is full"), "{failing}");
+    std::thread::sleep(Duration::from_secs(5));
+    assert!(
+        serve.child.try_wait().unwrap().is_none(),
+        "serve exited on a full disk: {}",
+        printed.lines.join("\n")
+    );
+
+    std::fs::remove_file(disk.path().join("filler")).unwrap();
+    let freed_at = Utc::now();
+    printed.wait_for(
+        &serve.lines,
+        "the store is available again",
+        Duration::from_secs(60),
+        "serve",
+    );
+    printed.wait_for(
+        &serve.lines,
+        "that finished while the store was unavailable",
+        Duration::from_secs(30),
+        "serve",
+    );
+    health(200);
+    env.wait_runs("tick", "ticks after the space came back", |r| {
+        r.iter()
+            .filter(|x| x.state.as_str() == "succeeded")
+            .filter(|x| x.scheduled_for.is_some_and(|s| s > freed_at))
+            .count()
+            >= 2
+    });
+    let slow = env.runs("slow");
+    assert!(
+        slow.iter().any(|r| r.state.as_str() == "succeeded"
+            && r.finished_at.is_some_and(|f| f > full_at && f < freed_at)),
+        "no slow run that ended on the full disk was recorded: {:#?}",
+        slow.iter()
+            .map(|r| (r.state, r.finished_at))
+            .collect::<Vec<_>>()
+    );
+
+    let (code, rest) = serve.stop();
+    printed.lines.extend(rest);
+    let log = printed.lines.join("\n");
+    eprintln!("serve printed:\n{log}");
+    assert_eq!(code, Some(0), "{log}");
+    let reports =
+        printed.count("the store is unavailable") + printed.count("the store is still unavailable");
+    assert!(reports <= 6, "{reports} reports:\n{log}");
+    for task in ["tick", "noisy", "slow"] {
+        let runs = env.runs(task);
+        assert!(
+            runs.iter()
+                .all(|r| !matches!(r.state.as_str(), "running" | "abandoned")),
+            "{task}: {:#?}",
+            runs.iter()
+                .map(|r| (r.state, &r.message))
+                .collect::<Vec<_>>()
+        );
+    }
+    let db = rusqlite::Connection::open(env.data.join("cronwerk.db")).unwrap();
+    let check: String = db
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(check, "ok");
+    let events = env.ok(&["events", "--json", "--limit", "100000"]);
+    assert!(
+        events.contains("STORE_UNAVAILABLE"),
+        "no STORE_UNAVAILABLE event"
+    );
+}
+
+#[test]
+fn a_sqlite_database_locked_beyond_the_busy_timeout_loses_no_run() {
+    let env = common::serve_env::Env::new(&["misbehave.wasm"]);
+    env.ok(&[
+        "task",
+        "add",
+        "slow",
+        "--implementation",
+        "Cronwerk.Test.Misbehave",
+        "--every",
+        "1s",
+        "-p",
+        "action=sleep",
+        "-p",
+        "ms=2000",
+    ]);
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_cronwerk"));
+    cmd.arg("--data-dir")
+        .arg(&env.data)
+        .env("CRONWERK_CACHE_DIR", common::compile_cache_dir())
+        .args([
+            "serve", "--lease", "30s", "--grace", "2s", "--name", "locked",
+        ])
+        .args(["--listen", "none", "--plugins"])
+        .arg(&env.plugins);
+    let serve = common::serve_env::start_serving(cmd, "locked");
+    let mut printed = Printed::new();
+    env.wait_runs("slow", "a run in flight after one succeeded", |r| {
+        r.iter().any(|x| x.state.as_str() == "succeeded")
+            && r.iter().any(|x| x.state.as_str() == "running")
+    });
+
+    // Another program holds the write lock for longer than serve's busy
+    // timeout (10 s), as a stuck backup or an open `sqlite3` session does.
+    let locker = rusqlite::Connection::open(env.data.join("cronwerk.db")).unwrap();
+    locker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let locked_at = Utc::now();
+    printed.wait_for(
+        &serve.lines,
+        "the store is unavailable",
+        Duration::from_secs(30),
+        "serve",
+    );
+    assert!(
+        printed.lines.last().unwrap().contains("locked"),
+        "{}",
+        printed.lines.join("\n")
+    );
+    // The run in flight ended within 2 s of the lock and has been waiting
+    // on it since; 14 s in all outlasts that wait too.
+    std::thread::sleep(
+        Duration::from_secs(14)
+            .saturating_sub((Utc::now() - locked_at).to_std().unwrap_or_default()),
+    );
+    locker.execute_batch("ROLLBACK").unwrap();
+    let released_at = Utc::now();
+    printed.wait_for(
+        &serve.lines,
+        "the store is available again",
+        Duration::from_secs(30),
+        "serve",
+    );
+    // Whether the run's end waited out the lock (the writes queue behind
+    // the one that failed) or was held and recorded after it, it is
+    // recorded as it ended.
+    let runs = env.wait_runs("slow", "a run after the lock", |r| {
+        r.iter().any(|x| {
+            x.state.as_str() == "succeeded" && x.scheduled_for.is_some_and(|s| s > released_at)
+        })
+    });
+    assert!(
+        runs.iter().any(|r| r.state.as_str() == "succeeded"
+            && r.finished_at
+                .is_some_and(|f| f > locked_at && f < released_at)),
+        "the run that ended while the database was locked was not recorded: {:#?}",
+        runs.iter()
+            .map(|r| (r.state, r.finished_at))
+            .collect::<Vec<_>>()
+    );
+    let (code, rest) = serve.stop();
+    printed.lines.extend(rest);
+    assert_eq!(code, Some(0), "{}", printed.lines.join("\n"));
+    let runs = env.runs("slow");
+    assert!(
+        runs.iter()
+            .all(|r| !matches!(r.state.as_str(), "running" | "abandoned")),
+        "{:#?}",
+        runs.iter()
+            .map(|r| (r.state, &r.message))
+            .collect::<Vec<_>>()
+    );
+}

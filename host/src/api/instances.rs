@@ -70,14 +70,22 @@ pub struct Health {
     )
 )]
 pub async fn health(State(s): State<AppState>) -> (StatusCode, Json<Health>) {
-    let store = s.store.change_token().await;
-    let (code, status, error) = match store {
-        Ok(_) => (StatusCode::OK, "ok", None),
-        Err(e) => (
+    // A real read (the change token of a shared server is counted
+    // locally), and the watch on every call: a full disk answers reads
+    // but refuses writes.
+    let read = s.store.earliest_due().await;
+    let (code, status, error) = match (read, s.store_health.outage()) {
+        (Err(e), _) => (
             StatusCode::SERVICE_UNAVAILABLE,
             "failing",
             Some(format!("the store does not answer: {e}")),
         ),
+        (Ok(_), Some((since, cause))) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "failing",
+            Some(format!("the store has refused writes since {since}: {cause}")),
+        ),
+        (Ok(_), None) => (StatusCode::OK, "ok", None),
     };
     (
         code,

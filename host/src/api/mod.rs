@@ -90,6 +90,8 @@ pub struct ApiContext {
     pub started_at: DateTime<Utc>,
     /// An instance whose heartbeat is older than this is not live.
     pub liveness: Duration,
+    /// Whether the store takes this instance's calls now.
+    pub store_health: Arc<crate::store::StoreHealth>,
 }
 
 /// What every handler gets; cheap to clone.

@@ -126,7 +126,7 @@ impl Instance {
         let mut background = Background(vec![
             plugin_log::record_events(store.clone(), plugin_events),
             plugin_log::report_status(store.clone(), plugins.clone(), name.clone()),
-            outages::record(store.clone(), health),
+            outages::record(store.clone(), health.clone()),
         ]);
         let started_at = store.clock().now();
         background.0.push(join(&config, started_at).await?);
@@ -138,7 +138,7 @@ impl Instance {
             store.clock(),
             dispatcher_config(&config),
         );
-        let api = start_api(&config, &dispatcher, plugins, metrics, started_at).await?;
+        let api = start_api(&config, &dispatcher, plugins, metrics, health, started_at).await?;
         Ok(Instance {
             store,
             name: config.info.name,
@@ -221,6 +221,7 @@ async fn start_api(
     dispatcher: &Arc<Dispatcher>,
     plugins: Arc<Plugins>,
     metrics: Arc<Metrics>,
+    store_health: Arc<StoreHealth>,
     started_at: DateTime<Utc>,
 ) -> anyhow::Result<Option<ApiServer>> {
     let context = ApiContext {
@@ -232,6 +233,7 @@ async fn start_api(
         data_dir: config.data_dir.clone(),
         started_at,
         liveness: LIVENESS,
+        store_health,
     };
     crate::api::start(config.listen.as_ref(), context).await
 }

@@ -206,6 +206,13 @@ impl StoreHealth {
         self.lock_down().is_some()
     }
 
+    /// The outage going on: what failed first, and since when.
+    pub fn outage(&self) -> Option<(DateTime<Utc>, String)> {
+        self.lock_down()
+            .as_ref()
+            .map(|d| (d.started, d.first_error.clone()))
+    }
+
     /// Outages that ended since the last call, oldest first.
     pub fn take_outages(&self) -> Vec<Outage> {
         std::mem::take(&mut *self.ended.lock().unwrap_or_else(|e| e.into_inner()))

@@ -19,9 +19,16 @@ pub const HELD_MAX_BYTES: usize = 64 << 20;
 /// Held runs are recorded this many per transaction once the store is back.
 const RECORD_PER_BATCH: usize = 500;
 
-#[derive(Default)]
 pub(super) struct Held {
     backlog: Mutex<Backlog>,
+    max_runs: usize,
+    max_bytes: usize,
+}
+
+impl Default for Held {
+    fn default() -> Self {
+        Held::with_bounds(HELD_MAX_RUNS, HELD_MAX_BYTES)
+    }
 }
 
 #[derive(Default)]
@@ -53,6 +60,14 @@ fn weight(f: &RunFinish) -> usize {
 }
 
 impl Held {
+    fn with_bounds(max_runs: usize, max_bytes: usize) -> Self {
+        Held {
+            backlog: Mutex::default(),
+            max_runs,
+            max_bytes,
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, Backlog> {
         self.backlog.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -62,14 +77,15 @@ impl Held {
         let mut backlog = self.lock();
         for finish in batch {
             let weight = weight(&finish);
-            if backlog.finishes.len() >= HELD_MAX_RUNS || backlog.bytes + weight > HELD_MAX_BYTES {
+            if backlog.finishes.len() >= self.max_runs || backlog.bytes + weight > self.max_bytes {
                 if backlog.let_go == 0 {
                     tracing::error!(
-                        "{} finished runs are held for the store, the most it keeps \
-                         ({HELD_MAX_RUNS} runs, {} MiB): runs finishing from now on are let go \
-                         and recorded abandoned when their leases lapse",
+                        "{} finished runs are held for the store, the most it keeps ({} runs, \
+                         {} MiB): runs finishing from now on are let go and recorded abandoned \
+                         when their leases lapse",
                         backlog.finishes.len(),
-                        HELD_MAX_BYTES >> 20
+                        self.max_runs,
+                        self.max_bytes >> 20
                     );
                 }
                 backlog.let_go += 1;
@@ -153,5 +169,51 @@ fn report_done(backlog: &mut Backlog) {
     } else {
         // At the outage's level, so it is read with it.
         tracing::warn!("recorded {recorded} run(s) that finished while the store was unavailable");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Level, NewEvent, RunOutcome, RunState};
+
+    fn finish(id: &str, message_bytes: usize) -> RunFinish {
+        let event = NewEvent::host(Level::Info, "X", "y".repeat(message_bytes));
+        RunFinish::of(
+            id,
+            1,
+            chrono::Utc::now(),
+            RunOutcome::not_run(RunState::Succeeded, event),
+            None,
+        )
+    }
+
+    #[test]
+    fn the_backlog_keeps_the_oldest_runs_up_to_its_bounds_and_counts_the_rest() {
+        let held = Held::with_bounds(3, 1 << 20);
+        held.hold(vec![finish("a", 10), finish("b", 10)]);
+        held.hold(vec![finish("c", 10), finish("d", 10)]);
+        assert_eq!(held.ids(), ["a", "b", "c"]);
+        assert_eq!(held.lock().let_go, 1);
+
+        let held = Held::with_bounds(100, 1 << 20);
+        // Each weighs over 400 KiB (its message, twice: the outcome's and
+        // the event's): the third does not fit in 1 MiB.
+        held.hold((0..3).map(|i| finish(&i.to_string(), 200 << 10)).collect());
+        assert_eq!(held.ids(), ["0", "1"]);
+        assert_eq!(held.lock().let_go, 1);
+        let weights: usize = held.lock().finishes.iter().map(|(_, w)| w).sum();
+        assert_eq!(held.lock().bytes, weights);
+    }
+
+    #[tokio::test]
+    async fn the_backlog_empties_once_the_store_takes_it() {
+        let store = crate::store::SqliteStore::in_memory().unwrap();
+        let held = Held::default();
+        held.hold((0..1_200).map(|i| finish(&i.to_string(), 1)).collect());
+        held.record(&store).await;
+        assert_eq!(held.len(), 0);
+        assert_eq!(held.lock().bytes, 0);
+        assert_eq!(held.lock().recorded, 0, "reported and reset");
     }
 }
