@@ -47,6 +47,12 @@ pub struct ServeArgs {
     /// it is live.
     #[arg(long, value_parser = args::duration, value_name = "DURATION")]
     catch_up_broadcasts: Option<Duration>,
+    /// Finished runs kept per configuration; older ones are deleted.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
+    keep_runs: u32,
+    /// How long events (and broadcasts) are kept, e.g. 14d or 12h.
+    #[arg(long, default_value = "14d", value_parser = args::duration, value_name = "DURATION")]
+    keep_events: Duration,
     /// Where the HTTP API, dashboard and /metrics listen: IP:PORT (port 0
     /// picks one) or none [default: 127.0.0.1:7878, skipped if taken].
     #[arg(long, env = "CRONWERK_LISTEN")]
@@ -134,6 +140,8 @@ fn instance_config(
         load: a.load.limits(),
         http: a.http.settings(),
         catch_up_broadcasts: a.catch_up_broadcasts,
+        keep_runs: a.keep_runs,
+        keep_events: a.keep_events,
         listen: a.listen,
         notices: Box::new(move |notice| eprintln!("cronwerk: {}", wording.line(notice))),
     }

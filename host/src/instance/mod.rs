@@ -57,6 +57,10 @@ pub struct InstanceConfig {
     pub http: HttpSettings,
     /// Also run the broadcasts made this long before the instance started.
     pub catch_up_broadcasts: Option<Duration>,
+    /// Retention: finished runs kept per configuration, and how long
+    /// events and broadcasts are kept.
+    pub keep_runs: u32,
+    pub keep_events: Duration,
     /// Where the API listens; `None`: the default address, if free.
     pub listen: Option<Listen>,
     /// Receives what the operator should hear of while the instance starts.
@@ -212,6 +216,8 @@ fn dispatcher_config(config: &InstanceConfig) -> DispatcherConfig {
         instance: config.info.clone(),
         lease: config.lease,
         grace: config.grace,
+        keep_runs: config.keep_runs,
+        keep_events: config.keep_events,
         ..Default::default()
     }
 }

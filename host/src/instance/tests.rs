@@ -29,6 +29,8 @@ fn config(
         load: Default::default(),
         http: Default::default(),
         catch_up_broadcasts: None,
+        keep_runs: 1000,
+        keep_events: Duration::from_secs(14 * 24 * 3600),
         listen: Some(Listen::Off),
         notices: Box::new(move |n| notices.lock().unwrap().push(n)),
     }
