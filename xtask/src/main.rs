@@ -46,11 +46,15 @@ enum Cmd {
         out: PathBuf,
     },
     /// Run the benchmarks: per-run overhead, tasks per language, the
-    /// scheduler service, instances on PostgreSQL (figures go to
-    /// BENCHMARKS.md by hand).
+    /// scheduler service, instances on PostgreSQL, and (only when named)
+    /// the soak (figures go to BENCHMARKS.md by hand).
     Bench {
-        /// Only these (per_run, languages, scheduler, cluster); default: all.
+        /// Only these (per_run, languages, scheduler, cluster, soak);
+        /// default: all but soak.
         benches: Vec<String>,
+        /// How long the soak runs, in minutes.
+        #[arg(long, default_value_t = 10.0)]
+        minutes: f64,
     },
 }
 
@@ -67,7 +71,7 @@ fn main() -> Result<()> {
             no_lint,
             cargo_args,
         } => test(no_lint, &cargo_args)?,
-        Cmd::Bench { benches } => bench(&benches)?,
+        Cmd::Bench { benches, minutes } => bench(&benches, minutes)?,
     }
     Ok(())
 }
@@ -253,17 +257,25 @@ fn test(no_lint: bool, cargo_args: &[String]) -> Result<()> {
     Ok(())
 }
 
-const BENCHES: [&str; 4] = ["per_run", "languages", "scheduler", "cluster"];
+const BENCHES: [&str; 5] = ["per_run", "languages", "scheduler", "cluster", "soak"];
+/// Benches that run only when named: they take long by design.
+const ON_REQUEST: [&str; 1] = ["soak"];
 
-fn bench(only: &[String]) -> Result<()> {
+fn bench(only: &[String], soak_minutes: f64) -> Result<()> {
     for name in only {
         if !BENCHES.contains(&name.as_str()) {
             bail!("no bench named '{name}': pick from {}", BENCHES.join(", "));
         }
     }
+    if soak_minutes.is_nan() || soak_minutes <= 0.0 {
+        bail!("--minutes {soak_minutes}: give the soak a positive length, e.g. --minutes 2");
+    }
     let selected: Vec<&str> = BENCHES
         .into_iter()
-        .filter(|b| only.is_empty() || only.iter().any(|o| o == b))
+        .filter(|b| match only.is_empty() {
+            true => !ON_REQUEST.contains(b),
+            false => only.iter().any(|o| o == b),
+        })
         .collect();
     let components = components_dir()?;
     examples::build(&components)?;
@@ -278,7 +290,8 @@ fn bench(only: &[String]) -> Result<()> {
     for bench in selected {
         let mut cmd = Command::new(cargo());
         cmd.args(["bench", "-p", "cronwerk", "--bench", bench])
-            .env("CRONWERK_BENCH_COMPONENTS", &components);
+            .env("CRONWERK_BENCH_COMPONENTS", &components)
+            .env("CRONWERK_SOAK_MINUTES", soak_minutes.to_string());
         if let Some(postgres) = &postgres {
             cmd.env("CRONWERK_BENCH_POSTGRES", postgres.url());
         }
