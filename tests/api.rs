@@ -1000,3 +1000,82 @@ fn idle_slow_and_streaming_clients_cannot_starve_the_api() {
         "a half-sent request held its connection for {held:?}"
     );
 }
+
+/// Resident memory of a process, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn catch_up_streams_over_a_large_event_log_keep_memory_bounded() {
+    use std::io::Write;
+    use std::net::TcpStream;
+    use std::time::{Duration, Instant};
+
+    use cronwerk::model::{Level, NewEvent};
+    use cronwerk::store::{EventJournal, SqliteStore};
+
+    let s = Server::start(&[]);
+    // A 120 MiB log: 60,000 events of 2 KiB.
+    const EVENTS: usize = 60_000;
+    let store = SqliteStore::open(&s.data).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    for chunk in 0..EVENTS / 5_000 {
+        let bulk: Vec<NewEvent> = (0..5_000)
+            .map(|i| {
+                let n = chunk * 5_000 + i;
+                NewEvent::host(Level::Info, "BULK", format!("{n:06} {}", "x".repeat(2040)))
+            })
+            .collect();
+        rt.block_on(store.append_events(&bulk)).unwrap();
+    }
+    let pid = s.pid();
+    let before = rss_kib(pid);
+
+    // Eight clients ask for the whole log and read none of it: each holds
+    // at most a page in the server, not the log.
+    let addr = s.base.trim_start_matches("http://").trim_end_matches('/');
+    let _stalled: Vec<TcpStream> = (0..8)
+        .map(|_| {
+            let mut c = TcpStream::connect(addr).unwrap();
+            c.write_all(b"GET /api/events/stream?after=0 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+                .unwrap();
+            c
+        })
+        .collect();
+    // One reads it all, in order.
+    let reader = s.stream("/api/events/stream?after=0");
+    let mut peak = before;
+    let mut expected = 0;
+    while expected < EVENTS {
+        let e = next_data(&reader, "the next bulk event", |e| e["code"] == "BULK");
+        let n: usize = e["message"].as_str().unwrap()[..6].parse().unwrap();
+        assert_eq!(n, expected);
+        expected += 1;
+        if expected % 5_000 == 0 {
+            peak = peak.max(rss_kib(pid));
+            let asked = Instant::now();
+            assert_eq!(s.get("/api/health").status, 200);
+            assert!(asked.elapsed() < Duration::from_secs(1));
+        }
+    }
+    peak = peak.max(rss_kib(pid));
+    let grew_mib = peak.saturating_sub(before) / 1024;
+    eprintln!(
+        "serve's resident memory: {} MiB before, peak {} MiB",
+        before / 1024,
+        peak / 1024
+    );
+    // Nine catch-ups of the whole log held at once would be over a GiB.
+    assert!(
+        grew_mib < 96,
+        "serve grew by {grew_mib} MiB while streaming the log"
+    );
+}

@@ -325,7 +325,14 @@ fn a_full_disk_under_sqlite_loses_no_run_and_corrupts_nothing() {
         Duration::from_secs(10),
         "serve",
     );
-    let base = printed.lines.last().unwrap().rsplit(' ').next().unwrap().to_owned();
+    let base = printed
+        .lines
+        .last()
+        .unwrap()
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .to_owned();
     let health = |expected: u16| {
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)

@@ -301,7 +301,11 @@ fn main() {
             let down = Instant::now();
             let (code, lines) = stop_serve(serve);
             assert_eq!(code, Some(0), "serve's exit at the restart: {lines:#?}");
-            warnings.extend(lines.into_iter().filter(|l| l.contains("WARN") || l.contains("ERROR")));
+            warnings.extend(
+                lines
+                    .into_iter()
+                    .filter(|l| l.contains("WARN") || l.contains("ERROR")),
+            );
             serve = start_serve(&data, &plugins, &cache);
             restarted = Some((now, down.elapsed()));
         }
@@ -347,8 +351,14 @@ fn main() {
     }
     let (code, lines) = stop_serve(serve);
     assert_eq!(code, Some(0), "serve's exit at the end: {lines:#?}");
-    warnings.extend(lines.into_iter().filter(|l| l.contains("WARN") || l.contains("ERROR")));
-    report(&runtime, &store, &configs, &samples, restarted, reloads, &warnings);
+    warnings.extend(
+        lines
+            .into_iter()
+            .filter(|l| l.contains("WARN") || l.contains("ERROR")),
+    );
+    report(
+        &runtime, &store, &configs, &samples, restarted, reloads, &warnings,
+    );
 }
 
 fn report(

@@ -202,6 +202,11 @@ impl Server {
         rx
     }
 
+    /// The serve process's id (for its memory in `/proc`).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// SIGTERM, and waits for the exit.
     pub fn stop(mut self) -> Option<i32> {
         stop(&mut self.child)

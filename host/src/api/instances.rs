@@ -83,7 +83,9 @@ pub async fn health(State(s): State<AppState>) -> (StatusCode, Json<Health>) {
         (Ok(_), Some((since, cause))) => (
             StatusCode::SERVICE_UNAVAILABLE,
             "failing",
-            Some(format!("the store has refused writes since {since}: {cause}")),
+            Some(format!(
+                "the store has refused writes since {since}: {cause}"
+            )),
         ),
         (Ok(_), None) => (StatusCode::OK, "ok", None),
     };
