@@ -76,6 +76,9 @@ impl From<StoreError> for ApiError {
             StoreError::TaskExists(name) => ApiError::Conflict(format!(
                 "a task configuration named '{name}' already exists: pick another name"
             )),
+            // No endpoint writes settings; were one to, the stored setting
+            // is what refuses the request, not a field of it.
+            e @ StoreError::SecretSetting { .. } => ApiError::NotNow(e.to_string()),
             StoreError::Backend(e) => {
                 tracing::error!("store failure behind an API request: {e:#}");
                 ApiError::Internal(format!("the store failed: {e:#}"))

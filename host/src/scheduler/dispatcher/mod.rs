@@ -247,7 +247,11 @@ impl Dispatcher {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(identifier)
-            .cloned()
+            .map(|of| {
+                of.iter()
+                    .map(|(k, s)| (k.clone(), s.value.clone()))
+                    .collect()
+            })
             .unwrap_or_default()
     }
 }
