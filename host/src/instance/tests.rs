@@ -30,6 +30,7 @@ fn config(
         http: Default::default(),
         catch_up_broadcasts: None,
         listen: Some(Listen::Off),
+        print_token: false,
         notices: Box::new(move |n| notices.lock().unwrap().push(n)),
     }
 }
