@@ -34,7 +34,9 @@ fn names(list: &Value) -> Vec<String> {
 
 #[test]
 fn the_token_is_created_private_shown_once_and_rotates_without_a_restart() {
-    let s = Server::start(&["hello.wasm"]);
+    // stderr is a pipe here, as under a service manager: the token is
+    // printed only when asked for.
+    let s = Server::start_with(&["hello.wasm"], &["--print-token"]);
     let token = s.token();
     assert_eq!(token.len(), 64);
     let shown: Vec<&String> = s
@@ -76,6 +78,32 @@ fn the_token_is_created_private_shown_once_and_rotates_without_a_restart() {
         "{:?}",
         s.startup
     );
+}
+
+#[test]
+fn a_new_token_is_not_printed_to_a_stderr_that_is_not_a_terminal() {
+    let s = Server::start(&["hello.wasm"]);
+    let token = s.token();
+    assert!(
+        !s.startup.iter().any(|l| l.contains(&token)),
+        "{:?}",
+        s.startup
+    );
+    let file = s.data.join("api-token");
+    let said: Vec<&String> = s
+        .startup
+        .iter()
+        .filter(|l| l.contains("created an API token"))
+        .collect();
+    assert_eq!(said.len(), 1, "{:?}", s.startup);
+    for what in [
+        file.to_str().unwrap(),
+        "0600",
+        "--print-token",
+        "token rotate",
+    ] {
+        assert!(said[0].contains(what), "{what}: {}", said[0]);
+    }
 }
 
 #[test]

@@ -152,6 +152,40 @@ async fn a_panic_is_stopped_and_its_message_kept() {
     );
 }
 
+/// A secret the run receives is kept out of its result, its output and a
+/// panic's message; the task itself reads the real value.
+#[tokio::test]
+async fn a_secret_the_task_prints_or_returns_is_kept_as_stars() {
+    let secret = "sk-live-0123456789";
+    let with_secret = |r: &mut RunRequest| {
+        r.config.insert("api-key".into(), secret.into());
+        r.secrets = vec![secret.into()];
+    };
+    let read = misbehave(&[("action", "config"), ("key", "api-key")], with_secret).await;
+    assert_eq!(assert_succeeded(&read), "Some(\"***\")");
+
+    let text = format!("the key is {secret}!");
+    let panicked = misbehave(&[("action", "panic"), ("text", &text)], with_secret).await;
+    assert_stopped(&panicked, StopReason::Panic);
+    assert_eq!(
+        panicked.outcome.message(),
+        "the task panicked: the key is ***!"
+    );
+    assert!(
+        panicked
+            .events
+            .iter()
+            .any(|e| e.source == EventSource::Stderr && e.message == "the key is ***!"),
+        "{:?}",
+        panicked.events
+    );
+    assert!(
+        !format!("{:?}", panicked.events).contains(secret),
+        "{:?}",
+        panicked.events
+    );
+}
+
 #[tokio::test]
 async fn a_failing_task_reports_its_message() {
     let report = misbehave(&[("action", "fail"), ("text", "disk is full")], |_| {}).await;

@@ -4,10 +4,13 @@
 
 mod common;
 
+use std::io::Write as _;
 use std::path::Path;
+use std::process::{Command, Output, Stdio};
 
 use common::serve_env::Env;
 use cronwerk::model::{RunRecord, RunState};
+use cronwerk::store::{EventFilter, EventJournal, StateAndSettings};
 
 fn count(runs: &[RunRecord], state: RunState) -> usize {
     runs.iter().filter(|r| r.state == state).count()
@@ -386,4 +389,148 @@ fn output_within(
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     child.wait_with_output().unwrap()
+}
+
+/// `cronwerk ARGS` on `env`'s data directory with `input` on standard input.
+fn cli_with_stdin(env: &Env, args: &[&str], input: &str) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cronwerk"))
+        .arg("--data-dir")
+        .arg(&env.data)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Secrets set from standard input and from a file: `config list` never
+/// shows them, the command line cannot carry one nor replace one, and a
+/// run that logs and returns its secret is stored with `***` instead.
+#[test]
+fn a_secret_setting_is_never_shown_and_is_redacted_from_its_runs() {
+    const ID: &str = "Cronwerk.Test.ConfigEcho";
+    const FROM_STDIN: &str = "stdin-s3cret-0042";
+    const FROM_FILE: &str = "file-s3cret-0043";
+    let env = Env::new(&[]);
+    let wat = include_str!("wat/config_echo.wat");
+    std::fs::write(
+        env.plugins.join("config-echo.wasm"),
+        wat::parse_str(wat).unwrap(),
+    )
+    .unwrap();
+
+    let set = cli_with_stdin(
+        &env,
+        &["config", "set", "--secret", ID, "token"],
+        &format!("{FROM_STDIN}\n"),
+    );
+    assert_eq!(set.status.code(), Some(0), "{}", text(&set.stderr));
+    assert_eq!(
+        text(&set.stdout).trim(),
+        format!("{ID}: token set (secret)")
+    );
+    let file = env.data.parent().unwrap().join("password.txt");
+    std::fs::write(&file, format!("{FROM_FILE}\n")).unwrap();
+    let path = file.to_str().unwrap();
+    env.ok(&[
+        "config",
+        "set",
+        "--secret",
+        ID,
+        "password",
+        "--value-file",
+        path,
+    ]);
+    env.ok(&["config", "set", ID, "team", "Platform"]);
+
+    // The store has the values (one trailing newline dropped); no listing
+    // shows them.
+    let stored = common::cluster::block_on(env.store().list_settings()).unwrap();
+    assert_eq!(stored[ID]["token"].value, FROM_STDIN);
+    assert_eq!(stored[ID]["password"].value, FROM_FILE);
+    assert!(stored[ID]["token"].secret && !stored[ID]["team"].secret);
+    let table = env.ok(&["config", "list"]);
+    assert_eq!(table.matches("(secret)").count(), 2, "{table}");
+    assert!(table.contains("Platform"), "{table}");
+    let json = env.ok(&["config", "list", ID, "--json"]);
+    let listed: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(
+        listed,
+        serde_json::json!({ ID: {
+            "password": { "secret": true },
+            "team": "Platform",
+            "token": { "secret": true },
+        }})
+    );
+    for shown in [&table, &json] {
+        assert!(!shown.contains("s3cret"), "{shown}");
+    }
+
+    // Never on the command line, and a plain value does not replace a
+    // secret; neither changes what is stored.
+    let on_the_line = env.cli(&["config", "set", "--secret", ID, "token", "typed-s3cret"]);
+    assert_eq!(on_the_line.status.code(), Some(64));
+    let why = text(&on_the_line.stderr);
+    assert!(
+        why.contains("`ps`") && why.contains("shell history"),
+        "{why}"
+    );
+    let plain = env.cli(&["config", "set", ID, "token", "plain-value"]);
+    assert_eq!(plain.status.code(), Some(64));
+    let why = text(&plain.stderr);
+    assert!(
+        why.contains("--secret") && why.contains("config unset"),
+        "{why}"
+    );
+    let empty = cli_with_stdin(&env, &["config", "set", "--secret", ID, "token"], "\n");
+    assert_eq!(empty.status.code(), Some(64), "{}", text(&empty.stderr));
+    let stored = common::cluster::block_on(env.store().list_settings()).unwrap();
+    assert_eq!(stored[ID]["token"].value, FROM_STDIN);
+
+    // The task reads the real value; what it logs and returns is stored
+    // with the value masked.
+    let _serve = env.serve();
+    env.ok(&[
+        "task",
+        "add",
+        "echo",
+        "--implementation",
+        ID,
+        "--every",
+        "1h",
+    ]);
+    let out = env.ok(&["task", "run", "echo"]);
+    assert!(!out.contains(FROM_STDIN), "{out}");
+    let runs = env.wait_runs("echo", "the manual run", |r| {
+        r.iter().any(|r| r.finished_at.is_some())
+    });
+    assert_eq!(runs[0].state, RunState::Succeeded, "{runs:#?}");
+    assert_eq!(runs[0].message, "token is ***");
+    let events = common::cluster::block_on(env.store().list_events(&EventFilter {
+        run_id: Some(runs[0].id.clone()),
+        ..Default::default()
+    }))
+    .unwrap();
+    let logged: Vec<(&str, &str)> = events
+        .iter()
+        .map(|e| (e.code.as_str(), e.message.as_str()))
+        .collect();
+    assert_eq!(logged, [("CONFIG", "token is ***")]);
+    let shown = env.ok(&["events", "--task", "echo"]);
+    assert!(
+        shown.contains("token is ***") && !shown.contains(FROM_STDIN),
+        "{shown}"
+    );
 }

@@ -82,6 +82,9 @@ impl From<StoreError> for ApiError {
             e @ StoreError::Backend(_) if e.is_unavailable() => ApiError::Unavailable(format!(
                 "the store is unavailable ({e}); the instance keeps running: try again shortly"
             )),
+            // No endpoint writes settings; were one to, the stored setting
+            // is what refuses the request, not a field of it.
+            e @ StoreError::SecretSetting { .. } => ApiError::NotNow(e.to_string()),
             StoreError::Backend(e) => {
                 tracing::error!("store failure behind an API request: {e:#}");
                 ApiError::Internal(format!("the store failed: {e:#}"))

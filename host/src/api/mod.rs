@@ -236,8 +236,13 @@ impl ApiServer {
 /// Starts the API on `listen`. `None` means the default address, where a
 /// port already taken (another instance on this machine) turns the API off
 /// with a warning instead of failing the scheduler; an address the operator
-/// gave must be free.
-pub async fn start(listen: Option<&Listen>, ctx: ApiContext) -> anyhow::Result<Option<ApiServer>> {
+/// gave must be free. A token made now is printed only with `print_token`:
+/// otherwise stderr may be a journal that others read.
+pub async fn start(
+    listen: Option<&Listen>,
+    print_token: bool,
+    ctx: ApiContext,
+) -> anyhow::Result<Option<ApiServer>> {
     let (addr, explicit) = match listen {
         Some(Listen::Off) => {
             eprintln!("cronwerk: the API and dashboard are off (--listen none)");
@@ -273,9 +278,16 @@ pub async fn start(listen: Option<&Listen>, ctx: ApiContext) -> anyhow::Result<O
     }));
     let (router, _) = app(state, policy);
     let task = tokio::spawn(server::serve(listener, router));
-    if created {
+    if created && print_token {
         eprintln!(
             "cronwerk: API token (shown this once; kept in {}, `cronwerk token rotate` replaces it): {token}",
+            token_file.path().display()
+        );
+    } else if created {
+        eprintln!(
+            "cronwerk: created an API token, kept in {} (mode 0600); it is not printed here \
+             because stderr is not a terminal: read that file as this user, or start with \
+             --print-token; `cronwerk token rotate` replaces it",
             token_file.path().display()
         );
     }

@@ -137,6 +137,7 @@ pub async fn run(args: ExecArgs) -> anyhow::Result<u8> {
             http_hosts: args.allow_http.clone(),
         },
         config: args::to_map(args.config.clone()),
+        secrets: Vec::new(),
         state: args::to_map(args.state.clone()),
         instance: InstanceInfo {
             name: "exec".into(),

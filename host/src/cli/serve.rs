@@ -3,6 +3,7 @@
 //! runs it until SIGTERM or Ctrl-C; the instance itself is assembled in
 //! [`crate::instance`].
 
+use std::io::IsTerminal as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -57,6 +58,12 @@ pub struct ServeArgs {
     /// picks one) or none [default: 127.0.0.1:7878, skipped if taken].
     #[arg(long, env = "CRONWERK_LISTEN")]
     listen: Option<crate::api::Listen>,
+    /// Print the API token on stderr when this start creates it. Without
+    /// it the token is printed only when stderr is a terminal, since under
+    /// a service manager stderr goes to a log others may read; the line
+    /// then names the file that holds it.
+    #[arg(long)]
+    print_token: bool,
     #[command(flatten)]
     load: super::compile_cache::LoadArgs,
     #[command(flatten)]
@@ -143,6 +150,7 @@ fn instance_config(
         keep_runs: a.keep_runs,
         keep_events: a.keep_events,
         listen: a.listen,
+        print_token: a.print_token || std::io::stderr().is_terminal(),
         notices: Box::new(move |notice| eprintln!("cronwerk: {}", wording.line(notice))),
     }
 }

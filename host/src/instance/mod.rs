@@ -63,6 +63,8 @@ pub struct InstanceConfig {
     pub keep_events: Duration,
     /// Where the API listens; `None`: the default address, if free.
     pub listen: Option<Listen>,
+    /// Print a newly created API token on stderr (else only where it is kept).
+    pub print_token: bool,
     /// Receives what the operator should hear of while the instance starts.
     pub notices: Box<dyn Fn(Notice) + Send + Sync>,
 }
@@ -241,7 +243,7 @@ async fn start_api(
         liveness: LIVENESS,
         store_health,
     };
-    crate::api::start(config.listen.as_ref(), context).await
+    crate::api::start(config.listen.as_ref(), config.print_token, context).await
 }
 
 /// Joins the instances sharing the store; returns the heartbeat task.

@@ -32,6 +32,7 @@ fn config(
         keep_runs: 1000,
         keep_events: Duration::from_secs(14 * 24 * 3600),
         listen: Some(Listen::Off),
+        print_token: false,
         notices: Box::new(move |n| notices.lock().unwrap().push(n)),
     }
 }

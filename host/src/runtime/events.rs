@@ -1,10 +1,12 @@
 //! The event log of one run: what the task logged, printed and what the host
 //! noticed about it. Bounded, because a task must not be able to exhaust the
-//! host's memory by logging.
+//! host's memory by logging; redacted of the run's secrets, because what it
+//! keeps is shown to people.
 
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
+use super::redact::Redactor;
 use crate::model::{EventSource, Level};
 use serde::{Deserialize, Serialize};
 
@@ -50,6 +52,7 @@ pub struct EventLog {
 
 struct Inner {
     limits: EventLimits,
+    redactor: Redactor,
     events: Vec<Event>,
     /// Events not kept because the log was full.
     dropped: u64,
@@ -66,9 +69,15 @@ struct Inner {
 
 impl EventLog {
     pub fn new(limits: EventLimits) -> Self {
+        Self::redacting(limits, Redactor::default())
+    }
+
+    /// A log that keeps every event with `redactor`'s secrets masked.
+    pub fn redacting(limits: EventLimits, redactor: Redactor) -> Self {
         EventLog {
             inner: Arc::new(Mutex::new(Inner {
                 limits,
+                redactor,
                 events: Vec::new(),
                 dropped: 0,
                 dropped_bytes: 0,
@@ -166,11 +175,13 @@ impl Inner {
     }
 
     fn push(&mut self, level: Level, source: EventSource, code: &str, message: &str) {
-        self.push_sized(level, source, code, message, message.len() as u64);
+        self.push_sized(level, source, code, message, message.len() as u64, false);
     }
 
     /// Records an event whose message was `message_len` bytes before the
-    /// host kept only its start (`message`).
+    /// host kept only its start (`message`); `continues` when it did.
+    /// Secrets are masked before the message is cut, so no cut leaves a
+    /// secret's beginning behind.
     fn push_sized(
         &mut self,
         level: Level,
@@ -178,14 +189,22 @@ impl Inner {
         code: &str,
         message: &str,
         message_len: u64,
+        continues: bool,
     ) {
         if self.events.len() >= self.limits.max_events {
             self.dropped += 1;
             self.dropped_bytes += code.len() as u64 + message_len;
             return;
         }
-        let (code, code_cut) = cut(code, code.len() as u64, self.limits.max_code_bytes);
-        let (message, message_cut) = cut(message, message_len, self.limits.max_message_bytes);
+        let code = self.redactor.redact(code, false);
+        let redacted = self.redactor.redact(message, continues);
+        // What was masked is not counted as cut: the length "in all" is
+        // the redacted one.
+        let message_len =
+            (message_len + redacted.len() as u64).saturating_sub(message.len() as u64);
+        let message = redacted;
+        let (code, code_cut) = cut(&code, code.len() as u64, self.limits.max_code_bytes);
+        let (message, message_cut) = cut(&message, message_len, self.limits.max_message_bytes);
         self.dropped_bytes += code_cut + message_cut;
         self.events.push(Event {
             at: SystemTime::now(),
@@ -213,7 +232,8 @@ impl Inner {
         // Lossy decoding may lengthen the kept start; the line's own length
         // is what it had in all.
         let len = line_len.max(text.len() as u64);
-        self.push_sized(level, source, "", &text, len);
+        let continues = line_len > line.len() as u64;
+        self.push_sized(level, source, "", &text, len, continues);
     }
 
     /// One event saying what the run lost, if it lost anything: how many
@@ -352,6 +372,54 @@ mod tests {
             summaries[0].message
         );
         assert_eq!(log.dropped_bytes(), 3 + 12);
+    }
+
+    #[test]
+    fn secrets_are_masked_in_messages_codes_and_output_lines() {
+        let secrets = ["hunter22".to_string(), "tok-0123456789".to_string()];
+        let log = EventLog::redacting(
+            EventLimits {
+                max_events: 10,
+                max_message_bytes: 16,
+                max_code_bytes: 64,
+            },
+            Redactor::new(&secrets),
+        );
+        log.push(Level::Info, EventSource::Task, "hunter22", "pw hunter22");
+        log.write_output(EventSource::Stdout, b"token tok-0123456789\n");
+        // Cut at the limit in the middle of the secret: its start is
+        // masked, not kept.
+        log.write_output(EventSource::Stderr, b"0123456789 tok-0123456789 and more\n");
+        log.finish();
+        let kept: Vec<(String, String)> = log
+            .snapshot()
+            .into_iter()
+            .filter(|e| e.source != EventSource::Host)
+            .map(|e| (e.code, e.message))
+            .collect();
+        assert_eq!(kept[0], ("***".into(), "pw ***".into()));
+        assert_eq!(kept[1].1, "token ***");
+        assert_eq!(kept[2].1, "0123456789 ***… [truncated, 28 bytes in all]");
+        for (code, message) in &kept {
+            assert!(
+                !message.contains("tok-") && !code.contains("hunter"),
+                "{kept:?}"
+            );
+        }
+        let cut_secret = EventLog::redacting(
+            EventLimits {
+                max_events: 10,
+                max_message_bytes: 4,
+                max_code_bytes: 64,
+            },
+            Redactor::new(&secrets),
+        );
+        // The pending line keeps only limit + 4 bytes: "ab tok-0" of it.
+        cut_secret.write_output(EventSource::Stdout, b"ab tok-0123456789\n");
+        assert_eq!(
+            cut_secret.snapshot()[0].message,
+            "ab *… [truncated, 15 bytes in all]"
+        );
     }
 
     #[test]

@@ -20,6 +20,7 @@ mod host_state;
 mod http;
 mod limits;
 mod outcome;
+mod redact;
 mod sandbox;
 pub(crate) mod time_format;
 
@@ -43,6 +44,7 @@ pub use host_state::{Farm, STATE_MAX_KEY_BYTES, STATE_MAX_TOTAL_BYTES, STATE_MAX
 pub use http::HttpSettings;
 pub use limits::{MAX_HTTP_CONNECTIONS, MAX_OPEN_FILES, MemoryLimitExceeded};
 pub use outcome::{Outcome, RunReport};
+pub use redact::{MASK, MIN_SECRET_BYTES, Redactor};
 
 use crate::model::{
     BroadcastPayload, EventSource, Grants, InstanceInfo, Level, RunLimits, StopReason,
@@ -80,6 +82,9 @@ pub struct RunRequest {
     pub grants: Grants,
     /// Settings scoped to the task's identifier (`config` import).
     pub config: BTreeMap<String, String>,
+    /// Values the run's events and result message never show (its
+    /// identifier's secret settings): each occurrence is kept as `***`.
+    pub secrets: Vec<String>,
     /// The configuration's state as the previous run left it.
     pub state: BTreeMap<String, String>,
     pub instance: InstanceInfo,
@@ -298,7 +303,8 @@ struct GuestSettings {
 /// One run, from a fresh sandbox to its report; runs on the guest threads.
 async fn execute(settings: GuestSettings, component: Component, request: RunRequest) -> RunReport {
     let started = Instant::now();
-    let events = EventLog::new(settings.event_limits);
+    let redactor = Redactor::new(&request.secrets);
+    let events = EventLog::redacting(settings.event_limits, redactor.clone());
     let mut report = RunReport::blank(&component, &request);
     let wit_context = request
         .context
@@ -341,18 +347,23 @@ async fn execute(settings: GuestSettings, component: Component, request: RunRequ
     })
     .await;
     report.duration = started.elapsed();
+    let kept = |message: &str| truncate(&redactor.redact(message, false), MAX_RESULT_BYTES);
     report.outcome = match result {
         Ok(Ok(message)) => Outcome::Succeeded {
-            message: truncate(&message, MAX_RESULT_BYTES),
+            message: kept(&message),
         },
         Ok(Err(message)) if cancel.is_cancelled() => Outcome::Cancelled {
-            message: truncate(&message, MAX_RESULT_BYTES),
+            message: kept(&message),
         },
         Ok(Err(message)) => Outcome::Failed {
-            message: truncate(&message, MAX_RESULT_BYTES),
+            message: kept(&message),
         },
         Err(e) => with_panic_message(outcome::classify(&e), &events),
     };
+    // A trap's message can carry what the task wrote (a panic's).
+    if let Outcome::Stopped { message, .. } = &mut report.outcome {
+        *message = redactor.redact(message, false).into_owned();
+    }
     match &report.outcome {
         Outcome::Stopped { reason, message } => events.push(
             Level::Error,

@@ -914,6 +914,7 @@ pub async fn run_all(make: impl Fn() -> Box<dyn Store>) {
     broadcasts_deliver_once_per_instance(&*make()).await;
     broadcasts_keep_their_sender_and_are_read_in_pages(&*make()).await;
     identifier_settings(&*make()).await;
+    secret_settings_stay_secret(&*make()).await;
     runs_filter_by_time_and_state(&*make()).await;
     batches_claim_and_finish_like_single_calls(&*make()).await;
     concurrent_skips_of_one_slot_record_it_once(&*make()).await;
@@ -925,20 +926,28 @@ pub async fn identifier_settings(store: &dyn Store) {
     assert!(store.list_settings().await.unwrap().is_empty());
     let before = store.change_token().await.unwrap();
     store
-        .set_setting("Acme.CacheWarmup", "user-agent", Some("probe/1"))
+        .set_setting(
+            "Acme.CacheWarmup",
+            "user-agent",
+            Some(&Setting::plain("probe/1")),
+        )
         .await
         .unwrap();
     assert_ne!(store.change_token().await.unwrap(), before);
     store
-        .set_setting("Acme.CacheWarmup", "user-agent", Some("probe/2"))
+        .set_setting(
+            "Acme.CacheWarmup",
+            "user-agent",
+            Some(&Setting::plain("probe/2")),
+        )
         .await
         .unwrap();
     store
-        .set_setting("Acme.ReportDigest", "team", Some("ops"))
+        .set_setting("Acme.ReportDigest", "team", Some(&Setting::plain("ops")))
         .await
         .unwrap();
     store
-        .set_setting("Acme.ReportDigest", "gone", Some("x"))
+        .set_setting("Acme.ReportDigest", "gone", Some(&Setting::plain("x")))
         .await
         .unwrap();
     store
@@ -952,11 +961,75 @@ pub async fn identifier_settings(store: &dyn Store) {
         .unwrap();
     let settings = store.list_settings().await.unwrap();
     assert_eq!(settings.len(), 2);
-    assert_eq!(settings["Acme.CacheWarmup"]["user-agent"], "probe/2");
+    assert_eq!(
+        settings["Acme.CacheWarmup"]["user-agent"],
+        Setting::plain("probe/2")
+    );
     assert_eq!(
         settings["Acme.ReportDigest"].iter().collect::<Vec<_>>(),
-        [(&"team".to_owned(), &"ops".to_owned())]
+        [(&"team".to_owned(), &Setting::plain("ops"))]
     );
+}
+
+/// A secret setting is stored and read back as secret; a plain value does
+/// not replace it (the operator removes it first), a secret value does,
+/// and a plain setting becomes secret when set as one.
+pub async fn secret_settings_stay_secret(store: &dyn Store) {
+    let id = "Acme.CacheWarmup";
+    let before = store.change_token().await.unwrap();
+    store
+        .set_setting(id, "api-key", Some(&Setting::secret("s3cret-1")))
+        .await
+        .unwrap();
+    assert_ne!(store.change_token().await.unwrap(), before);
+    assert_eq!(
+        store.list_settings().await.unwrap()[id]["api-key"],
+        Setting::secret("s3cret-1")
+    );
+
+    let refused = store
+        .set_setting(id, "api-key", Some(&Setting::plain("typed-in-the-open")))
+        .await;
+    assert!(
+        matches!(&refused, Err(StoreError::SecretSetting { identifier, key })
+            if identifier == id && key == "api-key"),
+        "{refused:?}"
+    );
+    assert_eq!(
+        store.list_settings().await.unwrap()[id]["api-key"],
+        Setting::secret("s3cret-1")
+    );
+
+    store
+        .set_setting(id, "api-key", Some(&Setting::secret("s3cret-2")))
+        .await
+        .unwrap();
+    store
+        .set_setting(id, "user-agent", Some(&Setting::plain("probe/1")))
+        .await
+        .unwrap();
+    store
+        .set_setting(id, "user-agent", Some(&Setting::secret("probe/2")))
+        .await
+        .unwrap();
+    let settings = store.list_settings().await.unwrap();
+    assert_eq!(settings[id]["api-key"], Setting::secret("s3cret-2"));
+    assert_eq!(settings[id]["user-agent"], Setting::secret("probe/2"));
+
+    // Removed, the key takes a plain value again.
+    store.set_setting(id, "api-key", None).await.unwrap();
+    store
+        .set_setting(id, "api-key", Some(&Setting::plain("public")))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.list_settings().await.unwrap()[id]["api-key"],
+        Setting::plain("public")
+    );
+    // Debug output never carries a secret's value.
+    let shown = format!("{:?}", store.list_settings().await.unwrap());
+    assert!(!shown.contains("probe/2"), "{shown}");
+    assert!(shown.contains("public"), "{shown}");
 }
 
 /// Several claimants find the same slot overlapping a run and skip it at

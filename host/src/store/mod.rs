@@ -48,6 +48,8 @@ pub enum StoreError {
     RunNotFound(String),
     #[error("no broadcast with id '{0}'")]
     BroadcastNotFound(String),
+    #[error("setting '{key}' of '{identifier}' is secret; a plain value does not replace it")]
+    SecretSetting { identifier: String, key: String },
     #[error("the store failed: {0:#}")]
     Backend(#[from] anyhow::Error),
 }
@@ -202,12 +204,15 @@ pub trait StateAndSettings: Send + Sync {
     }
     /// Sets one setting of an implementation identifier (the tasks'
     /// `config` import), or removes it (`None`); removing a missing setting
-    /// is not an error.
+    /// is not an error. A secret setting stays secret: a plain value for it
+    /// is refused ([`StoreError::SecretSetting`]), so that a value typed on
+    /// a command line neither replaces a secret unnoticed nor unmasks it;
+    /// removing it first is the explicit way back to a plain setting.
     async fn set_setting(
         &self,
         identifier: &str,
         key: &str,
-        value: Option<&str>,
+        setting: Option<&Setting>,
     ) -> StoreResult<()>;
     /// Every setting, by identifier, then key.
     async fn list_settings(&self) -> StoreResult<Settings>;

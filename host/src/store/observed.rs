@@ -172,9 +172,9 @@ impl<S: StateAndSettings + ?Sized, O: CallObserver> StateAndSettings for Observe
         &self,
         identifier: &str,
         key: &str,
-        value: Option<&str>,
+        setting: Option<&Setting>,
     ) -> StoreResult<()> {
-        observe!(self.set_setting(identifier, key, value))
+        observe!(self.set_setting(identifier, key, setting))
     }
     async fn list_settings(&self) -> StoreResult<Settings> {
         observe!(self.list_settings())

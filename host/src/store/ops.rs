@@ -3,13 +3,51 @@
 //! finishes to record, broadcasts to make, and the filters of listings.
 
 use std::collections::BTreeMap;
+use std::fmt;
 
 use chrono::{DateTime, Utc};
 
 use crate::model::{BroadcastPayload, BroadcastSender, Level, RunOutcome, RunState, Trigger};
 
-/// Settings scoped to implementation identifiers: identifier → key → value.
-pub type Settings = BTreeMap<String, BTreeMap<String, String>>;
+/// Settings scoped to implementation identifiers: identifier → key → setting.
+pub type Settings = BTreeMap<String, BTreeMap<String, Setting>>;
+
+/// One identifier setting. A secret one reaches runs of its identifier
+/// like any other, but no listing shows its value and runs' events and
+/// results have it redacted.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Setting {
+    pub value: String,
+    pub secret: bool,
+}
+
+impl Setting {
+    pub fn plain(value: impl Into<String>) -> Self {
+        Setting {
+            value: value.into(),
+            secret: false,
+        }
+    }
+
+    pub fn secret(value: impl Into<String>) -> Self {
+        Setting {
+            value: value.into(),
+            secret: true,
+        }
+    }
+}
+
+/// Written by hand so that no `{:?}` (a log line, a failed assertion, a
+/// panic) ever prints a secret's value.
+impl fmt::Debug for Setting {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.secret {
+            f.write_str("Setting(secret)")
+        } else {
+            f.debug_tuple("Setting").field(&self.value).finish()
+        }
+    }
+}
 
 /// A run about to start (or a slot about to be recorded skipped).
 #[derive(Debug, Clone)]

@@ -255,12 +255,23 @@ impl Dispatcher {
         *self.settings.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(settings);
     }
 
-    fn settings_of(&self, identifier: &str) -> BTreeMap<String, String> {
-        self.settings
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(identifier)
-            .cloned()
-            .unwrap_or_default()
+    /// What a run of `identifier` reads through its `config` import, and
+    /// the values of its secret settings, which the run's events and
+    /// result are redacted of.
+    fn settings_of(&self, identifier: &str) -> (BTreeMap<String, String>, Vec<String>) {
+        let settings = self.settings.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(of) = settings.get(identifier) else {
+            return Default::default();
+        };
+        let config = of
+            .iter()
+            .map(|(k, s)| (k.clone(), s.value.clone()))
+            .collect();
+        let secrets = of
+            .values()
+            .filter(|s| s.secret)
+            .map(|s| s.value.clone())
+            .collect();
+        (config, secrets)
     }
 }

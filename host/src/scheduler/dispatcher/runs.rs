@@ -79,6 +79,7 @@ impl Dispatcher {
         let config = &task.config;
         let instance = &self.config.instance;
         let created_by = format!("run {} of '{}' on {}", run.id, config.name, instance.name);
+        let (settings, secrets) = self.settings_of(&config.implementation);
         RunRequest {
             context: RunContext {
                 configuration_name: config.name.clone(),
@@ -93,7 +94,8 @@ impl Dispatcher {
             payload: None,
             limits: config.limits,
             grants: config.grants.clone(),
-            config: self.settings_of(&config.implementation),
+            config: settings,
+            secrets,
             state,
             instance: instance.clone(),
             farm: Some(self.farm(
@@ -182,6 +184,7 @@ impl Dispatcher {
         cancel: CancelToken,
     ) -> RunRequest {
         let name = format!("broadcast {}", delivery.broadcast_id);
+        let (config, secrets) = self.settings_of(&delivery.identifier);
         RunRequest {
             context: RunContext {
                 configuration_name: name.clone(),
@@ -198,7 +201,8 @@ impl Dispatcher {
                 .as_ref()
                 .map_or_else(RunLimits::default, |s| s.limits),
             grants: Default::default(),
-            config: self.settings_of(&delivery.identifier),
+            config,
+            secrets,
             state: Default::default(),
             instance: self.config.instance.clone(),
             farm: Some(self.farm(

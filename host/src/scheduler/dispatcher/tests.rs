@@ -185,6 +185,30 @@ async fn a_due_slot_runs_once_and_records_everything() {
 }
 
 #[tokio::test]
+async fn a_run_reads_its_identifiers_settings_and_is_told_which_are_secret() {
+    use crate::store::{Setting, StateAndSettings};
+    let f = fixture(vec![], false);
+    let settings = [
+        ("A.B", "team", Setting::plain("ops")),
+        ("A.B", "api-key", Setting::secret("k-123456")),
+        ("Other.Task", "token", Setting::secret("not-for-A.B")),
+    ];
+    for (id, key, setting) in &settings {
+        f.store.set_setting(id, key, Some(setting)).await.unwrap();
+    }
+    f.add(every_10s(MisfirePolicy::Skip), t(10)).await;
+    f.tick(t(10)).await;
+    let seen = f.script.seen.lock().unwrap();
+    let config: Vec<(&str, &str)> = seen[0]
+        .config
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    assert_eq!(config, [("api-key", "k-123456"), ("team", "ops")]);
+    assert_eq!(seen[0].secrets, ["k-123456"]);
+}
+
+#[tokio::test]
 async fn a_slot_that_comes_while_the_previous_run_is_going_is_skipped() {
     let f = fixture(vec![], true);
     let id = f.add(every_10s(MisfirePolicy::Skip), t(10)).await;

@@ -204,11 +204,12 @@ impl StateAndSettings for PostgresStore {
         &self,
         identifier: &str,
         key: &str,
-        value: Option<&str>,
+        setting: Option<&Setting>,
     ) -> StoreResult<()> {
-        in_transaction!(self, |tx| {
-            journal::set_setting(tx, identifier, key, value).await?
-        })
+        let written = in_transaction!(self, |tx| {
+            journal::set_setting(tx, identifier, key, setting).await?
+        })?;
+        journal::setting_written(written, identifier, key)
     }
 
     async fn list_settings(&self) -> StoreResult<Settings> {

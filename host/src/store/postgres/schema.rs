@@ -187,9 +187,13 @@ CREATE TRIGGER deliveries_queued AFTER INSERT ON deliveries
 /// an operator's broadcast and for rows made before this column.
 const V4: &str = "ALTER TABLE broadcasts ADD COLUMN sender TEXT;";
 
+/// Which settings are secret: masked wherever settings are shown, and
+/// redacted from what runs leave behind. Existing settings stay plain.
+const V5: &str = "ALTER TABLE settings ADD COLUMN secret BOOLEAN NOT NULL DEFAULT false;";
+
 /// Every migration in order; the position is the version (1-based). Only
 /// ever append: databases in use have the earlier ones applied.
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5];
 
 /// The schema version this build expects.
 pub const LATEST: i64 = MIGRATIONS.len() as i64;

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use super::rows::{self, EVENT_COLUMNS};
 use super::{Tx, params};
 use crate::model::{EventRecord, NewEvent};
-use crate::store::{EventFilter, Settings};
+use crate::store::{EventFilter, Setting, Settings, StoreError, StoreResult};
 
 pub async fn insert_event<T: Tx + ?Sized>(tx: &T, e: &NewEvent) -> anyhow::Result<()> {
     tx.exec(
@@ -86,44 +86,71 @@ pub async fn load_states<T: Tx + ?Sized>(
     Ok(states)
 }
 
+/// Sets or (`None`) removes one setting; false when a plain value was
+/// refused because the setting is secret. The upsert's condition is the
+/// rule: a secret value may replace anything, a plain one only a plain one.
 pub async fn set_setting<T: Tx + ?Sized>(
     tx: &T,
     identifier: &str,
     key: &str,
-    value: Option<&str>,
-) -> anyhow::Result<()> {
-    match value {
-        Some(value) => {
+    setting: Option<&Setting>,
+) -> anyhow::Result<bool> {
+    match setting {
+        Some(setting) => {
             let sql = format!(
-                "INSERT INTO settings (identifier, key, value, updated_at)
-                 VALUES ($1, $2, $3, {})
+                "INSERT INTO settings (identifier, key, value, secret, updated_at)
+                 VALUES ($1, $2, $3, $4, {})
                  ON CONFLICT (identifier, key)
-                 DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+                 DO UPDATE SET value = excluded.value, secret = excluded.secret,
+                               updated_at = excluded.updated_at
+                 WHERE excluded.secret = TRUE OR settings.secret = FALSE",
                 T::NOW
             );
-            tx.exec(&sql, params![identifier, key, value]).await?
+            let changed = tx
+                .exec(
+                    &sql,
+                    params![identifier, key, &setting.value, setting.secret],
+                )
+                .await?;
+            Ok(changed > 0)
         }
         None => {
             tx.exec(
                 "DELETE FROM settings WHERE identifier = $1 AND key = $2",
                 params![identifier, key],
             )
-            .await?
+            .await?;
+            Ok(true)
         }
-    };
-    Ok(())
+    }
+}
+
+/// What [`set_setting`] returned, as the role's result.
+pub fn setting_written(written: bool, identifier: &str, key: &str) -> StoreResult<()> {
+    if written {
+        Ok(())
+    } else {
+        Err(StoreError::SecretSetting {
+            identifier: identifier.to_owned(),
+            key: key.to_owned(),
+        })
+    }
 }
 
 pub async fn list_settings<T: Tx + ?Sized>(tx: &T) -> anyhow::Result<Settings> {
     let mut settings = Settings::new();
     for mut row in tx
-        .query("SELECT identifier, key, value FROM settings", &[])
+        .query("SELECT identifier, key, value, secret FROM settings", &[])
         .await?
     {
+        let setting = Setting {
+            value: row.text(2)?,
+            secret: row.flag(3)?,
+        };
         settings
             .entry(row.text(0)?)
             .or_default()
-            .insert(row.text(1)?, row.text(2)?);
+            .insert(row.text(1)?, setting);
     }
     Ok(settings)
 }

@@ -54,7 +54,7 @@ impl SqliteStore {
     /// Opens (creating if needed) `cronwerk.db` in `data_dir` and migrates it.
     pub fn open(data_dir: &Path) -> anyhow::Result<Self> {
         // Private whatever the umask: the folder holds the configurations,
-        // their grants, task state and the API token.
+        // their grants, task state, secret settings and the API token.
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)

@@ -183,9 +183,11 @@ impl StateAndSettings for SqliteStore {
         &self,
         identifier: &str,
         key: &str,
-        value: Option<&str>,
+        setting: Option<&Setting>,
     ) -> StoreResult<()> {
-        self.write(|tx| run_now(journal::set_setting(tx, identifier, key, value)))
+        let written =
+            self.write(|tx| run_now(journal::set_setting(tx, identifier, key, setting)))?;
+        journal::setting_written(written, identifier, key)
     }
 
     async fn list_settings(&self) -> StoreResult<Settings> {

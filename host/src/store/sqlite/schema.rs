@@ -118,8 +118,13 @@ pub fn migrations() -> Migrations<'static> {
         // Broadcasts (web farm) and their per-instance deliveries.
         M::up(FARM),
         M::up(BROADCAST_SENDER),
+        M::up(SECRET_SETTINGS),
     ])
 }
+
+/// Which settings are secret: masked wherever settings are shown, and
+/// redacted from what runs leave behind. Existing settings stay plain.
+const SECRET_SETTINGS: &str = "ALTER TABLE settings ADD COLUMN secret INTEGER NOT NULL DEFAULT 0;";
 
 /// The limits and roles of the run that made a broadcast (JSON); NULL for
 /// an operator's broadcast and for rows made before this column.
