@@ -410,9 +410,9 @@ fn report(
     println!("\nsoak: summary");
     if let Some((at, down)) = restarted {
         println!(
-            "  restart at {} s, down for {:.1} s; {reloads} hot reloads",
+            "  restart at {} s (stop, then start until serving: {} ms); {reloads} hot reloads",
             at.as_secs(),
-            down.as_secs_f64()
+            down.as_millis()
         );
     }
     println!(
