@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use common::cluster::{Cluster, count, field, summary};
 use common::own_postgres::OwnPostgres;
+use common::serve_env::{Env, Serve, start_serving};
 use serde_json::Value;
 
 /// Everything an instance printed, kept while waiting for a line.
@@ -49,6 +50,37 @@ impl Printed {
     fn count(&self, text: &str) -> usize {
         self.lines.iter().filter(|l| l.contains(text)).count()
     }
+}
+
+/// A configuration of the misbehaving test task that sleeps `ms` every
+/// second: one run is always in flight, so one ends during a fault.
+fn add_slow(env: &Env, ms: &str) {
+    env.ok(&[
+        "task",
+        "add",
+        "slow",
+        "--implementation",
+        "Cronwerk.Test.Misbehave",
+        "--every",
+        "1s",
+        "-p",
+        "action=sleep",
+        "-p",
+        &format!("ms={ms}"),
+    ]);
+}
+
+/// `serve` on `env` as instance `name`, its API at `listen`, with the
+/// default lease: longer than any fault here, as in production.
+fn serve_on(env: &Env, name: &str, listen: &str) -> Serve {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_cronwerk"));
+    cmd.arg("--data-dir")
+        .arg(&env.data)
+        .env("CRONWERK_CACHE_DIR", common::compile_cache_dir())
+        .args(["serve", "--lease", "30s", "--grace", "2s", "--name", name])
+        .args(["--listen", listen, "--plugins"])
+        .arg(&env.plugins);
+    start_serving(cmd, name)
 }
 
 fn time(run: &Value, name: &str) -> Option<DateTime<Utc>> {
@@ -272,7 +304,7 @@ impl Drop for SmallDisk {
 #[test]
 fn a_full_disk_under_sqlite_loses_no_run_and_corrupts_nothing() {
     let disk = SmallDisk::mount("24m");
-    let mut env = common::serve_env::Env::new(&["hello.wasm", "misbehave.wasm"]);
+    let mut env = Env::new(&["hello.wasm", "misbehave.wasm"]);
     env.data = disk.path().join("data");
     env.ok(&[
         "task",
@@ -297,27 +329,8 @@ fn a_full_disk_under_sqlite_loses_no_run_and_corrupts_nothing() {
         "-p",
         "n=200",
     ]);
-    env.ok(&[
-        "task",
-        "add",
-        "slow",
-        "--implementation",
-        "Cronwerk.Test.Misbehave",
-        "--every",
-        "1s",
-        "-p",
-        "action=sleep",
-        "-p",
-        "ms=3000",
-    ]);
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_cronwerk"));
-    cmd.arg("--data-dir")
-        .arg(&env.data)
-        .env("CRONWERK_CACHE_DIR", common::compile_cache_dir())
-        .args(["serve", "--lease", "30s", "--grace", "2s", "--name", "full"])
-        .args(["--listen", "127.0.0.1:0", "--plugins"])
-        .arg(&env.plugins);
-    let mut serve = common::serve_env::start_serving(cmd, "full");
+    add_slow(&env, "3000");
+    let mut serve = serve_on(&env, "full", "127.0.0.1:0");
     let mut printed = Printed::new();
     printed.wait_for(
         &serve.lines,
@@ -435,30 +448,9 @@ fn a_full_disk_under_sqlite_loses_no_run_and_corrupts_nothing() {
 
 #[test]
 fn a_sqlite_database_locked_beyond_the_busy_timeout_loses_no_run() {
-    let env = common::serve_env::Env::new(&["misbehave.wasm"]);
-    env.ok(&[
-        "task",
-        "add",
-        "slow",
-        "--implementation",
-        "Cronwerk.Test.Misbehave",
-        "--every",
-        "1s",
-        "-p",
-        "action=sleep",
-        "-p",
-        "ms=2000",
-    ]);
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_cronwerk"));
-    cmd.arg("--data-dir")
-        .arg(&env.data)
-        .env("CRONWERK_CACHE_DIR", common::compile_cache_dir())
-        .args([
-            "serve", "--lease", "30s", "--grace", "2s", "--name", "locked",
-        ])
-        .args(["--listen", "none", "--plugins"])
-        .arg(&env.plugins);
-    let serve = common::serve_env::start_serving(cmd, "locked");
+    let env = Env::new(&["misbehave.wasm"]);
+    add_slow(&env, "2000");
+    let serve = serve_on(&env, "locked", "none");
     let mut printed = Printed::new();
     env.wait_runs("slow", "a run in flight after one succeeded", |r| {
         r.iter().any(|x| x.state.as_str() == "succeeded")
