@@ -258,6 +258,76 @@ fn kill_9_mid_run_leaves_an_abandoned_run_and_the_schedule_goes_on() {
 }
 
 #[test]
+fn a_slot_claimed_ahead_by_an_instance_killed_before_its_instant_is_abandoned_never_run() {
+    let env = Env::new(&["hello.wasm"]);
+    env.ok(&[
+        "task",
+        "add",
+        "tick",
+        "--implementation",
+        "Acme.HelloScheduledTask",
+        "--every",
+        "3s",
+    ]);
+    let serve = env.serve();
+    // Slots are claimed up to a second ahead; until the instant the run's
+    // record says running, with its planned start still to come.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let victim = loop {
+        let ahead = chrono::Utc::now() + chrono::TimeDelta::milliseconds(100);
+        if let Some(run) = env
+            .runs("tick")
+            .into_iter()
+            .find(|r| r.state == RunState::Running && r.started_at.is_some_and(|s| s > ahead))
+        {
+            break run;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no slot was claimed ahead"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    serve.kill_9();
+
+    // The next instance rescues it once its lease (1 s) lapses, and never
+    // runs it: its slot has this one record, and the task logged nothing.
+    let serve = env.serve();
+    let runs = env.wait_runs(
+        "tick",
+        "the claimed run abandoned and a later slot run",
+        |r| {
+            r.iter()
+                .any(|x| x.id == victim.id && x.state == RunState::Abandoned)
+                && r.iter().any(|x| {
+                    x.state == RunState::Succeeded && x.scheduled_for > victim.scheduled_for
+                })
+        },
+    );
+    let same_slot: Vec<&RunRecord> = runs
+        .iter()
+        .filter(|r| r.scheduled_for == victim.scheduled_for)
+        .collect();
+    assert_eq!(same_slot.len(), 1, "{same_slot:#?}");
+    let (code, _) = serve.stop();
+    assert_eq!(code, Some(0));
+    let events = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap()
+        .block_on(env.store().list_events(&EventFilter {
+            run_id: Some(victim.id.clone()),
+            ..Default::default()
+        }))
+        .unwrap();
+    assert!(
+        events
+            .iter()
+            .all(|e| e.source != cronwerk::model::EventSource::Task),
+        "the claimed run ran: {events:#?}"
+    );
+}
+
+#[test]
 fn a_new_version_serves_the_next_run_while_a_running_one_finishes_on_the_old() {
     let env = Env::new(&["misbehave.wasm"]);
     let file = env.plugins.join("misbehave.wasm");

@@ -95,6 +95,33 @@ pub fn plan_slot(task: &TaskRecord, now: DateTime<Utc>) -> Option<SlotAction> {
     }
 }
 
+/// Like [`plan_slot`], and also a slot due after `now` but by `horizon`,
+/// which is claimed ahead and started at its instant. Only a
+/// configuration that is idle (no run going, no retry pending) is claimed
+/// ahead: whether a running run overlaps the slot, or a pending retry
+/// comes first, is known only when the slot is due.
+pub fn plan_ahead(
+    task: &TaskRecord,
+    now: DateTime<Utc>,
+    horizon: DateTime<Utc>,
+) -> Option<SlotAction> {
+    match task.next_run_at {
+        Some(slot)
+            if slot > now
+                && slot <= horizon
+                && task.running_run_id.is_none()
+                && task.retry_at.is_none() =>
+        {
+            Some(SlotAction::Run {
+                slot,
+                next: next_after_slot(&task.config.schedule, slot),
+                catch_up: false,
+            })
+        }
+        _ => plan_slot(task, now),
+    }
+}
+
 /// Slots from `slot` up to `now`, capped so a tiny interval cannot spin.
 fn count_missed(task: &TaskRecord, slot: DateTime<Utc>, now: DateTime<Utc>) -> u64 {
     const CAP: u64 = 100_000;
@@ -162,6 +189,33 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn an_idle_configuration_is_claimed_ahead_within_the_horizon_only() {
+        let task = task(MisfirePolicy::Skip, t(1, 0, 0));
+        let ahead = plan_ahead(&task, t(0, 59, 59), t(1, 0, 0));
+        assert_eq!(
+            ahead,
+            Some(SlotAction::Run {
+                slot: t(1, 0, 0),
+                next: Some(t(1, 1, 0)),
+                catch_up: false
+            })
+        );
+        assert_eq!(plan_ahead(&task, t(0, 59, 58), t(0, 59, 59)), None);
+        // Running, or a retry pending: wait until the slot is due.
+        let mut running = task.clone();
+        running.running_run_id = Some("r".into());
+        assert_eq!(plan_ahead(&running, t(0, 59, 59), t(1, 0, 0)), None);
+        let mut retrying = task.clone();
+        retrying.retry_at = Some(t(0, 59, 59));
+        assert_eq!(plan_ahead(&retrying, t(0, 59, 59), t(1, 0, 0)), None);
+        // Due already: as plan_slot.
+        assert_eq!(
+            plan_ahead(&task, t(1, 0, 0), t(1, 0, 1)),
+            plan_slot(&task, t(1, 0, 0))
+        );
     }
 
     #[test]

@@ -70,6 +70,7 @@ fn finish(task: &TaskRecord, run_id: &str, state: RunState, now: DateTime<Utc>) 
         },
         task_state: Some(BTreeMap::from([("count".into(), "1".into())])),
         retry: None,
+        started_at: None,
     }
 }
 
@@ -920,6 +921,45 @@ pub async fn run_all(make: impl Fn() -> Box<dyn Store>) {
     concurrent_skips_of_one_slot_record_it_once(&*make()).await;
     nul_in_task_text_is_stored_replaced(&*make()).await;
     a_finish_that_cannot_be_written_fails_alone(&*make()).await;
+    a_finish_records_when_the_run_really_started(&*make()).await;
+}
+
+/// A slot claimed ahead starts at its instant: the finish records that
+/// start over the claim's, alone and in a batch; without one the claim's
+/// stays.
+pub async fn a_finish_records_when_the_run_really_started(store: &dyn Store) {
+    let started = t(10) + chrono::TimeDelta::milliseconds(1_003);
+    for batch in [1usize, 3] {
+        let mut finishes = Vec::new();
+        for i in 0..batch {
+            let name = format!("s{batch}-{i}");
+            let task = store
+                .create_task(&config(&name), Some(t(10)))
+                .await
+                .unwrap();
+            let run = new_run(&task, &name, Some(t(10)), t(9));
+            store
+                .claim_slot(task.id, t(10), Some(t(20)), &run)
+                .await
+                .unwrap();
+            let mut f = finish(&task, &name, RunState::Succeeded, t(12));
+            f.started_at = (i != 1).then_some(started);
+            finishes.push(f);
+        }
+        assert!(
+            store
+                .finish_runs(&finishes)
+                .await
+                .unwrap()
+                .iter()
+                .all(|d| *d)
+        );
+        for (i, f) in finishes.iter().enumerate() {
+            let run = store.get_run(&f.run_id).await.unwrap();
+            let expected = if i == 1 { t(9) } else { started };
+            assert_eq!(run.started_at, Some(expected), "batch of {batch}, run {i}");
+        }
+    }
 }
 
 pub async fn identifier_settings(store: &dyn Store) {

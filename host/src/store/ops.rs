@@ -108,6 +108,10 @@ pub struct RunFinish {
     pub task_state: Option<BTreeMap<String, String>>,
     /// When to retry (failed runs with retries left), and which attempt that is.
     pub retry: Option<(DateTime<Utc>, u32)>,
+    /// When the component was really started, recorded over the start the
+    /// claim wrote (a slot claimed ahead starts at its instant, later than
+    /// the claim); `None` keeps the claim's.
+    pub started_at: Option<DateTime<Utc>>,
 }
 
 impl RunFinish {
@@ -127,6 +131,7 @@ impl RunFinish {
             outcome,
             task_state,
             retry: None,
+            started_at: None,
         }
     }
 }

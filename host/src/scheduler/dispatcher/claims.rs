@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 
 use super::{Dispatcher, ManualStart, delta};
 use crate::model::{PendingDelivery, RunRecord, TaskRecord, Trigger};
-use crate::scheduler::plan::{SlotAction, plan_slot};
+use crate::scheduler::plan::{SlotAction, plan_ahead};
 use crate::store::{Claim, NewRun, OnOverlap, SlotClaim, StoreError, StoreResult};
 
 /// Due slots planned in a pass, and the configurations they belong to.
@@ -17,6 +17,11 @@ use crate::store::{Claim, NewRun, OnOverlap, SlotClaim, StoreError, StoreResult}
 struct Planned {
     claims: Vec<SlotClaim>,
     tasks: Vec<TaskRecord>,
+}
+
+/// When a claimed slot starts: at once if it is due, else at its instant.
+fn start_of(slot: DateTime<Utc>, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    (slot > now).then_some(slot)
 }
 
 /// Most broadcast deliveries one pass reads (with their payloads) and
@@ -45,14 +50,15 @@ impl Dispatcher {
             self.start_delivery(delivery, now).await?;
         }
         let planned = self.plan_due(now).await?;
-        self.claim_planned(planned).await
+        self.claim_planned(planned, now).await
     }
 
     /// Starts due retries and records skipped slots as it goes; returns the
-    /// slots to claim.
+    /// slots to claim, those due within the look-ahead included.
     async fn plan_due(self: &Arc<Self>, now: DateTime<Utc>) -> StoreResult<Planned> {
         let mut planned = Planned::default();
-        for task in self.store.due_tasks(now).await? {
+        let horizon = now + delta(self.config.look_ahead);
+        for task in self.store.due_tasks(horizon).await? {
             // Another instance with the roles claims it; slots that pass
             // while none is live are handled by the misfire policy then.
             if !self.may_run(&task) {
@@ -62,19 +68,23 @@ impl Dispatcher {
                 self.start_retry(task, now).await?;
                 continue;
             }
-            match plan_slot(&task, now) {
+            match plan_ahead(&task, now, horizon) {
                 Some(SlotAction::Run {
                     slot,
                     next,
                     catch_up,
                 }) => {
-                    let run = self.slot_run(&task, slot, String::new(), now);
+                    let mut run = self.slot_run(&task, slot, String::new(), now);
+                    // Until the finish records the real start, the planned one.
+                    run.started_at = slot.max(now);
                     planned.claims.push(SlotClaim {
                         slot,
                         next,
                         run,
-                        // Catch-up slots wait for the running one to finish.
-                        on_overlap: if catch_up {
+                        // Catch-up slots wait for the running one to finish;
+                        // so does a slot claimed ahead, whose overlap is
+                        // judged when it is due.
+                        on_overlap: if catch_up || slot > now {
                             OnOverlap::Wait
                         } else {
                             OnOverlap::Skip
@@ -92,8 +102,13 @@ impl Dispatcher {
         Ok(planned)
     }
 
-    /// Claims every planned slot in one transaction and starts the runs won.
-    async fn claim_planned(self: &Arc<Self>, planned: Planned) -> StoreResult<()> {
+    /// Claims every planned slot in one transaction and starts the runs
+    /// won: those due at once, those claimed ahead at their instant.
+    async fn claim_planned(
+        self: &Arc<Self>,
+        planned: Planned,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
         let Planned { claims, tasks } = planned;
         if claims.is_empty() {
             return Ok(());
@@ -110,7 +125,9 @@ impl Dispatcher {
         for ((claim, task), result) in claims.into_iter().zip(tasks).zip(results) {
             if result == Claim::Claimed {
                 let state = states.remove(&task.id);
-                self.spawn_run(task, claim.run, claim.next, state).await;
+                let start_at = start_of(claim.slot, now);
+                self.spawn_run(task, claim.run, claim.next, state, start_at)
+                    .await;
             }
         }
         Ok(())
@@ -175,7 +192,7 @@ impl Dispatcher {
     async fn start_if_won(self: &Arc<Self>, claim: &Claim, task: TaskRecord, run: NewRun) {
         if *claim == Claim::Claimed {
             let next = task.next_run_at;
-            self.spawn_run(task, run, next, None).await;
+            self.spawn_run(task, run, next, None, None).await;
         }
     }
 

@@ -45,6 +45,10 @@ pub enum ManualStart {
     Queued { missing_roles: Vec<String> },
 }
 
+/// How far ahead slots are claimed by default: enough for a claim of
+/// thousands of slots to be done before their instant.
+pub const LOOK_AHEAD: Duration = Duration::from_secs(1);
+
 /// Knobs of a dispatcher.
 #[derive(Debug, Clone)]
 pub struct DispatcherConfig {
@@ -64,6 +68,9 @@ pub struct DispatcherConfig {
     /// An instance without a heartbeat for this long is gone: its queued
     /// broadcast deliveries are recorded abandoned.
     pub liveness: Duration,
+    /// Slots due this soon are claimed ahead and started at their instant,
+    /// so the claim's transaction is not part of a run's lateness.
+    pub look_ahead: Duration,
 }
 
 impl Default for DispatcherConfig {
@@ -79,6 +86,7 @@ impl Default for DispatcherConfig {
             keep_runs: 1000,
             keep_events: Duration::from_secs(14 * 24 * 3600),
             liveness: super::farm::LIVENESS,
+            look_ahead: LOOK_AHEAD,
         }
     }
 }
@@ -182,9 +190,14 @@ impl Dispatcher {
                 None
             }
         };
-        // A time already past is work waiting on a running run (catch-up,
-        // retry); that run's end wakes us, so only poll meanwhile.
+        // A slot beyond the look-ahead is claimed when it comes within it.
+        // One within it that this pass did not claim waits on a running run
+        // (or a retry): that run's end wakes us, else its instant does. A
+        // time already past is work waiting on a running run (catch-up,
+        // retry); only poll meanwhile.
+        let look_ahead = delta(self.config.look_ahead);
         match earliest {
+            Some(e) if e - look_ahead > now => (e - look_ahead).min(poll_until),
             Some(e) if e > now => e.min(poll_until),
             _ => poll_until,
         }

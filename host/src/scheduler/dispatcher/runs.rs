@@ -11,28 +11,34 @@ use chrono::{DateTime, Utc};
 use super::Dispatcher;
 use super::recorder::{outcome_of, run_finish};
 use crate::model::{
-    BroadcastSender, NewEvent, PendingDelivery, RunLimits, RunOutcome, RunState, TaskRecord,
+    BroadcastSender, Level, NewEvent, PendingDelivery, RunLimits, RunOutcome, RunState, TaskRecord,
     Trigger,
 };
 use crate::runtime::{CancelToken, Farm, RunContext, RunRequest};
 use crate::scheduler::farm::RunFarm;
-use crate::store::{DeliveryFinish, NewRun, StoreResult};
+use crate::store::{DeliveryFinish, NewRun, RunFinish, StoreError, StoreResult};
 
 impl Dispatcher {
-    /// Starts a claimed run; `state` is the configuration's stored state
-    /// when the caller already read it.
+    /// Starts a claimed run, at once or (a slot claimed ahead) at
+    /// `start_at`; `state` is the configuration's stored state when the
+    /// caller already read it.
     pub(super) async fn spawn_run(
         self: &Arc<Self>,
         task: TaskRecord,
         run: NewRun,
         next: Option<DateTime<Utc>>,
         state: Option<BTreeMap<String, String>>,
+        start_at: Option<DateTime<Utc>>,
     ) {
         let run_id = run.id.clone();
         let this = self.clone();
         let work = move |cancel| async move {
             let id = run.id.clone();
-            match this.execute(&task, run, next, cancel, state).await {
+            let result = match start_at {
+                Some(at) => this.start_on_time(task, run, next, cancel, state, at).await,
+                None => this.execute(&task, run, next, cancel, state).await,
+            };
+            match result {
                 Ok(again) => again,
                 Err(e) => {
                     if !e.is_unavailable() {
@@ -43,6 +49,65 @@ impl Dispatcher {
             }
         };
         self.tracker.track(run_id, work).await;
+    }
+
+    /// A slot claimed ahead: waits for its instant, then runs it with the
+    /// configuration as it is then (an edit made after the claim applies;
+    /// a configuration disabled meanwhile does not run). Stopping the
+    /// instance before the instant records the run cancelled, not started.
+    async fn start_on_time(
+        &self,
+        task: TaskRecord,
+        run: NewRun,
+        next: Option<DateTime<Utc>>,
+        cancel: CancelToken,
+        state: Option<BTreeMap<String, String>>,
+        at: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let wait = (at - self.clock.now()).to_std().unwrap_or_default();
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = cancel.cancelled() => {
+                let message = format!(
+                    "not started: instance {} stopped before the slot at {at}",
+                    self.config.instance.name
+                );
+                self.record_not_run(task.id, &run, RunState::Cancelled, message).await?;
+                return Ok(false);
+            }
+        }
+        let task = match self.store.get_task_by_id(task.id).await {
+            Ok(task) => task,
+            // Deleted meanwhile: its runs went with it.
+            Err(StoreError::TaskNotFound(_)) => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        if !task.config.enabled {
+            let message =
+                "not run: the configuration was disabled after this slot was claimed".to_owned();
+            self.record_not_run(task.id, &run, RunState::Skipped, message)
+                .await?;
+            return Ok(false);
+        }
+        self.execute(&task, run, next, cancel, state).await
+    }
+
+    /// Records a claimed run that never reached its component.
+    async fn record_not_run(
+        &self,
+        task_id: i64,
+        run: &NewRun,
+        state: RunState,
+        message: String,
+    ) -> StoreResult<()> {
+        let event = NewEvent {
+            task_id: Some(task_id),
+            run_id: Some(run.id.clone()),
+            ..NewEvent::host(Level::Info, "RUN_NOT_STARTED", message)
+        };
+        let outcome = RunOutcome::not_run(state, event);
+        let finish = RunFinish::of(&run.id, task_id, self.clock.now(), outcome, None);
+        self.recorder.record(&*self.store, finish).await
     }
 
     /// Runs and records one run; true if the dispatcher should look again.
@@ -60,10 +125,15 @@ impl Dispatcher {
         };
         let request = self.run_request(task, &run, next, state, cancel);
         let implementation = &task.config.implementation;
+        let started_at = self.clock.now();
         let execution = self.executor.execute(implementation, request).await;
         let instance = &self.config.instance.name;
-        let finish = run_finish(task, &run, execution, instance, self.clock.now());
-        let again = finish.retry.is_some() || next.is_some_and(|n| n <= self.clock.now());
+        let now = self.clock.now();
+        let mut finish = run_finish(task, &run, execution, instance, now);
+        finish.started_at = Some(started_at);
+        // The next slot, if it is within the look-ahead, can be claimed now.
+        let horizon = now + super::delta(self.config.look_ahead);
+        let again = finish.retry.is_some() || next.is_some_and(|n| n <= horizon);
         self.recorder.record(&*self.store, finish).await?;
         Ok(again)
     }
@@ -162,7 +232,7 @@ impl Dispatcher {
                 RunState::Skipped,
                 NewEvent {
                     run_id: Some(run_id.to_owned()),
-                    ..NewEvent::host(crate::model::Level::Warning, "BROADCAST_SKIPPED", message)
+                    ..NewEvent::host(Level::Warning, "BROADCAST_SKIPPED", message)
                 },
             )
         };

@@ -163,7 +163,7 @@ fn summary(runs: &[RunRecord]) -> Vec<(Option<DateTime<Utc>>, RunState, Trigger)
 async fn a_due_slot_runs_once_and_records_everything() {
     let f = fixture(vec![], false);
     let id = f.add(every_10s(MisfirePolicy::Skip), t(10)).await;
-    f.tick(t(9)).await;
+    f.tick(t(8)).await;
     assert!(f.runs(id).await.is_empty(), "not due before its time");
     f.tick(t(10)).await;
     f.tick(t(10)).await;
@@ -182,6 +182,129 @@ async fn a_due_slot_runs_once_and_records_everything() {
     assert_eq!(seen[1].state.get("seen"), Some(&runs[0].id));
     assert_eq!(seen[1].context.run_count, 1);
     assert_eq!(seen[1].context.scheduled_for, Some(t(20).into()));
+}
+
+/// A pass a little before a slot (within the look-ahead): the slot is
+/// claimed, and its run waits for the instant.
+async fn claimed_ahead(f: &Fixture, id: i64) -> RunRecord {
+    let ahead = t(10) - chrono::TimeDelta::milliseconds(300);
+    f.clock.set(ahead);
+    f.dispatcher.tick(ahead).await.unwrap();
+    // Let the run's task begin its wait (of 300 ms).
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let runs = f.runs(id).await;
+    assert_eq!(
+        summary(&runs),
+        vec![(Some(t(10)), RunState::Running, Trigger::Schedule)]
+    );
+    assert!(
+        f.script.seen.lock().unwrap().is_empty(),
+        "started before its instant"
+    );
+    let task = f.store.get_task_by_id(id).await.unwrap();
+    assert_eq!(task.next_run_at, Some(t(20)));
+    runs.into_iter().next().unwrap()
+}
+
+#[tokio::test]
+async fn a_slot_claimed_ahead_starts_at_its_instant_with_the_settings_current_then() {
+    let f = fixture(vec![], false);
+    let id = f.add(every_10s(MisfirePolicy::Skip), t(10)).await;
+    let run = claimed_ahead(&f, id).await;
+    assert_eq!(
+        run.started_at,
+        Some(t(10)),
+        "the planned start, until it starts"
+    );
+    // Edited between the claim and the instant: the run gets the edit.
+    let mut edited = every_10s(MisfirePolicy::Skip);
+    edited.properties.insert("edited".into(), "yes".into());
+    f.store
+        .update_task("t", &edited, Some(t(20)))
+        .await
+        .unwrap();
+    let started = t(10) + chrono::TimeDelta::milliseconds(2);
+    f.clock.set(started);
+    f.dispatcher.wait_idle().await;
+    let seen = f.script.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(
+        seen[0].context.properties.get("edited").map(String::as_str),
+        Some("yes")
+    );
+    let runs = f.runs(id).await;
+    assert_eq!(
+        summary(&runs),
+        vec![(Some(t(10)), RunState::Succeeded, Trigger::Schedule)]
+    );
+    assert_eq!(
+        runs[0].started_at,
+        Some(started),
+        "the real start is recorded"
+    );
+}
+
+#[tokio::test]
+async fn a_configuration_disabled_after_its_slot_was_claimed_does_not_run() {
+    let f = fixture(vec![], false);
+    let id = f.add(every_10s(MisfirePolicy::Skip), t(10)).await;
+    claimed_ahead(&f, id).await;
+    let mut disabled = every_10s(MisfirePolicy::Skip);
+    disabled.enabled = false;
+    f.store.update_task("t", &disabled, None).await.unwrap();
+    f.clock.set(t(10));
+    f.dispatcher.wait_idle().await;
+    assert!(f.script.seen.lock().unwrap().is_empty());
+    let runs = f.runs(id).await;
+    assert_eq!(
+        summary(&runs),
+        vec![(Some(t(10)), RunState::Skipped, Trigger::Schedule)]
+    );
+    assert!(
+        runs[0]
+            .message
+            .contains("disabled after this slot was claimed"),
+        "{}",
+        runs[0].message
+    );
+    let task = f.store.get_task_by_id(id).await.unwrap();
+    assert_eq!(task.running_run_id, None);
+}
+
+#[tokio::test]
+async fn stopping_before_a_claimed_slot_records_it_cancelled_not_run() {
+    let f = fixture(vec![], false);
+    let id = f.add(every_10s(MisfirePolicy::Skip), t(10)).await;
+    claimed_ahead(&f, id).await;
+    f.dispatcher.shut_down().await;
+    assert!(f.script.seen.lock().unwrap().is_empty());
+    let runs = f.runs(id).await;
+    assert_eq!(
+        summary(&runs),
+        vec![(Some(t(10)), RunState::Cancelled, Trigger::Schedule)]
+    );
+    assert!(
+        runs[0].message.starts_with("not started"),
+        "{}",
+        runs[0].message
+    );
+}
+
+#[tokio::test]
+async fn a_running_configuration_is_not_claimed_ahead() {
+    let f = fixture(vec![], true);
+    let id = f.add(every_10s(MisfirePolicy::Skip), t(10)).await;
+    f.tick(t(10)).await;
+    // The run of 10 s is still going a little before 20 s: its next slot
+    // is left for when it is due, when overlap can be judged.
+    let ahead = t(20) - chrono::TimeDelta::milliseconds(300);
+    f.tick(ahead).await;
+    assert_eq!(
+        summary(&f.runs(id).await),
+        vec![(Some(t(10)), RunState::Running, Trigger::Schedule)]
+    );
+    f.script.gate.as_ref().unwrap().add_permits(2);
+    f.dispatcher.wait_idle().await;
 }
 
 #[tokio::test]

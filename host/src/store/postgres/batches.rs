@@ -240,6 +240,8 @@ pub async fn finish_runs<C: GenericClient>(
     );
     let message = texts(finishes.iter().map(|f| f.outcome.message.as_str()));
     let finished_at: Vec<DateTime<Utc>> = finishes.iter().map(|f| ms(f.finished_at)).collect();
+    let started_at: Vec<Option<DateTime<Utc>>> =
+        finishes.iter().map(|f| f.started_at.map(ms)).collect();
     let duration_us: Vec<i64> = finishes
         .iter()
         .map(|f| f.outcome.duration_us as i64)
@@ -264,11 +266,13 @@ pub async fn finish_runs<C: GenericClient>(
             "UPDATE runs r SET state = f.state, reason = f.reason, message = f.message,
                 finished_at = f.finished_at, duration_us = f.duration_us, fuel = f.fuel,
                 peak_memory = f.peak_memory, component_sha256 = f.sha256,
-                component_version = f.version, lease_until = NULL
+                component_version = f.version, lease_until = NULL,
+                started_at = COALESCE(f.started_at, r.started_at)
          FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[],
-                     $6::bigint[], $7::bigint[], $8::bigint[], $9::text[], $10::text[])
+                     $6::bigint[], $7::bigint[], $8::bigint[], $9::text[], $10::text[],
+                     $11::timestamptz[])
               AS f(id, state, reason, message, finished_at, duration_us, fuel, peak_memory,
-                   sha256, version)
+                   sha256, version, started_at)
          WHERE r.id = f.id AND r.state = 'running'
          RETURNING r.id",
             &[
@@ -282,6 +286,7 @@ pub async fn finish_runs<C: GenericClient>(
                 &peak_memory,
                 &sha256,
                 &version,
+                &started_at,
             ],
         )
         .await?

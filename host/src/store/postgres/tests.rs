@@ -136,6 +136,7 @@ fn finish(run: &NewRun, at: DateTime<Utc>) -> RunFinish {
         },
         task_state: None,
         retry: None,
+        started_at: None,
     }
 }
 

@@ -394,7 +394,8 @@ pub async fn finish_run<T: Tx + ?Sized>(tx: &T, f: &RunFinish) -> anyhow::Result
         .exec(
             "UPDATE runs SET state = $1, reason = $2, message = $3, finished_at = $4,
                     duration_us = $5, fuel = $6, peak_memory = $7, component_sha256 = $8,
-                    component_version = $9, lease_until = NULL
+                    component_version = $9, lease_until = NULL,
+                    started_at = COALESCE($11, started_at)
              WHERE id = $10 AND state = 'running'",
             params![
                 o.state.as_str(),
@@ -407,6 +408,7 @@ pub async fn finish_run<T: Tx + ?Sized>(tx: &T, f: &RunFinish) -> anyhow::Result
                 &o.component_sha256,
                 &o.component_version,
                 &f.run_id,
+                f.started_at,
             ],
         )
         .await?;
