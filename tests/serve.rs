@@ -16,6 +16,13 @@ fn count(runs: &[RunRecord], state: RunState) -> usize {
     runs.iter().filter(|r| r.state == state).count()
 }
 
+/// A run that is running and has started: a slot claimed ahead is
+/// `running` from its claim, with its start still to come.
+fn started(run: &RunRecord) -> bool {
+    let past = chrono::Utc::now() - chrono::TimeDelta::milliseconds(100);
+    run.state == RunState::Running && run.started_at.is_some_and(|s| s < past)
+}
+
 fn sha256_of(path: &Path) -> String {
     cronwerk::runtime::sha256_hex(&std::fs::read(path).unwrap())
 }
@@ -211,15 +218,8 @@ fn kill_9_mid_run_leaves_an_abandoned_run_and_the_schedule_goes_on() {
         "ms=60000",
     ]);
     let serve = env.serve();
-    let runs = env.wait_runs("long", "a running run", |r| {
-        count(r, RunState::Running) == 1
-    });
-    let victim = runs
-        .iter()
-        .find(|r| r.state == RunState::Running)
-        .unwrap()
-        .id
-        .clone();
+    let runs = env.wait_runs("long", "a running run", |r| r.iter().any(started));
+    let victim = runs.iter().find(|r| started(r)).unwrap().id.clone();
     serve.kill_9();
 
     let serve = env.serve();
@@ -229,8 +229,7 @@ fn kill_9_mid_run_leaves_an_abandoned_run_and_the_schedule_goes_on() {
         |r| {
             r.iter()
                 .any(|x| x.id == victim && x.state == RunState::Abandoned)
-                && r.iter()
-                    .any(|x| x.id != victim && x.state == RunState::Running)
+                && r.iter().any(|x| x.id != victim && started(x))
         },
     );
     let abandoned = runs.iter().find(|r| r.id == victim).unwrap();
@@ -269,12 +268,12 @@ fn a_slot_claimed_ahead_by_an_instance_killed_before_its_instant_is_abandoned_ne
         "--every",
         "3s",
     ]);
-    let serve = env.serve();
-    // Slots are claimed up to a second ahead; until the instant the run's
-    // record says running, with its planned start still to come.
+    let serve = env.serve_as("test-instance", &["--look-ahead", "2s"]);
+    // Slots are claimed 2 s ahead here; until the instant the run's record
+    // says running, with its planned start still to come.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     let victim = loop {
-        let ahead = chrono::Utc::now() + chrono::TimeDelta::milliseconds(100);
+        let ahead = chrono::Utc::now() + chrono::TimeDelta::milliseconds(500);
         if let Some(run) = env
             .runs("tick")
             .into_iter()
@@ -394,16 +393,23 @@ fn a_new_version_serves_the_next_run_while_a_running_one_finishes_on_the_old() {
 
     // Removing the file: the next runs fail, saying so.
     std::fs::remove_file(&file).unwrap();
+    // The newest run that ended (the next slot may be claimed already).
+    let last_ended = |r: &[RunRecord]| -> Option<RunRecord> {
+        r.iter()
+            .rev()
+            .find(|x| x.state != RunState::Running)
+            .cloned()
+    };
     let runs = env.wait_runs("tick", "a run failing for want of a component", |r| {
-        r.last().is_some_and(|x| x.state == RunState::Failed)
+        last_ended(r).is_some_and(|x| x.state == RunState::Failed)
     });
+    let failed = last_ended(&runs).unwrap();
     assert!(
-        runs.last()
-            .unwrap()
+        failed
             .message
             .starts_with("no component implements 'Cronwerk.Test.Misbehave'"),
         "{}",
-        runs.last().unwrap().message
+        failed.message
     );
     let events = env.ok(&["events", "--level", "info", "--limit", "200"]);
     assert!(events.contains("PLUGIN_UPDATED"), "{events}");

@@ -463,7 +463,8 @@ pub struct RunStarted {
     /// `running`; `skipped` when the configuration was still running
     /// (runs never overlap; the skip is recorded); `queued` when this
     /// instance lacks a role the configuration needs (an instance that has
-    /// it runs it).
+    /// it runs it), or when the configuration's next slot is claimed and
+    /// about to start (this run starts after it).
     pub state: String,
     pub message: String,
 }
@@ -491,6 +492,13 @@ pub async fn run_now(
         ManualStart::Here(Claim::Lost) => {
             ("skipped", format!("'{name}' changed meanwhile; try again"))
         }
+        ManualStart::Behind { run_id, starts_at } => (
+            "queued",
+            format!(
+                "'{name}' has a run starting at {starts_at} (run {run_id}); this run starts \
+                 once that one has ended"
+            ),
+        ),
         ManualStart::Queued { missing_roles } => (
             "queued",
             format!(

@@ -48,6 +48,12 @@ pub struct ServeArgs {
     /// it is live.
     #[arg(long, value_parser = args::duration, value_name = "DURATION")]
     catch_up_broadcasts: Option<Duration>,
+    /// Slots due this soon are claimed ahead and started at their instant,
+    /// so claiming is not part of a run's lateness; 0 claims each slot
+    /// when it is due. A claimed run is listed `running` with its start
+    /// ahead until then.
+    #[arg(long, default_value = "250ms", value_parser = args::duration, value_name = "DURATION")]
+    look_ahead: Duration,
     /// Finished runs kept per configuration; older ones are deleted.
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
     keep_runs: u32,
@@ -147,6 +153,7 @@ fn instance_config(
         load: a.load.limits(),
         http: a.http.settings(),
         catch_up_broadcasts: a.catch_up_broadcasts,
+        look_ahead: a.look_ahead,
         keep_runs: a.keep_runs,
         keep_events: a.keep_events,
         listen: a.listen,

@@ -57,6 +57,8 @@ pub struct InstanceConfig {
     pub http: HttpSettings,
     /// Also run the broadcasts made this long before the instance started.
     pub catch_up_broadcasts: Option<Duration>,
+    /// How far ahead slots are claimed (see [`DispatcherConfig::look_ahead`]).
+    pub look_ahead: Duration,
     /// Retention: finished runs kept per configuration, and how long
     /// events and broadcasts are kept.
     pub keep_runs: u32,
@@ -218,6 +220,7 @@ fn dispatcher_config(config: &InstanceConfig) -> DispatcherConfig {
         instance: config.info.clone(),
         lease: config.lease,
         grace: config.grace,
+        look_ahead: config.look_ahead,
         keep_runs: config.keep_runs,
         keep_events: config.keep_events,
         ..Default::default()

@@ -29,6 +29,7 @@ fn config(
         load: Default::default(),
         http: Default::default(),
         catch_up_broadcasts: None,
+        look_ahead: crate::scheduler::LOOK_AHEAD,
         keep_runs: 1000,
         keep_events: Duration::from_secs(14 * 24 * 3600),
         listen: Some(Listen::Off),

@@ -8,4 +8,4 @@ pub mod dispatcher;
 pub mod farm;
 pub mod plan;
 
-pub use dispatcher::{Dispatcher, DispatcherConfig, ManualStart};
+pub use dispatcher::{Dispatcher, DispatcherConfig, LOOK_AHEAD, ManualStart};

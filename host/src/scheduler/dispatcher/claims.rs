@@ -19,6 +19,18 @@ struct Planned {
     tasks: Vec<TaskRecord>,
 }
 
+/// Whether a queued manual run waits instead of being tried now: it was
+/// asked for before the configuration's running run started (that run
+/// was a slot claimed ahead), so it runs after that one rather than being
+/// refused for overlapping it. A claimed run's start is the
+/// configuration's `last_run_at` until it ends.
+fn waits_for_claimed_slot(task: &TaskRecord, queued: &RunRecord) -> bool {
+    match (&task.running_run_id, task.last_run_at, queued.queued_at) {
+        (Some(_), Some(started), Some(asked)) => started >= asked,
+        _ => false,
+    }
+}
+
 /// When a claimed slot starts: at once if it is due, else at its instant.
 fn start_of(slot: DateTime<Utc>, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
     (slot > now).then_some(slot)
@@ -210,6 +222,9 @@ impl Dispatcher {
         if !self.may_run(&task) {
             return Ok(());
         }
+        if waits_for_claimed_slot(&task, &queued) {
+            return Ok(());
+        }
         let lease_until = now + delta(self.config.lease);
         let claim = self
             .store
@@ -243,9 +258,22 @@ impl Dispatcher {
 
     /// Starts a manual run now on this instance (the one that got the
     /// request), or, if it lacks a role the configuration needs, queues it
-    /// for an instance that has them.
+    /// for an instance that has them. If the configuration's next slot is
+    /// claimed but not started yet, the manual run is queued behind it
+    /// rather than refused: nothing runs yet, and runs never overlap.
     pub async fn run_now(self: &Arc<Self>, task_name: &str) -> StoreResult<(String, ManualStart)> {
         let task = self.store.get_task(task_name).await?;
+        if let (Some(run_id), Some(starts_at)) = (&task.running_run_id, task.last_run_at)
+            && starts_at > self.clock.now()
+        {
+            let requested_by = format!("instance {}", self.config.instance.name);
+            let id = self.store.queue_manual_run(task.id, &requested_by).await?;
+            let start = ManualStart::Behind {
+                run_id: run_id.clone(),
+                starts_at,
+            };
+            return Ok((id, start));
+        }
         let missing: Vec<String> = task
             .config
             .missing_roles(&self.config.instance.roles)

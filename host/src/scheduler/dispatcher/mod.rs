@@ -43,11 +43,18 @@ pub enum ManualStart {
     /// This instance lacks roles the configuration needs, so the run was
     /// queued for an instance that has them.
     Queued { missing_roles: Vec<String> },
+    /// The configuration's next slot is claimed and starts at `starts_at`:
+    /// the manual run is queued and starts once that run has ended.
+    Behind {
+        run_id: String,
+        starts_at: DateTime<Utc>,
+    },
 }
 
-/// How far ahead slots are claimed by default: enough for a claim of
-/// thousands of slots to be done before their instant.
-pub const LOOK_AHEAD: Duration = Duration::from_secs(1);
+/// How far ahead slots are claimed by default: long enough for a claim of
+/// thousands of slots to be committed before their instant, short enough
+/// that a claimed run rarely stands in a listing before it starts.
+pub const LOOK_AHEAD: Duration = Duration::from_millis(250);
 
 /// Knobs of a dispatcher.
 #[derive(Debug, Clone)]

@@ -187,10 +187,10 @@ async fn a_due_slot_runs_once_and_records_everything() {
 /// A pass a little before a slot (within the look-ahead): the slot is
 /// claimed, and its run waits for the instant.
 async fn claimed_ahead(f: &Fixture, id: i64) -> RunRecord {
-    let ahead = t(10) - chrono::TimeDelta::milliseconds(300);
+    let ahead = t(10) - chrono::TimeDelta::milliseconds(200);
     f.clock.set(ahead);
     f.dispatcher.tick(ahead).await.unwrap();
-    // Let the run's task begin its wait (of 300 ms).
+    // Let the run's task begin its wait (of 200 ms).
     tokio::time::sleep(Duration::from_millis(50)).await;
     let runs = f.runs(id).await;
     assert_eq!(
@@ -291,13 +291,41 @@ async fn stopping_before_a_claimed_slot_records_it_cancelled_not_run() {
 }
 
 #[tokio::test]
+async fn a_manual_run_asked_for_before_a_claimed_slot_starts_runs_after_it() {
+    let f = fixture(vec![], false);
+    let id = f.add(every_10s(MisfirePolicy::Skip), t(10)).await;
+    let slot_run = claimed_ahead(&f, id).await;
+    let (manual, start) = f.dispatcher.run_now("t").await.unwrap();
+    assert_eq!(
+        start,
+        ManualStart::Behind {
+            run_id: slot_run.id.clone(),
+            starts_at: t(10)
+        }
+    );
+    f.clock.set(t(10));
+    f.dispatcher.wait_idle().await;
+    // The slot's run has ended; the next pass starts the manual run.
+    f.tick(t(11)).await;
+    let runs = f.runs(id).await;
+    assert_eq!(
+        summary(&runs),
+        vec![
+            (Some(t(10)), RunState::Succeeded, Trigger::Schedule),
+            (None, RunState::Succeeded, Trigger::Manual)
+        ]
+    );
+    assert_eq!(runs[1].id, manual);
+}
+
+#[tokio::test]
 async fn a_running_configuration_is_not_claimed_ahead() {
     let f = fixture(vec![], true);
     let id = f.add(every_10s(MisfirePolicy::Skip), t(10)).await;
     f.tick(t(10)).await;
     // The run of 10 s is still going a little before 20 s: its next slot
     // is left for when it is due, when overlap can be judged.
-    let ahead = t(20) - chrono::TimeDelta::milliseconds(300);
+    let ahead = t(20) - chrono::TimeDelta::milliseconds(200);
     f.tick(ahead).await;
     assert_eq!(
         summary(&f.runs(id).await),
