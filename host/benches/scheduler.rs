@@ -297,6 +297,7 @@ async fn isolated_costs(shared: &Shared) -> (Duration, Duration) {
             },
             task_state: Some(state),
             retry: None,
+            started_at: None,
         };
         assert!(store.finish_run(&finish).await.unwrap());
     }
