@@ -380,13 +380,16 @@ fn check(c: &Chaos, runs: &[RunRecord]) {
 
     // Abandoned: only runs of the killed instance, each recorded by
     // someone else after the kill and within a lease (the last renewal
-    // was before the kill) plus one housekeeping interval.
+    // was before the kill) plus one housekeeping interval. A run it had
+    // claimed ahead before the kill has its planned start up to the
+    // look-ahead after it.
     let bound = td(LEASE + HOUSEKEEPING + PASS_SLACK);
+    let claimed_by = c.killed_at + td(cronwerk::scheduler::LOOK_AHEAD);
     let wrongly_abandoned: Vec<&&RunRecord> = abandoned
         .values()
         .filter(|r| {
             r.instance.as_deref() != Some(c.victim.as_str())
-                || r.started_at.is_none_or(|s| s > c.killed_at)
+                || r.started_at.is_none_or(|s| s > claimed_by)
                 || r.finished_at
                     .is_none_or(|f| f <= c.killed_at || f - c.killed_at > bound)
         })
