@@ -53,8 +53,9 @@ impl Dispatcher {
 
     /// A slot claimed ahead: waits for its instant, then runs it with the
     /// configuration as it is then (an edit made after the claim applies;
-    /// a configuration disabled meanwhile does not run). Stopping the
-    /// instance before the instant records the run cancelled, not started.
+    /// a configuration disabled meanwhile does not run; if the store
+    /// cannot be read, as claimed). Stopping the instance before the
+    /// instant records the run cancelled, not started.
     async fn start_on_time(
         &self,
         task: TaskRecord,
@@ -80,7 +81,10 @@ impl Dispatcher {
             Ok(task) => task,
             // Deleted meanwhile: its runs went with it.
             Err(StoreError::TaskNotFound(_)) => return Ok(false),
-            Err(e) => return Err(e),
+            // The store cannot say (it is unavailable, and its watcher says
+            // so): the configuration as claimed is the latest known, and
+            // the run's end is held until the store is back.
+            Err(_) => task,
         };
         if !task.config.enabled {
             let message =
