@@ -59,6 +59,10 @@ impl Server {
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(Duration::from_secs(30)))
+            // serve closes a keep-alive connection idle for 10 s; a client
+            // that keeps one longer (ureq's default is 15 s) can send on a
+            // connection the server is closing.
+            .max_idle_age(Duration::from_secs(5))
             .build()
             .into();
         Server {
