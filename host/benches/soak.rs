@@ -14,15 +14,18 @@
 //! reached within the soak.
 
 use std::collections::BTreeMap;
-use std::io::BufRead as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::Receiver;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeDelta, Utc};
 use cronwerk::model::{RunRecord, RunState, Schedule, TaskConfig};
 use cronwerk::store::{Configurations, RunFilter, RunLedger, SqliteStore};
+
+// The end-to-end tests' way of starting `serve` and reading what it prints.
+#[path = "../../tests/common/mod.rs"]
+mod common;
+use common::serve_env::{Serve, start_serving};
 
 const HELLO: &str = "Acme.HelloScheduledTask";
 const MISBEHAVE: &str = "Cronwerk.Test.Misbehave";
@@ -86,53 +89,17 @@ struct Sample {
     runs: u64,
 }
 
-struct Serve {
-    child: Child,
-    lines: Receiver<String>,
-}
-
 fn start_serve(data: &Path, plugins: &Path, cache: &Path) -> Serve {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_cronwerk"))
-        .arg("--data-dir")
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cronwerk"));
+    cmd.arg("--data-dir")
         .arg(data)
         .args(["serve", "--name", "soak", "--listen", "none"])
         .args(["--keep-runs", KEEP_RUNS, "--keep-events", KEEP_EVENTS])
         .arg("--plugins")
         .arg(plugins)
         .arg("--cache-dir")
-        .arg(cache)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starting cronwerk serve");
-    let stderr = child.stderr.take().unwrap();
-    let (tx, lines) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            let _ = tx.send(line);
-        }
-    });
-    loop {
-        let line = lines
-            .recv_timeout(Duration::from_secs(120))
-            .expect("serve did not say it is serving");
-        if line.contains("serving") {
-            break;
-        }
-    }
-    Serve { child, lines }
-}
-
-fn stop_serve(mut serve: Serve) -> (Option<i32>, Vec<String>) {
-    // SAFETY: kill has no memory preconditions.
-    unsafe {
-        libc::kill(serve.child.id() as i32, libc::SIGTERM);
-    }
-    let status = serve.child.wait().unwrap();
-    (status.code(), serve.lines.try_iter().collect())
+        .arg(cache);
+    start_serving(cmd, "soak")
 }
 
 fn rss_kib(pid: u32) -> u64 {
@@ -299,7 +266,7 @@ fn main() {
         }
         if restarted.is_none() && now >= length / 2 {
             let down = Instant::now();
-            let (code, lines) = stop_serve(serve);
+            let (code, lines) = serve.stop();
             assert_eq!(code, Some(0), "serve's exit at the restart: {lines:#?}");
             warnings.extend(
                 lines
@@ -349,7 +316,7 @@ fn main() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    let (code, lines) = stop_serve(serve);
+    let (code, lines) = serve.stop();
     assert_eq!(code, Some(0), "serve's exit at the end: {lines:#?}");
     warnings.extend(
         lines

@@ -92,6 +92,21 @@ pub async fn configurations_crud(store: &dyn Store) {
         Err(StoreError::TaskNotFound(_))
     ));
     assert_eq!(store.list_tasks().await.unwrap().len(), 1);
+    let other = store.create_task(&config("c"), None).await.unwrap();
+    let mut found = store
+        .get_tasks(&[other.id, created.id, 99_999])
+        .await
+        .unwrap();
+    found.sort_by_key(|t| t.id);
+    assert_eq!(
+        found
+            .iter()
+            .map(|t| (t.id, t.config.name.as_str()))
+            .collect::<Vec<_>>(),
+        [(created.id, "b"), (other.id, "c")]
+    );
+    assert!(store.get_tasks(&[]).await.unwrap().is_empty());
+    store.delete_task("c").await.unwrap();
     store.delete_task("b").await.unwrap();
     assert!(matches!(
         store.delete_task("b").await,

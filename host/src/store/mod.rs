@@ -88,6 +88,9 @@ pub trait Configurations: Send + Sync {
     async fn delete_task(&self, name: &str) -> StoreResult<()>;
     async fn get_task(&self, name: &str) -> StoreResult<TaskRecord>;
     async fn get_task_by_id(&self, id: i64) -> StoreResult<TaskRecord>;
+    /// The configurations of `ids` that exist, in any order, in one read
+    /// (runs claimed ahead re-read theirs together at their instant).
+    async fn get_tasks(&self, ids: &[i64]) -> StoreResult<Vec<TaskRecord>>;
     async fn list_tasks(&self) -> StoreResult<Vec<TaskRecord>>;
     /// Enabled configurations whose next fire time or retry time is at or
     /// before `now`.

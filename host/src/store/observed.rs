@@ -82,6 +82,9 @@ impl<S: Configurations + ?Sized, O: CallObserver> Configurations for Observed<S,
     async fn get_task_by_id(&self, id: i64) -> StoreResult<TaskRecord> {
         observe!(self.get_task_by_id(id))
     }
+    async fn get_tasks(&self, ids: &[i64]) -> StoreResult<Vec<TaskRecord>> {
+        observe!(self.get_tasks(ids))
+    }
     async fn list_tasks(&self) -> StoreResult<Vec<TaskRecord>> {
         observe!(self.list_tasks())
     }

@@ -3,6 +3,7 @@
 //! one database never start the same work twice; a pass claims all its
 //! due slots in one transaction.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -28,6 +29,47 @@ fn waits_for_claimed_slot(task: &TaskRecord, queued: &RunRecord) -> bool {
     match (&task.running_run_id, task.last_run_at, queued.queued_at) {
         (Some(_), Some(started), Some(asked)) => started >= asked,
         _ => false,
+    }
+}
+
+/// When a run claimed ahead starts, and the read of the configurations
+/// claimed for that instant, which it shares.
+pub(super) struct Start {
+    pub at: DateTime<Utc>,
+    pub reread: Arc<Reread>,
+}
+
+/// The configurations of the runs claimed for one instant, read once when
+/// the first of them needs them: one read per instant instead of one per
+/// run, which at a thousand runs an instant is what made them late.
+pub(super) struct Reread {
+    ids: Vec<i64>,
+    read: tokio::sync::OnceCell<Option<HashMap<i64, TaskRecord>>>,
+}
+
+impl Reread {
+    fn new(ids: Vec<i64>) -> Self {
+        Reread {
+            ids,
+            read: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    /// The configuration as it is now: `Some(None)` if it was deleted,
+    /// `None` if the store could not say.
+    pub(super) async fn current(
+        &self,
+        store: &dyn crate::store::Store,
+        id: i64,
+    ) -> Option<Option<TaskRecord>> {
+        let read = self
+            .read
+            .get_or_init(|| async {
+                let tasks = store.get_tasks(&self.ids).await.ok()?;
+                Some(tasks.into_iter().map(|t| (t.id, t)).collect())
+            })
+            .await;
+        read.as_ref().map(|tasks| tasks.get(&id).cloned())
     }
 }
 
@@ -134,11 +176,26 @@ impl Dispatcher {
             .collect();
         // One read for the state of every claimed run, not one per run.
         let mut states = self.store.load_states(&won).await?;
+        // The runs claimed ahead for one instant re-read their
+        // configurations together, once, when it comes.
+        let mut instants: HashMap<DateTime<Utc>, Vec<i64>> = HashMap::new();
+        for ((claim, task), result) in claims.iter().zip(&tasks).zip(&results) {
+            if *result == Claim::Claimed && start_of(claim.slot, now).is_some() {
+                instants.entry(claim.slot).or_default().push(task.id);
+            }
+        }
+        let instants: HashMap<DateTime<Utc>, Arc<Reread>> = instants
+            .into_iter()
+            .map(|(at, ids)| (at, Arc::new(Reread::new(ids))))
+            .collect();
         for ((claim, task), result) in claims.into_iter().zip(tasks).zip(results) {
             if result == Claim::Claimed {
                 let state = states.remove(&task.id);
-                let start_at = start_of(claim.slot, now);
-                self.spawn_run(task, claim.run, claim.next, state, start_at)
+                let start = start_of(claim.slot, now).map(|at| Start {
+                    at,
+                    reread: instants[&at].clone(),
+                });
+                self.spawn_run(task, claim.run, claim.next, state, start)
                     .await;
             }
         }

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 
 use super::Dispatcher;
+use super::claims::Start;
 use super::recorder::{outcome_of, run_finish};
 use crate::model::{
     BroadcastSender, Level, NewEvent, PendingDelivery, RunLimits, RunOutcome, RunState, TaskRecord,
@@ -16,7 +17,11 @@ use crate::model::{
 };
 use crate::runtime::{CancelToken, Farm, RunContext, RunRequest};
 use crate::scheduler::farm::RunFarm;
-use crate::store::{DeliveryFinish, NewRun, RunFinish, StoreError, StoreResult};
+use crate::store::{DeliveryFinish, NewRun, RunFinish, StoreResult};
+
+/// How long before its instant a run claimed ahead reads its
+/// configuration again: an edit committed later applies from the next run.
+pub const REREAD_LEAD: std::time::Duration = std::time::Duration::from_millis(50);
 
 impl Dispatcher {
     /// Starts a claimed run, at once or (a slot claimed ahead) at
@@ -28,14 +33,17 @@ impl Dispatcher {
         run: NewRun,
         next: Option<DateTime<Utc>>,
         state: Option<BTreeMap<String, String>>,
-        start_at: Option<DateTime<Utc>>,
+        start: Option<Start>,
     ) {
         let run_id = run.id.clone();
         let this = self.clone();
         let work = move |cancel| async move {
             let id = run.id.clone();
-            let result = match start_at {
-                Some(at) => this.start_on_time(task, run, next, cancel, state, at).await,
+            let result = match start {
+                Some(start) => {
+                    this.start_on_time(task, run, next, cancel, state, start)
+                        .await
+                }
                 None => this.execute(&task, run, next, cancel, state).await,
             };
             match result {
@@ -63,29 +71,40 @@ impl Dispatcher {
         next: Option<DateTime<Utc>>,
         cancel: CancelToken,
         state: Option<BTreeMap<String, String>>,
-        at: DateTime<Utc>,
+        start: Start,
     ) -> StoreResult<bool> {
-        let wait = (at - self.clock.now()).to_std().unwrap_or_default();
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            _ = cancel.cancelled() => {
-                let message = format!(
-                    "not started: instance {} stopped before the slot at {at}",
-                    self.config.instance.name
-                );
-                self.record_not_run(task.id, &run, RunState::Cancelled, message).await?;
-                return Ok(false);
-            }
+        let at = start.at;
+        let not_started = || {
+            format!(
+                "not started: instance {} stopped before the slot at {at}",
+                self.config.instance.name
+            )
+        };
+        // The configuration is read a little before the instant, so the
+        // read (one for every run of the instant) is not part of the
+        // lateness of any of them.
+        if !self
+            .wait_until(at - super::delta(REREAD_LEAD), &cancel)
+            .await
+        {
+            self.record_not_run(task.id, &run, RunState::Cancelled, not_started())
+                .await?;
+            return Ok(false);
         }
-        let task = match self.store.get_task_by_id(task.id).await {
-            Ok(task) => task,
+        let task = match start.reread.current(&*self.store, task.id).await {
+            Some(Some(task)) => task,
             // Deleted meanwhile: its runs went with it.
-            Err(StoreError::TaskNotFound(_)) => return Ok(false),
+            Some(None) => return Ok(false),
             // The store cannot say (it is unavailable, and its watcher says
             // so): the configuration as claimed is the latest known, and
             // the run's end is held until the store is back.
-            Err(_) => task,
+            None => task,
         };
+        if !self.wait_until(at, &cancel).await {
+            self.record_not_run(task.id, &run, RunState::Cancelled, not_started())
+                .await?;
+            return Ok(false);
+        }
         if !task.config.enabled {
             let message =
                 "not run: the configuration was disabled after this slot was claimed".to_owned();
@@ -94,6 +113,15 @@ impl Dispatcher {
             return Ok(false);
         }
         self.execute(&task, run, next, cancel, state).await
+    }
+
+    /// Sleeps until `at` by the dispatcher's clock; false if cancelled first.
+    async fn wait_until(&self, at: DateTime<Utc>, cancel: &CancelToken) -> bool {
+        let wait = (at - self.clock.now()).to_std().unwrap_or_default();
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => true,
+            _ = cancel.cancelled() => false,
+        }
     }
 
     /// Records a claimed run that never reached its component.

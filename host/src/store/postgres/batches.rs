@@ -22,6 +22,7 @@ use deadpool_postgres::GenericClient;
 use super::tx::{PgTx, lock_in_order, opt_texts, texts};
 use crate::model::text::storable;
 use crate::model::{NewEvent, PluginRow, RunState};
+use crate::store::sql::rows::{self, TASK_COLUMNS};
 use crate::store::sql::{Tx, ledger, ms};
 use crate::store::{Claim, NewRun, OnOverlap, RunFinish, SlotClaim};
 
@@ -407,6 +408,22 @@ pub async fn load_states<C: GenericClient>(
             .insert(row.try_get(1)?, row.try_get(2)?);
     }
     Ok(states)
+}
+
+/// The configurations of `ids` that exist, in one statement.
+pub async fn tasks_by_ids<C: GenericClient>(
+    tx: &PgTx<'_, C>,
+    ids: &[i64],
+) -> anyhow::Result<Vec<crate::model::TaskRecord>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sql = format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = ANY($1)");
+    tx.pg_query(&sql, &[&ids])
+        .await?
+        .iter()
+        .map(|r| rows::task(super::tx::row(r)?))
+        .collect()
 }
 
 /// Replaces what `instance` reports in one insert.

@@ -74,6 +74,11 @@ impl Configurations for PostgresStore {
             .ok_or_else(|| StoreError::TaskNotFound(format!("#{id}")))
     }
 
+    async fn get_tasks(&self, ids: &[i64]) -> StoreResult<Vec<TaskRecord>> {
+        let c = self.client().await?;
+        Ok(batches::tasks_by_ids(&PgTx(&c), ids).await?)
+    }
+
     async fn list_tasks(&self) -> StoreResult<Vec<TaskRecord>> {
         let c = self.client().await?;
         Ok(tasks::list(&PgTx(&c)).await?)

@@ -132,7 +132,7 @@ pub async fn lock_in_order<C: GenericClient, I: ToSql + Sync>(
 }
 
 /// A result row as the shared mapping reads it.
-fn row(r: &tokio_postgres::Row) -> anyhow::Result<Row> {
+pub(super) fn row(r: &tokio_postgres::Row) -> anyhow::Result<Row> {
     let mut values = Vec::with_capacity(r.len());
     for (i, column) in r.columns().iter().enumerate() {
         let ty = column.type_();

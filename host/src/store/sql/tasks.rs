@@ -90,6 +90,16 @@ pub async fn by_id<T: Tx + ?Sized>(tx: &T, id: i64) -> anyhow::Result<Option<Tas
         .transpose()
 }
 
+/// The configurations of `ids` that exist, one statement each (SQLite:
+/// in-process, so a statement costs no round trip).
+pub async fn by_ids<T: Tx + ?Sized>(tx: &T, ids: &[i64]) -> anyhow::Result<Vec<TaskRecord>> {
+    let mut found = Vec::with_capacity(ids.len());
+    for &id in ids {
+        found.extend(by_id(tx, id).await?);
+    }
+    Ok(found)
+}
+
 pub async fn list<T: Tx + ?Sized>(tx: &T) -> anyhow::Result<Vec<TaskRecord>> {
     let sql = format!("SELECT {TASK_COLUMNS} FROM tasks ORDER BY name");
     rows::all(tx.query(&sql, &[]).await?, rows::task)

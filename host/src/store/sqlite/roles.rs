@@ -65,6 +65,10 @@ impl Configurations for SqliteStore {
             .ok_or_else(|| StoreError::TaskNotFound(format!("#{id}")))
     }
 
+    async fn get_tasks(&self, ids: &[i64]) -> StoreResult<Vec<TaskRecord>> {
+        self.read(|c| run_now(tasks::by_ids(c, ids)))
+    }
+
     async fn list_tasks(&self) -> StoreResult<Vec<TaskRecord>> {
         self.read(|c| run_now(tasks::list(c)))
     }
