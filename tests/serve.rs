@@ -327,6 +327,87 @@ fn a_slot_claimed_ahead_by_an_instance_killed_before_its_instant_is_abandoned_ne
 }
 
 #[test]
+fn serve_starts_with_what_is_compiled_and_a_big_guest_joins_when_compiled() {
+    // A compile cache that holds hello but not the Python guest: hello is
+    // ready at once, the Python guest compiles for seconds.
+    let env = Env::new(&["hello.wasm", "report-digest.wasm"]);
+    let cache = env.data.parent().unwrap().join("fresh-cache");
+    let warmed = Command::new(env!("CARGO_BIN_EXE_cronwerk"))
+        .arg("inspect")
+        .arg(env.plugins.join("hello.wasm"))
+        .arg("--cache-dir")
+        .arg(&cache)
+        .output()
+        .unwrap();
+    assert!(warmed.status.success(), "{warmed:?}");
+    let reports = env.data.parent().unwrap().join("reports");
+    std::fs::create_dir_all(&reports).unwrap();
+    std::fs::write(reports.join("api.log"), "ERROR db down\n").unwrap();
+    env.ok(&[
+        "task",
+        "add",
+        "tick",
+        "--implementation",
+        "Acme.HelloScheduledTask",
+        "--every",
+        "1s",
+    ]);
+    env.ok(&[
+        "task",
+        "add",
+        "digest",
+        "--implementation",
+        "Acme.ReportDigest",
+        "--every",
+        "1h",
+        // Its wait for the compiler counts against this.
+        "--timeout",
+        "5m",
+        &format!("--grant-dir={}:/reports:ro", reports.display()),
+    ]);
+    let serve = env.serve_as("test-instance", &["--cache-dir", cache.to_str().unwrap()]);
+    // A run of the Python task, asked for while it compiles, waits for it
+    // instead of failing for want of a component.
+    env.ok(&["task", "run", "digest", "--no-wait"]);
+    let ticks = env.wait_runs("tick", "a tick", |r| count(r, RunState::Succeeded) >= 1);
+    // Compiling the Python guest takes seconds (minutes in a debug build):
+    // longer than `wait_runs` waits.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    let digest = loop {
+        let runs = env.runs("digest");
+        if runs.iter().any(|x| x.finished_at.is_some()) {
+            break runs;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the digest run did not end: {runs:#?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    let ended = digest.iter().find(|x| x.finished_at.is_some()).unwrap();
+    assert_eq!(ended.state, RunState::Succeeded, "{}", ended.message);
+    // Hello ran before the Python guest had been compiled.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let events = rt
+        .block_on(env.store().list_events(&EventFilter::default()))
+        .unwrap();
+    let python_loaded = events
+        .iter()
+        .find(|e| e.code == "PLUGIN_LOADED" && e.message.contains("report-digest"))
+        .map(|e| e.at)
+        .expect("the Python guest was loaded");
+    let first_tick = ticks.iter().filter_map(|r| r.finished_at).min().unwrap();
+    assert!(
+        first_tick < python_loaded,
+        "the first tick ended at {first_tick}, after the Python guest loaded at {python_loaded}"
+    );
+    let (code, _) = serve.stop();
+    assert_eq!(code, Some(0));
+}
+
+#[test]
 fn a_new_version_serves_the_next_run_while_a_running_one_finishes_on_the_old() {
     let env = Env::new(&["misbehave.wasm"]);
     let file = env.plugins.join("misbehave.wasm");

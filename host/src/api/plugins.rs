@@ -69,7 +69,7 @@ fn plugin(plugins: &Plugins, e: PluginEntry) -> Plugin {
     capabilities.sort();
     capabilities.dedup();
     let error = match &e.status {
-        PluginStatus::Ok => None,
+        PluginStatus::Ok | PluginStatus::Compiling => None,
         PluginStatus::Failed { error } => Some(error.clone()),
         PluginStatus::Conflict { serving, .. } => Some(format!(
             "{} is already served by {}: remove or rename one of them",

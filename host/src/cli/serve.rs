@@ -186,11 +186,17 @@ impl Wording {
                 configurations,
                 loaded,
                 failed,
+                compiling,
             } => format!(
-                "instance {name} serving {} from {} ({loaded} component(s) loaded{}), \
+                "instance {name} serving {} from {} ({loaded} component(s) loaded{}{}), \
                  {configurations} configuration(s)",
                 self.store,
                 self.plugins.display(),
+                if compiling > 0 {
+                    format!(", {compiling} compiling: they join when ready")
+                } else {
+                    String::new()
+                },
                 if failed > 0 {
                     format!(", {failed} not: see `cronwerk plugins`")
                 } else {

@@ -88,6 +88,8 @@ pub enum Notice {
         configurations: usize,
         loaded: usize,
         failed: usize,
+        /// Found, not in the compile cache: compiling in the background.
+        compiling: usize,
     },
 }
 
@@ -199,7 +201,9 @@ async fn open_plugins(
         ..Default::default()
     })?);
     let (sink, events) = plugin_log::event_sink(metrics.clone());
-    let plugins = Plugins::open(
+    // What the compile cache holds serves at once; the rest joins when
+    // compiled.
+    let plugins = Plugins::open_cached_first(
         runtime,
         config.plugins_dir.clone(),
         config.cache.clone(),
@@ -270,11 +274,15 @@ async fn join(
 async fn announce(store: &dyn Store, plugins: &Plugins, name: &str) -> anyhow::Result<Notice> {
     let entries = plugins.entries();
     let loaded = entries.iter().filter(|e| e.serving).count();
-    let failed = entries.len() - loaded;
+    let compiling = entries
+        .iter()
+        .filter(|e| e.status == crate::plugins::PluginStatus::Compiling)
+        .count();
+    let failed = entries.len() - loaded - compiling;
     let configurations = store.list_tasks().await?.len();
     let message = format!(
         "instance {name} started: {configurations} configuration(s), {loaded} component(s) \
-         serving, {failed} not"
+         serving, {compiling} compiling, {failed} not"
     );
     store
         .append_events(&[NewEvent::host(Level::Info, "INSTANCE_STARTED", message)])
@@ -283,5 +291,6 @@ async fn announce(store: &dyn Store, plugins: &Plugins, name: &str) -> anyhow::R
         configurations,
         loaded,
         failed,
+        compiling,
     })
 }

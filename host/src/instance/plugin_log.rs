@@ -88,6 +88,7 @@ fn state_of(status: &PluginStatus) -> (PluginState, Option<String>) {
     match status {
         PluginStatus::Ok => (PluginState::Ok, None),
         PluginStatus::Failed { error } => (PluginState::Failed, Some(error.clone())),
+        PluginStatus::Compiling => (PluginState::Compiling, None),
         PluginStatus::Conflict {
             identifier,
             serving,

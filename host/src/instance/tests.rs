@@ -62,7 +62,8 @@ async fn an_instance_is_listed_while_it_runs_and_records_its_start_and_stop() {
         [Notice::Serving {
             configurations: 0,
             loaded: 0,
-            failed: 0
+            failed: 0,
+            compiling: 0
         }]
     );
     assert!(

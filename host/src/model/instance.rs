@@ -24,6 +24,8 @@ pub enum PluginState {
     Failed,
     /// Loadable, but another file serves the same identifier.
     Conflict,
+    /// Being compiled (found at start, not in the compile cache).
+    Compiling,
 }
 
 impl PluginState {

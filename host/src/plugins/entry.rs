@@ -17,6 +17,9 @@ pub enum PluginStatus {
     Failed { error: String },
     /// Loaded, but `serving` already serves `identifier`, so this file is
     /// not used while that one is there.
+    /// Found when the folder was opened, not in the compile cache: being
+    /// compiled in the background.
+    Compiling,
     Conflict {
         /// The entry's own `identifier` says it; not repeated in JSON.
         #[serde(skip)]
@@ -33,6 +36,7 @@ impl PluginStatus {
             PluginStatus::Ok => "ok",
             PluginStatus::Failed { .. } => "failed",
             PluginStatus::Conflict { .. } => "conflict",
+            PluginStatus::Compiling => "compiling",
         }
     }
 }

@@ -54,6 +54,18 @@ pub struct Plugins {
     changes: tokio::sync::watch::Sender<u64>,
     cache_hits: AtomicU64,
     cache_misses: AtomicU64,
+    /// Files that were not in the compile cache when the folder was opened
+    /// to serve at once: compiled in the background, listed meanwhile.
+    compiling: RwLock<Vec<PluginEntry>>,
+}
+
+/// How a rescan treats a file it has to load.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Load {
+    /// Compile it if the cache does not hold it.
+    Always,
+    /// Only from the cache; the rest is returned, not loaded.
+    CachedOnly,
 }
 
 impl Plugins {
@@ -78,12 +90,80 @@ impl Plugins {
             changes: tokio::sync::watch::Sender::new(0),
             cache_hits: AtomicU64::new(0),
             cache_misses: AtomicU64::new(0),
+            compiling: RwLock::new(Vec::new()),
         });
         plugins
-            .try_rescan()
+            .try_rescan(Load::Always)
             .await
             .with_context(|| format!("reading the plugins folder {}", plugins.dir.display()))?;
         Ok(plugins)
+    }
+
+    /// Like [`open`](Self::open), but returns once what the compile cache
+    /// holds is loaded: the files that need compiling are compiled in the
+    /// background (listed as compiling meanwhile) and join when ready. A
+    /// serving instance opens its folder this way, so a big guest that is
+    /// not compiled yet does not hold up every other task.
+    pub async fn open_cached_first(
+        runtime: Arc<Runtime>,
+        dir: PathBuf,
+        cache: CompileCache,
+        on_event: EventSink,
+    ) -> anyhow::Result<Arc<Self>> {
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("creating the plugins folder {}", dir.display()))?;
+        let plugins = Arc::new(Plugins {
+            runtime,
+            dir,
+            cache,
+            on_event,
+            state: RwLock::new(Arc::new(State::default())),
+            rescanning: tokio::sync::Mutex::new(()),
+            changes: tokio::sync::watch::Sender::new(0),
+            cache_hits: AtomicU64::new(0),
+            cache_misses: AtomicU64::new(0),
+            compiling: RwLock::new(Vec::new()),
+        });
+        let deferred = plugins
+            .try_rescan(Load::CachedOnly)
+            .await
+            .with_context(|| format!("reading the plugins folder {}", plugins.dir.display()))?;
+        if !deferred.is_empty() {
+            let now = SystemTime::now();
+            *plugins.compiling.write().unwrap_or_else(|e| e.into_inner()) = deferred
+                .into_iter()
+                .map(|f| PluginEntry {
+                    file: f.path,
+                    sha256: f.sha256.unwrap_or_default(),
+                    identifier: None,
+                    display_name: None,
+                    version: None,
+                    loaded_at: now,
+                    status: PluginStatus::Compiling,
+                    serving: false,
+                })
+                .collect();
+            let background = plugins.clone();
+            tokio::spawn(async move {
+                background.rescan().await;
+                background
+                    .compiling
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clear();
+                background.changes.send_modify(|n| *n += 1);
+            });
+        }
+        Ok(plugins)
+    }
+
+    /// Whether files found at start are still being compiled.
+    pub fn is_compiling(&self) -> bool {
+        !self
+            .compiling
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty()
     }
 
     pub fn dir(&self) -> &Path {
@@ -95,16 +175,27 @@ impl Plugins {
         self.current().get(identifier).cloned()
     }
 
-    /// Every plugin file seen, sorted by file name, with its status.
+    /// Every plugin file seen, sorted by file name, with its status (those
+    /// still compiling too).
     pub fn entries(&self) -> Vec<PluginEntry> {
-        self.current().entries()
+        let mut entries = self.current().entries();
+        let compiling = self.compiling.read().unwrap_or_else(|e| e.into_inner());
+        entries.extend(
+            compiling
+                .iter()
+                .filter(|c| !entries.iter().any(|e| e.file == c.file))
+                .cloned()
+                .collect::<Vec<_>>(),
+        );
+        entries.sort_by(|a, b| a.file.cmp(&b.file));
+        entries
     }
 
     /// Reconciles the registry with the folder now. A folder that cannot be
     /// read leaves the registry as it is (and logs why): an unmounted volume
     /// should not unregister every task.
     pub async fn rescan(&self) {
-        if let Err(e) = self.try_rescan().await {
+        if let Err(e) = self.try_rescan(Load::Always).await {
             tracing::warn!(
                 "cannot read the plugins folder {}: {e}; keeping the plugins loaded so far",
                 self.dir.display()
@@ -140,16 +231,31 @@ impl Plugins {
             .clone()
     }
 
-    async fn try_rescan(&self) -> std::io::Result<()> {
+    /// Returns the files left unloaded (only with [`Load::CachedOnly`]).
+    async fn try_rescan(&self, mode: Load) -> std::io::Result<Vec<scan::Found>> {
         let _one_at_a_time = self.rescanning.lock().await;
         let found = scan::list(self.dir.clone()).await?;
         let old = self.current();
         // Sequential: compiling is CPU-bound, and loads in parallel would
         // compete with the runs the host is there for.
         let mut loaded = HashMap::new();
+        let mut deferred = Vec::new();
         for f in found.iter().filter(|f| old.needs_load(f)) {
-            loaded.insert(f.path.clone(), self.load(&f.path).await);
+            let load = match mode {
+                Load::Always => Some(self.load(&f.path).await),
+                Load::CachedOnly => self.load_if_cached(&f.path).await,
+            };
+            match load {
+                Some(load) => {
+                    loaded.insert(f.path.clone(), load);
+                }
+                None => deferred.push(f.path.clone()),
+            }
         }
+        // Files left for later are not in this scan's picture at all: the
+        // next scan finds them new.
+        let (found, deferred): (Vec<scan::Found>, Vec<scan::Found>) =
+            found.into_iter().partition(|f| !deferred.contains(&f.path));
         let (new, events) = registry::reconcile(&old, &found, loaded, SystemTime::now());
         let changed = !events.is_empty() || old.entries() != new.entries();
         *self
@@ -164,18 +270,42 @@ impl Plugins {
         if changed {
             self.changes.send_modify(|n| *n += 1);
         }
-        Ok(())
+        Ok(deferred)
+    }
+
+    /// The file's component if the compile cache holds its code; `None`
+    /// if it needs compiling.
+    async fn load_if_cached(&self, path: &Path) -> Option<Result<Component, String>> {
+        let bytes = match self.read(path).await {
+            Ok(bytes) => bytes,
+            Err(e) => return Some(Err(e)),
+        };
+        let origin = path.display().to_string();
+        match self
+            .runtime
+            .load_bytes_if_cached(&bytes, origin, &self.cache)
+            .await
+        {
+            Ok(Some(component)) => {
+                self.cache_hits.fetch_add(1, Ordering::Relaxed);
+                Some(Ok(component))
+            }
+            Ok(None) => None,
+            Err(e) => Some(Err(e.to_string())),
+        }
+    }
+
+    async fn read(&self, path: &Path) -> Result<Vec<u8>, String> {
+        let owned = path.to_owned();
+        let max = self.runtime.engine().settings.load.max_file_bytes;
+        tokio::task::spawn_blocking(move || read_component_file(&owned, max))
+            .await
+            .map_err(|e| format!("reading {} failed: {e}", path.display()))?
+            .map_err(|e| e.to_string())
     }
 
     async fn load(&self, path: &Path) -> Result<Component, String> {
-        let bytes = {
-            let owned = path.to_owned();
-            let max = self.runtime.engine().settings.load.max_file_bytes;
-            tokio::task::spawn_blocking(move || read_component_file(&owned, max))
-                .await
-                .map_err(|e| format!("reading {} failed: {e}", path.display()))?
-                .map_err(|e| e.to_string())?
-        };
+        let bytes = self.read(path).await?;
         let origin = path.display().to_string();
         let (component, outcome) = self
             .runtime

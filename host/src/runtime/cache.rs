@@ -346,6 +346,20 @@ pub(super) async fn compile_cached(
     Ok((compiled, CacheOutcome::Miss))
 }
 
+/// The compiled code of `sha256` if the cache holds it; never compiles.
+pub(super) async fn lookup_cached(
+    engine: &Engine,
+    sha256: &str,
+    cache: &CompileCache,
+) -> Option<WasmComponent> {
+    let key = cache.key.clone()?;
+    let entry = Entry::new(engine, sha256, &cache.dir);
+    let engine = engine.clone();
+    tokio::task::spawn_blocking(move || entry.lookup(&engine, &key))
+        .await
+        .expect("cache lookup thread panicked")
+}
+
 /// One component's entry for one engine.
 #[derive(Clone)]
 struct Entry {

@@ -188,6 +188,25 @@ impl Runtime {
         Ok((component, outcome))
     }
 
+    /// Like [`load_bytes_cached`](Self::load_bytes_cached) when `cache`
+    /// holds the compiled code; `Ok(None)` when it would have to compile.
+    pub async fn load_bytes_if_cached(
+        &self,
+        bytes: &[u8],
+        origin: String,
+        cache: &CompileCache,
+    ) -> Result<Option<Component>, LoadError> {
+        component::check_header(bytes, &origin)?;
+        let sha256 = sha256_hex(bytes);
+        let Some(compiled) = cache::lookup_cached(&self.engine.engine, &sha256, cache).await else {
+            return Ok(None);
+        };
+        let component = self
+            .finish_load(compiled, sha256, bytes.len(), origin)
+            .await?;
+        Ok(Some(component))
+    }
+
     /// Validates, links and describes compiled code: the part of a load that
     /// a cache hit cannot skip.
     async fn finish_load(
