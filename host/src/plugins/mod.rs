@@ -240,7 +240,11 @@ impl Plugins {
         // compete with the runs the host is there for.
         let mut loaded = HashMap::new();
         let mut deferred = Vec::new();
-        for f in found.iter().filter(|f| old.needs_load(f)) {
+        // Smallest first: a Rust task compiles in milliseconds and should
+        // not wait behind a Python guest's seconds.
+        let mut to_load: Vec<&scan::Found> = found.iter().filter(|f| old.needs_load(f)).collect();
+        to_load.sort_by_key(|f| std::fs::metadata(&f.path).map_or(u64::MAX, |m| m.len()));
+        for f in to_load {
             let load = match mode {
                 Load::Always => Some(self.load(&f.path).await),
                 Load::CachedOnly => self.load_if_cached(&f.path).await,
