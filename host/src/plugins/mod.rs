@@ -143,15 +143,34 @@ impl Plugins {
                     serving: false,
                 })
                 .collect();
+            let mut files: Vec<PathBuf> = plugins
+                .compiling
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .map(|e| e.file.clone())
+                .collect();
+            // Smallest first: a Rust task compiles in milliseconds and
+            // should not wait behind a Python guest's seconds.
+            files.sort_by_key(|f| std::fs::metadata(f).map_or(u64::MAX, |m| m.len()));
             let background = plugins.clone();
             tokio::spawn(async move {
+                for file in files {
+                    // Into the cache; then a scan of what the cache holds
+                    // lets it join (and whatever else is ready by now).
+                    let _ = background.load(&file).await;
+                    if let Err(e) = background.try_rescan(Load::CachedOnly).await {
+                        tracing::warn!("cannot read the plugins folder: {e}");
+                    }
+                    background
+                        .compiling
+                        .write()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .retain(|e| e.file != file);
+                    background.changes.send_modify(|n| *n += 1);
+                }
+                // What did not compile is reported as failed by a full scan.
                 background.rescan().await;
-                background
-                    .compiling
-                    .write()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .clear();
-                background.changes.send_modify(|n| *n += 1);
             });
         }
         Ok(plugins)
@@ -244,8 +263,19 @@ impl Plugins {
         // not wait behind a Python guest's seconds.
         let mut to_load: Vec<&scan::Found> = found.iter().filter(|f| old.needs_load(f)).collect();
         to_load.sort_by_key(|f| std::fs::metadata(&f.path).map_or(u64::MAX, |m| m.len()));
+        // Files the background compilation has yet to reach are left to it:
+        // a scan (the watcher's) must not compile them all in one go and
+        // hold up the ones it would finish sooner.
+        let compiling: Vec<PathBuf> = self
+            .compiling
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|e| e.file.clone())
+            .collect();
         for f in to_load {
             let load = match mode {
+                Load::Always if compiling.contains(&f.path) => self.load_if_cached(&f.path).await,
                 Load::Always => Some(self.load(&f.path).await),
                 Load::CachedOnly => self.load_if_cached(&f.path).await,
             };
