@@ -625,6 +625,11 @@ fn next_data_or_change(lines: &std::sync::mpsc::Receiver<String>) {
 #[test]
 fn plugins_instances_health_upcoming_preview_openapi_and_metrics() {
     let s = Server::start(&["hello.wasm", "wat-hello.wasm"]);
+    // Compiled in the background at start: the copy below must come after
+    // hello.wasm serves, to be the one in conflict.
+    s.wait_for("both components loaded", "/api/plugins", |p| {
+        p.as_array().unwrap().iter().all(|x| x["status"] == "ok")
+    });
     // A broken file and a second copy of hello (a conflict).
     std::fs::write(s.plugins.join("broken.wasm"), b"not wasm").unwrap();
     std::fs::copy(
