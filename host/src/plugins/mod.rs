@@ -7,8 +7,10 @@
 //! [`Plugins::get`] only ever reads the current mapping, and a new version
 //! replaces the old one only once it has fully loaded. A run holds its own
 //! [`Component`] clone, so runs in flight finish on the version they began
-//! with. [`PluginExecutor`] is how a serving instance runs what the folder
-//! serves.
+//! with. A serving instance opens the folder with what the compile cache
+//! holds and compiles the rest in the background, smallest first
+//! ([`Plugins::open_cached_first`]). [`PluginExecutor`] is how a serving
+//! instance runs what the folder serves.
 
 mod entry;
 mod event;
@@ -78,20 +80,7 @@ impl Plugins {
         cache: CompileCache,
         on_event: EventSink,
     ) -> anyhow::Result<Arc<Self>> {
-        std::fs::create_dir_all(&dir)
-            .with_context(|| format!("creating the plugins folder {}", dir.display()))?;
-        let plugins = Arc::new(Plugins {
-            runtime,
-            dir,
-            cache,
-            on_event,
-            state: RwLock::new(Arc::new(State::default())),
-            rescanning: tokio::sync::Mutex::new(()),
-            changes: tokio::sync::watch::Sender::new(0),
-            cache_hits: AtomicU64::new(0),
-            cache_misses: AtomicU64::new(0),
-            compiling: RwLock::new(Vec::new()),
-        });
+        let plugins = Self::empty(runtime, dir, cache, on_event)?;
         plugins
             .try_rescan(Load::Always)
             .await
@@ -110,20 +99,7 @@ impl Plugins {
         cache: CompileCache,
         on_event: EventSink,
     ) -> anyhow::Result<Arc<Self>> {
-        std::fs::create_dir_all(&dir)
-            .with_context(|| format!("creating the plugins folder {}", dir.display()))?;
-        let plugins = Arc::new(Plugins {
-            runtime,
-            dir,
-            cache,
-            on_event,
-            state: RwLock::new(Arc::new(State::default())),
-            rescanning: tokio::sync::Mutex::new(()),
-            changes: tokio::sync::watch::Sender::new(0),
-            cache_hits: AtomicU64::new(0),
-            cache_misses: AtomicU64::new(0),
-            compiling: RwLock::new(Vec::new()),
-        });
+        let plugins = Self::empty(runtime, dir, cache, on_event)?;
         let deferred = plugins
             .try_rescan(Load::CachedOnly)
             .await
@@ -183,6 +159,29 @@ impl Plugins {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .is_empty()
+    }
+
+    /// The registry of `dir` (created if missing) before its first scan.
+    fn empty(
+        runtime: Arc<Runtime>,
+        dir: PathBuf,
+        cache: CompileCache,
+        on_event: EventSink,
+    ) -> anyhow::Result<Arc<Self>> {
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("creating the plugins folder {}", dir.display()))?;
+        Ok(Arc::new(Plugins {
+            runtime,
+            dir,
+            cache,
+            on_event,
+            state: RwLock::new(Arc::new(State::default())),
+            rescanning: tokio::sync::Mutex::new(()),
+            changes: tokio::sync::watch::Sender::new(0),
+            cache_hits: AtomicU64::new(0),
+            cache_misses: AtomicU64::new(0),
+            compiling: RwLock::new(Vec::new()),
+        }))
     }
 
     pub fn dir(&self) -> &Path {
