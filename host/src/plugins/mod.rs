@@ -80,11 +80,7 @@ impl Plugins {
         cache: CompileCache,
         on_event: EventSink,
     ) -> anyhow::Result<Arc<Self>> {
-        let plugins = Self::empty(runtime, dir, cache, on_event)?;
-        plugins
-            .try_rescan(Load::Always)
-            .await
-            .with_context(|| format!("reading the plugins folder {}", plugins.dir.display()))?;
+        let (plugins, _) = Self::first_scan(runtime, dir, cache, on_event, Load::Always).await?;
         Ok(plugins)
     }
 
@@ -99,11 +95,8 @@ impl Plugins {
         cache: CompileCache,
         on_event: EventSink,
     ) -> anyhow::Result<Arc<Self>> {
-        let plugins = Self::empty(runtime, dir, cache, on_event)?;
-        let deferred = plugins
-            .try_rescan(Load::CachedOnly)
-            .await
-            .with_context(|| format!("reading the plugins folder {}", plugins.dir.display()))?;
+        let (plugins, deferred) =
+            Self::first_scan(runtime, dir, cache, on_event, Load::CachedOnly).await?;
         if !deferred.is_empty() {
             let now = SystemTime::now();
             *plugins.compiling.write().unwrap_or_else(|e| e.into_inner()) = deferred
@@ -126,9 +119,7 @@ impl Plugins {
                 .iter()
                 .map(|e| e.file.clone())
                 .collect();
-            // Smallest first: a Rust task compiles in milliseconds and
-            // should not wait behind a Python guest's seconds.
-            files.sort_by_key(|f| std::fs::metadata(f).map_or(u64::MAX, |m| m.len()));
+            files.sort_by_key(|f| file_size(f));
             let background = plugins.clone();
             tokio::spawn(async move {
                 for file in files {
@@ -161,16 +152,18 @@ impl Plugins {
             .is_empty()
     }
 
-    /// The registry of `dir` (created if missing) before its first scan.
-    fn empty(
+    /// The registry of `dir` (created if missing) after its first scan,
+    /// with the files that scan left unloaded.
+    async fn first_scan(
         runtime: Arc<Runtime>,
         dir: PathBuf,
         cache: CompileCache,
         on_event: EventSink,
-    ) -> anyhow::Result<Arc<Self>> {
+        mode: Load,
+    ) -> anyhow::Result<(Arc<Self>, Vec<scan::Found>)> {
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("creating the plugins folder {}", dir.display()))?;
-        Ok(Arc::new(Plugins {
+        let plugins = Arc::new(Plugins {
             runtime,
             dir,
             cache,
@@ -181,7 +174,12 @@ impl Plugins {
             cache_hits: AtomicU64::new(0),
             cache_misses: AtomicU64::new(0),
             compiling: RwLock::new(Vec::new()),
-        }))
+        });
+        let unloaded = plugins
+            .try_rescan(mode)
+            .await
+            .with_context(|| format!("reading the plugins folder {}", plugins.dir.display()))?;
+        Ok((plugins, unloaded))
     }
 
     pub fn dir(&self) -> &Path {
@@ -258,10 +256,8 @@ impl Plugins {
         // compete with the runs the host is there for.
         let mut loaded = HashMap::new();
         let mut deferred = Vec::new();
-        // Smallest first: a Rust task compiles in milliseconds and should
-        // not wait behind a Python guest's seconds.
         let mut to_load: Vec<&scan::Found> = found.iter().filter(|f| old.needs_load(f)).collect();
-        to_load.sort_by_key(|f| std::fs::metadata(&f.path).map_or(u64::MAX, |m| m.len()));
+        to_load.sort_by_key(|f| file_size(&f.path));
         // Files the background compilation has yet to reach are left to it:
         // a scan (the watcher's) must not compile them all in one go and
         // hold up the ones it would finish sooner.
@@ -352,4 +348,10 @@ impl Plugins {
         counter.fetch_add(1, Ordering::Relaxed);
         Ok(component)
     }
+}
+
+/// A file's size, for loading the smallest first: a Rust task compiles in
+/// milliseconds and should not wait behind a Python guest's seconds.
+fn file_size(path: &Path) -> u64 {
+    std::fs::metadata(path).map_or(u64::MAX, |m| m.len())
 }

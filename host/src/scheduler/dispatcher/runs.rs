@@ -74,21 +74,13 @@ impl Dispatcher {
         start: Start,
     ) -> StoreResult<bool> {
         let at = start.at;
-        let not_started = || {
-            format!(
-                "not started: instance {} stopped before the slot at {at}",
-                self.config.instance.name
-            )
-        };
         // The configuration is read a little before the instant, so the
         // read (one for every run of the instant) is not part of the
         // lateness of any of them.
         if !self
-            .wait_until(at - super::delta(REREAD_LEAD), &cancel)
-            .await
+            .wait_until(at - super::delta(REREAD_LEAD), at, task.id, &run, &cancel)
+            .await?
         {
-            self.record_not_run(task.id, &run, RunState::Cancelled, not_started())
-                .await?;
             return Ok(false);
         }
         let task = match start.reread.current(&*self.store, task.id).await {
@@ -100,9 +92,7 @@ impl Dispatcher {
             // the run's end is held until the store is back.
             None => task,
         };
-        if !self.wait_until(at, &cancel).await {
-            self.record_not_run(task.id, &run, RunState::Cancelled, not_started())
-                .await?;
+        if !self.wait_until(at, at, task.id, &run, &cancel).await? {
             return Ok(false);
         }
         if !task.config.enabled {
@@ -115,12 +105,28 @@ impl Dispatcher {
         self.execute(&task, run, next, cancel, state).await
     }
 
-    /// Sleeps until `at` by the dispatcher's clock; false if cancelled first.
-    async fn wait_until(&self, at: DateTime<Utc>, cancel: &CancelToken) -> bool {
-        let wait = (at - self.clock.now()).to_std().unwrap_or_default();
+    /// Sleeps until `until` by the dispatcher's clock. If the instance is
+    /// stopped first, records the run (of the slot at `slot`) cancelled,
+    /// not started, and returns false.
+    async fn wait_until(
+        &self,
+        until: DateTime<Utc>,
+        slot: DateTime<Utc>,
+        task_id: i64,
+        run: &NewRun,
+        cancel: &CancelToken,
+    ) -> StoreResult<bool> {
+        let wait = (until - self.clock.now()).to_std().unwrap_or_default();
         tokio::select! {
-            _ = tokio::time::sleep(wait) => true,
-            _ = cancel.cancelled() => false,
+            _ = tokio::time::sleep(wait) => Ok(true),
+            _ = cancel.cancelled() => {
+                let message = format!(
+                    "not started: instance {} stopped before the slot at {slot}",
+                    self.config.instance.name
+                );
+                self.record_not_run(task_id, run, RunState::Cancelled, message).await?;
+                Ok(false)
+            }
         }
     }
 
