@@ -152,3 +152,99 @@ fn on_one_sqlite_file_a_killed_instances_run_is_abandoned_by_the_survivor() {
     let cluster = Cluster::new(Some(Backend::Sqlite), &["misbehave.wasm"]).unwrap();
     a_killed_instances_run_is_abandoned_by_the_survivor(cluster);
 }
+
+/// A configuration whose row another transaction holds (an instance in the
+/// middle of claiming it, a slow edit) does not hold up the others: the
+/// instance claims theirs and runs them on time, and the held one runs once
+/// the row is let go, no slot twice.
+#[test]
+fn on_postgres_a_configuration_whose_row_is_held_does_not_delay_the_others() {
+    let Some(cluster) = Cluster::new(Cluster::postgres(), &["hello.wasm"]) else {
+        return;
+    };
+    let Backend::Postgres { url, .. } = &cluster.backend else {
+        unreachable!()
+    };
+    for name in ["held", "free"] {
+        cluster.ok(&[
+            "task",
+            "add",
+            name,
+            "--implementation",
+            "Acme.HelloScheduledTask",
+            "--every",
+            "1s",
+        ]);
+    }
+    let serve = cluster.serve("a");
+    let runs = cluster.wait_runs("held", "a run of 'held'", |r| count(r, "succeeded") >= 1);
+    let last: chrono::DateTime<chrono::Utc> = field(runs.last().unwrap(), "scheduled_for")
+        .parse()
+        .unwrap();
+    // Take the row between a run's end and the next claim (250 ms before
+    // the next slot), so no run of 'held' is in flight while it is held.
+    let (held_from, held_until) = common::cluster::block_on(async {
+        let mut slot = last;
+        while chrono::Utc::now() > slot + chrono::TimeDelta::milliseconds(300) {
+            slot += chrono::TimeDelta::seconds(1);
+        }
+        let start = slot + chrono::TimeDelta::milliseconds(300);
+        tokio::time::sleep((start - chrono::Utc::now()).to_std().unwrap_or_default()).await;
+        let config: tokio_postgres::Config = url.parse().unwrap();
+        let (mut client, connection) = config.connect(tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(connection);
+        let holder = client.transaction().await.unwrap();
+        holder
+            .execute("SELECT id FROM tasks WHERE name = 'held' FOR UPDATE", &[])
+            .await
+            .unwrap();
+        let from = chrono::Utc::now();
+        tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+        let until = chrono::Utc::now();
+        holder.rollback().await.unwrap();
+        (from, until)
+    });
+    let after = held_until + chrono::TimeDelta::seconds(2);
+    let slot_of =
+        |r: &Value| -> chrono::DateTime<chrono::Utc> { field(r, "scheduled_for").parse().unwrap() };
+    cluster.wait_runs("held", "'held' running again", |r| {
+        r.iter()
+            .any(|x| slot_of(x) > after && field(x, "state") == "succeeded")
+    });
+    let free = cluster.wait_runs("free", "'free' past the hold", |r| {
+        r.iter().any(|x| slot_of(x) > after)
+    });
+    assert_eq!(serve.stop().0, Some(0));
+
+    // 'free' ran every slot of the hold, on time.
+    let during: Vec<&Value> = free
+        .iter()
+        .filter(|r| slot_of(r) > held_from && slot_of(r) < held_until)
+        .collect();
+    assert!(during.len() >= 2, "{:#?}", summary(&free));
+    for r in &during {
+        assert_eq!(field(r, "state"), "succeeded", "{:#?}", summary(&free));
+        let started: chrono::DateTime<chrono::Utc> = field(r, "started_at").parse().unwrap();
+        let late = started - slot_of(r);
+        assert!(
+            late < chrono::TimeDelta::milliseconds(500),
+            "a slot of 'free' started {late} late while 'held' was held: {:#?}",
+            summary(&free)
+        );
+    }
+    // No slot of either ran twice.
+    for name in ["held", "free"] {
+        let runs = cluster.runs(name);
+        let mut per_slot: BTreeMap<String, usize> = BTreeMap::new();
+        for r in &runs {
+            *per_slot
+                .entry(field(r, "scheduled_for").to_owned())
+                .or_default() += 1;
+        }
+        assert!(
+            per_slot.values().all(|&n| n == 1),
+            "{name}: {:#?}",
+            summary(&runs)
+        );
+    }
+}

@@ -1,9 +1,10 @@
 //! What one pass claims, and manual runs asked of this instance. Each
 //! claim is a conditional update in the store, so several dispatchers on
-//! one database never start the same work twice; a pass claims all its
-//! due slots in one transaction.
+//! one database never start the same work twice; a pass claims its due
+//! slots in chunks of [`CLAIMS_PER_TRANSACTION`], one transaction each.
 
 use std::collections::HashMap;
+use std::hash::BuildHasher as _;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -13,12 +14,14 @@ use crate::model::{PendingDelivery, RunRecord, TaskRecord, Trigger};
 use crate::scheduler::plan::{SlotAction, plan_ahead};
 use crate::store::{Claim, NewRun, OnOverlap, SlotClaim, StoreError, StoreResult};
 
-/// Due slots planned in a pass, and the configurations they belong to.
-#[derive(Default)]
-struct Planned {
-    claims: Vec<SlotClaim>,
-    tasks: Vec<TaskRecord>,
-}
+/// Due slots planned in a pass, each with the configuration it belongs to.
+type Planned = Vec<(SlotClaim, TaskRecord)>;
+
+/// Most slots one claim transaction takes. A burst is claimed in chunks of
+/// this size: its first runs start when the first chunk commits, not the
+/// last, and instances sharing a database each claim chunks of it instead
+/// of one taking it all.
+pub const CLAIMS_PER_TRANSACTION: usize = 500;
 
 /// Whether a queued manual run waits instead of being tried now: it was
 /// asked for before the configuration's running run started (that run
@@ -110,7 +113,7 @@ impl Dispatcher {
     /// Starts due retries and records skipped slots as it goes; returns the
     /// slots to claim, those due within the look-ahead included.
     async fn plan_due(self: &Arc<Self>, now: DateTime<Utc>) -> StoreResult<Planned> {
-        let mut planned = Planned::default();
+        let mut planned = Planned::new();
         let horizon = now + delta(self.config.look_ahead);
         for task in self.store.due_tasks(horizon).await? {
             // Another instance with the roles claims it; slots that pass
@@ -131,7 +134,7 @@ impl Dispatcher {
                     let mut run = self.slot_run(&task, slot, String::new(), now);
                     // Until the finish records the real start, the planned one.
                     run.started_at = slot.max(now);
-                    planned.claims.push(SlotClaim {
+                    let claim = SlotClaim {
                         slot,
                         next,
                         run,
@@ -143,8 +146,8 @@ impl Dispatcher {
                         } else {
                             OnOverlap::Skip
                         },
-                    });
-                    planned.tasks.push(task);
+                    };
+                    planned.push((claim, task));
                 }
                 Some(SlotAction::Skip { slot, next, reason }) => {
                     let run = self.slot_run(&task, slot, reason, now);
@@ -156,18 +159,39 @@ impl Dispatcher {
         Ok(planned)
     }
 
-    /// Claims every planned slot in one transaction and starts the runs
-    /// won: those due at once, those claimed ahead at their instant.
+    /// Claims the planned slots, earliest first, a chunk per transaction,
+    /// and starts the runs won. A claim lost (another instance took the
+    /// slot or holds its row) makes the dispatcher look again shortly.
     async fn claim_planned(
         self: &Arc<Self>,
-        planned: Planned,
+        mut planned: Planned,
         now: DateTime<Utc>,
     ) -> StoreResult<()> {
-        let Planned { claims, tasks } = planned;
-        if claims.is_empty() {
-            return Ok(());
+        // Within one instant, an order of this pass's own: instances
+        // claiming the same burst then start on different parts of it.
+        let order = std::collections::hash_map::RandomState::new();
+        planned.sort_by_cached_key(|(claim, _)| (claim.slot, order.hash_one(claim.run.task_id)));
+        while !planned.is_empty() {
+            let rest = planned.split_off(planned.len().min(CLAIMS_PER_TRANSACTION));
+            let chunk = std::mem::replace(&mut planned, rest);
+            if self.claim_chunk(chunk, now).await? {
+                self.look_again_soon();
+            }
         }
+        Ok(())
+    }
+
+    /// Claims one chunk in one transaction and starts the runs won: those
+    /// due at once, those claimed ahead at their instant. True if a claim
+    /// was lost.
+    async fn claim_chunk(
+        self: &Arc<Self>,
+        chunk: Planned,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let (claims, tasks): (Vec<SlotClaim>, Vec<TaskRecord>) = chunk.into_iter().unzip();
         let results = self.store.claim_slots(&claims).await?;
+        let lost = results.contains(&Claim::Lost);
         let won: Vec<i64> = claims
             .iter()
             .zip(&results)
@@ -199,7 +223,7 @@ impl Dispatcher {
                     .await;
             }
         }
-        Ok(())
+        Ok(lost)
     }
 
     /// Whether this instance has every role the configuration needs.

@@ -21,6 +21,7 @@ mod tracker;
 
 use std::collections::BTreeMap;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -112,7 +113,13 @@ pub struct Dispatcher {
     /// Identifier settings as of the latest pass; runs read them through
     /// the `config` import.
     settings: Mutex<Arc<Settings>>,
+    /// A claim was lost in the latest pass: look again shortly, in case
+    /// the slot was only held by another instance that then let it go.
+    recheck: AtomicBool,
 }
+
+/// How soon a pass that lost a claim looks again.
+const RECHECK_AFTER: Duration = Duration::from_millis(10);
 
 /// Why the loop stopped sleeping.
 #[derive(PartialEq, Eq)]
@@ -146,12 +153,17 @@ impl Dispatcher {
             wake,
             recorder: Recorder::default(),
             settings: Mutex::new(Arc::new(Settings::new())),
+            recheck: AtomicBool::new(false),
         })
     }
 
     /// Makes the loop look again now (a configuration changed in-process).
     pub fn wake(&self) {
         self.wake.notify_one();
+    }
+
+    fn look_again_soon(&self) {
+        self.recheck.store(true, Ordering::Relaxed);
     }
 
     /// Ids of the runs this dispatcher has in flight.
@@ -203,10 +215,14 @@ impl Dispatcher {
         // time already past is work waiting on a running run (catch-up,
         // retry); only poll meanwhile.
         let look_ahead = delta(self.config.look_ahead);
-        match earliest {
+        let wake_at = match earliest {
             Some(e) if e - look_ahead > now => (e - look_ahead).min(poll_until),
             Some(e) if e > now => e.min(poll_until),
             _ => poll_until,
+        };
+        match self.recheck.swap(false, Ordering::Relaxed) {
+            true => wake_at.min(now + delta(RECHECK_AFTER)),
+            false => wake_at,
         }
     }
 

@@ -22,41 +22,57 @@ pub(super) type TaskState = Option<BTreeMap<String, String>>;
 /// the store to come back.
 #[derive(Default)]
 pub(super) struct Recorder {
-    finished: Mutex<Vec<RunFinish>>,
+    pending: Mutex<Pending>,
     pub(super) held: Held,
 }
 
+#[derive(Default)]
+struct Pending {
+    finished: Vec<RunFinish>,
+    /// A committer is at work; it takes `finished` before it stops.
+    committing: bool,
+}
+
 impl Recorder {
-    /// Group commit: the first run to finish while no commit is gathering
-    /// becomes the committer; runs finishing meanwhile join its batch. One
-    /// transaction then records them all. If that transaction fails, the
-    /// store records each run alone, so one it cannot write leaves only
-    /// itself `running` until its lease expires and it is recorded
-    /// abandoned. If the store is unavailable, the batch is held and
-    /// recorded once it is back.
+    /// Group commit: the first run to finish while no commit is under way
+    /// becomes the committer; runs finishing meanwhile join the next
+    /// batch, which the committer takes as soon as its transaction ends,
+    /// until none is left. One commit at a time per dispatcher, so batches
+    /// grow with the load instead of transactions piling up. If a
+    /// transaction fails, the store records each run alone, so one it
+    /// cannot write leaves only itself `running` until its lease expires
+    /// and it is recorded abandoned. If the store is unavailable, the batch
+    /// is held and recorded once it is back.
     pub(super) async fn record(&self, store: &dyn Store, finish: RunFinish) -> StoreResult<()> {
         let committer = {
             let mut pending = self.lock();
-            pending.push(finish);
-            pending.len() == 1
+            pending.finished.push(finish);
+            !std::mem::replace(&mut pending.committing, true)
         };
         if !committer {
             return Ok(());
         }
         tokio::task::yield_now().await;
-        let batch = std::mem::take(&mut *self.lock());
-        match store.finish_runs(&batch).await {
-            Err(e) if e.is_unavailable() => {
-                self.held.hold(batch);
-                Ok(())
+        let mut result = Ok(());
+        loop {
+            let batch = {
+                let mut pending = self.lock();
+                if pending.finished.is_empty() {
+                    pending.committing = false;
+                    return result;
+                }
+                std::mem::take(&mut pending.finished)
+            };
+            match store.finish_runs(&batch).await {
+                Err(e) if e.is_unavailable() => self.held.hold(batch),
+                Err(e) => result = Err(e),
+                Ok(_) => {}
             }
-            Err(e) => Err(e),
-            Ok(_) => Ok(()),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<RunFinish>> {
-        self.finished.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 

@@ -318,6 +318,49 @@ async fn a_manual_run_asked_for_before_a_claimed_slot_starts_runs_after_it() {
     assert_eq!(runs[1].id, manual);
 }
 
+/// Counts the store's claim transactions.
+#[derive(Default)]
+struct ClaimCount(std::sync::atomic::AtomicUsize);
+
+impl crate::store::CallObserver for ClaimCount {
+    fn observe(&self, call: &'static str, _: Duration, _: Option<&crate::store::StoreError>) {
+        if call == "claim_slots" {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_burst_is_claimed_a_chunk_per_transaction_and_runs_once() {
+    let store = Arc::new(SqliteStore::in_memory().unwrap());
+    let claims = Arc::new(ClaimCount::default());
+    let observed = crate::store::Observed::new(store.clone(), claims.clone());
+    let script = Arc::new(Script {
+        outcomes: Mutex::new(VecDeque::new()),
+        gate: None,
+        seen: Mutex::new(Vec::new()),
+    });
+    let clock = Arc::new(ManualClock(Mutex::new(t(10))));
+    let dispatcher = Dispatcher::new(observed, script.clone(), clock, DispatcherConfig::default());
+    let burst = 2 * super::claims::CLAIMS_PER_TRANSACTION + 1;
+    for i in 0..burst {
+        let mut config = every_10s(MisfirePolicy::Skip);
+        config.name = format!("t{i}");
+        store.create_task(&config, Some(t(10))).await.unwrap();
+    }
+    dispatcher.tick(t(10)).await.unwrap();
+    dispatcher.wait_idle().await;
+    assert_eq!(claims.0.load(std::sync::atomic::Ordering::Relaxed), 3);
+    let runs = store.list_runs(&RunFilter::default()).await.unwrap();
+    assert_eq!(runs.len(), burst);
+    assert!(runs.iter().all(|r| r.state == RunState::Succeeded));
+    let mut ids: Vec<i64> = runs.iter().map(|r| r.task_id).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), burst, "each configuration ran once");
+    assert_eq!(script.seen.lock().unwrap().len(), burst);
+}
+
 #[tokio::test]
 async fn a_running_configuration_is_not_claimed_ahead() {
     let f = fixture(vec![], true);

@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, HashMap};
 use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
 
-use super::tx::{PgTx, lock_in_order, opt_texts, texts};
+use super::tx::{PgTx, lock_in_order, lock_unheld_in_order, opt_texts, texts};
 use crate::model::text::storable;
 use crate::model::{NewEvent, PluginRow, RunState};
 use crate::store::sql::rows::{self, TASK_COLUMNS};
@@ -100,18 +100,57 @@ fn has_duplicates<T: Ord>(keys: impl Iterator<Item = T>) -> bool {
 /// slot is still the configuration's next fire time, it is enabled and
 /// nothing runs; a claim that finds a run going on records the slot skipped
 /// (or leaves it due, per its [`OnOverlap`]).
+///
+/// A configuration whose row another transaction holds is `Lost` here, not
+/// waited for: that is most likely another instance claiming the same
+/// slot, whose commit decides it. Waiting would serialise the instances of
+/// a cluster behind whichever locked a burst first; skipping lets each
+/// claim the part nobody else holds. If the other transaction was not a
+/// claim, or rolls back, the slot is still due and the next pass takes it.
 pub async fn claim_slots<C: GenericClient>(
     tx: &PgTx<'_, C>,
     claims: &[SlotClaim],
 ) -> anyhow::Result<Vec<Claim>> {
-    if claims.len() < 2 || has_duplicates(claims.iter().map(|c| c.run.task_id)) {
-        return ledger::claim_slots(tx, claims).await;
-    }
     let task_ids: Vec<i64> = claims.iter().map(|c| c.run.task_id).collect();
-    let slots: Vec<DateTime<Utc>> = claims.iter().map(|c| ms(c.slot)).collect();
     // Once the rows are ours, what the statements below read of them stays
     // true until commit.
-    lock_in_order(tx, "tasks", &task_ids).await?;
+    let locked = lock_unheld_in_order(tx, "tasks", &task_ids).await?;
+    let claim_mine = async |mine: &[SlotClaim]| match mine.len() {
+        0 => Ok(Vec::new()),
+        1 => ledger::claim_slots(tx, mine).await,
+        // One configuration twice (which the dispatcher never sends): item
+        // by item, each seeing the one before.
+        _ if has_duplicates(mine.iter().map(|c| c.run.task_id)) => {
+            ledger::claim_slots(tx, mine).await
+        }
+        _ => claim_locked(tx, mine).await,
+    };
+    if task_ids.iter().all(|id| locked.contains(id)) {
+        return claim_mine(claims).await;
+    }
+    let mine: Vec<SlotClaim> = claims
+        .iter()
+        .filter(|c| locked.contains(&c.run.task_id))
+        .cloned()
+        .collect();
+    let mut results = claim_mine(&mine).await?.into_iter();
+    Ok(claims
+        .iter()
+        .map(|c| match locked.contains(&c.run.task_id) {
+            true => results.next().unwrap_or(Claim::Lost),
+            false => Claim::Lost,
+        })
+        .collect())
+}
+
+/// [`claim_slots`] once every configuration's row is locked by this
+/// transaction.
+async fn claim_locked<C: GenericClient>(
+    tx: &PgTx<'_, C>,
+    claims: &[SlotClaim],
+) -> anyhow::Result<Vec<Claim>> {
+    let task_ids: Vec<i64> = claims.iter().map(|c| c.run.task_id).collect();
+    let slots: Vec<DateTime<Utc>> = claims.iter().map(|c| ms(c.slot)).collect();
     let nexts: Vec<Option<DateTime<Utc>>> = claims.iter().map(|c| opt_ms(c.next)).collect();
     let run_ids = texts(claims.iter().map(|c| c.run.id.as_str()));
     let started: Vec<DateTime<Utc>> = claims.iter().map(|c| ms(c.run.started_at)).collect();

@@ -1,6 +1,7 @@
 //! The PostgreSQL backend against a real server: the shared conformance
 //! suite, and what only a shared server can show: claims that stay
-//! exclusive across separate pools, concurrent opens migrating once, and
+//! exclusive across separate pools (and skip rows another transaction
+//! holds rather than wait for them), concurrent opens migrating once, and
 //! changes reaching other instances through LISTEN/NOTIFY (also after the
 //! listening connection dropped).
 //!
@@ -302,6 +303,68 @@ async fn instances_on_separate_pools_win_each_slot_exactly_once() {
         assert_eq!(task.next_run_at, Some(t(10 + 10 * ROUNDS)));
     }
     drop(stores);
+    databases.drop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_claim_skips_rows_another_transaction_holds_instead_of_waiting_for_them() {
+    let Some(admin) = server() else { return };
+    let databases = Databases::new(admin);
+    let config_db = databases.create().await;
+    let store = PostgresStore::connect(config_db.clone()).await.unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..3 {
+        tasks.push(
+            store
+                .create_task(&config(&format!("task-{i}")), Some(t(10)))
+                .await
+                .unwrap(),
+        );
+    }
+    let claims = |tasks: &[TaskRecord]| -> Vec<SlotClaim> {
+        tasks
+            .iter()
+            .map(|task| SlotClaim {
+                slot: t(10),
+                next: Some(t(20)),
+                run: new_run(task, uuid::Uuid::now_v7().to_string(), t(10), "i"),
+                on_overlap: OnOverlap::Skip,
+            })
+            .collect()
+    };
+    // Another transaction (another instance's claim, say) holds the
+    // middle configuration's row and keeps it.
+    let mut other = connect(&config_db).await;
+    let holder = other.transaction().await.unwrap();
+    holder
+        .execute(
+            "SELECT id FROM tasks WHERE id = $1 FOR UPDATE",
+            &[&tasks[1].id],
+        )
+        .await
+        .unwrap();
+    let results = tokio::time::timeout(Duration::from_secs(5), store.claim_slots(&claims(&tasks)))
+        .await
+        .expect("the claim waited for the held row")
+        .unwrap();
+    assert_eq!(results, vec![Claim::Claimed, Claim::Lost, Claim::Claimed]);
+    // Let go without claiming: the slot is still due, and the next claim
+    // (the dispatcher looks again shortly after a lost one) takes it.
+    holder.rollback().await.unwrap();
+    let results = store.claim_slots(&claims(&tasks)).await.unwrap();
+    assert_eq!(results, vec![Claim::Lost, Claim::Claimed, Claim::Lost]);
+    for task in &tasks {
+        let runs = store
+            .list_runs(&RunFilter {
+                task_id: Some(task.id),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(runs.len(), 1, "{}: one run for the slot", task.config.name);
+        assert_eq!(runs[0].state, RunState::Running);
+    }
+    drop(store);
     databases.drop_all().await;
 }
 

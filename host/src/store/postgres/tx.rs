@@ -131,6 +131,22 @@ pub async fn lock_in_order<C: GenericClient, I: ToSql + Sync>(
     Ok(())
 }
 
+/// Locks the rows of `ids` that no other transaction holds, skipping the
+/// others instead of waiting for them; returns the ids locked.
+pub async fn lock_unheld_in_order<C: GenericClient>(
+    tx: &PgTx<'_, C>,
+    table: &str,
+    ids: &[i64],
+) -> anyhow::Result<std::collections::HashSet<i64>> {
+    let sql =
+        format!("SELECT id FROM {table} WHERE id = ANY($1) ORDER BY id FOR UPDATE SKIP LOCKED");
+    tx.pg_query(&sql, &[&ids])
+        .await?
+        .iter()
+        .map(|row| Ok(row.try_get(0)?))
+        .collect()
+}
+
 /// A result row as the shared mapping reads it.
 pub(super) fn row(r: &tokio_postgres::Row) -> anyhow::Result<Row> {
     let mut values = Vec::with_capacity(r.len());
