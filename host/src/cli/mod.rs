@@ -4,6 +4,7 @@
 mod args;
 mod common;
 mod compile_cache;
+mod compile_worker;
 mod config;
 mod events;
 mod exec;
@@ -95,6 +96,9 @@ enum Command {
     Token(token::TokenCommand),
     /// Create a task project to build: Rust, Python or JavaScript.
     New(new::NewArgs),
+    /// The child process `serve` compiles a component in.
+    #[command(hide = true)]
+    CompileWorker(compile_worker::CompileWorkerArgs),
 }
 
 /// Entry point of the `cronwerk` binary.
@@ -122,6 +126,10 @@ pub fn main() -> ExitCode {
             libc::signal(libc::SIGPIPE, libc::SIG_DFL);
         }
     }
+    let command = match cli.command {
+        Command::CompileWorker(args) => return compile_worker::run(args),
+        command => command,
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("CRONWERK_LOG")
@@ -144,7 +152,7 @@ pub fn main() -> ExitCode {
     };
     common::use_database(cli.database.clone());
     let code = runtime.block_on(async {
-        let result = match cli.command {
+        let result = match command {
             Command::Inspect(args) => inspect::run(args).await,
             Command::Exec(args) => exec::run(args).await,
             Command::Serve(args) => serve::run(&cli.data_dir, args).await,
@@ -157,6 +165,7 @@ pub fn main() -> ExitCode {
             Command::Farm(command) => farm::run(&cli.data_dir, command).await,
             Command::Token(command) => token::run(&cli.data_dir, command),
             Command::New(args) => new::run(args).await,
+            Command::CompileWorker(_) => unreachable!("run before the async runtime"),
         };
         result.unwrap_or_else(|e| {
             eprintln!("error: {e:#}{}", common::store_hint(&e));

@@ -145,6 +145,8 @@ fn instance_config(
         store,
         info,
         cache,
+        // This very program: its hidden `compile-worker` verb.
+        compile_worker: std::env::current_exe().ok(),
         plugins_dir: a.plugins,
         data_dir: data_dir.to_owned(),
         lease: a.lease,

@@ -43,6 +43,11 @@ pub struct InstanceConfig {
     /// Where compiled components are kept (opened, so its folder passed
     /// the checks).
     pub cache: CompileCache,
+    /// A program with the `compile-worker` verb (this one, when it is
+    /// `cronwerk`) to compile components in a child process, so the
+    /// compiler's memory is returned when it exits; `None` compiles in
+    /// process.
+    pub compile_worker: Option<PathBuf>,
     /// Where the API's token file lives.
     pub data_dir: PathBuf,
     /// A running run's lease (see [`DispatcherConfig::lease`]).
@@ -194,12 +199,16 @@ async fn open_plugins(
     config: &InstanceConfig,
     metrics: &Arc<Metrics>,
 ) -> anyhow::Result<(Arc<Plugins>, UnboundedReceiver<PluginEvent>)> {
-    let runtime = Arc::new(Runtime::new(EngineSettings {
+    let mut runtime = Runtime::new(EngineSettings {
         max_concurrent_runs: config.max_concurrent_runs,
         load: config.load,
         http: config.http,
         ..Default::default()
-    })?);
+    })?;
+    if let Some(exe) = &config.compile_worker {
+        runtime = runtime.compile_in_child(exe.clone());
+    }
+    let runtime = Arc::new(runtime);
     let (sink, events) = plugin_log::event_sink(metrics.clone());
     // What the compile cache holds serves at once; the rest joins when
     // compiled.

@@ -22,6 +22,7 @@ fn config(
         },
         plugins_dir: dir.join("plugins"),
         cache: crate::runtime::CompileCache::open(&dir.join("cache")).unwrap(),
+        compile_worker: None,
         data_dir: dir.to_owned(),
         lease: Duration::from_secs(30),
         grace: Duration::from_secs(1),

@@ -28,6 +28,8 @@ use sha2::{Digest, Sha256};
 use wasmtime::Engine;
 use wasmtime::component::Component as WasmComponent;
 
+use super::compile_child::{self, ChildFailure, CompileWorker, WorkerEngine};
+
 /// Whether a load found its compiled code in the cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -313,27 +315,50 @@ fn write_new(path: &Path, parts: &[&[u8]]) -> std::io::Result<()> {
 /// wrote for it, otherwise compiles `bytes` and stores the result for next
 /// time. Only compilation errors are errors: the cache is an optimisation
 /// and never fails a load.
+///
+/// With a `worker`, the compilation happens in a child process that leaves
+/// the code in the cache (see `compile_child`); if that child cannot be
+/// started, or its code does not load, this process compiles after all.
 pub(super) async fn compile_cached(
     engine: &Engine,
     bytes: Vec<u8>,
     sha256: &str,
     cache: &CompileCache,
     timeout: std::time::Duration,
+    worker: Option<(&CompileWorker, &WorkerEngine)>,
 ) -> Result<(WasmComponent, CacheOutcome), CompileError> {
     let Some(key) = cache.key.clone() else {
         return Ok((compile(engine, bytes, timeout).await?, CacheOutcome::Miss));
     };
     let entry = Entry::new(engine, sha256, &cache.dir);
-    let lookup = {
+    let lookup = || {
         let engine = engine.clone();
         let entry = entry.clone();
         let key = key.clone();
-        tokio::task::spawn_blocking(move || entry.lookup(&engine, &key))
-            .await
-            .expect("cache lookup thread panicked")
+        async move {
+            tokio::task::spawn_blocking(move || entry.lookup(&engine, &key))
+                .await
+                .expect("cache lookup thread panicked")
+        }
     };
-    if let Some(compiled) = lookup {
+    if let Some(compiled) = lookup().await {
         return Ok((compiled, CacheOutcome::Hit));
+    }
+    if let Some((worker, settings)) = worker {
+        match compile_child::compile_into_cache(worker, settings, &bytes, cache, timeout).await {
+            Ok(()) => match lookup().await {
+                Some(compiled) => return Ok((compiled, CacheOutcome::Miss)),
+                None => tracing::warn!(
+                    "{}: the compile worker's code for {sha256} is not in the cache; \
+                     compiling in this process",
+                    cache.dir.display()
+                ),
+            },
+            Err(ChildFailure::Compile(e)) => return Err(e),
+            Err(ChildFailure::Unavailable(why)) => {
+                tracing::warn!("cannot compile in a child process ({why}); compiling in this one")
+            }
+        }
     }
     let compiled = compile(engine, bytes, timeout).await?;
     let to_store = compiled.clone();
@@ -344,6 +369,21 @@ pub(super) async fn compile_cached(
         .await
         .expect("cache writer thread panicked");
     Ok((compiled, CacheOutcome::Miss))
+}
+
+/// The child's side of `compile_cached` with a worker: compiles `bytes`
+/// and stores the code under their hash. The error is the compiler's.
+pub(super) fn compile_and_store(
+    engine: &Engine,
+    bytes: Vec<u8>,
+    cache: &CompileCache,
+) -> Result<(), String> {
+    let sha256 = super::sha256_hex(&bytes);
+    let compiled = WasmComponent::new(engine, bytes).map_err(|e| format!("{e:#}"))?;
+    if let Some(key) = &cache.key {
+        Entry::new(engine, &sha256, &cache.dir).store(&compiled, key);
+    }
+    Ok(())
 }
 
 /// The compiled code of `sha256` if the cache holds it; never compiles.
@@ -530,7 +570,7 @@ fn read_entry(path: &Path) -> std::io::Result<Vec<u8>> {
 /// Hex of a sha256 over the engine's compatibility hash. sha2 rather than
 /// `DefaultHasher` because the latter's algorithm may change between Rust
 /// releases, which would silently invalidate every cache entry.
-fn engine_hash(engine: &Engine) -> String {
+pub(super) fn engine_hash(engine: &Engine) -> String {
     let mut hasher = Sha256Hasher(Sha256::new());
     engine.precompile_compatibility_hash().hash(&mut hasher);
     hex::encode(&hasher.0.finalize()[..8])
@@ -581,7 +621,8 @@ mod tests {
     async fn load(engine: &Engine, cache: &CompileCache, name: &str) -> (String, CacheOutcome) {
         let (bytes, sha256) = component(name);
         let timeout = std::time::Duration::from_secs(60);
-        let Ok((compiled, outcome)) = compile_cached(engine, bytes, &sha256, cache, timeout).await
+        let Ok((compiled, outcome)) =
+            compile_cached(engine, bytes, &sha256, cache, timeout, None).await
         else {
             panic!("{name} does not compile");
         };

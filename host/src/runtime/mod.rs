@@ -8,6 +8,7 @@ mod bindings;
 mod cache;
 mod cancel;
 mod capture;
+pub mod compile_child;
 mod component;
 mod context;
 mod egress;
@@ -101,6 +102,9 @@ pub struct Runtime {
     slots: Semaphore,
     event_limits: EventLimits,
     guests: GuestPool,
+    /// Where components are compiled when they are not in a cache: in a
+    /// child process if set, else in this one.
+    compile_worker: Option<(compile_child::CompileWorker, compile_child::WorkerEngine)>,
 }
 
 impl Runtime {
@@ -121,7 +125,17 @@ impl Runtime {
             slots,
             event_limits: EventLimits::default(),
             guests: GuestPool::new()?,
+            compile_worker: None,
         })
+    }
+
+    /// Compiles what is not in a compile cache in child processes started
+    /// from `exe` (this program's `compile-worker` verb): their memory goes
+    /// back to the system when they exit.
+    pub fn compile_in_child(mut self, exe: std::path::PathBuf) -> Self {
+        let settings = compile_child::WorkerEngine::of(&self.engine);
+        self.compile_worker = Some((compile_child::CompileWorker { exe }, settings));
+        self
     }
 
     pub fn engine(&self) -> &CronwerkEngine {
@@ -180,8 +194,9 @@ impl Runtime {
         let sha256 = sha256_hex(&bytes);
         let size = bytes.len();
         let timeout = self.engine.settings.load.compile_timeout;
+        let worker = self.compile_worker.as_ref().map(|(w, s)| (w, s));
         let (compiled, outcome) =
-            cache::compile_cached(&self.engine.engine, bytes, &sha256, cache, timeout)
+            cache::compile_cached(&self.engine.engine, bytes, &sha256, cache, timeout, worker)
                 .await
                 .map_err(|e| self.compile_error(&origin, e))?;
         let component = self.finish_load(compiled, sha256, size, origin).await?;
