@@ -9,7 +9,9 @@
 //! not process start-up. Each store is wrapped in the timing pass-through
 //! (timings summed over the instances) to show where the time goes.
 //!
-//! With 1 and with 3 instances, each on a fresh database:
+//! With 1 and with 3 instances, each on a fresh database, first with the
+//! server's `fsync` on (its default: a commit waits for the disk), then
+//! off:
 //!
 //! 1. Throughput with exactly-once claims: N one-off configurations of
 //!    `Acme.HelloScheduledTask` due at one instant; wall time from that
@@ -92,6 +94,40 @@ impl Database {
             .await
             .unwrap();
     }
+}
+
+/// Turns the server's `fsync` on or off (it takes a reload, not a restart).
+async fn set_fsync(admin: &tokio_postgres::Config, on: bool) {
+    let client = admin_client(admin).await;
+    let value = if on { "on" } else { "off" };
+    client
+        .batch_execute(&format!(
+            "ALTER SYSTEM SET fsync = {value}; SELECT pg_reload_conf()"
+        ))
+        .await
+        .expect("setting fsync (the bench needs a superuser connection)");
+    // The reload is asynchronous: wait until new sessions see it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while fsync_is_on(admin).await != on {
+        assert!(
+            Instant::now() < deadline,
+            "the server did not take fsync = {value}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn fsync_is_on(admin: &tokio_postgres::Config) -> bool {
+    let row = admin_client(admin)
+        .await
+        .query_one("SHOW fsync", &[])
+        .await
+        .unwrap();
+    row.get::<_, String>(0) == "on"
+}
+
+fn fsync_label(on: bool) -> &'static str {
+    if on { "fsync on" } else { "fsync off" }
 }
 
 /// One instance: its store (timed), runtime, plugins and dispatcher.
@@ -234,6 +270,7 @@ fn slots_covered(run: &RunRecord) -> usize {
 // ---------------------------------------------------------------------------
 
 struct Throughput {
+    fsync: bool,
     instances: usize,
     runs: usize,
     elapsed: Duration,
@@ -320,6 +357,7 @@ async fn throughput(
     drop(observer);
     db.drop().await;
     Throughput {
+        fsync: fsync_is_on(admin).await,
         instances,
         runs: n,
         elapsed,
@@ -333,6 +371,7 @@ async fn throughput(
 // ---------------------------------------------------------------------------
 
 struct Lateness {
+    fsync: bool,
     instances: usize,
     tasks: usize,
     seconds: u64,
@@ -423,6 +462,7 @@ async fn lateness(
     drop(observer);
     db.drop().await;
     Lateness {
+        fsync: fsync_is_on(admin).await,
         instances,
         tasks: n,
         seconds,
@@ -485,52 +525,62 @@ fn main() {
     rt.block_on(async {
         let mut throughputs = Vec::new();
         let mut latenesses = Vec::new();
-        for instances in [1, 3] {
-            throughputs.push(
-                throughput(&admin, &plugins, &cache, instances, sizes.throughput_tasks).await,
-            );
-            latenesses.push(
-                lateness(
-                    &admin,
-                    &plugins,
-                    &cache,
-                    instances,
-                    sizes.lateness_tasks,
-                    sizes.lateness_seconds,
-                )
-                .await,
-            );
+        // With fsync on, as a server runs by default (every commit waits
+        // for the disk), then off, as the tests run theirs.
+        for fsync in [true, false] {
+            set_fsync(&admin, fsync).await;
+            for instances in [1, 3] {
+                throughputs.push(
+                    throughput(&admin, &plugins, &cache, instances, sizes.throughput_tasks).await,
+                );
+                latenesses.push(
+                    lateness(
+                        &admin,
+                        &plugins,
+                        &cache,
+                        instances,
+                        sizes.lateness_tasks,
+                        sizes.lateness_seconds,
+                    )
+                    .await,
+                );
+            }
         }
+        set_fsync(&admin, true).await;
 
         println!(
             "Instances on one PostgreSQL database (each its own PostgresStore pool, Runtime, \
              Plugins and Dispatcher; all in one process, tokio multi-thread, {cores} workers)\n"
         );
-        println!("| measure | instances | result | runs per instance | target |");
-        println!("| --- | ---: | --- | --- | --- |");
+        println!("| measure | server | instances | result | runs per instance | vs 1 instance |");
+        println!("| --- | --- | ---: | --- | --- | ---: |");
+        let rate = |t: &Throughput| t.runs as f64 / t.elapsed.as_secs_f64();
         for t in &throughputs {
-            let per_s = t.runs as f64 / t.elapsed.as_secs_f64();
+            let one = throughputs
+                .iter()
+                .find(|o| o.fsync == t.fsync && o.instances == 1)
+                .map_or(f64::NAN, rate);
             println!(
                 "| end-to-end, {} one-off `hello` configurations due at once, every run \
-                 recorded; exactly once checked | {} | **{per_s:.0} runs/s** ({:.2} s) | {:?} | {} |",
+                 recorded; exactly once checked | {} | {} | **{:.0} runs/s** ({:.2} s) | {:?} | \
+                 {:.2}× |",
                 t.runs,
+                fsync_label(t.fsync),
                 t.instances,
+                rate(t),
                 t.elapsed.as_secs_f64(),
                 t.by_instance.values().collect::<Vec<_>>(),
-                if t.instances == 3 {
-                    "≥ 5000 runs/s"
-                } else {
-                    ""
-                },
+                rate(t) / one,
             );
         }
         for l in &latenesses {
             println!(
                 "| lateness, {} configurations `every 1s` for {} s: executor called − slot | {} | \
-                 p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; {} slots: {} ran, {} skipped, {} \
+                 {} | p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; {} slots: {} ran, {} skipped, {} \
                  without a record, {} with two records | {:?} | |",
                 l.tasks,
                 l.seconds,
+                fsync_label(l.fsync),
                 l.instances,
                 quantile(&l.actual, 0.5),
                 quantile(&l.actual, 0.99),
@@ -546,10 +596,11 @@ fn main() {
         for t in &throughputs {
             print_breakdown(
                 &format!(
-                    "Where the time goes, end-to-end run with {} instance(s) ({} runs in {:.2} s; \
-                     summed per call over the instances, including waits for a pooled \
-                     connection and for row locks)",
+                    "Where the time goes, end-to-end run with {} instance(s), {} ({} runs in \
+                     {:.2} s; summed per call over the instances, including waits for a \
+                     pooled connection and for row locks)",
                     t.instances,
+                    fsync_label(t.fsync),
                     t.runs,
                     t.elapsed.as_secs_f64()
                 ),
@@ -559,8 +610,10 @@ fn main() {
         for l in &latenesses {
             print_breakdown(
                 &format!(
-                    "Where the time goes, lateness run with {} instance(s) ({} s)",
-                    l.instances, l.seconds
+                    "Where the time goes, lateness run with {} instance(s), {} ({} s)",
+                    l.instances,
+                    fsync_label(l.fsync),
+                    l.seconds
                 ),
                 &l.breakdown,
             );

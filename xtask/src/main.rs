@@ -228,7 +228,7 @@ fn test(no_lint: bool, cargo_args: &[String]) -> Result<()> {
     }
     // The store's PostgreSQL tests run against a throwaway cluster, stopped
     // when this returns (passed or not).
-    let postgres = postgres::Cluster::start(&target_dir()?)?;
+    let postgres = postgres::Cluster::start(&target_dir()?, false)?;
     // The `cronwerk new` tests build each language's template with the
     // pinned builders; installed here even when the examples were fresh.
     let tools = lang_tools::ensure()?;
@@ -282,7 +282,7 @@ fn bench(only: &[String], soak_minutes: f64) -> Result<()> {
     // The cluster bench runs its instances on a throwaway PostgreSQL
     // server, like the tests; stopped when this returns.
     let postgres = if selected.contains(&"cluster") {
-        Some(postgres::Cluster::start(&target_dir()?)?)
+        Some(postgres::Cluster::start(&target_dir()?, true)?)
     } else {
         None
     };

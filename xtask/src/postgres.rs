@@ -24,8 +24,11 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// Starts a new cluster in `target/cronwerk-postgres/<pid>`.
-    pub fn start(target: &Path) -> Result<Cluster> {
+    /// Starts a new cluster in `target/cronwerk-postgres/<pid>`. Tests
+    /// run it with `fsync` off (nothing there needs to survive a power
+    /// cut); benches leave it on, as a real server has it, and turn it off
+    /// themselves where they compare.
+    pub fn start(target: &Path, fsync: bool) -> Result<Cluster> {
         let started = Instant::now();
         let bin = server_binaries()?;
         let as_postgres = is_root()?;
@@ -60,10 +63,13 @@ impl Cluster {
                 "UTF8".as_ref(),
             ],
         )?;
-        let options = format!(
-            "-p {PORT} -k {} -c listen_addresses='' -c fsync=off",
+        let mut options = format!(
+            "-p {PORT} -k {} -c listen_addresses=''",
             cluster.socket.display()
         );
+        if !fsync {
+            options.push_str(" -c fsync=off");
+        }
         let log = cluster.root.join("server.log");
         if let Err(e) = cluster.pg(
             "pg_ctl",
