@@ -126,6 +126,9 @@ pub fn main() -> ExitCode {
             libc::signal(libc::SIGPIPE, libc::SIG_DFL);
         }
     }
+    if matches!(cli.command, Command::Serve(_)) {
+        serve::before_threads();
+    }
     let command = match cli.command {
         Command::CompileWorker(args) => return compile_worker::run(args),
         command => command,

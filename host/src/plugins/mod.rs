@@ -123,9 +123,10 @@ impl Plugins {
             let background = plugins.clone();
             tokio::spawn(async move {
                 for file in files {
-                    // Into the cache; then a scan of what the cache holds
+                    // Into the cache (compiled in a child process where
+                    // there is one); then a scan of what the cache holds
                     // lets it join (and whatever else is ready by now).
-                    let _ = background.load(&file).await;
+                    let _ = background.precompile(&file).await;
                     if let Err(e) = background.try_rescan(Load::CachedOnly).await {
                         tracing::warn!("cannot read the plugins folder: {e}");
                     }
@@ -330,6 +331,19 @@ impl Plugins {
         tokio::task::spawn_blocking(move || read_component_file(&owned, max))
             .await
             .map_err(|e| format!("reading {} failed: {e}", path.display()))?
+            .map_err(|e| e.to_string())
+    }
+
+    /// Leaves the file's compiled code in the cache without loading it
+    /// (see [`Runtime::precompile`]); counted as a cache miss, and the load
+    /// from the cache that follows as a hit.
+    async fn precompile(&self, path: &Path) -> Result<(), String> {
+        let bytes = self.read(path).await?;
+        let origin = path.display().to_string();
+        self.cache_misses.fetch_add(1, Ordering::Relaxed);
+        self.runtime
+            .precompile(bytes, origin, &self.cache)
+            .await
             .map_err(|e| e.to_string())
     }
 

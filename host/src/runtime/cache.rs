@@ -371,6 +371,33 @@ pub(super) async fn compile_cached(
     Ok((compiled, CacheOutcome::Miss))
 }
 
+/// Like [`compile_cached`], but only leaves the code in the cache: with a
+/// worker the code is never loaded into this process at all.
+pub(super) async fn precompile(
+    engine: &Engine,
+    bytes: Vec<u8>,
+    sha256: &str,
+    cache: &CompileCache,
+    timeout: std::time::Duration,
+    worker: Option<(&CompileWorker, &WorkerEngine)>,
+) -> Result<(), CompileError> {
+    if let Some((worker, settings)) = worker.filter(|_| cache.key.is_some()) {
+        if Entry::new(engine, sha256, &cache.dir).path.exists() {
+            return Ok(());
+        }
+        match compile_child::compile_into_cache(worker, settings, &bytes, cache, timeout).await {
+            Ok(()) => return Ok(()),
+            Err(ChildFailure::Compile(e)) => return Err(e),
+            Err(ChildFailure::Unavailable(why)) => {
+                tracing::warn!("cannot compile in a child process ({why}); compiling in this one")
+            }
+        }
+    }
+    compile_cached(engine, bytes, sha256, cache, timeout, None)
+        .await
+        .map(drop)
+}
+
 /// The child's side of `compile_cached` with a worker: compiles `bytes`
 /// and stores the code under their hash. The error is the compiler's.
 pub(super) fn compile_and_store(

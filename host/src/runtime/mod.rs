@@ -203,6 +203,26 @@ impl Runtime {
         Ok((component, outcome))
     }
 
+    /// Leaves the compiled code of `bytes` in `cache` (compiling it, in a
+    /// child process if this runtime has one) without loading it here: a
+    /// later [`load_bytes_if_cached`](Self::load_bytes_if_cached) then
+    /// loads it as a restart would. With a child, this process never holds
+    /// the compiler's memory nor a second copy of the code.
+    pub async fn precompile(
+        &self,
+        bytes: Vec<u8>,
+        origin: String,
+        cache: &CompileCache,
+    ) -> Result<(), LoadError> {
+        component::check_header(&bytes, &origin)?;
+        let sha256 = sha256_hex(&bytes);
+        let timeout = self.engine.settings.load.compile_timeout;
+        let worker = self.compile_worker.as_ref().map(|(w, s)| (w, s));
+        cache::precompile(&self.engine.engine, bytes, &sha256, cache, timeout, worker)
+            .await
+            .map_err(|e| self.compile_error(&origin, e))
+    }
+
     /// Like [`load_bytes_cached`](Self::load_bytes_cached) when `cache`
     /// holds the compiled code; `Ok(None)` when it would have to compile.
     pub async fn load_bytes_if_cached(
