@@ -45,6 +45,7 @@ const HELLO: &str = "Acme.HelloScheduledTask";
 /// Configurations created at once (each `create_task` is a transaction).
 const CREATE_CONCURRENCY: usize = 16;
 
+#[derive(Clone, Copy)]
 struct Sizes {
     throughput_tasks: usize,
     lateness_tasks: usize,
@@ -128,6 +129,21 @@ async fn fsync_is_on(admin: &tokio_postgres::Config) -> bool {
 
 fn fsync_label(on: bool) -> &'static str {
     if on { "fsync on" } else { "fsync off" }
+}
+
+/// `url` (the server's) naming database `name` instead.
+fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = url.split_once('?').unwrap_or((url, ""));
+    let after_scheme = base.find("://").map_or(0, |i| i + 3);
+    let host_end = base[after_scheme..]
+        .find('/')
+        .map_or(base.len(), |i| after_scheme + i);
+    let mut out = format!("{}/{name}", &base[..host_end]);
+    if !query.is_empty() {
+        out.push('?');
+        out.push_str(query);
+    }
+    out
 }
 
 /// One instance: its store (timed), runtime, plugins and dispatcher.
@@ -525,10 +541,22 @@ fn main() {
     rt.block_on(async {
         let mut throughputs = Vec::new();
         let mut latenesses = Vec::new();
+        let mut peers = Vec::new();
         // With fsync on, as a server runs by default (every commit waits
         // for the disk), then off, as the tests run theirs.
         for fsync in [true, false] {
             set_fsync(&admin, fsync).await;
+            // The peer on a fresh database of the same server; 32 workers
+            // was its best setting here (its pool has 10 connections).
+            let db = Database::create(&admin).await;
+            let peer_url = with_database(&url, &db.name);
+            let peer = tokio::task::spawn_blocking(move || {
+                support::peer::run(["--postgres", &peer_url], sizes.throughput_tasks, 32)
+            })
+            .await
+            .unwrap();
+            db.drop().await;
+            peers.extend(peer.map(|p| (fsync, p)));
             for instances in [1, 3] {
                 throughputs.push(
                     throughput(&admin, &plugins, &cache, instances, sizes.throughput_tasks).await,
@@ -572,6 +600,29 @@ fn main() {
                 t.by_instance.values().collect::<Vec<_>>(),
                 rate(t) / one,
             );
+        }
+        for (fsync, p) in &peers {
+            let cronwerk = |instances| {
+                throughputs
+                    .iter()
+                    .find(|t| t.fsync == *fsync && t.instances == instances)
+                    .map_or(f64::NAN, rate)
+            };
+            println!(
+                "| peer, same run: {}, {} jobs due at once, native no-op handler, {} workers, \
+                 jobs recorded done | {} | | {:.0} runs/s: **cronwerk / peer = {:.2} (1 \
+                 instance), {:.2} (3)** | | |",
+                p.label,
+                p.jobs,
+                p.workers,
+                fsync_label(*fsync),
+                p.runs_per_s,
+                cronwerk(1) / p.runs_per_s,
+                cronwerk(3) / p.runs_per_s,
+            );
+        }
+        if peers.is_empty() {
+            println!("| peer (apalis) | | | not measured: run through `cargo xtask bench` | | |");
         }
         for l in &latenesses {
             println!(

@@ -706,6 +706,16 @@ fn main() {
         };
 
         let tp = throughput(&shared, THROUGHPUT_TASKS).await;
+        // The peer right after, on a SQLite file of its own in the same
+        // folder: 64 workers was its best setting here (1, its default,
+        // manages under 200 jobs/s at this size).
+        let peer_dir = tempfile::tempdir().unwrap();
+        let peer_db = peer_dir.path().join("apalis.db");
+        let peer = support::peer::run(
+            ["--sqlite", peer_db.to_str().unwrap()],
+            THROUGHPUT_TASKS,
+            64,
+        );
         let (store_per_run, wasm_per_run) = isolated_costs(&shared).await;
         let batched: Vec<(usize, f64)> = [1, 16, 256]
             .into_iter()
@@ -747,6 +757,20 @@ fn main() {
             tp.elapsed.as_secs_f64(),
             tp.runs
         );
+        match &peer {
+            Some(p) => println!(
+                "| peer, same run: {}, {} jobs due at once, native no-op handler, {} workers, \
+                 jobs recorded done | {:.0} runs/s: **cronwerk / peer = {:.2}** | cronwerk ≥ peer |",
+                p.label,
+                p.jobs,
+                p.workers,
+                p.runs_per_s,
+                runs_per_s / p.runs_per_s
+            ),
+            None => println!(
+                "| peer (apalis) | not measured: run through `cargo xtask bench` | |"
+            ),
+        }
         println!(
             "| per run, alone on one thread: store (claim_slot + load_state + finish_run) | \
              {:.1} µs ({:.0}/s) | |",

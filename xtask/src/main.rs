@@ -124,6 +124,25 @@ pub fn run(cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
+/// Builds `peers/apalis` (its own workspace and lock file, so none of its
+/// dependencies reach cronwerk's build); the binary's path.
+fn build_peer() -> Result<PathBuf> {
+    let root = workspace_root();
+    let target = target_dir()?.join("peers");
+    run(Command::new(cargo())
+        .args([
+            "build",
+            "--release",
+            "--locked",
+            "--quiet",
+            "--manifest-path",
+        ])
+        .arg(root.join("peers/apalis/Cargo.toml"))
+        .arg("--target-dir")
+        .arg(&target))?;
+    Ok(target.join("release/apalis-peer"))
+}
+
 fn components_dir() -> Result<PathBuf> {
     Ok(target_dir()?.join("cronwerk-components"))
 }
@@ -286,6 +305,19 @@ fn bench(only: &[String], soak_minutes: f64) -> Result<()> {
     } else {
         None
     };
+    // The peer the throughput figures are compared with; the benches go
+    // on without it (and say so) if it does not build.
+    let peer = if selected
+        .iter()
+        .any(|b| ["scheduler", "cluster"].contains(b))
+    {
+        build_peer().map(Some).unwrap_or_else(|e| {
+            eprintln!("xtask: warning: the apalis peer did not build ({e:#}); no peer figures");
+            None
+        })
+    } else {
+        None
+    };
     // CRONWERK_BENCH_QUICK=1 (inherited) shortens the scheduler and cluster benches.
     for bench in selected {
         let mut cmd = Command::new(cargo());
@@ -294,6 +326,9 @@ fn bench(only: &[String], soak_minutes: f64) -> Result<()> {
             .env("CRONWERK_SOAK_MINUTES", soak_minutes.to_string());
         if let Some(postgres) = &postgres {
             cmd.env("CRONWERK_BENCH_POSTGRES", postgres.url());
+        }
+        if let Some(peer) = &peer {
+            cmd.env("CRONWERK_BENCH_PEER", peer);
         }
         run(&mut cmd)?;
     }

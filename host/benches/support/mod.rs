@@ -5,6 +5,8 @@
 // Each bench uses what it needs of this.
 #![allow(dead_code)]
 
+pub mod peer;
+
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
