@@ -46,10 +46,11 @@ enum Cmd {
         out: PathBuf,
     },
     /// Run the benchmarks: per-run overhead, tasks per language, the
-    /// scheduler service, instances on PostgreSQL, and (only when named)
-    /// the soak (figures go to BENCHMARKS.md by hand).
+    /// scheduler service (with apalis as a peer), instances on PostgreSQL,
+    /// 100,000 configurations, and (only when named) the soak (figures go
+    /// to BENCHMARKS.md by hand).
     Bench {
-        /// Only these (per_run, languages, scheduler, cluster, soak);
+        /// Only these (per_run, languages, scheduler, cluster, size, soak);
         /// default: all but soak.
         benches: Vec<String>,
         /// How long the soak runs, in minutes.
@@ -276,7 +277,14 @@ fn test(no_lint: bool, cargo_args: &[String]) -> Result<()> {
     Ok(())
 }
 
-const BENCHES: [&str; 5] = ["per_run", "languages", "scheduler", "cluster", "soak"];
+const BENCHES: [&str; 6] = [
+    "per_run",
+    "languages",
+    "scheduler",
+    "cluster",
+    "size",
+    "soak",
+];
 /// Benches that run only when named: they take long by design.
 const ON_REQUEST: [&str; 1] = ["soak"];
 
