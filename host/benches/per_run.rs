@@ -85,6 +85,7 @@ impl instance::Host for BareState {
     }
 }
 
+#[derive(Clone)]
 struct Stats {
     p50: Duration,
     p99: Duration,
@@ -132,9 +133,15 @@ where
     (stats(sa), stats(sb))
 }
 
-async fn bench_engine(label: &str, allocator: Allocator, hello: &PathBuf) -> (Stats, Stats) {
+async fn bench_engine(
+    label: &str,
+    allocator: Allocator,
+    pagemap_scan: bool,
+    hello: &PathBuf,
+) -> (Stats, Stats) {
     let runtime = Runtime::new(EngineSettings {
         allocator,
+        pagemap_scan,
         ..Default::default()
     })
     .unwrap();
@@ -236,11 +243,22 @@ fn main() {
     );
     println!("| engine | what | p50 µs | p99 µs | mean µs | runs/s |");
     println!("| --- | --- | ---: | ---: | ---: | ---: |");
-    for (label, allocator) in [
-        ("pooling + keep_resident + pagemap_scan", Allocator::Pooling),
-        ("on-demand", Allocator::OnDemand),
+    let mut bare_by_engine = Vec::new();
+    for (label, allocator, pagemap_scan) in [
+        (
+            "pooling + keep_resident + pagemap_scan",
+            Allocator::Pooling,
+            true,
+        ),
+        (
+            "pooling + keep_resident, no pagemap_scan",
+            Allocator::Pooling,
+            false,
+        ),
+        ("on-demand", Allocator::OnDemand, true),
     ] {
-        let (cronwerk, bare) = rt.block_on(bench_engine(label, allocator, &hello));
+        let (cronwerk, bare) = rt.block_on(bench_engine(label, allocator, pagemap_scan, &hello));
+        bare_by_engine.push(bare.clone());
         for (what, s) in [("cronwerk runtime", &cronwerk), ("bare wasmtime", &bare)] {
             println!(
                 "| {label} | {what} | {} | {} | {} | {:.0} |",
@@ -257,6 +275,17 @@ fn main() {
             cronwerk.mean.as_secs_f64() / bare.mean.as_secs_f64(),
         );
     }
+    // The row that shows a wasmtime whose pooled-memory reset with
+    // PAGEMAP_SCAN costs more than it saves (wasmtime 50 on this kernel:
+    // 3-4x slower for small Rust guests): above 1x, do not upgrade.
+    let (scan, no_scan) = (&bare_by_engine[0], &bare_by_engine[1]);
+    println!(
+        "| pagemap_scan on / off | ratio, bare wasmtime (above 1× means the scan costs more \
+         than it saves) | {:.2}× | {:.2}× | {:.2}× | |",
+        scan.p50.as_secs_f64() / no_scan.p50.as_secs_f64(),
+        scan.p99.as_secs_f64() / no_scan.p99.as_secs_f64(),
+        scan.mean.as_secs_f64() / no_scan.mean.as_secs_f64(),
+    );
     let (native, _) = rt.block_on(measure_pair(
         || async {
             let mut events = Vec::new();

@@ -39,6 +39,11 @@ pub struct EngineSettings {
     /// Bytes of each pooled memory kept resident between runs (reset by
     /// scanning dirty pages instead of unmapping them).
     pub keep_resident_bytes: usize,
+    /// Whether resetting a kept-resident memory may find its dirty pages
+    /// with `PAGEMAP_SCAN` (Linux ≥ 6.7) where the kernel has it. Always on
+    /// in `serve`; the per-run bench turns it off to compare, which is the
+    /// row that shows a wasmtime whose scan costs more than it saves.
+    pub pagemap_scan: bool,
     /// What loading one component may cost.
     pub load: super::LoadLimits,
     /// What every run's outbound HTTP may reach and receive.
@@ -54,6 +59,7 @@ impl Default for EngineSettings {
             max_wasm_stack: 1 << 20,
             epoch_tick: Duration::from_millis(10),
             keep_resident_bytes: 4 << 20,
+            pagemap_scan: true,
             load: super::LoadLimits::default(),
             http: super::HttpSettings::default(),
         }
@@ -138,7 +144,11 @@ fn build(s: &EngineSettings, pooling: bool) -> anyhow::Result<Engine> {
         // Every run is an async call on a fiber from the pool; keeping the
         // top of each fiber stack resident spares an madvise + page faults.
         p.async_stack_keep_resident(256 << 10);
-        p.pagemap_scan(Enabled::Auto);
+        p.pagemap_scan(if s.pagemap_scan {
+            Enabled::Auto
+        } else {
+            Enabled::No
+        });
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(p));
     }
     let engine = Engine::new(&config)
