@@ -101,12 +101,16 @@ impl Database {
 async fn set_fsync(admin: &tokio_postgres::Config, on: bool) {
     let client = admin_client(admin).await;
     let value = if on { "on" } else { "off" };
-    client
-        .batch_execute(&format!(
-            "ALTER SYSTEM SET fsync = {value}; SELECT pg_reload_conf()"
-        ))
-        .await
-        .expect("setting fsync (the bench needs a superuser connection)");
+    // Two statements: ALTER SYSTEM may not share a transaction.
+    for sql in [
+        &format!("ALTER SYSTEM SET fsync = {value}"),
+        "SELECT pg_reload_conf()",
+    ] {
+        client
+            .batch_execute(sql)
+            .await
+            .expect("setting fsync (the bench needs a superuser connection)");
+    }
     // The reload is asynchronous: wait until new sessions see it.
     let deadline = Instant::now() + Duration::from_secs(10);
     while fsync_is_on(admin).await != on {
