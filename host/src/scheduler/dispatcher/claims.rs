@@ -172,7 +172,8 @@ impl Dispatcher {
         let order = std::collections::hash_map::RandomState::new();
         planned.sort_by_cached_key(|(claim, _)| (claim.slot, order.hash_one(claim.run.task_id)));
         while !planned.is_empty() {
-            let rest = planned.split_off(planned.len().min(CLAIMS_PER_TRANSACTION));
+            let chunk = self.config.claims_per_transaction.max(1);
+            let rest = planned.split_off(planned.len().min(chunk));
             let chunk = std::mem::replace(&mut planned, rest);
             if self.claim_chunk(chunk, now).await? {
                 self.look_again_soon();
