@@ -8,6 +8,4 @@ pub mod dispatcher;
 pub mod farm;
 pub mod plan;
 
-pub use dispatcher::{
-    CLAIMS_PER_TRANSACTION, Dispatcher, DispatcherConfig, LOOK_AHEAD, ManualStart,
-};
+pub use dispatcher::{Dispatcher, DispatcherConfig, LOOK_AHEAD, ManualStart};

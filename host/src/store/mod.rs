@@ -110,6 +110,15 @@ pub trait RunLedger: Send + Sync {
     /// claimant wins a slot. Batching is what keeps a thousand slots due in
     /// the same second from being a thousand transactions.
     async fn claim_slots(&self, claims: &[SlotClaim]) -> StoreResult<Vec<Claim>>;
+    /// How many slots a claim transaction should take at most. Where
+    /// several instances share a database and its writers work in
+    /// parallel, small chunks let each instance take part of a burst and
+    /// start its first runs early; where there is one writer at a time
+    /// (SQLite), every chunk is a transaction competing with the finishes
+    /// for that writer, and bigger is better.
+    fn claims_per_transaction(&self) -> usize {
+        500
+    }
     /// One slot: [`claim_slots`](Self::claim_slots) with [`OnOverlap::Wait`].
     async fn claim_slot(
         &self,

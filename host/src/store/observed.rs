@@ -101,6 +101,9 @@ impl<S: RunLedger + ?Sized, O: CallObserver> RunLedger for Observed<S, O> {
     async fn claim_slots(&self, claims: &[SlotClaim]) -> StoreResult<Vec<Claim>> {
         observe!(self.claim_slots(claims))
     }
+    fn claims_per_transaction(&self) -> usize {
+        self.inner.claims_per_transaction()
+    }
     async fn skip_slot(
         &self,
         task_id: i64,

@@ -1,7 +1,10 @@
 //! What one pass claims, and manual runs asked of this instance. Each
 //! claim is a conditional update in the store, so several dispatchers on
 //! one database never start the same work twice; a pass claims its due
-//! slots in chunks of [`CLAIMS_PER_TRANSACTION`], one transaction each.
+//! slots in chunks, one transaction each (their size is the store's:
+//! `RunLedger::claims_per_transaction`). A burst's first runs start when
+//! the first chunk commits, not the last, and instances sharing a database
+//! each claim chunks of it instead of one taking it all.
 
 use std::collections::HashMap;
 use std::hash::BuildHasher as _;
@@ -16,12 +19,6 @@ use crate::store::{Claim, NewRun, OnOverlap, SlotClaim, StoreError, StoreResult}
 
 /// Due slots planned in a pass, each with the configuration it belongs to.
 type Planned = Vec<(SlotClaim, TaskRecord)>;
-
-/// Most slots one claim transaction takes. A burst is claimed in chunks of
-/// this size: its first runs start when the first chunk commits, not the
-/// last, and instances sharing a database each claim chunks of it instead
-/// of one taking it all.
-pub const CLAIMS_PER_TRANSACTION: usize = 500;
 
 /// Whether a queued manual run waits instead of being tried now: it was
 /// asked for before the configuration's running run started (that run
@@ -172,7 +169,11 @@ impl Dispatcher {
         let order = std::collections::hash_map::RandomState::new();
         planned.sort_by_cached_key(|(claim, _)| (claim.slot, order.hash_one(claim.run.task_id)));
         while !planned.is_empty() {
-            let chunk = self.config.claims_per_transaction.max(1);
+            let chunk = self
+                .config
+                .claims_per_transaction
+                .unwrap_or_else(|| self.store.claims_per_transaction())
+                .max(1);
             let rest = planned.split_off(planned.len().min(chunk));
             let chunk = std::mem::replace(&mut planned, rest);
             if self.claim_chunk(chunk, now).await? {

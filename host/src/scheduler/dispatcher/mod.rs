@@ -32,7 +32,6 @@ use tokio::sync::Notify;
 use crate::model::{Clock, InstanceInfo};
 use crate::runtime::Executor;
 use crate::store::{Claim, Settings, Store};
-pub use claims::CLAIMS_PER_TRANSACTION;
 use housekeeping::Chores;
 use recorder::Recorder;
 use tracker::Tracker;
@@ -80,9 +79,9 @@ pub struct DispatcherConfig {
     /// Slots due this soon are claimed ahead and started at their instant,
     /// so the claim's transaction is not part of a run's lateness.
     pub look_ahead: Duration,
-    /// Most slots one claim transaction takes (see
-    /// [`CLAIMS_PER_TRANSACTION`]).
-    pub claims_per_transaction: usize,
+    /// Most slots one claim transaction takes; `None` leaves it to the
+    /// store ([`RunLedger::claims_per_transaction`](crate::store::RunLedger::claims_per_transaction)).
+    pub claims_per_transaction: Option<usize>,
 }
 
 impl Default for DispatcherConfig {
@@ -99,7 +98,7 @@ impl Default for DispatcherConfig {
             keep_events: Duration::from_secs(14 * 24 * 3600),
             liveness: super::farm::LIVENESS,
             look_ahead: LOOK_AHEAD,
-            claims_per_transaction: CLAIMS_PER_TRANSACTION,
+            claims_per_transaction: None,
         }
     }
 }

@@ -341,8 +341,17 @@ async fn a_burst_is_claimed_a_chunk_per_transaction_and_runs_once() {
         seen: Mutex::new(Vec::new()),
     });
     let clock = Arc::new(ManualClock(Mutex::new(t(10))));
-    let dispatcher = Dispatcher::new(observed, script.clone(), clock, DispatcherConfig::default());
-    let burst = 2 * super::claims::CLAIMS_PER_TRANSACTION + 1;
+    let chunk = 100;
+    let dispatcher = Dispatcher::new(
+        observed,
+        script.clone(),
+        clock,
+        DispatcherConfig {
+            claims_per_transaction: Some(chunk),
+            ..Default::default()
+        },
+    );
+    let burst = 2 * chunk + 1;
     for i in 0..burst {
         let mut config = every_10s(MisfirePolicy::Skip);
         config.name = format!("t{i}");
