@@ -482,6 +482,7 @@ fn unknown_configurations_runs_and_endpoints_are_404() {
         ("GET", "/api/events?task=nope", None),
         ("GET", "/api/events/stream?task=nope", None),
         ("GET", "/api/runs/no-such-run", None),
+        ("POST", "/api/runs/no-such-run/stop", None),
         ("GET", "/api/nothing-here", None),
     ] {
         let r = s.call(method, path, Some(s.token().as_str()), body);
@@ -1111,4 +1112,52 @@ fn catch_up_streams_over_a_large_event_log_keep_memory_bounded() {
         grew_mib < 96,
         "serve grew by {grew_mib} MiB while streaming the log"
     );
+}
+
+#[test]
+fn a_run_is_stopped_through_the_api_and_an_ended_one_is_a_409() {
+    let s = Server::start(&["misbehave.wasm"]);
+    let mut body = task("long", "1h");
+    body["implementation"] = json!("Cronwerk.Test.Misbehave");
+    body["properties"] = json!({"action": "sleep", "ms": "600000"});
+    s.send_ok("POST", "/api/tasks", Some(&body), 201);
+    s.send_ok("POST", "/api/tasks/long/run", None, 202);
+    let runs = s.wait_for("a running run", "/api/runs?task=long", |r| {
+        r.as_array()
+            .is_some_and(|a| a.iter().any(|x| x["state"] == "running"))
+    });
+    let id = runs[0]["id"].as_str().unwrap().to_owned();
+    // Changes need the token, as everywhere.
+    let anonymous = s.call("POST", &format!("/api/runs/{id}/stop"), None, None);
+    assert_eq!(anonymous.status, 401, "{:?}", anonymous.body);
+    let asked = s.send_ok("POST", &format!("/api/runs/{id}/stop"), None, 202);
+    assert_eq!(asked["status"], "stopping");
+    assert_eq!(asked["run_id"], id.as_str());
+    let run = s.wait_for("the run cancelled", &format!("/api/runs/{id}"), |r| {
+        r["state"] == "cancelled"
+    });
+    assert!(
+        run["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("stopped by an API client"),
+        "{run}"
+    );
+    let again = s.call(
+        "POST",
+        &format!("/api/runs/{id}/stop"),
+        Some(s.token().as_str()),
+        None,
+    );
+    assert_eq!(again.status, 409, "{:?}", again.body);
+    assert!(
+        again.body["error"]
+            .as_str()
+            .unwrap()
+            .contains("is not running: it is cancelled"),
+        "{:?}",
+        again.body
+    );
+    let doc = s.get_ok("/api/openapi.json");
+    assert!(doc["paths"]["/api/runs/{id}/stop"]["post"].is_object());
 }

@@ -248,3 +248,58 @@ fn on_postgres_a_configuration_whose_row_is_held_does_not_delay_the_others() {
         );
     }
 }
+
+/// A run is stopped from outside whichever instance runs it: the request
+/// goes through the store, the instance running it stops it.
+fn a_run_is_stopped_on_whichever_instance_runs_it(cluster: Cluster) {
+    let a = cluster.serve("a");
+    let b = cluster.serve("b");
+    cluster.ok(&[
+        "task",
+        "add",
+        "long",
+        "--implementation",
+        "Cronwerk.Test.Misbehave",
+        "--every",
+        "1h",
+        "-p",
+        "action=sleep",
+        "-p",
+        "ms=600000",
+    ]);
+    cluster.ok(&["task", "run", "long", "--no-wait"]);
+    let runs = cluster.wait_runs("long", "a running run", |r| count(r, "running") == 1);
+    let running = runs
+        .iter()
+        .find(|r| field(r, "state") == "running")
+        .unwrap();
+    let (id, instance) = (field(running, "id"), field(running, "instance"));
+    let asked = std::time::Instant::now();
+    let out = cluster.ok(&["runs", "stop", id, "--json"]);
+    let run: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(run["state"], "cancelled", "{out}");
+    assert_eq!(run["instance"], instance, "{out}");
+    assert!(field(&run, "message").starts_with("stopped by "), "{out}");
+    // Within a pass (the poll interval, or the change notification on
+    // PostgreSQL) and the harness's 2 s grace.
+    assert!(
+        asked.elapsed() < std::time::Duration::from_secs(10),
+        "took {:?}",
+        asked.elapsed()
+    );
+    assert_eq!(a.stop().0, Some(0));
+    assert_eq!(b.stop().0, Some(0));
+}
+
+#[test]
+fn on_postgres_a_run_is_stopped_on_whichever_instance_runs_it() {
+    if let Some(cluster) = Cluster::new(Cluster::postgres(), &["misbehave.wasm"]) {
+        a_run_is_stopped_on_whichever_instance_runs_it(cluster);
+    }
+}
+
+#[test]
+fn on_one_sqlite_file_a_run_is_stopped_on_whichever_instance_runs_it() {
+    let cluster = Cluster::new(Some(Backend::Sqlite), &["misbehave.wasm"]).unwrap();
+    a_run_is_stopped_on_whichever_instance_runs_it(cluster);
+}

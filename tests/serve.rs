@@ -796,3 +796,90 @@ fn serve_compiles_in_a_child_that_reports_bad_code_and_is_killed_past_the_time_l
     let (code, _) = serve.stop();
     assert_eq!(code, Some(0));
 }
+
+#[test]
+fn an_operator_stops_a_run_with_the_cli_and_it_is_recorded_cancelled_with_who_asked() {
+    let env = Env::new(&["misbehave.wasm"]);
+    env.ok(&[
+        "task",
+        "add",
+        "long",
+        "--implementation",
+        "Cronwerk.Test.Misbehave",
+        "--every",
+        "1h",
+        "-p",
+        "action=sleep",
+        "-p",
+        "ms=600000",
+    ]);
+    // Its grace period is 2 s (the test harness's `--grace`).
+    let serve = env.serve();
+    env.ok(&["task", "run", "long", "--no-wait"]);
+    let runs = env.wait_runs("long", "a running run", |r| r.iter().any(started));
+    let victim = runs.iter().find(|r| started(r)).unwrap().id.clone();
+
+    // By the start of its id, as `cronwerk runs` shows it.
+    let asked = std::time::Instant::now();
+    let out = env.cli(&["runs", "stop", &victim[..13]]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("cancelled"), "{stdout}");
+    // The instance's next pass (250 ms) and the grace period (2 s).
+    assert!(
+        asked.elapsed() < std::time::Duration::from_secs(10),
+        "took {:?}",
+        asked.elapsed()
+    );
+    let run = env
+        .runs("long")
+        .into_iter()
+        .find(|r| r.id == victim)
+        .unwrap();
+    assert_eq!(run.state, RunState::Cancelled, "{}", run.message);
+    assert!(
+        run.message.starts_with("stopped by ") && run.message.contains("with the CLI"),
+        "{}",
+        run.message
+    );
+    let events = env.ok(&["events", "--task", "long", "--level", "warning"]);
+    assert!(events.contains("RUN_STOPPED"), "{events}");
+
+    // Nothing left to stop: said so, with a usage exit code.
+    let again = env.cli(&["runs", "stop", &victim]);
+    assert_eq!(again.status.code(), Some(64));
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("is not running: it is cancelled"),
+        "{again:?}"
+    );
+    let none = env.cli(&["task", "stop", "long"]);
+    assert_eq!(none.status.code(), Some(64));
+    assert!(
+        String::from_utf8_lossy(&none.stderr).contains("has no run going on"),
+        "{none:?}"
+    );
+    let unknown = env.cli(&["runs", "stop", "no-such-run"]);
+    assert_ne!(unknown.status.code(), Some(0));
+    assert!(
+        String::from_utf8_lossy(&unknown.stderr).contains("no run with id 'no-such-run'"),
+        "{unknown:?}"
+    );
+
+    // `task stop` by name, without waiting; the schedule goes on.
+    env.ok(&["task", "run", "long", "--no-wait"]);
+    env.wait_runs("long", "another running run", |r| {
+        r.iter().any(|x| x.id != victim && started(x))
+    });
+    let out = env.ok(&["task", "stop", "long", "--no-wait"]);
+    assert!(out.contains("stop asked for"), "{out}");
+    env.wait_runs("long", "both stopped", |r| {
+        count(r, RunState::Cancelled) == 2 && count(r, RunState::Running) == 0
+    });
+    let (code, _) = serve.stop();
+    assert_eq!(code, Some(0));
+}

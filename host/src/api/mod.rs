@@ -173,6 +173,7 @@ fn app(state: AppState, policy: auth::Policy) -> (axum::Router, utoipa::openapi:
         .routes(routes!(tasks::upcoming))
         .routes(routes!(runs::list))
         .routes(routes!(runs::get))
+        .routes(routes!(runs::stop))
         .routes(routes!(events::list))
         .routes(routes!(events::stream))
         .routes(routes!(events::changes))

@@ -1,5 +1,5 @@
 //! `/api/runs`: the run history, filtered by configuration, outcome and
-//! time, and one run by id.
+//! time, one run by id, and stopping a run.
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -10,7 +10,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::AppState;
 use super::error::{ApiError, ApiQuery, ApiResult, ErrorBody};
 use crate::model::{RunRecord, RunState, StopReason, Trigger, names};
-use crate::store::RunFilter;
+use crate::store::{RunFilter, StopAsked};
 
 /// One run of a configuration.
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -139,4 +139,53 @@ pub async fn list(
 )]
 pub async fn get(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Run>> {
     Ok(Json(Run::from(s.store.get_run(&id).await?)))
+}
+
+/// What asking for a run to stop did.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct StopResponse {
+    pub run_id: String,
+    /// `stopping`: the run's instance stops it on its next pass (within a
+    /// second): the cancellation flag, the grace period, then the hard
+    /// stop; the run is then recorded `cancelled`. `cancelled`: it was
+    /// queued and had not started; it is recorded cancelled now.
+    pub status: String,
+    /// The instance running it (for `stopping`).
+    pub instance: Option<String>,
+}
+
+#[utoipa::path(
+    post, path = "/api/runs/{id}/stop", tag = "runs",
+    params(("id" = String, Path, description = "The run's id")),
+    responses(
+        (status = 202, description = "The run is being stopped (or was queued and is now cancelled)", body = StopResponse),
+        (status = 404, description = "No such run", body = ErrorBody),
+        (status = 409, description = "The run is not running: it has ended", body = ErrorBody),
+    )
+)]
+pub async fn stop(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<(axum::http::StatusCode, Json<StopResponse>)> {
+    let asked = s
+        .store
+        .request_stop(&id, "an API client", Utc::now())
+        .await?;
+    let (status, instance) = match asked {
+        StopAsked::Signalled { instance } => ("stopping", Some(instance)),
+        StopAsked::CancelledQueued => ("cancelled", None),
+        StopAsked::NotRunning { state } => {
+            return Err(ApiError::NotNow(format!(
+                "run {id} is not running: it is {state}"
+            )));
+        }
+    };
+    Ok((
+        axum::http::StatusCode::ACCEPTED,
+        Json(StopResponse {
+            run_id: id,
+            status: status.to_owned(),
+            instance,
+        }),
+    ))
 }

@@ -281,6 +281,28 @@ pub fn short(text: &str, max: usize) -> String {
     format!("{cut}…")
 }
 
+/// The user running this command, as the name stop requests and the like
+/// are recorded under: the login name, else the numeric user id.
+pub fn operator() -> String {
+    // SAFETY: getuid cannot fail; getpwuid_r writes only into the buffers
+    // given, and the name is copied out before they go.
+    unsafe {
+        let uid = libc::getuid();
+        let mut pwd: libc::passwd = std::mem::zeroed();
+        let mut buf = vec![0 as libc::c_char; 4096];
+        let mut result: *mut libc::passwd = std::ptr::null_mut();
+        if libc::getpwuid_r(uid, &mut pwd, buf.as_mut_ptr(), buf.len(), &mut result) == 0
+            && !result.is_null()
+            && !pwd.pw_name.is_null()
+        {
+            return std::ffi::CStr::from_ptr(pwd.pw_name)
+                .to_string_lossy()
+                .into_owned();
+        }
+        format!("uid {uid}")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::shown;

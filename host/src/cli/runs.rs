@@ -1,16 +1,21 @@
-//! `cronwerk runs`: the run history.
+//! `cronwerk runs`: the run history, and `runs stop` to stop a run.
 
 use std::path::Path;
 
-use clap::Args;
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
 
 use super::common::{self, print_table, short, time};
 use super::exit;
 use crate::model::{RunRecord, RunState};
-use crate::store::RunFilter;
+use crate::store::{RunFilter, StopAsked, Store, StoreError};
 
 #[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct RunsArgs {
+    #[command(subcommand)]
+    command: Option<RunsCommand>,
     /// Only runs of this configuration.
     #[arg(long)]
     task: Option<String>,
@@ -24,8 +29,34 @@ pub struct RunsArgs {
     json: bool,
 }
 
+#[derive(Subcommand)]
+enum RunsCommand {
+    /// Stop a running (or queued) run: its task sees the cancellation flag,
+    /// gets the grace period, then is stopped; recorded `cancelled`.
+    Stop(StopArgs),
+}
+
+#[derive(Args)]
+pub struct StopArgs {
+    /// The run's id, or the start of it as `cronwerk runs` shows it.
+    run_id: String,
+    /// Return once the stop is asked for, without waiting for the run to end.
+    #[arg(long)]
+    no_wait: bool,
+    #[arg(long)]
+    json: bool,
+}
+
+/// How long `runs stop` waits for the run to end: the instance's grace
+/// period (10 s by default) and its next pass, with room to spare.
+const STOP_WAIT: Duration = Duration::from_secs(60);
+
 pub async fn run(data_dir: &Path, a: RunsArgs) -> anyhow::Result<u8> {
     let store = common::open_store(data_dir).await?;
+    if let Some(RunsCommand::Stop(stop)) = a.command {
+        let id = resolve_run_id(&*store, &stop.run_id).await?;
+        return stop_run(&*store, &id, stop.no_wait, stop.json).await;
+    }
     let task_id = match &a.task {
         Some(name) => Some(store.get_task(name).await?.id),
         None => None,
@@ -44,6 +75,89 @@ pub async fn run(data_dir: &Path, a: RunsArgs) -> anyhow::Result<u8> {
         println!("no runs yet");
     } else {
         print_runs(&runs);
+    }
+    Ok(exit::OK)
+}
+
+/// The full id of the run `given` names: itself, or the one run in flight
+/// (running or queued) whose id starts with it.
+pub async fn resolve_run_id(store: &dyn Store, given: &str) -> anyhow::Result<String> {
+    match store.get_run(given).await {
+        Ok(run) => return Ok(run.id),
+        Err(StoreError::RunNotFound(_)) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let mut matches = Vec::new();
+    for state in [RunState::Running, RunState::Queued] {
+        let runs = store
+            .list_runs(&RunFilter {
+                state: Some(state),
+                limit: Some(10_000),
+                ..Default::default()
+            })
+            .await?;
+        matches.extend(runs.into_iter().filter(|r| r.id.starts_with(given)));
+    }
+    match matches.as_slice() {
+        [one] => Ok(one.id.clone()),
+        [] => anyhow::bail!(
+            "no run with id '{given}' (nor one running or queued whose id starts with it): \
+             `cronwerk runs --state running` lists the runs in flight"
+        ),
+        _ => anyhow::bail!(
+            "'{given}' starts the ids of {} runs in flight: give more of it",
+            matches.len()
+        ),
+    }
+}
+
+/// Asks for run `id` to stop and, unless `no_wait`, waits for it to end;
+/// prints what happened.
+pub async fn stop_run(
+    store: &dyn Store,
+    id: &str,
+    no_wait: bool,
+    json: bool,
+) -> anyhow::Result<u8> {
+    let by = format!("{} with the CLI", common::operator());
+    let asked = store.request_stop(id, &by, chrono::Utc::now()).await?;
+    if let StopAsked::NotRunning { state } = asked {
+        let run = store.get_run(id).await?;
+        if json {
+            println!("{}", serde_json::to_string_pretty(&run)?);
+        } else {
+            eprintln!("run {id} is not running: it is {state}");
+        }
+        return Ok(exit::USAGE);
+    }
+    if let StopAsked::Signalled { instance } = &asked
+        && !no_wait
+    {
+        if !json {
+            eprintln!("stopping run {id} on instance {instance}...");
+        }
+        let deadline = std::time::Instant::now() + STOP_WAIT;
+        while store.get_run(id).await?.state == RunState::Running {
+            if std::time::Instant::now() > deadline {
+                anyhow::bail!(
+                    "run {id} is still running {}s after the stop was asked for: is instance \
+                     {instance} up? (its next pass stops it)",
+                    STOP_WAIT.as_secs()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let run = store.get_run(id).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&run)?);
+    } else if run.state == RunState::Running {
+        println!(
+            "run {id}: stop asked for; instance {} stops it on its next pass",
+            run.instance.as_deref().unwrap_or("-")
+        );
+    } else {
+        println!("run {id}: {} ({})", run.state, run.message);
     }
     Ok(exit::OK)
 }

@@ -33,6 +33,8 @@ pub enum TaskCommand {
     Edit(EditArgs),
     /// Delete a configuration and its state.
     Rm(NameArgs),
+    /// Stop the configuration's running run (see `cronwerk runs stop`).
+    Stop(StopArgs),
 }
 
 #[derive(Args)]
@@ -69,6 +71,16 @@ pub struct ShowArgs {
 #[derive(Args)]
 pub struct NameArgs {
     name: String,
+}
+
+#[derive(Args)]
+pub struct StopArgs {
+    name: String,
+    /// Return once the stop is asked for, without waiting for the run to end.
+    #[arg(long)]
+    no_wait: bool,
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -121,6 +133,7 @@ pub async fn run(data_dir: &Path, command: TaskCommand) -> anyhow::Result<u8> {
         TaskCommand::Enable(a) => set_enabled(&*store, &a.name, true).await,
         TaskCommand::Disable(a) => set_enabled(&*store, &a.name, false).await,
         TaskCommand::Edit(a) => edit(&*store, a).await,
+        TaskCommand::Stop(a) => stop(&*store, a).await,
         TaskCommand::Rm(a) => store
             .delete_task(&a.name)
             .await
@@ -399,6 +412,15 @@ async fn edit(store: &dyn Store, a: EditArgs) -> anyhow::Result<u8> {
     );
     warn_if_no_instance_has_roles(store, &task).await?;
     Ok(exit::OK)
+}
+
+async fn stop(store: &dyn Store, a: StopArgs) -> anyhow::Result<u8> {
+    let task = store.get_task(&a.name).await?;
+    let Some(run_id) = task.running_run_id else {
+        eprintln!("'{}' has no run going on", a.name);
+        return Ok(exit::USAGE);
+    };
+    super::runs::stop_run(store, &run_id, a.no_wait, a.json).await
 }
 
 async fn run_now(store: &dyn Store, a: RunArgs) -> anyhow::Result<u8> {

@@ -937,6 +937,80 @@ pub async fn run_all(make: impl Fn() -> Box<dyn Store>) {
     nul_in_task_text_is_stored_replaced(&*make()).await;
     a_finish_that_cannot_be_written_fails_alone(&*make()).await;
     a_finish_records_when_the_run_really_started(&*make()).await;
+    stop_requests_reach_the_runs_instance_and_cancel_queued_runs(&*make()).await;
+}
+
+/// A stop asked for a running run is a request its instance reads (once,
+/// whoever asks again); a queued run is cancelled at once; an ended run or
+/// an unknown one says so; requests of ended runs are forgotten by prune.
+pub async fn stop_requests_reach_the_runs_instance_and_cancel_queued_runs(store: &dyn Store) {
+    let task = store
+        .create_task(&config("stoppable"), Some(t(10)))
+        .await
+        .unwrap();
+    let run = new_run(&task, "running-1", Some(t(10)), t(10));
+    store
+        .claim_slot(task.id, t(10), Some(t(20)), &run)
+        .await
+        .unwrap();
+    assert_eq!(store.stop_requests("i1").await.unwrap(), vec![]);
+    let asked = store.request_stop("running-1", "ana", t(11)).await.unwrap();
+    assert_eq!(
+        asked,
+        StopAsked::Signalled {
+            instance: "i1".into()
+        }
+    );
+    // Asked again by someone else: the first request stands.
+    store.request_stop("running-1", "bo", t(12)).await.unwrap();
+    assert_eq!(
+        store.stop_requests("i1").await.unwrap(),
+        vec![("running-1".to_owned(), "ana".to_owned())]
+    );
+    assert_eq!(store.stop_requests("i2").await.unwrap(), vec![]);
+    // The run is still running until its instance records it.
+    assert_eq!(
+        store.get_run("running-1").await.unwrap().state,
+        RunState::Running
+    );
+
+    let other = store
+        .create_task(&config("queued-one"), None)
+        .await
+        .unwrap();
+    let queued = store
+        .queue_manual_run(other.id, "cronwerk task run")
+        .await
+        .unwrap();
+    assert_eq!(
+        store.request_stop(&queued, "ana", t(13)).await.unwrap(),
+        StopAsked::CancelledQueued
+    );
+    let cancelled = store.get_run(&queued).await.unwrap();
+    assert_eq!(cancelled.state, RunState::Cancelled);
+    assert!(
+        cancelled.message.contains("stopped by ana"),
+        "{}",
+        cancelled.message
+    );
+    assert!(store.queued_runs().await.unwrap().is_empty());
+
+    store
+        .finish_run(&finish(&task, "running-1", RunState::Cancelled, t(14)))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.request_stop("running-1", "ana", t(15)).await.unwrap(),
+        StopAsked::NotRunning {
+            state: RunState::Cancelled
+        }
+    );
+    assert!(matches!(
+        store.request_stop("no-such-run", "ana", t(15)).await,
+        Err(StoreError::RunNotFound(_))
+    ));
+    store.prune(1000, t(0)).await.unwrap();
+    assert_eq!(store.stop_requests("i1").await.unwrap(), vec![]);
 }
 
 /// A slot claimed ahead starts at its instant: the finish records that

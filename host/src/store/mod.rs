@@ -177,6 +177,15 @@ pub trait RunLedger: Send + Sync {
     async fn list_runs(&self, filter: &RunFilter) -> StoreResult<Vec<RunRecord>>;
     /// Manual runs requested (by the CLI) and not yet picked up by an instance.
     async fn queued_runs(&self) -> StoreResult<Vec<RunRecord>>;
+    /// Asks for run `run_id` to stop on behalf of `by` (see [`StopAsked`]).
+    async fn request_stop(
+        &self,
+        run_id: &str,
+        by: &str,
+        at: DateTime<Utc>,
+    ) -> StoreResult<StopAsked>;
+    /// The stop requests for runs of `instance`: (run id, who asked).
+    async fn stop_requests(&self, instance: &str) -> StoreResult<Vec<(String, String)>>;
     /// Requests a manual run for an instance to pick up; returns its id.
     async fn queue_manual_run(&self, task_id: i64, requested_by: &str) -> StoreResult<String>;
     /// Moves a queued run to running (lease until `lease_until`) unless its

@@ -142,6 +142,17 @@ impl<S: RunLedger + ?Sized, O: CallObserver> RunLedger for Observed<S, O> {
     async fn queued_runs(&self) -> StoreResult<Vec<RunRecord>> {
         observe!(self.queued_runs())
     }
+    async fn request_stop(
+        &self,
+        run_id: &str,
+        by: &str,
+        at: DateTime<Utc>,
+    ) -> StoreResult<StopAsked> {
+        observe!(self.request_stop(run_id, by, at))
+    }
+    async fn stop_requests(&self, instance: &str) -> StoreResult<Vec<(String, String)>> {
+        observe!(self.stop_requests(instance))
+    }
     async fn queue_manual_run(&self, task_id: i64, requested_by: &str) -> StoreResult<String> {
         observe!(self.queue_manual_run(task_id, requested_by))
     }

@@ -85,6 +85,18 @@ pub struct SlotClaim {
     pub on_overlap: OnOverlap,
 }
 
+/// What asking for a run to stop did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StopAsked {
+    /// The run is in flight on `instance`, which stops it on its next pass:
+    /// the cancellation flag, the grace period, then the hard stop.
+    Signalled { instance: String },
+    /// It was queued and had not started: recorded cancelled now.
+    CancelledQueued,
+    /// It is not running any more (or never ran): nothing to stop.
+    NotRunning { state: RunState },
+}
+
 /// The result of trying to start a run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Claim {

@@ -88,6 +88,7 @@ impl Dispatcher {
     pub async fn tick(self: &Arc<Self>, now: DateTime<Utc>) -> StoreResult<()> {
         // One small read per pass keeps `config set` live without a read per run.
         self.refresh_settings(self.store.list_settings().await?);
+        self.honour_stop_requests().await?;
         for queued in self.store.queued_runs().await? {
             self.start_queued(queued, now).await?;
         }
@@ -226,6 +227,22 @@ impl Dispatcher {
             }
         }
         Ok(lost)
+    }
+
+    /// Stops the runs in flight here that an operator asked to stop: the
+    /// cancellation flag now, the hard stop after the grace period (the
+    /// runtime's). Nothing in flight, nothing to read.
+    async fn honour_stop_requests(&self) -> StoreResult<()> {
+        if self.tracker.is_idle() {
+            return Ok(());
+        }
+        let instance = &self.config.instance.name;
+        for (run_id, by) in self.store.stop_requests(instance).await? {
+            if self.tracker.stop(&run_id, &by) {
+                tracing::info!("run {run_id}: stopping, as {by} asked");
+            }
+        }
+        Ok(())
     }
 
     /// Whether this instance has every role the configuration needs.

@@ -120,10 +120,13 @@ impl Dispatcher {
         tokio::select! {
             _ = tokio::time::sleep(wait) => Ok(true),
             _ = cancel.cancelled() => {
-                let message = format!(
-                    "not started: instance {} stopped before the slot at {slot}",
-                    self.config.instance.name
-                );
+                let message = match self.tracker.stopped_by(&run.id) {
+                    Some(by) => format!("not started: stopped by {by} before the slot at {slot}"),
+                    None => format!(
+                        "not started: instance {} stopped before the slot at {slot}",
+                        self.config.instance.name
+                    ),
+                };
                 self.record_not_run(task_id, run, RunState::Cancelled, message).await?;
                 Ok(false)
             }
@@ -169,6 +172,16 @@ impl Dispatcher {
         let now = self.clock.now();
         let mut finish = run_finish(task, &run, execution, instance, now);
         finish.started_at = Some(started_at);
+        if let Some(by) = self.tracker.stopped_by(&run.id)
+            && finish.outcome.state == RunState::Cancelled
+        {
+            finish.outcome.message = format!("stopped by {by}: {}", finish.outcome.message);
+            finish.outcome.events.push(NewEvent {
+                task_id: Some(task.id),
+                run_id: Some(run.id.clone()),
+                ..NewEvent::host(Level::Warning, "RUN_STOPPED", format!("stopped by {by}"))
+            });
+        }
         // The next slot, if it is within the look-ahead, can be claimed now.
         let horizon = now + super::delta(self.config.look_ahead);
         let again = finish.retry.is_some() || next.is_some_and(|n| n <= horizon);

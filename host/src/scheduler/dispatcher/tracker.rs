@@ -1,5 +1,6 @@
 //! The runs a dispatcher has in flight: each one's cancel token (for
-//! shutdown), its task (so shutdown and tests can wait for it to be
+//! shutdown, and for an operator who stops it, whose name is kept for its
+//! record), its task (so shutdown and tests can wait for it to be
 //! recorded) and its id (so its lease can be renewed while it runs).
 
 use std::collections::HashMap;
@@ -14,7 +15,14 @@ use super::delta;
 use crate::runtime::CancelToken;
 use crate::store::Store;
 
-type Running = Arc<Mutex<HashMap<String, CancelToken>>>;
+/// One run in flight.
+struct InFlight {
+    cancel: CancelToken,
+    /// Who asked for it to stop, if someone did.
+    stopped_by: Option<String>,
+}
+
+type Running = Arc<Mutex<HashMap<String, InFlight>>>;
 
 pub(super) struct Tracker {
     running: Running,
@@ -23,7 +31,7 @@ pub(super) struct Tracker {
     wake: Arc<Notify>,
 }
 
-fn lock(running: &Running) -> MutexGuard<'_, HashMap<String, CancelToken>> {
+fn lock(running: &Running) -> MutexGuard<'_, HashMap<String, InFlight>> {
     running.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -47,7 +55,11 @@ impl Tracker {
         Fut: std::future::Future<Output = bool> + Send + 'static,
     {
         let cancel = CancelToken::new();
-        lock(&self.running).insert(run_id.clone(), cancel.clone());
+        let in_flight = InFlight {
+            cancel: cancel.clone(),
+            stopped_by: None,
+        };
+        lock(&self.running).insert(run_id.clone(), in_flight);
         let work = work(cancel);
         let (running, wake) = (self.running.clone(), self.wake.clone());
         self.runs.lock().await.spawn(async move {
@@ -61,6 +73,31 @@ impl Tracker {
 
     pub(super) fn running_ids(&self) -> Vec<String> {
         lock(&self.running).keys().cloned().collect()
+    }
+
+    pub(super) fn is_idle(&self) -> bool {
+        lock(&self.running).is_empty()
+    }
+
+    /// Asks run `run_id`, if it is in flight here and not asked already,
+    /// to stop on behalf of `by`; true if it was.
+    pub(super) fn stop(&self, run_id: &str, by: &str) -> bool {
+        let mut running = lock(&self.running);
+        match running.get_mut(run_id) {
+            Some(run) if run.stopped_by.is_none() => {
+                run.stopped_by = Some(by.to_owned());
+                run.cancel.cancel();
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Who asked run `run_id` to stop, if anyone did.
+    pub(super) fn stopped_by(&self, run_id: &str) -> Option<String> {
+        lock(&self.running)
+            .get(run_id)
+            .and_then(|r| r.stopped_by.clone())
     }
 
     /// Extends the lease of every run in flight, and of the runs in `also`,
@@ -85,7 +122,10 @@ impl Tracker {
 
     /// Asks every run in flight to stop; returns how many there were.
     pub(super) fn cancel_all(&self) -> usize {
-        let tokens: Vec<CancelToken> = lock(&self.running).values().cloned().collect();
+        let tokens: Vec<CancelToken> = lock(&self.running)
+            .values()
+            .map(|r| r.cancel.clone())
+            .collect();
         for t in &tokens {
             t.cancel();
         }

@@ -16,7 +16,7 @@ use crate::model::{
     BroadcastRecord, Clock, EventRecord, InstanceRow, NewEvent, PendingDelivery, PluginRow,
     RunRecord, TaskConfig, TaskRecord,
 };
-use crate::store::sql::{Tx, fleet, journal, ledger, tasks};
+use crate::store::sql::{Tx, fleet, journal, ledger, stops, tasks};
 use crate::store::*;
 
 /// Turns the unique name failing into [`StoreError::TaskExists`].
@@ -161,6 +161,21 @@ impl RunLedger for PostgresStore {
     async fn queued_runs(&self) -> StoreResult<Vec<RunRecord>> {
         let c = self.client().await?;
         Ok(ledger::queued_runs(&PgTx(&c)).await?)
+    }
+
+    async fn request_stop(
+        &self,
+        run_id: &str,
+        by: &str,
+        at: DateTime<Utc>,
+    ) -> StoreResult<StopAsked> {
+        in_transaction!(self, |tx| stops::request_stop(tx, run_id, by, at).await?)?
+            .ok_or_else(|| StoreError::RunNotFound(run_id.to_owned()))
+    }
+
+    async fn stop_requests(&self, instance: &str) -> StoreResult<Vec<(String, String)>> {
+        let c = self.client().await?;
+        Ok(stops::stop_requests(&PgTx(&c), instance).await?)
     }
 
     async fn queue_manual_run(&self, task_id: i64, requested_by: &str) -> StoreResult<String> {
@@ -321,7 +336,9 @@ impl Housekeeping for PostgresStore {
     }
 
     async fn prune(&self, keep_runs: u32, events_since: DateTime<Utc>) -> StoreResult<(u64, u64)> {
-        in_transaction!(self, |tx| journal::prune(tx, keep_runs, events_since)
-            .await?)
+        in_transaction!(self, |tx| {
+            stops::forget_ended(tx).await?;
+            journal::prune(tx, keep_runs, events_since).await?
+        })
     }
 }

@@ -191,9 +191,24 @@ const V4: &str = "ALTER TABLE broadcasts ADD COLUMN sender TEXT;";
 /// redacted from what runs leave behind. Existing settings stay plain.
 const V5: &str = "ALTER TABLE settings ADD COLUMN secret BOOLEAN NOT NULL DEFAULT false;";
 
+/// Operators' requests to stop a run in flight, read by the run's instance
+/// on its next pass (a new request notifies every instance, so it is read
+/// at once); forgotten once the run has ended.
+const V6: &str = r#"
+CREATE TABLE stop_requests (
+    run_id       TEXT COLLATE "C" PRIMARY KEY,
+    instance     TEXT COLLATE "C" NOT NULL,
+    requested_by TEXT NOT NULL,
+    requested_at TIMESTAMPTZ NOT NULL
+);
+CREATE INDEX stop_requests_instance ON stop_requests (instance);
+CREATE TRIGGER stop_requested AFTER INSERT ON stop_requests
+    FOR EACH STATEMENT EXECUTE FUNCTION cronwerk_notify_change();
+"#;
+
 /// Every migration in order; the position is the version (1-based). Only
 /// ever append: databases in use have the earlier ones applied.
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6];
 
 /// The schema version this build expects.
 pub const LATEST: i64 = MIGRATIONS.len() as i64;

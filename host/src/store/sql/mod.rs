@@ -15,6 +15,7 @@ pub mod fleet;
 pub mod journal;
 pub mod ledger;
 pub mod rows;
+pub mod stops;
 pub mod tasks;
 
 use anyhow::{Context as _, bail};

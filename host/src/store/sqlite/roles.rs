@@ -13,7 +13,7 @@ use crate::model::{
     BroadcastRecord, EventRecord, InstanceRow, NewEvent, PendingDelivery, PluginRow, RunRecord,
     TaskConfig, TaskRecord,
 };
-use crate::store::sql::{fleet, journal, ledger, run_now, tasks};
+use crate::store::sql::{fleet, journal, ledger, run_now, stops, tasks};
 use crate::store::*;
 
 #[async_trait::async_trait]
@@ -144,6 +144,20 @@ impl RunLedger for SqliteStore {
 
     async fn queued_runs(&self) -> StoreResult<Vec<RunRecord>> {
         self.read(|c| run_now(ledger::queued_runs(c)))
+    }
+
+    async fn request_stop(
+        &self,
+        run_id: &str,
+        by: &str,
+        at: DateTime<Utc>,
+    ) -> StoreResult<StopAsked> {
+        self.write(|tx| run_now(stops::request_stop(tx, run_id, by, at)))?
+            .ok_or_else(|| StoreError::RunNotFound(run_id.to_owned()))
+    }
+
+    async fn stop_requests(&self, instance: &str) -> StoreResult<Vec<(String, String)>> {
+        self.read(|c| run_now(stops::stop_requests(c, instance)))
     }
 
     async fn queue_manual_run(&self, task_id: i64, requested_by: &str) -> StoreResult<String> {
@@ -297,6 +311,11 @@ impl Housekeeping for SqliteStore {
     }
 
     async fn prune(&self, keep_runs: u32, events_since: DateTime<Utc>) -> StoreResult<(u64, u64)> {
-        self.write(|tx| run_now(journal::prune(tx, keep_runs, events_since)))
+        self.write(|tx| {
+            run_now(async {
+                stops::forget_ended(tx).await?;
+                journal::prune(tx, keep_runs, events_since).await
+            })
+        })
     }
 }

@@ -119,8 +119,19 @@ pub fn migrations() -> Migrations<'static> {
         M::up(FARM),
         M::up(BROADCAST_SENDER),
         M::up(SECRET_SETTINGS),
+        M::up(STOP_REQUESTS),
     ])
 }
+
+/// Operators' requests to stop a run in flight, read by the run's instance
+/// on its next pass; forgotten once the run has ended.
+const STOP_REQUESTS: &str = "CREATE TABLE stop_requests (
+    run_id       TEXT    PRIMARY KEY,
+    instance     TEXT    NOT NULL,
+    requested_by TEXT    NOT NULL,
+    requested_at INTEGER NOT NULL
+);
+CREATE INDEX stop_requests_instance ON stop_requests (instance);";
 
 /// Which settings are secret: masked wherever settings are shown, and
 /// redacted from what runs leave behind. Existing settings stay plain.
