@@ -51,7 +51,7 @@ fn an_operator_creates_runs_and_watches_a_task_in_the_dashboard() {
         browser.display(),
         dir.display()
     );
-    let s = Server::start(&["hello.wasm", "wat-hello.wasm"]);
+    let s = Server::start(&["hello.wasm", "wat-hello.wasm", "misbehave.wasm"]);
     std::fs::write(s.plugins.join("broken.wasm"), b"not a component").unwrap();
     s.wait_for("the broken file to be reported", "/api/plugins", |p| {
         p.as_array()

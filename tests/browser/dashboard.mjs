@@ -129,6 +129,24 @@ try {
   await page.locator('svg.chart rect.bar').first().waitFor();
   await shot(page, '05-task-detail');
 
+  step('a running run is stopped with its Stop button');
+  const LONG = 'Long sleeper';
+  await call('POST', '/api/tasks', {
+    name: LONG, implementation: 'Cronwerk.Test.Misbehave', schedule: { every: '1h' },
+    properties: { action: 'sleep', ms: '600000' },
+  });
+  await call('POST', `/api/tasks/${encodeURIComponent(LONG)}/run`);
+  await page.goto(`${base}/#/tasks/${encodeURIComponent(LONG)}`);
+  await page.getByRole('heading', { name: LONG }).waitFor();
+  const running = page.locator('table.runs tbody tr').filter({ has: page.locator('.badge.running') });
+  page.once('dialog', (d) => d.accept());
+  await running.first().getByRole('button', { name: 'Stop' }).click();
+  await page.locator('#toast').getByText(`Stopping the run of “${LONG}”`).waitFor();
+  const stopped = page.locator('table.runs tbody tr').filter({ hasText: 'stopped by an API client' });
+  await stopped.first().locator('.badge.cancelled').waitFor();
+  await stopped.first().getByRole('button', { name: 'Stop' }).waitFor({ state: 'detached' });
+  await shot(page, '05b-run-stopped');
+
   step('the event log follows live');
   await page.getByRole('link', { name: 'Event log' }).click();
   await page.getByRole('heading', { name: 'Event log' }).waitFor();

@@ -277,6 +277,14 @@ async function runNow(name) {
   else toast(r.data && r.data.error ? r.data.error : `Run now failed (HTTP ${r.status})`, 'bad');
 }
 
+async function stopRun(run) {
+  if (!confirm(`Stop this run of “${run.task_name}”? It is asked to stop, gets its grace period, then is stopped; it is recorded cancelled.`)) return;
+  const r = await api('POST', `/api/runs/${encodeURIComponent(run.id)}/stop`);
+  if (r.unsent) return;
+  if (r.ok) toast(r.data.status === 'stopping' ? `Stopping the run of “${run.task_name}”` : `The queued run of “${run.task_name}” is cancelled`, 'ok');
+  else toast(r.data && r.data.error ? r.data.error : `Stop failed (HTTP ${r.status})`, 'bad');
+}
+
 async function setEnabled(name, enabled) {
   const r = await api('POST', `/api/tasks/${encodeURIComponent(name)}/${enabled ? 'enable' : 'disable'}`);
   if (r.ok) toast(`“${name}” ${enabled ? 'enabled' : 'disabled'}`, 'ok');
@@ -389,7 +397,10 @@ function runsTable(runs) {
     h('tbody', {}, runs.map((r) => h('tr', { dataset: { run: r.id } },
       timeCell(r.started_at || r.queued_at || r.scheduled_for),
       h('td', {}, r.trigger, r.attempt > 1 ? ` #${r.attempt}` : ''),
-      h('td', {}, outcomeBadge(r.state, r.reason)),
+      h('td', {}, outcomeBadge(r.state, r.reason),
+        r.state === 'running' || r.state === 'queued'
+          ? h('button', { type: 'button', class: 'small danger', onclick: () => stopRun(r) }, 'Stop')
+          : null),
       h('td', { class: 'num' }, duration(r.duration_us)),
       h('td', { class: 'num' }, count(r.fuel)),
       h('td', { class: 'num' }, bytes(r.peak_memory_bytes)),
