@@ -9,7 +9,8 @@ use std::process::ExitCode;
 
 use clap::{ArgAction, Args};
 
-use crate::runtime::compile_child::{EXIT_INVALID, WorkerEngine, WorkerError, run_worker};
+use crate::runtime::compile_child::{EXIT_INVALID, WorkerEngine};
+use crate::runtime::compile_worker::{WorkerError, run_worker};
 
 #[derive(Args)]
 pub struct CompileWorkerArgs {

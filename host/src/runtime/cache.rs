@@ -67,6 +67,17 @@ pub(super) async fn compile(
     }
 }
 
+impl From<ChildFailure> for CompileError {
+    fn from(failure: ChildFailure) -> Self {
+        match failure {
+            ChildFailure::Invalid(message) => CompileError::Invalid(message),
+            ChildFailure::TimedOut => CompileError::TimedOut,
+            // Callers compile in process instead; never converted.
+            ChildFailure::Unavailable(why) => CompileError::Invalid(why),
+        }
+    }
+}
+
 /// The name of the key file in a cache folder.
 const KEY_FILE: &str = ".key";
 /// Bytes in a key.
@@ -345,7 +356,8 @@ pub(super) async fn compile_cached(
         return Ok((compiled, CacheOutcome::Hit));
     }
     if let Some((worker, settings)) = worker {
-        match compile_child::compile_into_cache(worker, settings, &bytes, cache, timeout).await {
+        match compile_child::compile_into_cache(worker, settings, &bytes, &cache.dir, timeout).await
+        {
             Ok(()) => match lookup().await {
                 Some(compiled) => return Ok((compiled, CacheOutcome::Miss)),
                 None => tracing::warn!(
@@ -354,10 +366,10 @@ pub(super) async fn compile_cached(
                     cache.dir.display()
                 ),
             },
-            Err(ChildFailure::Compile(e)) => return Err(e),
             Err(ChildFailure::Unavailable(why)) => {
                 tracing::warn!("cannot compile in a child process ({why}); compiling in this one")
             }
+            Err(failure) => return Err(failure.into()),
         }
     }
     let compiled = compile(engine, bytes, timeout).await?;
@@ -385,12 +397,13 @@ pub(super) async fn precompile(
         if Entry::new(engine, sha256, &cache.dir).path.exists() {
             return Ok(());
         }
-        match compile_child::compile_into_cache(worker, settings, &bytes, cache, timeout).await {
+        match compile_child::compile_into_cache(worker, settings, &bytes, &cache.dir, timeout).await
+        {
             Ok(()) => return Ok(()),
-            Err(ChildFailure::Compile(e)) => return Err(e),
             Err(ChildFailure::Unavailable(why)) => {
                 tracing::warn!("cannot compile in a child process ({why}); compiling in this one")
             }
+            Err(failure) => return Err(failure.into()),
         }
     }
     compile_cached(engine, bytes, sha256, cache, timeout, None)

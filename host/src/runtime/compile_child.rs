@@ -7,20 +7,19 @@
 //! ends the child, not the host; and a compilation that outlasts its limit
 //! is killed instead of left running on a thread.
 //!
-//! The child is this program's hidden `compile-worker` verb. It builds an
-//! engine from the parent's settings, compiles the component it reads on
-//! stdin and writes the code into the compile cache, from which the parent
-//! then loads it exactly as a restart would. Without a usable cache, or if
-//! the child cannot be started, the parent compiles in process as before.
+//! The child is this program's hidden `compile-worker` verb (its side is
+//! `compile_worker`). It builds an engine from the parent's settings,
+//! compiles the component it reads on stdin and writes the code into the
+//! compile cache, from which the parent then loads it exactly as a restart
+//! would. Without a usable cache, or if the child cannot be started, the
+//! parent compiles in process as before.
 
-use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-use super::cache::{self, CompileCache, CompileError};
 use super::engine::{Allocator, CronwerkEngine, EngineSettings};
 
 /// The child's exit code for bytes that are not a valid component; its
@@ -69,7 +68,7 @@ impl WorkerEngine {
         ]
     }
 
-    fn settings(&self) -> EngineSettings {
+    pub(super) fn settings(&self) -> EngineSettings {
         EngineSettings {
             allocator: if self.pooling {
                 Allocator::Pooling
@@ -87,19 +86,21 @@ impl WorkerEngine {
 
 /// Why the child did not leave code in the cache.
 pub(super) enum ChildFailure {
-    /// It ran and said no (invalid component, crash, time limit).
-    Compile(CompileError),
+    /// The component does not compile (or the compiler crashed on it).
+    Invalid(String),
+    /// The compilation outlasted its time limit; the child was killed.
+    TimedOut,
     /// It could not do its job at all; compile in process instead.
     Unavailable(String),
 }
 
-/// Compiles `bytes` (whose hash is `sha256`) in a child, which stores the
-/// code in `cache`; the caller then finds it there.
+/// Compiles `bytes` in a child, which stores the code in the compile cache
+/// at `cache_dir`; the caller then finds it there.
 pub(super) async fn compile_into_cache(
     worker: &CompileWorker,
     engine: &WorkerEngine,
     bytes: &[u8],
-    cache: &CompileCache,
+    cache_dir: &Path,
     timeout: Duration,
 ) -> Result<(), ChildFailure> {
     let unavailable = |what: &str, e: std::io::Error| {
@@ -108,7 +109,7 @@ pub(super) async fn compile_into_cache(
     let mut child = tokio::process::Command::new(&worker.exe)
         .arg("compile-worker")
         .arg("--cache")
-        .arg(cache.dir())
+        .arg(cache_dir)
         .args(engine.args())
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
@@ -139,7 +140,7 @@ pub(super) async fn compile_into_cache(
         Ok::<_, ChildFailure>((status, message))
     };
     let (status, message) = match tokio::time::timeout(timeout, work).await {
-        Err(_) => return Err(ChildFailure::Compile(CompileError::TimedOut)),
+        Err(_) => return Err(ChildFailure::TimedOut),
         Ok(done) => done?,
     };
     let message = message.trim().to_owned();
@@ -148,41 +149,15 @@ pub(super) async fn compile_into_cache(
     }
     use std::os::unix::process::ExitStatusExt as _;
     Err(match (status.code(), status.signal()) {
-        (Some(code), _) if code == i32::from(EXIT_INVALID) => {
-            ChildFailure::Compile(CompileError::Invalid(message))
+        (Some(code), _) if code == i32::from(EXIT_INVALID) => ChildFailure::Invalid(message),
+        (_, Some(signal)) => {
+            ChildFailure::Invalid(format!("the compiler crashed on it (signal {signal})"))
         }
-        (_, Some(signal)) => ChildFailure::Compile(CompileError::Invalid(format!(
-            "the compiler crashed on it (signal {signal})"
-        ))),
         (code, _) => ChildFailure::Unavailable(format!(
             "{} compile-worker exited with {code:?}: {message}",
             worker.exe.display()
         )),
     })
-}
-
-/// The child's side: reads a component on stdin, compiles it with an
-/// engine built from `engine` and stores the code in the cache at
-/// `cache_dir`. The error says whether the component was at fault.
-pub fn run_worker(engine: &WorkerEngine, cache_dir: &Path) -> Result<(), WorkerError> {
-    let cache = CompileCache::open(cache_dir)
-        .map_err(|e| WorkerError::Host(format!("opening the compile cache: {e}")))?;
-    let mut bytes = Vec::new();
-    std::io::stdin()
-        .read_to_end(&mut bytes)
-        .map_err(|e| WorkerError::Host(format!("reading the component from stdin: {e}")))?;
-    let engine =
-        CronwerkEngine::new(engine.settings()).map_err(|e| WorkerError::Host(format!("{e:#}")))?;
-    cache::compile_and_store(&engine.engine, bytes, &cache).map_err(WorkerError::Invalid)
-}
-
-/// Why a `compile-worker` failed.
-#[derive(Debug)]
-pub enum WorkerError {
-    /// The component did not compile.
-    Invalid(String),
-    /// The worker could not do its job (cache, engine, stdin).
-    Host(String),
 }
 
 #[cfg(test)]
@@ -203,8 +178,8 @@ mod tests {
         assert_eq!(WorkerEngine::of(&rebuilt), worker);
         // The same code: the cache names entries by this hash.
         assert_eq!(
-            cache::engine_hash(&rebuilt.engine),
-            cache::engine_hash(&engine.engine)
+            super::super::cache::engine_hash(&rebuilt.engine),
+            super::super::cache::engine_hash(&engine.engine)
         );
         assert_eq!(worker.args().len(), 5);
     }

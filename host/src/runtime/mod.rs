@@ -9,6 +9,7 @@ mod cache;
 mod cancel;
 mod capture;
 pub mod compile_child;
+pub mod compile_worker;
 mod component;
 mod context;
 mod egress;
