@@ -209,9 +209,13 @@ fn configurations_round_trip_through_create_read_replace_enable_run_and_delete()
             "retry_backoff": "5s",
             "misfire": "once",
             "allow_http": ["API.example.com", "127.0.0.1:8080"],
+            "keep_runs": 5,
+            "keep_failed": 20,
         })),
         201,
     );
+    assert_eq!(created["keep_runs"], 5);
+    assert_eq!(created["keep_failed"], 20);
     assert_eq!(created["name"], "Nightly");
     assert_eq!(
         created["allow_http"],
@@ -252,6 +256,8 @@ fn configurations_round_trip_through_create_read_replace_enable_run_and_delete()
         "catch_up",
         "retries",
         "retry_backoff",
+        "keep_runs",
+        "keep_failed",
     ] {
         input[key] = read[key].clone();
     }
@@ -354,6 +360,8 @@ fn bad_input_is_a_400_naming_the_field() {
         "implementation",
     );
     assert_bad(&s, with("schedule", json!({})), "schedule");
+    assert_bad(&s, with("keep_runs", json!(2_000_000)), "keep_runs");
+    assert_bad(&s, with("keep_failed", json!(2_000_000)), "keep_failed");
     assert_bad(
         &s,
         with("schedule", json!({"every": "10s", "cron": "* * * * *"})),
@@ -747,6 +755,7 @@ fn plugins_instances_health_upcoming_preview_openapi_and_metrics() {
             "/api/preview",
             "/api/runs",
             "/api/runs/{id}",
+            "/api/runs/{id}/stop",
             "/api/tasks",
             "/api/tasks/{name}",
             "/api/tasks/{name}/disable",

@@ -883,3 +883,56 @@ fn an_operator_stops_a_run_with_the_cli_and_it_is_recorded_cancelled_with_who_as
     let (code, _) = serve.stop();
     assert_eq!(code, Some(0));
 }
+
+#[test]
+fn a_configurations_own_history_limits_keep_its_newest_failure_apart_from_successes() {
+    let env = Env::new(&["misbehave.wasm"]);
+    env.ok(&[
+        "task",
+        "add",
+        "flaky",
+        "--implementation",
+        "Cronwerk.Test.Misbehave",
+        "--every",
+        "1s",
+        "-p",
+        "action=fail",
+        "--keep-runs",
+        "2",
+        "--keep-failed",
+        "1",
+    ]);
+    let show = env.ok(&["task", "show", "flaky"]);
+    assert!(
+        show.contains("history kept    2 finished runs, 1 failed (apart)"),
+        "{show}"
+    );
+    let serve = env.serve();
+    let failed_runs = |r: &[RunRecord]| count(r, RunState::Failed);
+    // Failures run on; retention keeps the newest one.
+    env.wait_runs("flaky", "four failed runs, then one kept", |_| {
+        env.store_task("flaky").failed_count >= 4
+    });
+    env.wait_runs("flaky", "one failed run kept", |r| failed_runs(r) == 1);
+    let last_failure = env.store_task("flaky").last_run_at;
+    // Then it succeeds: two successes are kept, and the last failure stays.
+    env.ok(&["task", "edit", "flaky", "-p", "action=ok"]);
+    let runs = env.wait_runs("flaky", "two successes and one failure kept", |r| {
+        env.store_task("flaky").run_count >= 8
+            && count(r, RunState::Succeeded) == 2
+            && failed_runs(r) == 1
+    });
+    let kept_failure = runs.iter().find(|r| r.state == RunState::Failed).unwrap();
+    // The newest failure (the one seen last, or one after it): never an
+    // older one kept in its place.
+    assert!(
+        kept_failure.started_at >= last_failure,
+        "the kept failure is the newest one ({last_failure:?}): {kept_failure:#?}"
+    );
+    // Back to the instance's --keep-runs.
+    env.ok(&["task", "edit", "flaky", "--default-history"]);
+    let show = env.ok(&["task", "show", "flaky"]);
+    assert!(!show.contains("history kept"), "{show}");
+    let (code, _) = serve.stop();
+    assert_eq!(code, Some(0));
+}

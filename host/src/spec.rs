@@ -35,6 +35,8 @@ pub enum Field {
     CatchUp,
     Retries,
     RetryBackoff,
+    KeepRuns,
+    KeepFailed,
 }
 
 impl Field {
@@ -61,6 +63,8 @@ impl Field {
             Field::CatchUp => "--catch-up",
             Field::Retries => "--retries",
             Field::RetryBackoff => "--retry-backoff",
+            Field::KeepRuns => "--keep-runs",
+            Field::KeepFailed => "--keep-failed",
         }
     }
 
@@ -87,6 +91,8 @@ impl Field {
             Field::CatchUp => "catch_up",
             Field::Retries => "retries",
             Field::RetryBackoff => "retry_backoff",
+            Field::KeepRuns => "keep_runs",
+            Field::KeepFailed => "keep_failed",
         }
     }
 }
@@ -245,7 +251,13 @@ pub struct ConfigSpec {
     pub catch_up: Option<Duration>,
     pub retries: Option<u32>,
     pub retry_backoff: Option<Duration>,
+    /// History kept for it: `Some(None)` goes back to `serve --keep-runs`.
+    pub keep_runs: Option<Option<u32>>,
+    pub keep_failed: Option<Option<u32>>,
 }
+
+/// Most finished runs a configuration may keep of each kind.
+pub const MAX_KEEP_RUNS: u32 = 1_000_000;
 
 /// Most retries a configuration may ask for: with doubling backoff, more
 /// would wait for years.
@@ -345,6 +357,20 @@ impl ConfigSpec {
         }
         if let Some(b) = self.retry_backoff {
             config.retry_backoff = b;
+        }
+        for (field, given, kept) in [
+            (Field::KeepRuns, self.keep_runs, &mut config.keep_runs),
+            (Field::KeepFailed, self.keep_failed, &mut config.keep_failed),
+        ] {
+            if let Some(n) = given {
+                if n.is_some_and(|n| n > MAX_KEEP_RUNS) {
+                    return Err(FieldError::new(
+                        field,
+                        format!("at most {MAX_KEEP_RUNS} (got {})", n.unwrap_or_default()),
+                    ));
+                }
+                *kept = n;
+            }
         }
         Ok(())
     }

@@ -76,6 +76,16 @@ impl Env {
         SqliteStore::open(&self.data).unwrap()
     }
 
+    /// The configuration as the store has it now (counters included).
+    pub fn store_task(&self, name: &str) -> cronwerk::model::TaskRecord {
+        use cronwerk::store::Configurations as _;
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(self.store().get_task(name))
+            .unwrap()
+    }
+
     pub fn runs(&self, task: &str) -> Vec<RunRecord> {
         let store = self.store();
         let rt = tokio::runtime::Builder::new_current_thread()

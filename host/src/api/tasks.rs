@@ -162,6 +162,13 @@ pub struct TaskInput {
     /// Delay before the first retry, doubling each time (default 10s).
     #[serde(default)]
     pub retry_backoff: Option<String>,
+    /// Finished runs kept for it, failures apart (default: the instance's
+    /// `--keep-runs`, counted over all its runs).
+    #[serde(default)]
+    pub keep_runs: Option<u32>,
+    /// Failed, stopped and abandoned runs kept for it, apart from the others.
+    #[serde(default)]
+    pub keep_failed: Option<u32>,
 }
 
 fn yes() -> bool {
@@ -223,6 +230,8 @@ impl TaskInput {
             catch_up: duration(Field::CatchUp, &self.catch_up)?,
             retries: self.retries,
             retry_backoff: duration(Field::RetryBackoff, &self.retry_backoff)?,
+            keep_runs: Some(self.keep_runs),
+            keep_failed: Some(self.keep_failed),
         })
     }
 
@@ -275,6 +284,10 @@ pub struct Task {
     pub catch_up: String,
     pub retries: u32,
     pub retry_backoff: String,
+    /// Finished runs kept for it, failures apart (null: the instance's `--keep-runs`).
+    pub keep_runs: Option<u32>,
+    /// Failed, stopped and abandoned runs kept for it (null: as `keep_runs`).
+    pub keep_failed: Option<u32>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     /// None once a one-off has run, or while disabled.
@@ -327,6 +340,8 @@ impl From<&TaskRecord> for Task {
             catch_up: text(c.catch_up_window),
             retries: c.retries,
             retry_backoff: text(c.retry_backoff),
+            keep_runs: c.keep_runs,
+            keep_failed: c.keep_failed,
             created_at: t.created_at,
             updated_at: t.updated_at,
             next_run_at: if c.enabled { t.next_run_at } else { None },

@@ -150,6 +150,17 @@ pub struct ConfigArgs {
     /// Delay before the first retry, doubling each time (default 10s).
     #[arg(long, value_parser = args::duration)]
     pub retry_backoff: Option<Duration>,
+    /// Finished runs kept for this configuration, failures apart (default:
+    /// `serve --keep-runs`, counted over all its runs).
+    #[arg(long, value_name = "N")]
+    pub keep_runs: Option<u32>,
+    /// Failed, stopped and abandoned runs kept for this configuration, so
+    /// successes do not push them out (default: as --keep-runs).
+    #[arg(long, value_name = "N")]
+    pub keep_failed: Option<u32>,
+    /// Go back to `serve --keep-runs` for this configuration's history.
+    #[arg(long, conflicts_with_all = ["keep_runs", "keep_failed"])]
+    pub default_history: bool,
 }
 
 impl ConfigArgs {
@@ -176,6 +187,14 @@ impl ConfigArgs {
             catch_up: self.catch_up,
             retries: self.retries,
             retry_backoff: self.retry_backoff,
+            keep_runs: match self.default_history {
+                true => Some(None),
+                false => self.keep_runs.map(Some),
+            },
+            keep_failed: match self.default_history {
+                true => Some(None),
+                false => self.keep_failed.map(Some),
+            },
         }
     }
 }

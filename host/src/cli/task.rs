@@ -311,6 +311,14 @@ async fn show(store: &dyn Store, a: ShowArgs) -> anyhow::Result<u8> {
         c.retries,
         humantime::format_duration(c.retry_backoff)
     );
+    if c.keep_runs.is_some() || c.keep_failed.is_some() {
+        let kept = |n: Option<u32>| n.map_or("as serve --keep-runs".into(), |n| n.to_string());
+        println!(
+            "history kept    {} finished runs, {} failed (apart)",
+            kept(c.keep_runs),
+            kept(c.keep_failed.or(c.keep_runs))
+        );
+    }
     println!(
         "limits          timeout {}, memory {}, fuel {}",
         humantime::format_duration(c.limits.timeout),

@@ -57,6 +57,14 @@ pub struct TaskConfig {
     /// `edit` for "only on the edit server"; empty: any instance.
     #[serde(default)]
     pub roles: Vec<String>,
+    /// Finished runs other than failures kept for it (succeeded, cancelled,
+    /// skipped); `None`: `serve --keep-runs`, counted over all its runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_runs: Option<u32>,
+    /// Failed, stopped and abandoned runs kept for it, apart from the
+    /// others, so successes do not push failures out of the history.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_failed: Option<u32>,
 }
 
 fn default_catch_up() -> Duration {
@@ -83,6 +91,8 @@ impl TaskConfig {
             properties: BTreeMap::new(),
             grants: Grants::default(),
             roles: Vec::new(),
+            keep_runs: None,
+            keep_failed: None,
         }
     }
 }

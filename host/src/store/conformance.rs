@@ -938,6 +938,82 @@ pub async fn run_all(make: impl Fn() -> Box<dyn Store>) {
     a_finish_that_cannot_be_written_fails_alone(&*make()).await;
     a_finish_records_when_the_run_really_started(&*make()).await;
     stop_requests_reach_the_runs_instance_and_cancel_queued_runs(&*make()).await;
+    a_configurations_own_history_limits_keep_failures_apart(&*make()).await;
+}
+
+/// Retention keeps `keep_runs` finished runs per configuration; one with
+/// limits of its own keeps that many successes and `keep_failed` failures,
+/// each counted apart.
+pub async fn a_configurations_own_history_limits_keep_failures_apart(store: &dyn Store) {
+    let mut own = config("own-limits");
+    own.keep_runs = Some(2);
+    own.keep_failed = Some(1);
+    let own = store.create_task(&own, None).await.unwrap();
+    let plain = store
+        .create_task(&config("global-limit"), None)
+        .await
+        .unwrap();
+    let outcomes = [
+        RunState::Failed,
+        RunState::Succeeded,
+        RunState::Stopped,
+        RunState::Succeeded,
+        RunState::Succeeded,
+        RunState::Failed,
+        RunState::Succeeded,
+    ];
+    for task in [&own, &plain] {
+        for (i, state) in outcomes.iter().enumerate() {
+            let id = format!("{}-{i}", task.config.name);
+            let run = new_run(task, &id, None, t(i as u32));
+            assert_eq!(
+                store.claim_manual(task.id, &run).await.unwrap(),
+                Claim::Claimed
+            );
+            store
+                .finish_run(&finish(task, &id, *state, t(i as u32)))
+                .await
+                .unwrap();
+        }
+    }
+    store.prune(3, t(0)).await.unwrap();
+    let kept = |task: &TaskRecord| {
+        let task_id = task.id;
+        async move {
+            let mut ids: Vec<String> = store
+                .list_runs(&RunFilter {
+                    task_id: Some(task_id),
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|r| r.id)
+                .collect();
+            ids.sort();
+            ids
+        }
+    };
+    // The two newest successes and the newest failure.
+    assert_eq!(
+        kept(&own).await,
+        vec!["own-limits-4", "own-limits-5", "own-limits-6"]
+    );
+    // The three newest, whatever their outcome.
+    assert_eq!(
+        kept(&plain).await,
+        vec!["global-limit-4", "global-limit-5", "global-limit-6"]
+    );
+    // Back to the instance's limit.
+    let mut config = store.get_task("own-limits").await.unwrap().config;
+    config.keep_runs = None;
+    config.keep_failed = None;
+    store
+        .update_task("own-limits", &config, None)
+        .await
+        .unwrap();
+    store.prune(1, t(0)).await.unwrap();
+    assert_eq!(kept(&own).await, vec!["own-limits-6"]);
 }
 
 /// A stop asked for a running run is a request its instance reads (once,

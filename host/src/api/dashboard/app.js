@@ -460,6 +460,9 @@ async function taskPage(name) {
             ? h('span', {}, 'instances with role ', ...t.roles.flatMap((r, i) => [i ? ' and ' : '', h('code', {}, r)]))
             : h('span', { class: 'muted' }, 'any instance')],
           ['Retries', t.retries ? `${t.retries}, first after ${t.retry_backoff}, doubling` : 'none'],
+          ['History kept', (t.keep_runs === null && t.keep_failed === null)
+            ? h('span', { class: 'muted' }, "the instance's --keep-runs")
+            : `${t.keep_runs ?? "the instance's --keep-runs"} runs, ${t.keep_failed ?? t.keep_runs ?? "the instance's --keep-runs"} failed apart`],
           t.retry_at ? ['Retry', `attempt ${t.retry_attempt} at ${when(t.retry_at)}`] : null,
           ['Properties', Object.keys(t.properties).length
             ? h('ul', { class: 'plain' }, Object.entries(t.properties).map(([k, v]) => h('li', {}, h('code', {}, k), ' = ', v)))

@@ -206,9 +206,14 @@ CREATE TRIGGER stop_requested AFTER INSERT ON stop_requests
     FOR EACH STATEMENT EXECUTE FUNCTION cronwerk_notify_change();
 "#;
 
+/// A configuration's own history limits, copied out of its JSON so
+/// retention can read them in SQL; NULL: the instance's `--keep-runs`.
+const V7: &str = "ALTER TABLE tasks ADD COLUMN keep_runs BIGINT;
+ALTER TABLE tasks ADD COLUMN keep_failed BIGINT;";
+
 /// Every migration in order; the position is the version (1-based). Only
 /// ever append: databases in use have the earlier ones applied.
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7];
 
 /// The schema version this build expects.
 pub const LATEST: i64 = MIGRATIONS.len() as i64;

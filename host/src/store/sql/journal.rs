@@ -162,13 +162,41 @@ pub async fn prune<T: Tx + ?Sized>(
     keep_runs: u32,
     since: DateTime<Utc>,
 ) -> anyhow::Result<(u64, u64)> {
-    let runs = tx
+    // Configurations without limits of their own (and runs of deleted
+    // ones): the newest `keep_runs` finished runs, whatever their outcome.
+    let mut runs = tx
         .exec(
             "DELETE FROM runs WHERE id IN (
                  SELECT id FROM (
-                     SELECT id, ROW_NUMBER() OVER (PARTITION BY task_id ORDER BY id DESC) AS n
-                     FROM runs WHERE state NOT IN ('running', 'queued')) ranked
+                     SELECT r.id,
+                            ROW_NUMBER() OVER (PARTITION BY r.task_id ORDER BY r.id DESC) AS n
+                     FROM runs r LEFT JOIN tasks t ON t.id = r.task_id
+                     WHERE r.state NOT IN ('running', 'queued')
+                       AND (t.id IS NULL OR (t.keep_runs IS NULL AND t.keep_failed IS NULL))
+                 ) ranked
                  WHERE n > $1)",
+            params![keep_runs],
+        )
+        .await?;
+    // Configurations with their own: failures and the rest counted apart,
+    // each against its limit (the one not given is `keep_runs`).
+    runs += tx
+        .exec(
+            "DELETE FROM runs WHERE id IN (
+                 SELECT id FROM (
+                     SELECT r.id,
+                            ROW_NUMBER() OVER (
+                                PARTITION BY r.task_id,
+                                    r.state IN ('failed', 'stopped', 'abandoned')
+                                ORDER BY r.id DESC) AS n,
+                            CASE WHEN r.state IN ('failed', 'stopped', 'abandoned')
+                                 THEN COALESCE(t.keep_failed, t.keep_runs, $1)
+                                 ELSE COALESCE(t.keep_runs, $1) END AS keep
+                     FROM runs r JOIN tasks t ON t.id = r.task_id
+                     WHERE r.state NOT IN ('running', 'queued')
+                       AND (t.keep_runs IS NOT NULL OR t.keep_failed IS NOT NULL)
+                 ) ranked
+                 WHERE n > keep)",
             params![keep_runs],
         )
         .await?;

@@ -8,6 +8,15 @@ use super::rows::{self, TASK_COLUMNS};
 use super::{Tx, params, query_opt};
 use crate::model::{TaskConfig, TaskRecord};
 
+/// The configuration's history limits as their columns hold them, which
+/// retention reads (the JSON holds them too, for everything else).
+fn history_limits(config: &TaskConfig) -> (Option<i64>, Option<i64>) {
+    (
+        config.keep_runs.map(i64::from),
+        config.keep_failed.map(i64::from),
+    )
+}
+
 /// Inserts a configuration; fails on the unique name (the caller turns that
 /// into `TaskExists`).
 pub async fn create<T: Tx + ?Sized>(
@@ -17,15 +26,24 @@ pub async fn create<T: Tx + ?Sized>(
 ) -> anyhow::Result<TaskRecord> {
     let json = serde_json::to_string(config)?;
     let sql = format!(
-        "INSERT INTO tasks (name, enabled, config, created_at, updated_at, next_run_at)
-         VALUES ($1, $2, $3, {now}, {now}, $4)
+        "INSERT INTO tasks (name, enabled, config, created_at, updated_at, next_run_at,
+                            keep_runs, keep_failed)
+         VALUES ($1, $2, $3, {now}, {now}, $4, $5, $6)
          RETURNING {TASK_COLUMNS}",
         now = T::NOW
     );
+    let (keep_runs, keep_failed) = history_limits(config);
     let row = query_opt(
         tx,
         &sql,
-        params![&config.name, config.enabled, &json, next_run_at],
+        params![
+            &config.name,
+            config.enabled,
+            &json,
+            next_run_at,
+            keep_runs,
+            keep_failed
+        ],
     )
     .await?
     .context("the new configuration's row did not come back")?;
@@ -42,15 +60,24 @@ pub async fn update<T: Tx + ?Sized>(
     let json = serde_json::to_string(config)?;
     let sql = format!(
         "UPDATE tasks SET name = $1, enabled = $2, config = $3, updated_at = {now},
-                next_run_at = $4
+                next_run_at = $4, keep_runs = $6, keep_failed = $7
          WHERE name = $5
          RETURNING {TASK_COLUMNS}",
         now = T::NOW
     );
+    let (keep_runs, keep_failed) = history_limits(config);
     query_opt(
         tx,
         &sql,
-        params![&config.name, config.enabled, &json, next_run_at, name],
+        params![
+            &config.name,
+            config.enabled,
+            &json,
+            next_run_at,
+            name,
+            keep_runs,
+            keep_failed
+        ],
     )
     .await?
     .map(rows::task)

@@ -120,8 +120,14 @@ pub fn migrations() -> Migrations<'static> {
         M::up(BROADCAST_SENDER),
         M::up(SECRET_SETTINGS),
         M::up(STOP_REQUESTS),
+        M::up(HISTORY_LIMITS),
     ])
 }
+
+/// A configuration's own history limits, copied out of its JSON so
+/// retention can read them in SQL; NULL: the instance's `--keep-runs`.
+const HISTORY_LIMITS: &str = "ALTER TABLE tasks ADD COLUMN keep_runs INTEGER;
+ALTER TABLE tasks ADD COLUMN keep_failed INTEGER;";
 
 /// Operators' requests to stop a run in flight, read by the run's instance
 /// on its next pass; forgotten once the run has ended.
