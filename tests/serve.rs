@@ -870,6 +870,37 @@ fn an_operator_stops_a_run_with_the_cli_and_it_is_recorded_cancelled_with_who_as
         "{unknown:?}"
     );
 
+    // A task that ignores the flag is stopped hard after the grace period.
+    env.ok(&[
+        "task",
+        "add",
+        "stubborn",
+        "--implementation",
+        "Cronwerk.Test.Misbehave",
+        "--every",
+        "1h",
+        "-p",
+        "action=sleep-ignoring-cancel",
+        "-p",
+        "ms=600000",
+    ]);
+    env.ok(&["task", "run", "stubborn", "--no-wait"]);
+    env.wait_runs("stubborn", "a running run", |r| r.iter().any(started));
+    let asked = std::time::Instant::now();
+    let out = env.ok(&["task", "stop", "stubborn"]);
+    assert!(out.contains("cancelled"), "{out}");
+    assert!(
+        asked.elapsed() >= std::time::Duration::from_secs(2),
+        "stopped before its grace period ended: {:?}",
+        asked.elapsed()
+    );
+    let stubborn = env.runs("stubborn");
+    assert!(
+        stubborn[0].message.contains("did not stop within the grace period"),
+        "{}",
+        stubborn[0].message
+    );
+
     // `task stop` by name, without waiting; the schedule goes on.
     env.ok(&["task", "run", "long", "--no-wait"]);
     env.wait_runs("long", "another running run", |r| {
