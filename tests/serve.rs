@@ -896,7 +896,9 @@ fn an_operator_stops_a_run_with_the_cli_and_it_is_recorded_cancelled_with_who_as
     );
     let stubborn = env.runs("stubborn");
     assert!(
-        stubborn[0].message.contains("did not stop within the grace period"),
+        stubborn[0]
+            .message
+            .contains("did not stop within the grace period"),
         "{}",
         stubborn[0].message
     );
