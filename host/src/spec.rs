@@ -362,13 +362,15 @@ impl ConfigSpec {
             (Field::KeepRuns, self.keep_runs, &mut config.keep_runs),
             (Field::KeepFailed, self.keep_failed, &mut config.keep_failed),
         ] {
+            if let Some(Some(n)) = given
+                && n > MAX_KEEP_RUNS
+            {
+                return Err(FieldError::new(
+                    field,
+                    format!("at most {MAX_KEEP_RUNS} (got {n})"),
+                ));
+            }
             if let Some(n) = given {
-                if n.is_some_and(|n| n > MAX_KEEP_RUNS) {
-                    return Err(FieldError::new(
-                        field,
-                        format!("at most {MAX_KEEP_RUNS} (got {})", n.unwrap_or_default()),
-                    ));
-                }
                 *kept = n;
             }
         }

@@ -67,17 +67,6 @@ pub(super) async fn compile(
     }
 }
 
-impl From<ChildFailure> for CompileError {
-    fn from(failure: ChildFailure) -> Self {
-        match failure {
-            ChildFailure::Invalid(message) => CompileError::Invalid(message),
-            ChildFailure::TimedOut => CompileError::TimedOut,
-            // Callers compile in process instead; never converted.
-            ChildFailure::Unavailable(why) => CompileError::Invalid(why),
-        }
-    }
-}
-
 /// The name of the key file in a cache folder.
 const KEY_FILE: &str = ".key";
 /// Bytes in a key.
@@ -355,21 +344,17 @@ pub(super) async fn compile_cached(
     if let Some(compiled) = lookup().await {
         return Ok((compiled, CacheOutcome::Hit));
     }
-    if let Some((worker, settings)) = worker {
-        match compile_child::compile_into_cache(worker, settings, &bytes, &cache.dir, timeout).await
-        {
-            Ok(()) => match lookup().await {
-                Some(compiled) => return Ok((compiled, CacheOutcome::Miss)),
-                None => tracing::warn!(
-                    "{}: the compile worker's code for {sha256} is not in the cache; \
-                     compiling in this process",
-                    cache.dir.display()
-                ),
-            },
-            Err(ChildFailure::Unavailable(why)) => {
-                tracing::warn!("cannot compile in a child process ({why}); compiling in this one")
-            }
-            Err(failure) => return Err(failure.into()),
+    if let Some(worker) = worker
+        && let Some(compiled) = in_child(worker, &bytes, cache, timeout).await
+    {
+        compiled?;
+        match lookup().await {
+            Some(compiled) => return Ok((compiled, CacheOutcome::Miss)),
+            None => tracing::warn!(
+                "{}: the compile worker's code for {sha256} is not in the cache; \
+                 compiling in this process",
+                cache.dir.display()
+            ),
         }
     }
     let compiled = compile(engine, bytes, timeout).await?;
@@ -393,22 +378,37 @@ pub(super) async fn precompile(
     timeout: std::time::Duration,
     worker: Option<(&CompileWorker, &WorkerEngine)>,
 ) -> Result<(), CompileError> {
-    if let Some((worker, settings)) = worker.filter(|_| cache.key.is_some()) {
+    if let Some(worker) = worker.filter(|_| cache.key.is_some()) {
         if Entry::new(engine, sha256, &cache.dir).path.exists() {
             return Ok(());
         }
-        match compile_child::compile_into_cache(worker, settings, &bytes, &cache.dir, timeout).await
-        {
-            Ok(()) => return Ok(()),
-            Err(ChildFailure::Unavailable(why)) => {
-                tracing::warn!("cannot compile in a child process ({why}); compiling in this one")
-            }
-            Err(failure) => return Err(failure.into()),
+        if let Some(compiled) = in_child(worker, &bytes, cache, timeout).await {
+            return compiled;
         }
     }
     compile_cached(engine, bytes, sha256, cache, timeout, None)
         .await
         .map(drop)
+}
+
+/// Compiles `bytes` into `cache` in a child process; `None`, with a
+/// warning, if the child could not do its job, so the caller compiles in
+/// this process instead.
+async fn in_child(
+    (worker, settings): (&CompileWorker, &WorkerEngine),
+    bytes: &[u8],
+    cache: &CompileCache,
+    timeout: std::time::Duration,
+) -> Option<Result<(), CompileError>> {
+    match compile_child::compile_into_cache(worker, settings, bytes, &cache.dir, timeout).await {
+        Ok(()) => Some(Ok(())),
+        Err(ChildFailure::Invalid(message)) => Some(Err(CompileError::Invalid(message))),
+        Err(ChildFailure::TimedOut) => Some(Err(CompileError::TimedOut)),
+        Err(ChildFailure::Unavailable(why)) => {
+            tracing::warn!("cannot compile in a child process ({why}); compiling in this one");
+            None
+        }
+    }
 }
 
 /// The child's side of `compile_cached` with a worker: compiles `bytes`
