@@ -211,11 +211,16 @@ fn configurations_round_trip_through_create_read_replace_enable_run_and_delete()
             "allow_http": ["API.example.com", "127.0.0.1:8080"],
             "keep_runs": 5,
             "keep_failed": 20,
+            "on_overlap": "allow",
+            "max_concurrent": 3,
         })),
         201,
     );
     assert_eq!(created["keep_runs"], 5);
     assert_eq!(created["keep_failed"], 20);
+    assert_eq!(created["on_overlap"], "allow");
+    assert_eq!(created["max_concurrent"], 3);
+    assert_eq!(created["running_count"], 0);
     assert_eq!(created["name"], "Nightly");
     assert_eq!(
         created["allow_http"],
@@ -258,6 +263,8 @@ fn configurations_round_trip_through_create_read_replace_enable_run_and_delete()
         "retry_backoff",
         "keep_runs",
         "keep_failed",
+        "on_overlap",
+        "max_concurrent",
     ] {
         input[key] = read[key].clone();
     }
@@ -269,6 +276,10 @@ fn configurations_round_trip_through_create_read_replace_enable_run_and_delete()
     assert_eq!(replaced["id"], created["id"]);
     assert_eq!(replaced["properties"], json!({"greeting": "hi"}));
     assert_eq!(replaced["allow_http"], created["allow_http"]);
+    assert_eq!(
+        (&replaced["on_overlap"], &replaced["max_concurrent"]),
+        (&json!("allow"), &json!(3))
+    );
     // The same schedule kept its next run.
     assert_eq!(replaced["next_run_at"], enabled["next_run_at"]);
     assert_eq!(s.get("/api/tasks/Nightly").status, 404);
@@ -362,6 +373,12 @@ fn bad_input_is_a_400_naming_the_field() {
     assert_bad(&s, with("schedule", json!({})), "schedule");
     assert_bad(&s, with("keep_runs", json!(2_000_000)), "keep_runs");
     assert_bad(&s, with("keep_failed", json!(2_000_000)), "keep_failed");
+    assert_bad(&s, with("on_overlap", json!("buffer")), "on_overlap");
+    // A limit of concurrent runs only goes with `allow`, and is bounded.
+    assert_bad(&s, with("max_concurrent", json!(3)), "max_concurrent");
+    let mut too_many = with("on_overlap", json!("allow"));
+    too_many["max_concurrent"] = json!(1000);
+    assert_bad(&s, too_many, "max_concurrent");
     assert_bad(
         &s,
         with("schedule", json!({"every": "10s", "cron": "* * * * *"})),

@@ -969,3 +969,104 @@ fn a_configurations_own_history_limits_keep_its_newest_failure_apart_from_succes
     let (code, _) = serve.stop();
     assert_eq!(code, Some(0));
 }
+
+/// The most of `runs` that were going on at one instant (each from its
+/// start to its end).
+fn most_at_once(runs: &[RunRecord]) -> usize {
+    let spans: Vec<_> = runs
+        .iter()
+        .filter_map(|r| Some((r.started_at?, r.finished_at?)))
+        .collect();
+    spans
+        .iter()
+        .map(|(start, _)| {
+            spans
+                .iter()
+                .filter(|(s, e)| s <= start && start < e)
+                .count()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+#[test]
+fn overlap_policies_queue_allow_and_replace_through_the_real_binary() {
+    let env = Env::new(&["misbehave.wasm"]);
+    let sleeper = |name: &str, ms: &str, policy: &[&str]| {
+        let mut args = vec![
+            "task",
+            "add",
+            name,
+            "--implementation",
+            "Cronwerk.Test.Misbehave",
+            "--every",
+            "1s",
+            "-p",
+            "action=sleep",
+            "-p",
+        ];
+        let ms = format!("ms={ms}");
+        args.push(&ms);
+        args.extend_from_slice(policy);
+        env.ok(&args);
+    };
+    sleeper("queued", "2500", &["--on-overlap", "queue"]);
+    sleeper(
+        "allowed",
+        "2500",
+        &["--on-overlap", "allow", "--max-concurrent", "2"],
+    );
+    sleeper("replaced", "600000", &["--on-overlap", "replace"]);
+    // Wrong combinations are refused, naming the flag, and change nothing.
+    let wrong = env.cli(&["task", "edit", "queued", "--max-concurrent", "3"]);
+    assert_ne!(wrong.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&wrong.stderr);
+    assert!(
+        stderr.contains("--max-concurrent") && stderr.contains("allow"),
+        "{stderr}"
+    );
+    let unknown = env.cli(&["task", "edit", "queued", "--on-overlap", "buffer"]);
+    let stderr = String::from_utf8_lossy(&unknown.stderr);
+    assert!(stderr.contains("skip, allow, replace or queue"), "{stderr}");
+    let shown = env.ok(&["task", "show", "allowed"]);
+    assert!(shown.contains("allow (up to 2 runs at once"), "{shown}");
+
+    let serve = env.serve();
+    // queue: a slot waits for the run going on, later ones are skipped,
+    // and runs never overlap.
+    let queued = env.wait_runs("queued", "a slot that waited, then ran", |r| {
+        r.iter().any(|x| {
+            x.state == RunState::Succeeded
+                && x.started_at
+                    .zip(x.scheduled_for)
+                    .is_some_and(|(s, due)| s - due > chrono::TimeDelta::milliseconds(1000))
+        }) && r.iter().any(|x| x.message.contains("already waits"))
+    });
+    assert_eq!(most_at_once(&queued), 1, "{queued:#?}");
+
+    // allow 2: two at once, never three; a slot beyond the limit is skipped.
+    let allowed = env.wait_runs("allowed", "runs side by side and a skip", |r| {
+        most_at_once(r) == 2
+            && r.iter()
+                .any(|x| x.message.contains("2 runs were still running"))
+    });
+    assert!(most_at_once(&allowed) <= 2, "{allowed:#?}");
+    // `task stop` stops every run of it going on.
+    env.wait_runs("allowed", "two running", |r| {
+        r.iter().filter(|x| started(x)).count() == 2
+    });
+    env.ok(&["task", "disable", "allowed"]);
+    let out = env.ok(&["task", "stop", "allowed"]);
+    assert_eq!(out.matches(": cancelled (").count(), 2, "{out}");
+
+    // replace: the run going on is stopped, and the slot runs after it.
+    let replaced = env.wait_runs("replaced", "a run replaced by the next slot's", |r| {
+        r.iter().any(|x| {
+            x.state == RunState::Cancelled
+                && x.message.starts_with("stopped by overlap policy replace")
+        }) && r.iter().filter(|x| x.started_at.is_some()).count() >= 2
+    });
+    assert_eq!(most_at_once(&replaced), 1, "{replaced:#?}");
+    let (code, _) = serve.stop();
+    assert_eq!(code, Some(0));
+}

@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use crate::model::{DirGrant, HttpGrant, MisfirePolicy, Schedule, TaskConfig, TaskRecord};
+use crate::model::{
+    DirGrant, HttpGrant, MisfirePolicy, OverlapPolicy, Schedule, TaskConfig, TaskRecord,
+};
 
 /// A field of a configuration, as the CLI and the API call it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,6 +39,8 @@ pub enum Field {
     RetryBackoff,
     KeepRuns,
     KeepFailed,
+    OnOverlap,
+    MaxConcurrent,
 }
 
 impl Field {
@@ -65,6 +69,8 @@ impl Field {
             Field::RetryBackoff => "--retry-backoff",
             Field::KeepRuns => "--keep-runs",
             Field::KeepFailed => "--keep-failed",
+            Field::OnOverlap => "--on-overlap",
+            Field::MaxConcurrent => "--max-concurrent",
         }
     }
 
@@ -93,6 +99,8 @@ impl Field {
             Field::RetryBackoff => "retry_backoff",
             Field::KeepRuns => "keep_runs",
             Field::KeepFailed => "keep_failed",
+            Field::OnOverlap => "on_overlap",
+            Field::MaxConcurrent => "max_concurrent",
         }
     }
 }
@@ -254,7 +262,17 @@ pub struct ConfigSpec {
     /// History kept for it: `Some(None)` goes back to `serve --keep-runs`.
     pub keep_runs: Option<Option<u32>>,
     pub keep_failed: Option<Option<u32>>,
+    /// What a slot does while the configuration is still running; a
+    /// policy other than `allow` drops `max_concurrent`.
+    pub on_overlap: Option<OverlapPolicy>,
+    /// Runs at once under `allow`.
+    pub max_concurrent: Option<u32>,
 }
+
+/// Most runs of one configuration that may go on at once under `allow`:
+/// each holds its own memory and fuel, so a typo must not become a
+/// thousand sandboxes.
+pub const MAX_CONCURRENT: u32 = 100;
 
 /// Most finished runs a configuration may keep of each kind.
 pub const MAX_KEEP_RUNS: u32 = 1_000_000;
@@ -373,6 +391,31 @@ impl ConfigSpec {
             if let Some(n) = given {
                 *kept = n;
             }
+        }
+        if let Some(policy) = self.on_overlap {
+            config.on_overlap = policy;
+            if policy != OverlapPolicy::Allow {
+                config.max_concurrent = None;
+            }
+        }
+        if let Some(n) = self.max_concurrent {
+            if config.on_overlap != OverlapPolicy::Allow {
+                return Err(FieldError::new(
+                    Field::MaxConcurrent,
+                    format!(
+                        "only goes with the overlap policy allow (this configuration's is {}); \
+                         set both",
+                        config.on_overlap
+                    ),
+                ));
+            }
+            if n == 0 || n > MAX_CONCURRENT {
+                return Err(FieldError::new(
+                    Field::MaxConcurrent,
+                    format!("must be 1 to {MAX_CONCURRENT} (got {n})"),
+                ));
+            }
+            config.max_concurrent = Some(n);
         }
         Ok(())
     }
@@ -738,6 +781,7 @@ mod tests {
             skipped_count: 0,
             failed_count: 0,
             running_run_id: None,
+            running_count: 0,
             retry_at: None,
             retry_attempt: 0,
         };

@@ -93,6 +93,12 @@ try {
   await dialog.getByLabel('Time limit').fill('5s');
   await dialog.getByLabel('Memory limit').fill('64MiB');
   await dialog.getByLabel('Properties').fill('greeting=hi from the browser');
+  // The limit of runs at once is asked for only when runs may overlap.
+  const overlap = dialog.getByLabel('While a run still goes on');
+  const atOnce = dialog.getByLabel('Runs at once');
+  await atOnce.waitFor({ state: 'hidden' });
+  await overlap.selectOption('allow');
+  await atOnce.fill('3');
   await shot(page, '03-task-form');
   await dialog.getByRole('button', { name: 'Create task' }).click();
   await dialog.waitFor({ state: 'hidden' });
@@ -126,6 +132,7 @@ try {
   await manual.first().locator('.badge.succeeded').waitFor();
   await page.getByText('hi from the browser').waitFor();
   await page.locator('dl.facts').getByText('64 MiB').waitFor();
+  await page.locator('dl.facts').getByText('run beside it, up to 3 at once').waitFor();
   await page.locator('svg.chart rect.bar').first().waitFor();
   await shot(page, '05-task-detail');
 

@@ -16,7 +16,8 @@ use utoipa::{IntoParams, ToSchema};
 use super::AppState;
 use super::error::{ApiError, ApiJson, ApiQuery, ApiResult, ErrorBody};
 use crate::model::{
-    DirGrant, HttpGrant, MisfirePolicy, RunState, Schedule, TaskConfig, TaskRecord, names,
+    DirGrant, HttpGrant, MisfirePolicy, OverlapPolicy, RunState, Schedule, TaskConfig, TaskRecord,
+    names,
 };
 use crate::scheduler::ManualStart;
 use crate::spec::{self, ConfigSpec, Field, FieldError, ScheduleSpec};
@@ -169,6 +170,14 @@ pub struct TaskInput {
     /// Failed, stopped and abandoned runs kept for it, apart from the others.
     #[serde(default)]
     pub keep_failed: Option<u32>,
+    /// When a slot comes while a run still goes on: `skip` (default),
+    /// `allow` (side by side, up to `max_concurrent`), `replace` (stop the
+    /// running run, then start) or `queue` (one slot waits for it to end).
+    #[serde(default)]
+    pub on_overlap: Option<String>,
+    /// With `on_overlap: allow`: runs at once (default 10, at most 100).
+    #[serde(default)]
+    pub max_concurrent: Option<u32>,
 }
 
 fn yes() -> bool {
@@ -199,6 +208,12 @@ impl TaskInput {
             .map(|m| names::parse::<MisfirePolicy>("misfire policy", m))
             .transpose()
             .map_err(|m| FieldError::new(Field::Misfire, m))?;
+        let on_overlap = self
+            .on_overlap
+            .as_deref()
+            .map(|m| names::parse::<OverlapPolicy>("overlap policy", m))
+            .transpose()
+            .map_err(|m| FieldError::new(Field::OnOverlap, m))?;
         let grant_dirs = self
             .grants
             .iter()
@@ -232,6 +247,8 @@ impl TaskInput {
             retry_backoff: duration(Field::RetryBackoff, &self.retry_backoff)?,
             keep_runs: Some(self.keep_runs),
             keep_failed: Some(self.keep_failed),
+            on_overlap,
+            max_concurrent: self.max_concurrent,
         })
     }
 
@@ -288,6 +305,10 @@ pub struct Task {
     pub keep_runs: Option<u32>,
     /// Failed, stopped and abandoned runs kept for it (null: as `keep_runs`).
     pub keep_failed: Option<u32>,
+    #[schema(schema_with = super::names::schema::<OverlapPolicy>)]
+    pub on_overlap: OverlapPolicy,
+    /// Runs at once under `allow` (null for the other policies).
+    pub max_concurrent: Option<u32>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     /// None once a one-off has run, or while disabled.
@@ -301,8 +322,10 @@ pub struct Task {
     pub run_count: u64,
     pub skipped_count: u64,
     pub failed_count: u64,
-    /// The run in progress, if one is.
+    /// The newest run in progress, if one is.
     pub running_run_id: Option<String>,
+    /// How many of its runs are in progress (more than one only under `allow`).
+    pub running_count: u32,
     pub retry_at: Option<DateTime<Utc>>,
     pub retry_attempt: u32,
     /// The next fire times (up to 5; none while disabled).
@@ -342,6 +365,8 @@ impl From<&TaskRecord> for Task {
             retry_backoff: text(c.retry_backoff),
             keep_runs: c.keep_runs,
             keep_failed: c.keep_failed,
+            on_overlap: c.on_overlap,
+            max_concurrent: (c.on_overlap == OverlapPolicy::Allow).then(|| c.concurrency_limit()),
             created_at: t.created_at,
             updated_at: t.updated_at,
             next_run_at: if c.enabled { t.next_run_at } else { None },
@@ -352,6 +377,7 @@ impl From<&TaskRecord> for Task {
             skipped_count: t.skipped_count,
             failed_count: t.failed_count,
             running_run_id: t.running_run_id.clone(),
+            running_count: t.running_count,
             retry_at: t.retry_at,
             retry_attempt: t.retry_attempt,
             upcoming: spec::upcoming(t, UPCOMING),

@@ -10,6 +10,11 @@ pub fn role(s: &str) -> Result<String, String> {
     crate::spec::check_role(s).map(|()| s.to_owned())
 }
 
+/// An overlap policy by name (`--on-overlap`).
+pub fn overlap(s: &str) -> Result<crate::model::OverlapPolicy, String> {
+    crate::model::names::parse("overlap policy", s)
+}
+
 /// A misfire policy by name (`--misfire`).
 pub fn misfire(s: &str) -> Result<crate::model::MisfirePolicy, String> {
     crate::model::names::parse("misfire policy", s)

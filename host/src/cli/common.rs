@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use clap::Args;
 
 use super::args;
-use crate::model::{DirGrant, HttpGrant, MisfirePolicy};
+use crate::model::{DirGrant, HttpGrant, MisfirePolicy, OverlapPolicy};
 use crate::runtime::HttpSettings;
 use crate::spec::{ConfigSpec, ScheduleSpec};
 use crate::store::{PostgresStore, SqliteStore, Store, StoreError, is_postgres_url};
@@ -161,6 +161,14 @@ pub struct ConfigArgs {
     /// Go back to `serve --keep-runs` for this configuration's history.
     #[arg(long, conflicts_with_all = ["keep_runs", "keep_failed"])]
     pub default_history: bool,
+    /// When a slot comes while a run still goes on: skip it (default), allow
+    /// runs side by side (up to --max-concurrent), replace the running run
+    /// (stop it, then start), or queue one slot to start when it ends.
+    #[arg(long, value_parser = args::overlap, value_name = "POLICY")]
+    pub on_overlap: Option<OverlapPolicy>,
+    /// With --on-overlap allow: runs at once (default 10).
+    #[arg(long, value_name = "N")]
+    pub max_concurrent: Option<u32>,
 }
 
 impl ConfigArgs {
@@ -195,6 +203,8 @@ impl ConfigArgs {
                 true => Some(None),
                 false => self.keep_failed.map(Some),
             },
+            on_overlap: self.on_overlap,
+            max_concurrent: self.max_concurrent,
         }
     }
 }

@@ -306,6 +306,7 @@ async fn show(store: &dyn Store, a: ShowArgs) -> anyhow::Result<u8> {
         c.misfire,
         humantime::format_duration(c.catch_up_window)
     );
+    println!("on overlap      {}", overlap_text(c));
     println!(
         "retries         {} (backoff {}, doubling)",
         c.retries,
@@ -350,7 +351,10 @@ async fn show(store: &dyn Store, a: ShowArgs) -> anyhow::Result<u8> {
         task.run_count, task.skipped_count, task.failed_count
     );
     if let Some(r) = &task.running_run_id {
-        println!("running         {r}");
+        match task.running_count {
+            0 | 1 => println!("running         {r}"),
+            n => println!("running         {n} runs, the newest {r}"),
+        }
     }
     if let Some(r) = task.retry_at {
         println!(
@@ -369,6 +373,20 @@ async fn show(store: &dyn Store, a: ShowArgs) -> anyhow::Result<u8> {
     println!("\nlast runs:");
     super::runs::print_runs(&runs);
     Ok(exit::OK)
+}
+
+/// What a slot does while a run goes on, in words.
+fn overlap_text(c: &crate::model::TaskConfig) -> String {
+    use crate::model::OverlapPolicy;
+    match c.on_overlap {
+        OverlapPolicy::Skip => "skip (a slot that comes while a run goes on is skipped)".into(),
+        OverlapPolicy::Allow => format!(
+            "allow (up to {} runs at once; beyond that, skipped)",
+            c.concurrency_limit()
+        ),
+        OverlapPolicy::Replace => "replace (the running run is stopped, then the slot runs)".into(),
+        OverlapPolicy::Queue => "queue (one slot waits for the running run to end)".into(),
+    }
 }
 
 async fn set_enabled(store: &dyn Store, name: &str, enabled: bool) -> anyhow::Result<u8> {
@@ -422,13 +440,34 @@ async fn edit(store: &dyn Store, a: EditArgs) -> anyhow::Result<u8> {
     Ok(exit::OK)
 }
 
+/// Stops the configuration's runs going on: one, or under `--on-overlap
+/// allow` each of them, oldest first.
 async fn stop(store: &dyn Store, a: StopArgs) -> anyhow::Result<u8> {
     let task = store.get_task(&a.name).await?;
-    let Some(run_id) = task.running_run_id else {
+    let Some(newest) = task.running_run_id.clone() else {
         eprintln!("'{}' has no run going on", a.name);
         return Ok(exit::USAGE);
     };
-    super::runs::stop_run(store, &run_id, a.no_wait, a.json).await
+    let mut going_on = vec![newest];
+    if task.running_count > 1 {
+        let filter = RunFilter {
+            task_id: Some(task.id),
+            state: Some(RunState::Running),
+            ..RunFilter::default()
+        };
+        going_on = store
+            .list_runs(&filter)
+            .await?
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
+        going_on.reverse();
+    }
+    let mut code = exit::OK;
+    for run_id in going_on {
+        code = code.max(super::runs::stop_run(store, &run_id, a.no_wait, a.json).await?);
+    }
+    Ok(code)
 }
 
 async fn run_now(store: &dyn Store, a: RunArgs) -> anyhow::Result<u8> {

@@ -35,4 +35,4 @@ pub use instance::{InstanceInfo, InstanceRow, PluginRow, PluginState};
 pub use limits::RunLimits;
 pub use run::{RunOutcome, RunRecord, RunState, StopReason, Trigger};
 pub use schedule::Schedule;
-pub use task::{MisfirePolicy, TaskConfig, TaskRecord};
+pub use task::{DEFAULT_MAX_CONCURRENT, MisfirePolicy, OverlapPolicy, TaskConfig, TaskRecord};

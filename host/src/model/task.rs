@@ -28,6 +28,31 @@ pub enum MisfirePolicy {
     All,
 }
 
+/// What a slot does when it comes due while the configuration is still
+/// running (Kubernetes calls it `concurrencyPolicy`, Temporal an overlap
+/// policy).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[derive(Display, EnumString, IntoStaticStr, VariantNames)]
+#[strum(serialize_all = "lowercase")]
+pub enum OverlapPolicy {
+    /// Record the slot as skipped: runs never overlap.
+    #[default]
+    Skip,
+    /// Start it beside the running ones, up to `max_concurrent` at once;
+    /// beyond that, skip it.
+    Allow,
+    /// Stop the running run (its cancellation, grace and hard stop) and
+    /// start the slot's run when it has ended.
+    Replace,
+    /// Keep the slot waiting, and start it when the running run ends; at
+    /// most one slot waits, later ones are skipped.
+    Queue,
+}
+
+/// Runs at once under `allow` when the configuration does not say.
+pub const DEFAULT_MAX_CONCURRENT: u32 = 10;
+
 /// A task configuration as the operator sets it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskConfig {
@@ -65,6 +90,17 @@ pub struct TaskConfig {
     /// others, so successes do not push failures out of the history.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keep_failed: Option<u32>,
+    /// What a slot does when the configuration is still running.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub on_overlap: OverlapPolicy,
+    /// Runs at once under [`OverlapPolicy::Allow`]; `None`:
+    /// [`DEFAULT_MAX_CONCURRENT`]. Only meaningful with `allow`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrent: Option<u32>,
+}
+
+fn is_default<T: Default + PartialEq>(value: &T) -> bool {
+    *value == T::default()
 }
 
 fn default_catch_up() -> Duration {
@@ -93,6 +129,17 @@ impl TaskConfig {
             roles: Vec::new(),
             keep_runs: None,
             keep_failed: None,
+            on_overlap: OverlapPolicy::Skip,
+            max_concurrent: None,
+        }
+    }
+
+    /// How many of its runs may go on at once: `max_concurrent` under
+    /// `allow`, else one.
+    pub fn concurrency_limit(&self) -> u32 {
+        match self.on_overlap {
+            OverlapPolicy::Allow => self.max_concurrent.unwrap_or(DEFAULT_MAX_CONCURRENT),
+            _ => 1,
         }
     }
 }
@@ -113,6 +160,14 @@ pub fn missing_roles<'a>(required: &'a [String], roles: &[String]) -> Vec<&'a st
         .collect()
 }
 
+impl TaskRecord {
+    /// Whether one more run may start now: fewer going on than its
+    /// concurrency limit.
+    pub fn has_room(&self) -> bool {
+        self.running_count < self.config.concurrency_limit()
+    }
+}
+
 /// A configuration with its scheduling state and counters.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TaskRecord {
@@ -128,7 +183,10 @@ pub struct TaskRecord {
     pub run_count: u64,
     pub skipped_count: u64,
     pub failed_count: u64,
+    /// The newest of its runs going on (claimed ahead, running), if any.
     pub running_run_id: Option<String>,
+    /// How many of its runs are going on (more than one only under `allow`).
+    pub running_count: u32,
     pub retry_at: Option<DateTime<Utc>>,
     pub retry_attempt: u32,
 }

@@ -97,9 +97,9 @@ pub fn plan_slot(task: &TaskRecord, now: DateTime<Utc>) -> Option<SlotAction> {
 
 /// Like [`plan_slot`], and also a slot due after `now` but by `horizon`,
 /// which is claimed ahead and started at its instant. Only a
-/// configuration that is idle (no run going, no retry pending) is claimed
-/// ahead: whether a running run overlaps the slot, or a pending retry
-/// comes first, is known only when the slot is due.
+/// configuration with room for another run and no retry pending is
+/// claimed ahead: whether a running run overlaps the slot, or a pending
+/// retry comes first, is known only when the slot is due.
 pub fn plan_ahead(
     task: &TaskRecord,
     now: DateTime<Utc>,
@@ -107,10 +107,7 @@ pub fn plan_ahead(
 ) -> Option<SlotAction> {
     match task.next_run_at {
         Some(slot)
-            if slot > now
-                && slot <= horizon
-                && task.running_run_id.is_none()
-                && task.retry_at.is_none() =>
+            if slot > now && slot <= horizon && task.has_room() && task.retry_at.is_none() =>
         {
             Some(SlotAction::Run {
                 slot,
@@ -169,6 +166,7 @@ mod tests {
             skipped_count: 0,
             failed_count: 0,
             running_run_id: None,
+            running_count: 0,
             retry_at: None,
             retry_attempt: 0,
         }
@@ -207,6 +205,7 @@ mod tests {
         // Running, or a retry pending: wait until the slot is due.
         let mut running = task.clone();
         running.running_run_id = Some("r".into());
+        running.running_count = 1;
         assert_eq!(plan_ahead(&running, t(0, 59, 59), t(1, 0, 0)), None);
         let mut retrying = task.clone();
         retrying.retry_at = Some(t(0, 59, 59));

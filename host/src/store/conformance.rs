@@ -939,6 +939,171 @@ pub async fn run_all(make: impl Fn() -> Box<dyn Store>) {
     a_finish_records_when_the_run_really_started(&*make()).await;
     stop_requests_reach_the_runs_instance_and_cancel_queued_runs(&*make()).await;
     a_configurations_own_history_limits_keep_failures_apart(&*make()).await;
+    overlap_policies_allow_queue_and_replace(&*make()).await;
+}
+
+/// The overlap policies, claimed in a batch (PostgreSQL's set-based path)
+/// and alone: `allow` runs side by side up to its limit and skips beyond
+/// it; `queue` keeps one slot waiting, offered once the configuration has
+/// room, and skips the next; `replace` also asks the running run to stop.
+/// The run going on that the row names is the newest still running.
+pub async fn overlap_policies_allow_queue_and_replace(store: &dyn Store) {
+    use crate::model::OverlapPolicy;
+    let mut tasks = BTreeMap::new();
+    for (name, policy) in [
+        ("al", OverlapPolicy::Allow),
+        ("q", OverlapPolicy::Queue),
+        ("rp", OverlapPolicy::Replace),
+    ] {
+        let mut cfg = config(name);
+        cfg.on_overlap = policy;
+        cfg.max_concurrent = (policy == OverlapPolicy::Allow).then_some(2);
+        let task = store.create_task(&cfg, Some(t(10))).await.unwrap();
+        let run = new_run(&task, &format!("{name}1"), Some(t(10)), t(10));
+        assert_eq!(
+            store
+                .claim_slot(task.id, t(10), Some(t(20)), &run)
+                .await
+                .unwrap(),
+            Claim::Claimed
+        );
+        tasks.insert(name, task);
+    }
+    let claim = |name: &str, n: u32, on_overlap: OnOverlap| SlotClaim {
+        slot: t(n * 10),
+        next: Some(t(n * 10 + 10)),
+        run: new_run(
+            &tasks[name],
+            &format!("{name}{n}"),
+            Some(t(n * 10)),
+            t(n * 10),
+        ),
+        on_overlap,
+    };
+    let results = store
+        .claim_slots(&[
+            claim("al", 2, OnOverlap::Skip),
+            claim("q", 2, OnOverlap::Queue),
+            claim("rp", 2, OnOverlap::Replace),
+        ])
+        .await
+        .unwrap();
+    let busy = |id: &str| Claim::AlreadyRunning { run_id: id.into() };
+    assert_eq!(results, vec![Claim::Claimed, busy("q1"), busy("rp1")]);
+
+    // allow, at its limit of 2: the third slot is skipped.
+    let al = store.get_task("al").await.unwrap();
+    assert_eq!(
+        (al.running_count, al.running_run_id.as_deref()),
+        (2, Some("al2"))
+    );
+    assert!(!al.has_room());
+    assert_eq!(
+        store
+            .claim_slots(&[claim("al", 3, OnOverlap::Skip)])
+            .await
+            .unwrap(),
+        vec![busy("al2")]
+    );
+    let skipped = store.get_run("al3").await.unwrap();
+    assert_eq!(skipped.state, RunState::Skipped);
+    assert!(
+        skipped.message.contains("2 runs were still running"),
+        "{}",
+        skipped.message
+    );
+    // The newest ends first: the row names the one still going on.
+    store
+        .finish_run(&finish(&al, "al2", RunState::Succeeded, t(35)))
+        .await
+        .unwrap();
+    let al = store.get_task("al").await.unwrap();
+    assert_eq!(
+        (al.running_count, al.running_run_id.as_deref()),
+        (1, Some("al1"))
+    );
+    store
+        .finish_run(&finish(&al, "al1", RunState::Succeeded, t(36)))
+        .await
+        .unwrap();
+    let al = store.get_task("al").await.unwrap();
+    assert_eq!((al.running_count, al.running_run_id), (0, None));
+
+    // queue: the slot waits, the schedule moves on, the next slot is skipped.
+    let q = store.get_task("q").await.unwrap();
+    assert_eq!((q.next_run_at, q.running_count), (Some(t(30)), 1));
+    let waiting = store.get_run("q2").await.unwrap();
+    assert_eq!(
+        (waiting.state, waiting.trigger, waiting.scheduled_for),
+        (RunState::Queued, Trigger::Schedule, Some(t(20)))
+    );
+    assert!(
+        waiting.message.contains("waits for run q1"),
+        "{}",
+        waiting.message
+    );
+    let offered = |runs: Vec<RunRecord>| runs.into_iter().map(|r| r.id).collect::<Vec<_>>();
+    // Not offered while q1 runs (it would be tried in vain every pass).
+    assert!(!offered(store.queued_runs().await.unwrap()).contains(&"q2".to_owned()));
+    assert_eq!(
+        store
+            .claim_slots(&[claim("q", 3, OnOverlap::Queue)])
+            .await
+            .unwrap(),
+        vec![busy("q1")]
+    );
+    let third = store.get_run("q3").await.unwrap();
+    assert_eq!(third.state, RunState::Skipped);
+    assert!(third.message.contains("already waits"), "{}", third.message);
+    // Tried while q1 still runs, the waiting slot goes on waiting.
+    assert_eq!(
+        store
+            .start_queued_run("q2", "i1", t(31), t(61))
+            .await
+            .unwrap(),
+        busy("q1")
+    );
+    assert_eq!(store.get_run("q2").await.unwrap().state, RunState::Queued);
+    store
+        .finish_run(&finish(&q, "q1", RunState::Succeeded, t(32)))
+        .await
+        .unwrap();
+    assert!(offered(store.queued_runs().await.unwrap()).contains(&"q2".to_owned()));
+    assert_eq!(
+        store
+            .start_queued_run("q2", "i1", t(33), t(63))
+            .await
+            .unwrap(),
+        Claim::Claimed
+    );
+    let started = store.get_run("q2").await.unwrap();
+    assert_eq!(
+        (started.state, started.trigger),
+        (RunState::Running, Trigger::Schedule)
+    );
+    let q = store.get_task("q").await.unwrap();
+    assert_eq!(
+        (q.running_count, q.running_run_id.as_deref()),
+        (1, Some("q2"))
+    );
+    assert_eq!(q.skipped_count, 1);
+
+    // replace: as queue, and the running run is asked to stop.
+    let requests = store.stop_requests("i1").await.unwrap();
+    assert_eq!(requests.len(), 1, "{requests:?}");
+    assert_eq!(requests[0].0, "rp1");
+    assert!(
+        requests[0].1.contains("overlap policy replace"),
+        "{}",
+        requests[0].1
+    );
+    assert_eq!(store.get_run("rp2").await.unwrap().state, RunState::Queued);
+    // An abandoned run frees its room too.
+    let rp = store.get_task("rp").await.unwrap();
+    assert_eq!(rp.running_count, 1);
+    store.abandon_expired(t(100)).await.unwrap();
+    let rp = store.get_task("rp").await.unwrap();
+    assert_eq!((rp.running_count, rp.running_run_id), (0, None));
 }
 
 /// Retention keeps `keep_runs` finished runs per configuration; one with

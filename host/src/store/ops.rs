@@ -66,13 +66,22 @@ pub struct NewRun {
     pub message: String,
 }
 
-/// What a slot claim does when the configuration is still running.
+/// What a slot claim does when the configuration has no room for another
+/// run (as many going on as its overlap policy allows).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OnOverlap {
-    /// Record the slot as skipped and move the schedule on (the rule).
+    /// Record the slot as skipped and move the schedule on (policies
+    /// `skip` and `allow`).
     Skip,
-    /// Leave the slot due, to run once the running run ends (catch-up).
+    /// Leave the slot due, to run once the running run ends (catch-up, and
+    /// a slot claimed ahead, whose overlap is judged when it is due).
     Wait,
+    /// Move the schedule on and record the slot's run queued, to start
+    /// when the configuration has room; at most one waits, later slots are
+    /// skipped (policy `queue`).
+    Queue,
+    /// As `Queue`, and ask the runs going on to stop (policy `replace`).
+    Replace,
 }
 
 /// One slot to claim for `run` (its task is `run.task_id`).

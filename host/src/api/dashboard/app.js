@@ -456,6 +456,13 @@ async function taskPage(name) {
           ['Last result', t.last_outcome ? h('span', {}, outcomeBadge(t.last_outcome), ' ', t.last_message || '') : h('span', { class: 'muted' }, '–')],
           ['Counters', `${count(t.run_count)} runs · ${count(t.skipped_count)} skipped · ${count(t.failed_count)} failed`],
           ['After downtime', { skip: 'skip missed runs', once: 'run once', all: `run every missed slot within ${t.catch_up}` }[t.misfire] || t.misfire],
+          ['While a run goes on', {
+            skip: 'skip the slot',
+            allow: `run beside it, up to ${t.max_concurrent} at once`,
+            replace: 'stop it, then run the slot',
+            queue: 'queue one slot until it ends',
+          }[t.on_overlap] || t.on_overlap],
+          t.running_count > 1 ? ['Running now', `${t.running_count} runs`] : null,
           ['Runs on', t.roles.length
             ? h('span', {}, 'instances with role ', ...t.roles.flatMap((r, i) => [i ? ' and ' : '', h('code', {}, r)]))
             : h('span', { class: 'muted' }, 'any instance')],
@@ -648,6 +655,8 @@ function kind() { return form.elements.kind.value; }
 
 function showKind() {
   for (const el of form.querySelectorAll('.kind')) el.hidden = el.dataset.kind !== kind();
+  // A limit of runs at once only means something when they may overlap.
+  document.getElementById('max-concurrent-field').hidden = form.elements.on_overlap.value !== 'allow';
 }
 
 /** datetime-local value (local time) ↔ RFC 3339. */
@@ -695,6 +704,9 @@ function formInput() {
     retries: text('retries') ? Number(text('retries')) : undefined,
     retry_backoff: opt('retry_backoff'),
     misfire: f.misfire.value,
+    on_overlap: f.on_overlap.value,
+    max_concurrent: f.on_overlap.value === 'allow' && text('max_concurrent')
+      ? Number(text('max_concurrent')) : undefined,
     properties,
     grants,
   };
@@ -703,6 +715,8 @@ function formInput() {
     input.catch_up = editing.catch_up;
     input.allow_http = editing.allow_http;
     input.roles = editing.roles;
+    input.keep_runs = editing.keep_runs;
+    input.keep_failed = editing.keep_failed;
   }
   return { input };
 }
@@ -774,7 +788,7 @@ function schedulePreview() {
 
 form.addEventListener('input', (e) => {
   if (e.target.name) touched.add(e.target.name);
-  if (e.target.name === 'kind') showKind();
+  if (e.target.name === 'kind' || e.target.name === 'on_overlap') showKind();
   schedulePreview();
 });
 form.addEventListener('change', (e) => { if (e.target.name) touched.add(e.target.name); schedulePreview(); });
@@ -813,6 +827,8 @@ async function openTaskForm(task) {
     f.retries.value = task.retries || '';
     f.retry_backoff.value = task.retry_backoff;
     f.misfire.value = task.misfire;
+    f.on_overlap.value = task.on_overlap;
+    f.max_concurrent.value = task.max_concurrent || '';
     f.properties.value = Object.entries(task.properties).map(([k2, v]) => `${k2}=${v}`).join('\n');
     f.grants.value = task.grants.map((g) => `${g.host_path}:${g.guest_path || g.host_path}${g.read_only ? ':ro' : ''}`).join('\n');
   } else {

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 
 use super::{Dispatcher, ManualStart, delta};
-use crate::model::{PendingDelivery, RunRecord, TaskRecord, Trigger};
+use crate::model::{OverlapPolicy, PendingDelivery, RunRecord, TaskRecord, Trigger};
 use crate::scheduler::plan::{SlotAction, plan_ahead};
 use crate::store::{Claim, NewRun, OnOverlap, SlotClaim, StoreError, StoreResult};
 
@@ -73,6 +73,19 @@ impl Reread {
     }
 }
 
+/// What a due slot does if the configuration has no room for another run:
+/// what its overlap policy says, but a catch-up slot (`catch_up`) waits
+/// for the running one to finish, and so does a slot claimed ahead, whose
+/// overlap is judged when it is due.
+fn on_overlap(task: &TaskRecord, wait: bool) -> OnOverlap {
+    match task.config.on_overlap {
+        _ if wait => OnOverlap::Wait,
+        OverlapPolicy::Skip | OverlapPolicy::Allow => OnOverlap::Skip,
+        OverlapPolicy::Queue => OnOverlap::Queue,
+        OverlapPolicy::Replace => OnOverlap::Replace,
+    }
+}
+
 /// When a claimed slot starts: at once if it is due, else at its instant.
 fn start_of(slot: DateTime<Utc>, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
     (slot > now).then_some(slot)
@@ -119,7 +132,7 @@ impl Dispatcher {
             if !self.may_run(&task) {
                 continue;
             }
-            if task.retry_at.is_some_and(|r| r <= now) && task.running_run_id.is_none() {
+            if task.retry_at.is_some_and(|r| r <= now) && task.has_room() {
                 self.start_retry(task, now).await?;
                 continue;
             }
@@ -136,14 +149,7 @@ impl Dispatcher {
                         slot,
                         next,
                         run,
-                        // Catch-up slots wait for the running one to finish;
-                        // so does a slot claimed ahead, whose overlap is
-                        // judged when it is due.
-                        on_overlap: if catch_up || slot > now {
-                            OnOverlap::Wait
-                        } else {
-                            OnOverlap::Skip
-                        },
+                        on_overlap: on_overlap(&task, catch_up || slot > now),
                     };
                     planned.push((claim, task));
                 }
@@ -330,9 +336,12 @@ impl Dispatcher {
             .store
             .start_queued_run(&queued.id, &self.config.instance.name, now, lease_until)
             .await?;
+        // A manual run, or a slot that waited its turn (overlap policies
+        // `queue` and `replace`): the component is told which.
         let run = NewRun {
             id: queued.id,
-            ..self.new_run(&task, Trigger::Manual, now)
+            scheduled_for: queued.scheduled_for,
+            ..self.new_run(&task, queued.trigger, now)
         };
         self.start_if_won(&claim, task, run).await;
         Ok(())

@@ -12,8 +12,8 @@ use super::Dispatcher;
 use super::claims::Start;
 use super::recorder::{outcome_of, run_finish};
 use crate::model::{
-    BroadcastSender, Level, NewEvent, PendingDelivery, RunLimits, RunOutcome, RunState, TaskRecord,
-    Trigger,
+    BroadcastSender, Level, NewEvent, OverlapPolicy, PendingDelivery, RunLimits, RunOutcome,
+    RunState, TaskRecord, Trigger,
 };
 use crate::runtime::{CancelToken, Farm, RunContext, RunRequest};
 use crate::scheduler::farm::RunFarm;
@@ -182,9 +182,15 @@ impl Dispatcher {
                 ..NewEvent::host(Level::Warning, "RUN_STOPPED", format!("stopped by {by}"))
             });
         }
-        // The next slot, if it is within the look-ahead, can be claimed now.
+        // The next slot, if it is within the look-ahead, can be claimed now;
+        // a slot waiting for this run to end (policies queue and replace)
+        // can start.
         let horizon = now + super::delta(self.config.look_ahead);
-        let again = finish.retry.is_some() || next.is_some_and(|n| n <= horizon);
+        let waiting = matches!(
+            task.config.on_overlap,
+            OverlapPolicy::Queue | OverlapPolicy::Replace
+        );
+        let again = finish.retry.is_some() || next.is_some_and(|n| n <= horizon) || waiting;
         self.recorder.record(&*self.store, finish).await?;
         Ok(again)
     }

@@ -10,7 +10,8 @@ use tokio::sync::Semaphore;
 
 use super::{Dispatcher, DispatcherConfig, ManualStart};
 use crate::model::{
-    Clock, EventSource, Level, MisfirePolicy, RunRecord, RunState, Schedule, TaskConfig, Trigger,
+    Clock, EventSource, Level, MisfirePolicy, OverlapPolicy, RunRecord, RunState, Schedule,
+    TaskConfig, Trigger,
 };
 use crate::runtime::{Event, Execution, Executor, Outcome, RunReport, RunRequest};
 use crate::store::{Configurations, RunFilter, RunLedger, SqliteStore};
@@ -34,7 +35,8 @@ impl Clock for ManualClock {
 }
 
 /// Plays back scripted outcomes (success when the script runs out); can
-/// hold runs until released, to make them overlap.
+/// hold runs until released, to make them overlap. A held run that is
+/// cancelled ends cancelled, as a task that honours cancellation does.
 struct Script {
     outcomes: Mutex<VecDeque<Option<Outcome>>>,
     gate: Option<Arc<Semaphore>>,
@@ -45,7 +47,12 @@ struct Script {
 impl Executor for Script {
     async fn execute(&self, _implementation: &str, request: RunRequest) -> Execution {
         if let Some(gate) = &self.gate {
-            gate.acquire().await.unwrap().forget();
+            tokio::select! {
+                permit = gate.acquire() => permit.unwrap().forget(),
+                _ = request.cancel.cancelled() => {
+                    return ran(&request, Outcome::Cancelled { message: "cancelled".into() });
+                }
+            }
         }
         self.seen.lock().unwrap().push(request.clone());
         let next = self.outcomes.lock().unwrap().pop_front();
@@ -56,28 +63,33 @@ impl Executor for Script {
                 message: String::new(),
             },
         };
-        let mut state = request.state.clone();
-        state.insert("seen".into(), request.context.run_id.clone());
-        Execution::Ran {
-            report: Box::new(RunReport {
-                outcome,
-                run_id: request.context.run_id.clone(),
-                identifier: "A.B".into(),
-                component_sha256: "sha".into(),
-                duration: Duration::from_micros(5),
-                fuel_consumed: 1,
-                peak_memory_bytes: 1,
-                events: vec![Event {
-                    at: std::time::SystemTime::now(),
-                    level: Level::Info,
-                    source: EventSource::Task,
-                    code: "RAN".into(),
-                    message: "ran".into(),
-                }],
-                state,
-            }),
-            version: "1.0.0".into(),
-        }
+        ran(&request, outcome)
+    }
+}
+
+/// The execution of a run that ended with `outcome`.
+fn ran(request: &RunRequest, outcome: Outcome) -> Execution {
+    let mut state = request.state.clone();
+    state.insert("seen".into(), request.context.run_id.clone());
+    Execution::Ran {
+        report: Box::new(RunReport {
+            outcome,
+            run_id: request.context.run_id.clone(),
+            identifier: "A.B".into(),
+            component_sha256: "sha".into(),
+            duration: Duration::from_micros(5),
+            fuel_consumed: 1,
+            peak_memory_bytes: 1,
+            events: vec![Event {
+                at: std::time::SystemTime::now(),
+                level: Level::Info,
+                source: EventSource::Task,
+                code: "RAN".into(),
+                message: "ran".into(),
+            }],
+            state,
+        }),
+        version: "1.0.0".into(),
     }
 }
 
@@ -430,6 +442,116 @@ async fn a_slot_that_comes_while_the_previous_run_is_going_is_skipped() {
     assert!(runs[1].message.contains("was still running"));
     let task = f.store.get_task_by_id(id).await.unwrap();
     assert_eq!((task.skipped_count, task.next_run_at), (1, Some(t(30))));
+}
+
+fn with_overlap(policy: OverlapPolicy, max_concurrent: Option<u32>) -> TaskConfig {
+    let mut config = every_10s(MisfirePolicy::Skip);
+    config.on_overlap = policy;
+    config.max_concurrent = max_concurrent;
+    config
+}
+
+#[tokio::test]
+async fn under_queue_one_slot_waits_for_the_running_run_and_the_next_is_skipped() {
+    let f = fixture(vec![], true);
+    let id = f.add(with_overlap(OverlapPolicy::Queue, None), t(10)).await;
+    let gate = f.script.gate.clone().unwrap();
+    f.tick(t(10)).await; // starts, held by the gate
+    f.tick(t(20)).await; // waits for it
+    f.tick(t(30)).await; // skipped: a slot waits already
+    f.tick(t(31)).await; // the waiting slot is not started while t(10)'s runs
+    assert_eq!(f.script.seen.lock().unwrap().len(), 0);
+    gate.add_permits(1);
+    f.dispatcher.wait_idle().await;
+    f.tick(t(32)).await; // t(10)'s run has ended: the waiting slot starts
+    gate.add_permits(1);
+    f.dispatcher.wait_idle().await;
+    let runs = f.runs(id).await;
+    assert_eq!(
+        summary(&runs),
+        vec![
+            (Some(t(10)), RunState::Succeeded, Trigger::Schedule),
+            (Some(t(20)), RunState::Succeeded, Trigger::Schedule),
+            (Some(t(30)), RunState::Skipped, Trigger::Schedule),
+        ]
+    );
+    assert!(
+        runs[2].message.contains("already waits"),
+        "{}",
+        runs[2].message
+    );
+    assert_eq!(runs[1].started_at, Some(t(32)));
+    // The component is told which slot it runs for.
+    let seen = f.script.seen.lock().unwrap();
+    let context = &seen[1].context;
+    assert_eq!(context.trigger, Trigger::Schedule);
+    assert_eq!(context.scheduled_for, Some(t(20).into()));
+    let task = f.store.get_task_by_id(id).await.unwrap();
+    assert_eq!(
+        (task.running_count, task.skipped_count, task.next_run_at),
+        (0, 1, Some(t(40)))
+    );
+}
+
+#[tokio::test]
+async fn under_allow_runs_go_side_by_side_up_to_the_limit() {
+    let f = fixture(vec![], true);
+    let id = f
+        .add(with_overlap(OverlapPolicy::Allow, Some(2)), t(10))
+        .await;
+    f.tick(t(10)).await;
+    f.tick(t(20)).await; // beside the first
+    f.tick(t(30)).await; // a third would pass the limit: skipped
+    let task = f.store.get_task_by_id(id).await.unwrap();
+    assert_eq!(task.running_count, 2);
+    f.script.gate.as_ref().unwrap().add_permits(2);
+    f.dispatcher.wait_idle().await;
+    let runs = f.runs(id).await;
+    assert_eq!(
+        summary(&runs),
+        vec![
+            (Some(t(10)), RunState::Succeeded, Trigger::Schedule),
+            (Some(t(20)), RunState::Succeeded, Trigger::Schedule),
+            (Some(t(30)), RunState::Skipped, Trigger::Schedule),
+        ]
+    );
+    assert!(
+        runs[2].message.contains("2 runs were still running"),
+        "{}",
+        runs[2].message
+    );
+    let task = f.store.get_task_by_id(id).await.unwrap();
+    assert_eq!((task.running_count, task.running_run_id), (0, None));
+}
+
+#[tokio::test]
+async fn under_replace_the_running_run_is_stopped_and_the_slot_runs_after_it() {
+    let f = fixture(vec![], true);
+    let id = f
+        .add(with_overlap(OverlapPolicy::Replace, None), t(10))
+        .await;
+    f.tick(t(10)).await; // starts, held by the gate
+    f.tick(t(20)).await; // asks it to stop; the slot waits
+    f.tick(t(21)).await; // this instance honours the stop: the run ends cancelled
+    f.dispatcher.wait_idle().await;
+    f.tick(t(22)).await; // the slot's run starts
+    f.script.gate.as_ref().unwrap().add_permits(1);
+    f.dispatcher.wait_idle().await;
+    let runs = f.runs(id).await;
+    assert_eq!(
+        summary(&runs),
+        vec![
+            (Some(t(10)), RunState::Cancelled, Trigger::Schedule),
+            (Some(t(20)), RunState::Succeeded, Trigger::Schedule),
+        ]
+    );
+    assert!(
+        runs[0]
+            .message
+            .starts_with("stopped by overlap policy replace"),
+        "{}",
+        runs[0].message
+    );
 }
 
 #[tokio::test]

@@ -157,12 +157,12 @@ async fn claim_locked<C: GenericClient>(
     let won: std::collections::HashSet<i64> = tx
         .pg_query(
             "UPDATE tasks t SET next_run_at = c.next, running_run_id = c.run_id,
-                last_run_at = c.started_at, run_count = t.run_count + 1, retry_at = NULL,
-                retry_attempt = 0
+                last_run_at = c.started_at, run_count = t.run_count + 1,
+                running_count = t.running_count + 1, retry_at = NULL, retry_attempt = 0
          FROM UNNEST($1::bigint[], $2::timestamptz[], $3::timestamptz[], $4::text[],
                      $5::timestamptz[]) AS c(task_id, slot, next, run_id, started_at)
          WHERE t.id = c.task_id AND t.next_run_at = c.slot AND t.enabled
-           AND t.running_run_id IS NULL
+           AND t.running_count < t.max_concurrent
          RETURNING t.id",
             &[&task_ids, &slots, &nexts, &run_ids, &started],
         )
@@ -193,21 +193,26 @@ async fn claim_locked<C: GenericClient>(
         return Ok(results);
     }
 
-    // The others: still at their slot with a run going on, or lost.
+    // The others: still at their slot with no room for another run, or lost.
     let rest_ids: Vec<i64> = rest.iter().map(|&i| task_ids[i]).collect();
     let rest_slots: Vec<DateTime<Utc>> = rest.iter().map(|&i| slots[i]).collect();
-    let mut running: std::collections::HashMap<i64, String> = std::collections::HashMap::new();
+    let mut running: HashMap<i64, ledger::Busy> = HashMap::new();
     for row in tx
         .pg_query(
-            "SELECT t.id, t.running_run_id FROM tasks t
+            "SELECT t.id, COALESCE(t.running_run_id, '?'), t.running_count FROM tasks t
          JOIN UNNEST($1::bigint[], $2::timestamptz[]) AS c(task_id, slot)
            ON t.id = c.task_id AND t.next_run_at = c.slot
-         WHERE t.running_run_id IS NOT NULL",
+         WHERE t.running_count >= t.max_concurrent",
             &[&rest_ids, &rest_slots],
         )
         .await?
     {
-        running.insert(row.try_get(0)?, row.try_get(1)?);
+        let count: i64 = row.try_get(2)?;
+        let busy = ledger::Busy {
+            run_id: row.try_get(1)?,
+            count: count.max(0) as u32,
+        };
+        running.insert(row.try_get(0)?, busy);
     }
     let to_skip: Vec<usize> = rest
         .iter()
@@ -235,19 +240,27 @@ async fn claim_locked<C: GenericClient>(
     };
     let mut skipped = Vec::new();
     for &i in &rest {
-        let Some(run_id) = running.get(&task_ids[i]) else {
+        let Some(busy) = running.get(&task_ids[i]) else {
             continue;
         };
-        if claims[i].on_overlap == OnOverlap::Skip {
-            if !moved.contains(&task_ids[i]) {
-                continue;
+        match claims[i].on_overlap {
+            OnOverlap::Skip if !moved.contains(&task_ids[i]) => continue,
+            OnOverlap::Skip => {
+                let mut run = claims[i].run.clone();
+                run.message = ledger::overlap_message(busy);
+                skipped.push(run);
             }
-            let mut run = claims[i].run.clone();
-            run.message = ledger::overlap_message(run_id);
-            skipped.push(run);
+            OnOverlap::Wait => {}
+            // Rare (a busy configuration under `queue` or `replace`): the
+            // shared rule, on the row this transaction holds.
+            OnOverlap::Queue | OnOverlap::Replace => {
+                if !ledger::on_busy(tx, &claims[i], busy).await? {
+                    continue;
+                }
+            }
         }
         results[i] = Claim::AlreadyRunning {
-            run_id: run_id.clone(),
+            run_id: busy.run_id.clone(),
         };
     }
     insert_runs(tx, &skipped.iter().collect::<Vec<_>>(), RunState::Skipped).await?;
@@ -357,13 +370,20 @@ pub async fn finish_runs<C: GenericClient>(
             .map(|f| f.retry.map_or(0, |(_, attempt)| i64::from(attempt)))
             .collect();
         tx.pg_exec(
-            "UPDATE tasks t SET running_run_id = NULL, last_outcome = f.outcome,
+            "UPDATE tasks t SET
+                    running_run_id = CASE
+                        WHEN t.running_run_id IS NOT NULL AND t.running_run_id <> f.run_id
+                        THEN t.running_run_id
+                        ELSE (SELECT r.id FROM runs r WHERE r.task_id = t.id
+                                AND r.state = 'running' ORDER BY r.id DESC LIMIT 1) END,
+                    running_count = GREATEST(t.running_count - 1, 0),
+                    last_outcome = f.outcome,
                     last_message = f.message, failed_count = t.failed_count + f.failed,
                     retry_at = f.retry_at, retry_attempt = f.retry_attempt
              FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::bigint[],
                          $6::timestamptz[], $7::bigint[])
                   AS f(task_id, run_id, outcome, message, failed, retry_at, retry_attempt)
-             WHERE t.id = f.task_id AND t.running_run_id = f.run_id",
+             WHERE t.id = f.task_id",
             &[
                 &task_id,
                 &run_id,

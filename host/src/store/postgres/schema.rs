@@ -211,9 +211,18 @@ CREATE TRIGGER stop_requested AFTER INSERT ON stop_requests
 const V7: &str = "ALTER TABLE tasks ADD COLUMN keep_runs BIGINT;
 ALTER TABLE tasks ADD COLUMN keep_failed BIGINT;";
 
+/// Overlap policies: how many of a configuration's runs go on and how
+/// many may, so a claim's condition is one comparison on its row (the
+/// SQLite schema's OVERLAP).
+const V8: &str = "ALTER TABLE tasks ADD COLUMN running_count BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE tasks ADD COLUMN max_concurrent BIGINT NOT NULL DEFAULT 1;
+UPDATE tasks SET running_count =
+    (SELECT COUNT(*) FROM runs WHERE runs.task_id = tasks.id AND runs.state = 'running');
+CREATE INDEX runs_running ON runs (task_id, id) WHERE state = 'running';";
+
 /// Every migration in order; the position is the version (1-based). Only
 /// ever append: databases in use have the earlier ones applied.
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8];
 
 /// The schema version this build expects.
 pub const LATEST: i64 = MIGRATIONS.len() as i64;

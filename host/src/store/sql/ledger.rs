@@ -9,6 +9,12 @@
 //! transaction committed, so every check below is on rows changed, never
 //! on what an earlier `SELECT` saw.
 //!
+//! How many of a configuration's runs go on is counted on its row
+//! (`running_count`, one more for each run recorded running, one less for
+//! each that stops being so), beside how many may (`max_concurrent`, from
+//! its overlap policy), so "may one more start" is a condition on the row
+//! like the others.
+//!
 //! Rows are changed in one global order so concurrent batches cannot
 //! deadlock on PostgreSQL: run rows before task rows, each in ascending id
 //! order. Batches here go item by item in that order; PostgreSQL replaces
@@ -19,7 +25,7 @@ use chrono::{DateTime, Utc};
 
 use super::rows::{self, RUN_COLUMNS};
 use super::{Tx, params, query_opt};
-use crate::model::{EventSource, Level, NewEvent, RunRecord, RunState};
+use crate::model::{EventSource, Level, NewEvent, RunRecord, RunState, Trigger};
 use crate::store::{Claim, NewRun, OnOverlap, RunFilter, RunFinish, SlotClaim, StoreResult};
 
 /// Records `run` in `state` (running, or skipped with its message).
@@ -54,9 +60,41 @@ pub async fn insert_run<T: Tx + ?Sized>(
     Ok(())
 }
 
-/// The message of a slot skipped because `running` was still running.
-pub fn overlap_message(running: &str) -> String {
-    format!("skipped: the previous run {running} was still running")
+/// A claim's condition that one more run of the configuration may start.
+pub const HAS_ROOM: &str = "running_count < max_concurrent";
+
+/// The configuration's newest run still going on once run `$2` has ended
+/// (an expression over the row being updated, whose id is `$1`): the
+/// partial index `runs_running` makes it one lookup.
+const NEWEST_LEFT: &str = "CASE WHEN running_run_id IS NOT NULL AND running_run_id <> $2
+         THEN running_run_id
+         ELSE (SELECT r.id FROM runs r WHERE r.task_id = $1 AND r.state = 'running'
+               ORDER BY r.id DESC LIMIT 1) END";
+
+/// One run fewer going on, never below none.
+const ONE_LESS: &str = "CASE WHEN running_count > 0 THEN running_count - 1 ELSE 0 END";
+
+/// A configuration that could not start another run: its newest run going
+/// on and how many go on.
+#[derive(Debug, Clone)]
+pub struct Busy {
+    pub run_id: String,
+    pub count: u32,
+}
+
+/// The message of a slot skipped because the configuration was busy.
+pub fn overlap_message(busy: &Busy) -> String {
+    match busy.count {
+        0 | 1 => format!(
+            "skipped: the previous run {} was still running",
+            busy.run_id
+        ),
+        n => format!(
+            "skipped: {n} runs were still running, as many as it may run at once \
+             (the newest: {})",
+            busy.run_id
+        ),
+    }
 }
 
 /// The message of a manual run not started because `running` was.
@@ -87,9 +125,12 @@ pub async fn claim_slot<T: Tx + ?Sized>(tx: &T, c: &SlotClaim) -> anyhow::Result
     let run = &c.run;
     let won = tx
         .exec(
-            "UPDATE tasks SET next_run_at = $1, running_run_id = $2, last_run_at = $3,
-                    run_count = run_count + 1, retry_at = NULL, retry_attempt = 0
-             WHERE id = $4 AND next_run_at = $5 AND enabled = TRUE AND running_run_id IS NULL",
+            &format!(
+                "UPDATE tasks SET next_run_at = $1, running_run_id = $2, last_run_at = $3,
+                        run_count = run_count + 1, running_count = running_count + 1,
+                        retry_at = NULL, retry_attempt = 0
+                 WHERE id = $4 AND next_run_at = $5 AND enabled = TRUE AND {HAS_ROOM}"
+            ),
             params![c.next, &run.id, run.started_at, run.task_id, c.slot],
         )
         .await?;
@@ -97,36 +138,133 @@ pub async fn claim_slot<T: Tx + ?Sized>(tx: &T, c: &SlotClaim) -> anyhow::Result
         insert_run(tx, run, RunState::Running).await?;
         return Ok(Claim::Claimed);
     }
-    let Some(running) = running_at_slot(tx, run.task_id, c.slot).await? else {
+    let Some(busy) = busy_at_slot(tx, run.task_id, c.slot).await? else {
         return Ok(Claim::Lost);
     };
-    if c.on_overlap == OnOverlap::Skip {
-        let mut skipped = run.clone();
-        skipped.message = overlap_message(&running);
-        // Conditional again, and judged by what it changed: another
-        // instance may be skipping this very slot, and only the one that
-        // moves the schedule records the skip.
-        if !skip_slot(tx, run.task_id, c.slot, c.next, &skipped).await? {
-            return Ok(Claim::Lost);
-        }
+    if !on_busy(tx, c, &busy).await? {
+        return Ok(Claim::Lost);
     }
-    Ok(Claim::AlreadyRunning { run_id: running })
+    Ok(Claim::AlreadyRunning {
+        run_id: busy.run_id,
+    })
 }
 
-/// The run going on, if the configuration is still at `slot` and running.
-pub async fn running_at_slot<T: Tx + ?Sized>(
+/// What a slot does when its configuration is busy, per its
+/// [`OnOverlap`]; false if the slot was not the next fire time any more
+/// (someone else dealt with it). Every change is conditional again, and
+/// judged by what it changed: another instance may be handling this very
+/// slot, and only the one that moves the schedule records anything.
+pub async fn on_busy<T: Tx + ?Sized>(tx: &T, c: &SlotClaim, busy: &Busy) -> anyhow::Result<bool> {
+    let run = &c.run;
+    match c.on_overlap {
+        OnOverlap::Wait => Ok(true),
+        OnOverlap::Skip => {
+            let mut skipped = run.clone();
+            skipped.message = overlap_message(busy);
+            skip_slot(tx, run.task_id, c.slot, c.next, &skipped).await
+        }
+        OnOverlap::Queue | OnOverlap::Replace => queue_slot(tx, c, busy).await,
+    }
+}
+
+/// Keeps the slot waiting behind the runs going on (policies `queue` and
+/// `replace`): moves the schedule on and records the slot's run queued,
+/// to start when the configuration has room (`queued_runs` offers it
+/// then). At most one slot waits: a slot that finds one waiting is
+/// skipped. Under `replace`, the runs going on are asked to stop, as an
+/// operator would ask.
+async fn queue_slot<T: Tx + ?Sized>(tx: &T, c: &SlotClaim, busy: &Busy) -> anyhow::Result<bool> {
+    let run = &c.run;
+    let sql = format!(
+        "SELECT scheduled_for FROM runs
+         WHERE task_id = $1 AND state = 'queued' AND trigger = 'schedule'{}",
+        T::FOR_UPDATE
+    );
+    if let Some(mut waiting) = query_opt(tx, &sql, params![run.task_id]).await? {
+        let waits = waiting.opt_time(0)?.map_or_else(
+            || "an earlier slot".to_owned(),
+            |t| format!("the slot of {t}"),
+        );
+        let mut skipped = run.clone();
+        skipped.message = format!(
+            "skipped: run {} was still running and {waits} already waits for it",
+            busy.run_id
+        );
+        return skip_slot(tx, run.task_id, c.slot, c.next, &skipped).await;
+    }
+    let moved = tx
+        .exec(
+            "UPDATE tasks SET next_run_at = $1 WHERE id = $2 AND next_run_at = $3",
+            params![c.next, run.task_id, c.slot],
+        )
+        .await?;
+    if moved == 0 {
+        return Ok(false);
+    }
+    let message = if c.on_overlap == OnOverlap::Replace {
+        let by = format!(
+            "overlap policy replace (the slot of {} replaces it)",
+            c.slot
+        );
+        let going_on = tx
+            .query(
+                "SELECT id, instance FROM runs WHERE task_id = $1 AND state = 'running'",
+                params![run.task_id],
+            )
+            .await?;
+        for mut row in going_on {
+            let (id, instance) = (row.text(0)?, row.opt_text(1)?.unwrap_or_default());
+            tx.exec(
+                "INSERT INTO stop_requests (run_id, instance, requested_by, requested_at)
+                 VALUES ($1, $2, $3, $4) ON CONFLICT (run_id) DO NOTHING",
+                params![&id, &instance, &by, run.started_at],
+            )
+            .await?;
+        }
+        format!(
+            "waits for run {} to stop (overlap policy replace)",
+            busy.run_id
+        )
+    } else {
+        format!(
+            "waits for run {} to end (overlap policy queue)",
+            busy.run_id
+        )
+    };
+    tx.exec(
+        "INSERT INTO runs (id, task_id, task_name, implementation, trigger, attempt, scheduled_for,
+                           queued_at, state, message, instance)
+         VALUES ($1, $2, $3, $4, 'schedule', 1, $5, $6, 'queued', $7, NULL)",
+        params![
+            &run.id,
+            run.task_id,
+            &run.task_name,
+            &run.implementation,
+            c.slot,
+            run.started_at,
+            &message,
+        ],
+    )
+    .await?;
+    Ok(true)
+}
+
+/// Whether the configuration is still at `slot` and has no room for
+/// another run: its newest run going on and how many go on.
+pub async fn busy_at_slot<T: Tx + ?Sized>(
     tx: &T,
     task_id: i64,
     slot: DateTime<Utc>,
-) -> anyhow::Result<Option<String>> {
-    match query_opt(
-        tx,
-        "SELECT running_run_id FROM tasks WHERE id = $1 AND next_run_at = $2",
-        params![task_id, slot],
-    )
-    .await?
-    {
-        Some(mut row) => row.opt_text(0),
+) -> anyhow::Result<Option<Busy>> {
+    let sql = format!(
+        "SELECT running_run_id, running_count FROM tasks
+         WHERE id = $1 AND next_run_at = $2 AND NOT ({HAS_ROOM})"
+    );
+    match query_opt(tx, &sql, params![task_id, slot]).await? {
+        Some(mut row) => Ok(Some(Busy {
+            run_id: row.opt_text(0)?.unwrap_or_else(|| "?".to_owned()),
+            count: row.int(1)?.max(0) as u32,
+        })),
         None => Ok(None),
     }
 }
@@ -163,9 +301,11 @@ pub async fn claim_retry<T: Tx + ?Sized>(
 ) -> anyhow::Result<Claim> {
     let won = tx
         .exec(
-            "UPDATE tasks SET retry_at = NULL, running_run_id = $1, last_run_at = $2,
-                    run_count = run_count + 1
-             WHERE id = $3 AND retry_at = $4 AND enabled = TRUE AND running_run_id IS NULL",
+            &format!(
+                "UPDATE tasks SET retry_at = NULL, running_run_id = $1, last_run_at = $2,
+                        run_count = run_count + 1, running_count = running_count + 1
+                 WHERE id = $3 AND retry_at = $4 AND enabled = TRUE AND {HAS_ROOM}"
+            ),
             params![&run.id, run.started_at, task_id, retry_at],
         )
         .await?;
@@ -176,8 +316,9 @@ pub async fn claim_retry<T: Tx + ?Sized>(
     Ok(Claim::Lost)
 }
 
-/// Marks the configuration running `run_id` if nothing runs; else names
-/// what runs (`None`: the configuration is gone).
+/// Marks the configuration running `run_id` if it has room for one more
+/// run; else names its newest run going on (`None`: the configuration is
+/// gone).
 async fn take_configuration<T: Tx + ?Sized>(
     tx: &T,
     task_id: i64,
@@ -186,8 +327,11 @@ async fn take_configuration<T: Tx + ?Sized>(
 ) -> anyhow::Result<Result<(), Option<String>>> {
     let won = tx
         .exec(
-            "UPDATE tasks SET running_run_id = $1, last_run_at = $2, run_count = run_count + 1
-             WHERE id = $3 AND running_run_id IS NULL",
+            &format!(
+                "UPDATE tasks SET running_run_id = $1, last_run_at = $2,
+                        run_count = run_count + 1, running_count = running_count + 1
+                 WHERE id = $3 AND {HAS_ROOM}"
+            ),
             params![run_id, now, task_id],
         )
         .await?;
@@ -201,17 +345,20 @@ async fn take_configuration<T: Tx + ?Sized>(
     )
     .await?
     {
-        Some(mut row) => row.opt_text(0)?,
+        Some(mut row) => Some(row.opt_text(0)?.unwrap_or_else(|| "?".to_owned())),
         None => None,
     };
-    if running.is_some() {
-        tx.exec(
-            "UPDATE tasks SET skipped_count = skipped_count + 1 WHERE id = $1",
-            params![task_id],
-        )
-        .await?;
-    }
     Ok(Err(running))
+}
+
+/// Counts a run not started because the configuration was busy.
+async fn count_skip<T: Tx + ?Sized>(tx: &T, task_id: i64) -> anyhow::Result<()> {
+    tx.exec(
+        "UPDATE tasks SET skipped_count = skipped_count + 1 WHERE id = $1",
+        params![task_id],
+    )
+    .await?;
+    Ok(())
 }
 
 /// Starts a manual run unless one is running (then records it skipped).
@@ -226,6 +373,7 @@ pub async fn claim_manual<T: Tx + ?Sized>(
             Ok(Claim::Claimed)
         }
         Err(Some(running)) => {
+            count_skip(tx, task_id).await?;
             let mut skipped = run.clone();
             skipped.message = not_started_message(&running);
             insert_run(tx, &skipped, RunState::Skipped).await?;
@@ -267,9 +415,11 @@ pub async fn queue_manual_run<T: Tx + ?Sized>(
     Ok(Some(id))
 }
 
-/// Moves a queued run to running unless its configuration is running
-/// already. The queued row is locked first, so of two instances picking
-/// up the same request one starts it and the other finds it gone.
+/// Moves a queued run to running if its configuration has room. If it has
+/// none, a manual run is recorded skipped; a scheduled slot waiting its
+/// turn (overlap policies `queue` and `replace`) goes on waiting. The
+/// queued row is locked first, so of two instances picking up the same
+/// request one starts it and the other finds it gone.
 pub async fn start_queued_run<T: Tx + ?Sized>(
     tx: &T,
     run_id: &str,
@@ -278,13 +428,14 @@ pub async fn start_queued_run<T: Tx + ?Sized>(
     lease_until: DateTime<Utc>,
 ) -> anyhow::Result<Claim> {
     let sql = format!(
-        "SELECT task_id FROM runs WHERE id = $1 AND state = 'queued'{}",
+        "SELECT task_id, trigger FROM runs WHERE id = $1 AND state = 'queued'{}",
         T::FOR_UPDATE
     );
     let Some(mut queued) = query_opt(tx, &sql, params![run_id]).await? else {
         return Ok(Claim::Lost);
     };
     let task_id = queued.int(0)?;
+    let waits_its_turn = queued.text(1)? == Trigger::Schedule.as_str();
     match take_configuration(tx, task_id, run_id, now).await? {
         Ok(()) => {
             tx.exec(
@@ -296,7 +447,9 @@ pub async fn start_queued_run<T: Tx + ?Sized>(
             .await?;
             Ok(Claim::Claimed)
         }
+        Err(Some(running)) if waits_its_turn => Ok(Claim::AlreadyRunning { run_id: running }),
         Err(Some(running)) => {
+            count_skip(tx, task_id).await?;
             tx.exec(
                 "UPDATE runs SET state = 'skipped', started_at = $1, finished_at = $1,
                         instance = $2, message = $3
@@ -419,18 +572,22 @@ pub async fn finish_run<T: Tx + ?Sized>(tx: &T, f: &RunFinish) -> anyhow::Result
         Some((at, attempt)) => (Some(at), attempt),
         None => (None, 0),
     };
+    // Its row changed from running above, so the run is one fewer going on.
     tx.exec(
-        "UPDATE tasks SET running_run_id = NULL, last_outcome = $1, last_message = $2,
-                failed_count = failed_count + $3, retry_at = $4, retry_attempt = $5
-         WHERE id = $6 AND running_run_id = $7",
+        &format!(
+            "UPDATE tasks SET running_run_id = {NEWEST_LEFT}, running_count = {ONE_LESS},
+                    last_outcome = $3, last_message = $4, failed_count = failed_count + $5,
+                    retry_at = $6, retry_attempt = $7
+             WHERE id = $1"
+        ),
         params![
+            f.task_id,
+            &f.run_id,
             o.state.as_str(),
             &o.message,
             i64::from(o.state.is_failure()),
             retry_at,
             retry_attempt,
-            f.task_id,
-            &f.run_id,
         ],
     )
     .await?;
@@ -484,10 +641,13 @@ pub async fn abandon_expired<T: Tx + ?Sized>(
         )
         .await?;
         tx.exec(
-            "UPDATE tasks SET running_run_id = NULL, last_outcome = 'abandoned',
-                    last_message = $1, failed_count = failed_count + 1
-             WHERE id = $2 AND running_run_id = $3",
-            params![&message, run.task_id, &run.id],
+            &format!(
+                "UPDATE tasks SET running_run_id = {NEWEST_LEFT}, running_count = {ONE_LESS},
+                        last_outcome = 'abandoned', last_message = $3,
+                        failed_count = failed_count + 1
+                 WHERE id = $1"
+            ),
+            params![run.task_id, &run.id, &message],
         )
         .await?;
         tx.insert_events(&[NewEvent {
@@ -543,8 +703,18 @@ pub async fn list_runs<T: Tx + ?Sized>(
     rows::all(rows, rows::run)
 }
 
+/// Queued runs to try now: manual runs, and slots waiting their turn whose
+/// configuration has room (the others would only be tried in vain, every
+/// pass, for as long as a long run goes on).
 pub async fn queued_runs<T: Tx + ?Sized>(tx: &T) -> anyhow::Result<Vec<RunRecord>> {
-    let sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE state = 'queued' ORDER BY id");
+    let sql = format!(
+        "SELECT {RUN_COLUMNS} FROM runs
+         WHERE state = 'queued'
+           AND (trigger <> 'schedule'
+                OR EXISTS (SELECT 1 FROM tasks t WHERE t.id = runs.task_id
+                           AND t.running_count < t.max_concurrent))
+         ORDER BY id"
+    );
     rows::all(tx.query(&sql, &[]).await?, rows::run)
 }
 

@@ -15,7 +15,7 @@ use crate::model::{
 
 pub const TASK_COLUMNS: &str = "id, config, created_at, updated_at, next_run_at, last_run_at, \
     last_outcome, last_message, run_count, skipped_count, failed_count, running_run_id, \
-    retry_at, retry_attempt, enabled, name";
+    retry_at, retry_attempt, enabled, name, running_count";
 
 pub fn task(mut r: Row) -> anyhow::Result<TaskRecord> {
     let name = r.text(15)?;
@@ -38,6 +38,7 @@ pub fn task(mut r: Row) -> anyhow::Result<TaskRecord> {
         skipped_count: r.int(9)? as u64,
         failed_count: r.int(10)? as u64,
         running_run_id: r.opt_text(11)?,
+        running_count: r.int(16)?.max(0) as u32,
         retry_at: r.opt_time(12)?,
         retry_attempt: r.int(13)? as u32,
     })

@@ -17,6 +17,11 @@ fn history_limits(config: &TaskConfig) -> (Option<i64>, Option<i64>) {
     )
 }
 
+/// How many of its runs may go on at once, as the claims' condition reads it.
+fn max_concurrent(config: &TaskConfig) -> i64 {
+    i64::from(config.concurrency_limit())
+}
+
 /// Inserts a configuration; fails on the unique name (the caller turns that
 /// into `TaskExists`).
 pub async fn create<T: Tx + ?Sized>(
@@ -27,8 +32,8 @@ pub async fn create<T: Tx + ?Sized>(
     let json = serde_json::to_string(config)?;
     let sql = format!(
         "INSERT INTO tasks (name, enabled, config, created_at, updated_at, next_run_at,
-                            keep_runs, keep_failed)
-         VALUES ($1, $2, $3, {now}, {now}, $4, $5, $6)
+                            keep_runs, keep_failed, max_concurrent)
+         VALUES ($1, $2, $3, {now}, {now}, $4, $5, $6, $7)
          RETURNING {TASK_COLUMNS}",
         now = T::NOW
     );
@@ -42,7 +47,8 @@ pub async fn create<T: Tx + ?Sized>(
             &json,
             next_run_at,
             keep_runs,
-            keep_failed
+            keep_failed,
+            max_concurrent(config)
         ],
     )
     .await?
@@ -60,7 +66,7 @@ pub async fn update<T: Tx + ?Sized>(
     let json = serde_json::to_string(config)?;
     let sql = format!(
         "UPDATE tasks SET name = $1, enabled = $2, config = $3, updated_at = {now},
-                next_run_at = $4, keep_runs = $6, keep_failed = $7
+                next_run_at = $4, keep_runs = $6, keep_failed = $7, max_concurrent = $8
          WHERE name = $5
          RETURNING {TASK_COLUMNS}",
         now = T::NOW
@@ -76,7 +82,8 @@ pub async fn update<T: Tx + ?Sized>(
             next_run_at,
             name,
             keep_runs,
-            keep_failed
+            keep_failed,
+            max_concurrent(config)
         ],
     )
     .await?

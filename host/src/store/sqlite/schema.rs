@@ -121,8 +121,19 @@ pub fn migrations() -> Migrations<'static> {
         M::up(SECRET_SETTINGS),
         M::up(STOP_REQUESTS),
         M::up(HISTORY_LIMITS),
+        M::up(OVERLAP),
     ])
 }
+
+/// Overlap policies: how many of a configuration's runs go on
+/// (`running_count`, counted from the runs recorded running) and how many
+/// may (`max_concurrent`, from its policy), so a claim's condition is one
+/// comparison on its row; the partial index finds the runs going on.
+const OVERLAP: &str = "ALTER TABLE tasks ADD COLUMN running_count INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE tasks ADD COLUMN max_concurrent INTEGER NOT NULL DEFAULT 1;
+UPDATE tasks SET running_count =
+    (SELECT COUNT(*) FROM runs WHERE runs.task_id = tasks.id AND runs.state = 'running');
+CREATE INDEX runs_running ON runs (task_id, id) WHERE state = 'running';";
 
 /// A configuration's own history limits, copied out of its JSON so
 /// retention can read them in SQL; NULL: the instance's `--keep-runs`.
