@@ -303,3 +303,100 @@ fn on_one_sqlite_file_a_run_is_stopped_on_whichever_instance_runs_it() {
     let cluster = Cluster::new(Some(Backend::Sqlite), &["misbehave.wasm"]).unwrap();
     a_run_is_stopped_on_whichever_instance_runs_it(cluster);
 }
+
+/// The most runs in `runs` going on at one instant (each from its start
+/// to its end).
+fn most_at_once(runs: &[Value]) -> usize {
+    let time = |r: &Value, key: &str| -> Option<chrono::DateTime<chrono::Utc>> {
+        r[key].as_str()?.parse().ok()
+    };
+    let spans: Vec<_> = runs
+        .iter()
+        .filter_map(|r| Some((time(r, "started_at")?, time(r, "finished_at")?)))
+        .collect();
+    spans
+        .iter()
+        .map(|(start, _)| {
+            spans
+                .iter()
+                .filter(|(s, e)| s <= start && start < e)
+                .count()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+/// `queue` and `replace` with two instances: one record per slot, runs of
+/// one configuration never side by side, a slot that waited runs, and a
+/// run is replaced whichever instance runs it.
+fn overlap_policies_hold_across_instances(cluster: Cluster) {
+    let a = cluster.serve("a");
+    let b = cluster.serve("b");
+    for (name, ms, policy) in [
+        ("queued", "2500", "queue"),
+        ("replaced", "600000", "replace"),
+    ] {
+        let ms = format!("ms={ms}");
+        cluster.ok(&[
+            "task",
+            "add",
+            name,
+            "--implementation",
+            "Cronwerk.Test.Misbehave",
+            "--every",
+            "1s",
+            "-p",
+            "action=sleep",
+            "-p",
+            &ms,
+            "--on-overlap",
+            policy,
+        ]);
+    }
+    let queued = cluster.wait_runs("queued", "two slots that waited, then ran", |r| {
+        r.iter()
+            .filter(|x| field(x, "state") == "succeeded")
+            .filter(|x| {
+                let started: chrono::DateTime<chrono::Utc> =
+                    field(x, "started_at").parse().unwrap();
+                let due: chrono::DateTime<chrono::Utc> = field(x, "scheduled_for").parse().unwrap();
+                started - due > chrono::TimeDelta::milliseconds(1000)
+            })
+            .count()
+            >= 2
+    });
+    let replaced = cluster.wait_runs("replaced", "two runs replaced", |r| {
+        r.iter()
+            .filter(|x| field(x, "message").starts_with("stopped by overlap policy replace"))
+            .count()
+            >= 2
+    });
+    cluster.ok(&["task", "disable", "queued"]);
+    cluster.ok(&["task", "disable", "replaced"]);
+    for runs in [&queued, &replaced] {
+        assert_eq!(most_at_once(runs), 1, "{:#?}", summary(runs));
+        let mut slots = std::collections::BTreeSet::new();
+        for r in runs.iter() {
+            assert!(
+                slots.insert(field(r, "scheduled_for")),
+                "{:#?}",
+                summary(runs)
+            );
+        }
+    }
+    assert_eq!(a.stop().0, Some(0));
+    assert_eq!(b.stop().0, Some(0));
+}
+
+#[test]
+fn on_postgres_overlap_policies_hold_across_instances() {
+    if let Some(cluster) = Cluster::new(Cluster::postgres(), &["misbehave.wasm"]) {
+        overlap_policies_hold_across_instances(cluster);
+    }
+}
+
+#[test]
+fn on_one_sqlite_file_overlap_policies_hold_across_instances() {
+    let cluster = Cluster::new(Some(Backend::Sqlite), &["misbehave.wasm"]).unwrap();
+    overlap_policies_hold_across_instances(cluster);
+}
