@@ -482,8 +482,7 @@ async fn under_queue_one_slot_waits_for_the_running_run_and_the_next_is_skipped(
     );
     assert_eq!(runs[1].started_at, Some(t(32)));
     // The component is told which slot it runs for.
-    let seen = f.script.seen.lock().unwrap();
-    let context = &seen[1].context;
+    let context = f.script.seen.lock().unwrap()[1].context.clone();
     assert_eq!(context.trigger, Trigger::Schedule);
     assert_eq!(context.scheduled_for, Some(t(20).into()));
     let task = f.store.get_task_by_id(id).await.unwrap();
