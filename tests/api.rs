@@ -213,6 +213,9 @@ fn configurations_round_trip_through_create_read_replace_enable_run_and_delete()
             "keep_failed": 20,
             "on_overlap": "allow",
             "max_concurrent": 3,
+            "jitter": "10m",
+            "start": "2026-01-01T00:00:00Z",
+            "until": "2099-01-01T00:00:00Z",
         })),
         201,
     );
@@ -221,6 +224,9 @@ fn configurations_round_trip_through_create_read_replace_enable_run_and_delete()
     assert_eq!(created["on_overlap"], "allow");
     assert_eq!(created["max_concurrent"], 3);
     assert_eq!(created["running_count"], 0);
+    assert_eq!(created["jitter"], "10m");
+    assert!(created["jitter_offset"].is_string(), "{created}");
+    assert_eq!(created["until"], "2099-01-01T00:00:00Z");
     assert_eq!(created["name"], "Nightly");
     assert_eq!(
         created["allow_http"],
@@ -265,6 +271,9 @@ fn configurations_round_trip_through_create_read_replace_enable_run_and_delete()
         "keep_failed",
         "on_overlap",
         "max_concurrent",
+        "jitter",
+        "start",
+        "until",
     ] {
         input[key] = read[key].clone();
     }
@@ -379,6 +388,15 @@ fn bad_input_is_a_400_naming_the_field() {
     let mut too_many = with("on_overlap", json!("allow"));
     too_many["max_concurrent"] = json!(1000);
     assert_bad(&s, too_many, "max_concurrent");
+    // A jitter must fit between two runs; a window must end after it starts,
+    // and not before the next run.
+    assert_bad(&s, with("jitter", json!("1m")), "jitter");
+    assert_bad(&s, with("jitter", json!("soon")), "jitter");
+    assert_bad(&s, with("until", json!("yesterday")), "until");
+    assert_bad(&s, with("until", json!("2020-01-01T00:00:00Z")), "until");
+    let mut backwards = with("start", json!("2099-01-02T00:00:00Z"));
+    backwards["until"] = json!("2099-01-01T00:00:00Z");
+    assert_bad(&s, backwards, "until");
     assert_bad(
         &s,
         with("schedule", json!({"every": "10s", "cron": "* * * * *"})),

@@ -1070,3 +1070,73 @@ fn overlap_policies_queue_allow_and_replace_through_the_real_binary() {
     let (code, _) = serve.stop();
     assert_eq!(code, Some(0));
 }
+
+#[test]
+fn a_jittered_configuration_runs_on_its_shifted_slots_and_a_window_ends_its_schedule() {
+    let env = Env::new(&["hello.wasm"]);
+    let add = |name: &str, extra: &[&str]| {
+        let mut args = vec![
+            "task",
+            "add",
+            name,
+            "--implementation",
+            "Acme.HelloScheduledTask",
+        ];
+        args.extend_from_slice(extra);
+        env.cli(&args)
+    };
+    assert!(
+        add("spread", &["--every", "2s", "--jitter", "1500ms"])
+            .status
+            .success()
+    );
+    let until = (chrono::Utc::now() + chrono::TimeDelta::seconds(4))
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    assert!(
+        add("window", &["--every", "1s", "--until", &until])
+            .status
+            .success()
+    );
+    // A jitter that does not fit between two runs is refused, naming the flag.
+    let wrong = add("wrong", &["--every", "2s", "--jitter", "5s"]);
+    let stderr = String::from_utf8_lossy(&wrong.stderr);
+    assert!(
+        !wrong.status.success() && stderr.contains("--jitter") && stderr.contains("shortest gap"),
+        "{stderr}"
+    );
+    let task = env.store_task("spread");
+    let offset = task.config.fire_times().offset();
+    let shown = env.ok(&["task", "show", "spread"]);
+    assert!(shown.contains("jitter          1s 500ms"), "{shown}");
+
+    let serve = env.serve();
+    let runs = env.wait_runs("spread", "three runs", |r| {
+        r.iter().filter(|x| x.state == RunState::Succeeded).count() >= 3
+    });
+    let slots: Vec<_> = runs.iter().filter_map(|r| r.scheduled_for).collect();
+    for slot in &slots {
+        // Every slot is a whole second of the schedule, shifted by the offset.
+        assert_eq!(
+            (*slot - offset).timestamp_subsec_millis(),
+            0,
+            "{slot} {offset}"
+        );
+    }
+    for pair in slots.windows(2) {
+        assert_eq!(pair[1] - pair[0], chrono::TimeDelta::seconds(2));
+    }
+
+    // The window's end ends the schedule: no slot at or after it.
+    let until: chrono::DateTime<chrono::Utc> = until.parse().unwrap();
+    let window = env.wait_runs("window", "the schedule to end with its window", |r| {
+        !r.is_empty() && env.store_task("window").next_run_at.is_none()
+    });
+    assert!(
+        window
+            .iter()
+            .all(|r| r.scheduled_for.is_some_and(|s| s < until)),
+        "{window:#?}"
+    );
+    let (code, _) = serve.stop();
+    assert_eq!(code, Some(0));
+}

@@ -239,7 +239,7 @@ fn main() {
         let store = SqliteStore::open(&data).unwrap();
         runtime.block_on(async {
             for config in &configs {
-                let next = cronwerk::spec::first_run(&config.schedule, Utc::now());
+                let next = cronwerk::spec::first_run(config, Utc::now());
                 store.create_task(config, next).await.unwrap();
             }
         });

@@ -41,6 +41,9 @@ pub enum Field {
     KeepFailed,
     OnOverlap,
     MaxConcurrent,
+    Jitter,
+    Start,
+    Until,
 }
 
 impl Field {
@@ -71,6 +74,9 @@ impl Field {
             Field::KeepFailed => "--keep-failed",
             Field::OnOverlap => "--on-overlap",
             Field::MaxConcurrent => "--max-concurrent",
+            Field::Jitter => "--jitter",
+            Field::Start => "--start",
+            Field::Until => "--until",
         }
     }
 
@@ -101,6 +107,9 @@ impl Field {
             Field::KeepFailed => "keep_failed",
             Field::OnOverlap => "on_overlap",
             Field::MaxConcurrent => "max_concurrent",
+            Field::Jitter => "jitter",
+            Field::Start => "start",
+            Field::Until => "until",
         }
     }
 }
@@ -267,6 +276,11 @@ pub struct ConfigSpec {
     pub on_overlap: Option<OverlapPolicy>,
     /// Runs at once under `allow`.
     pub max_concurrent: Option<u32>,
+    /// The spread of its slots; `Some(None)` (or zero) removes it.
+    pub jitter: Option<Option<Duration>>,
+    /// Its active window's start and end; `Some(None)` removes one.
+    pub start: Option<Option<DateTime<Utc>>>,
+    pub until: Option<Option<DateTime<Utc>>>,
 }
 
 /// Most runs of one configuration that may go on at once under `allow`:
@@ -417,8 +431,66 @@ impl ConfigSpec {
             }
             config.max_concurrent = Some(n);
         }
+        if let Some(jitter) = self.jitter {
+            config.jitter = jitter.filter(|j| !j.is_zero());
+        }
+        if let Some(start) = self.start {
+            config.start = start;
+        }
+        if let Some(until) = self.until {
+            config.until = until;
+        }
         Ok(())
     }
+}
+
+/// Fixes the jitter seed when a jitter is set (from the name then), so
+/// later renames keep the slots where they are.
+fn settle_seed(config: &mut TaskConfig) {
+    if config.jitter.is_some() && config.jitter_seed.is_none() {
+        config.jitter_seed = Some(config.seed());
+    }
+}
+
+/// Checks what decides where its slots fall beyond the schedule: a jitter
+/// fits between two of its fire times (else slots would change order),
+/// and an active window ends after it starts.
+pub fn check_timing(config: &TaskConfig, now: DateTime<Utc>) -> Result<(), FieldError> {
+    if let Some(jitter) = config.jitter {
+        if jitter < Duration::from_millis(1) {
+            return Err(FieldError::new(
+                Field::Jitter,
+                "must be at least 1ms (0s removes it)",
+            ));
+        }
+        let Some(gap) = crate::model::timing::shortest_gap(&config.schedule, now) else {
+            return Err(FieldError::new(
+                Field::Jitter,
+                "only spreads a repeating schedule; a one-off runs at its time",
+            ));
+        };
+        if chrono::TimeDelta::from_std(jitter).is_ok_and(|j| j > gap) || gap.to_std().is_err() {
+            return Err(FieldError::new(
+                Field::Jitter,
+                format!(
+                    "{} is longer than the schedule's shortest gap between runs ({}): \
+                     its slots would change order; use at most {}",
+                    humantime::format_duration(jitter),
+                    humantime::format_duration(gap.to_std().unwrap_or_default()),
+                    humantime::format_duration(gap.to_std().unwrap_or_default()),
+                ),
+            ));
+        }
+    }
+    if let (Some(start), Some(until)) = (config.start, config.until)
+        && until <= start
+    {
+        return Err(FieldError::new(
+            Field::Until,
+            format!("{until} is not after the window's start ({start})"),
+        ));
+    }
+    Ok(())
 }
 
 /// Configuration names are what operators type and URLs carry: printable,
@@ -487,18 +559,39 @@ pub fn build_config(
     let mut task = TaskConfig::new(name, implementation, schedule);
     task.enabled = enabled;
     config.apply(&mut task)?;
+    settle_seed(&mut task);
     Ok(task)
 }
 
-/// The first fire time of a schedule that starts now; a schedule with none
-/// (a one-off in the past) is an error, not a configuration that silently
-/// never runs.
+/// The first fire time of a configuration that starts now, its timing
+/// checked; one with none (a one-off in the past, a window that has
+/// ended) is an error, not a configuration that silently never runs.
 pub fn first_run_checked(
-    schedule: &Schedule,
+    config: &TaskConfig,
     now: DateTime<Utc>,
 ) -> Result<Option<DateTime<Utc>>, FieldError> {
-    match first_run(schedule, now) {
+    check_timing(config, now)?;
+    let schedule = &config.schedule;
+    match first_run(config, now) {
         Some(next) => Ok(Some(next)),
+        None if first_run(
+            &TaskConfig {
+                until: None,
+                ..config.clone()
+            },
+            now,
+        )
+        .is_some() =>
+        {
+            Err(FieldError::new(
+                Field::Until,
+                format!(
+                    "'{schedule}' would never run: its active window ends at {} before its \
+                     next slot",
+                    config.until.map_or_else(String::new, |u| u.to_string())
+                ),
+            ))
+        }
         None => Err(FieldError::new(
             match schedule {
                 Schedule::RunOn { .. } => Field::RunOn,
@@ -519,40 +612,52 @@ pub fn new_config(
     now: DateTime<Utc>,
 ) -> Result<(TaskConfig, Option<DateTime<Utc>>), FieldError> {
     let task = build_config(name, implementation, schedule, config, enabled, now)?;
-    let next = first_run_checked(&task.schedule, now)?;
+    let next = first_run_checked(&task, now)?;
     Ok((task, next))
 }
 
 /// `task` changed to `new`: the configuration to store and its next fire
 /// time. A schedule given again unchanged keeps its grid and next run (an
-/// interval is not restarted); a new schedule starts from now, and so does
-/// enabling (slots that passed while it was disabled are not runs that were
-/// missed).
+/// interval is not restarted); a new schedule starts from now, and so do a
+/// new jitter or window (and a rename under a jitter, whose offset comes
+/// from the name), and enabling (slots that passed while it was disabled
+/// are not runs that were missed).
 pub fn change(
     task: &TaskRecord,
     mut new: TaskConfig,
     now: DateTime<Utc>,
 ) -> Result<(TaskConfig, Option<DateTime<Utc>>), FieldError> {
-    let same = same_schedule(&task.config.schedule, &new.schedule);
+    let old = &task.config;
+    let same = same_schedule(&old.schedule, &new.schedule);
     if same {
-        new.schedule = task.config.schedule.clone();
+        new.schedule = old.schedule.clone();
     }
-    let next = if !same {
-        first_run_checked(&new.schedule, now)?
-    } else if new.enabled && !task.config.enabled {
-        first_run(&new.schedule, now)
+    // Once fixed, a seed stays (a replacement from the API, built afresh
+    // under a new name, would otherwise take that name's).
+    new.jitter_seed = old.jitter_seed.or(new.jitter_seed);
+    settle_seed(&mut new);
+    let same_times = same
+        && old.fire_times().offset() == new.fire_times().offset()
+        && old.start == new.start
+        && old.until == new.until;
+    let next = if !same_times {
+        first_run_checked(&new, now)?
+    } else if new.enabled && !old.enabled {
+        first_run(&new, now)
     } else {
         task.next_run_at
     };
     Ok((new, next))
 }
 
-/// The first fire time of a schedule that starts now: intervals wait one
-/// interval, everything else takes its first time from now on.
-pub fn first_run(schedule: &Schedule, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
-    match schedule {
-        Schedule::Every { .. } | Schedule::Cron { .. } => schedule.next_after(now),
-        _ => schedule.first_at_or_after(now),
+/// The first fire time of a configuration that starts now: intervals wait
+/// one interval, everything else takes its first time from now on (both
+/// shifted by its jitter, within its active window).
+pub fn first_run(config: &TaskConfig, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    let times = config.fire_times();
+    match config.schedule {
+        Schedule::Every { .. } | Schedule::Cron { .. } => times.next_after(now),
+        _ => times.first_at_or_after(now),
     }
 }
 
@@ -571,7 +676,7 @@ pub fn upcoming(task: &TaskRecord, n: usize) -> Vec<DateTime<Utc>> {
         .next_run_at
         .map(|n| n - chrono::TimeDelta::milliseconds(1));
     match (task.config.enabled, from) {
-        (true, Some(from)) => task.config.schedule.upcoming(from, n),
+        (true, Some(from)) => task.config.fire_times().upcoming(from, n),
         _ => Vec::new(),
     }
 }
@@ -656,6 +761,174 @@ mod tests {
                 .unwrap()
                 .is_none()
         );
+    }
+
+    fn every(text: &str) -> ScheduleSpec {
+        ScheduleSpec {
+            every: Some(text.into()),
+            ..Default::default()
+        }
+    }
+
+    fn timing(jitter: Option<&str>, start: Option<&str>, until: Option<&str>) -> ConfigSpec {
+        ConfigSpec {
+            jitter: jitter.map(|j| Some(parse_duration(j).unwrap())),
+            start: start.map(|t| Some(parse_time(t).unwrap())),
+            until: until.map(|t| Some(parse_time(t).unwrap())),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_jitter_shifts_the_first_run_and_must_fit_between_runs() {
+        let (config, next) = new_config(
+            "j",
+            "A.B",
+            &every("1h"),
+            &timing(Some("10m"), None, None),
+            true,
+            now(),
+        )
+        .unwrap();
+        let next = next.unwrap();
+        let offset = config.fire_times().offset();
+        assert!(offset < chrono::TimeDelta::minutes(10));
+        let grid: DateTime<Utc> = "2026-03-01T10:00:00Z".parse().unwrap();
+        assert!(next > now() && next <= now() + chrono::TimeDelta::hours(1));
+        assert_eq!((next - offset - grid).num_milliseconds() % 3_600_000, 0);
+        assert_eq!(
+            upcoming_of(&config, next)[1],
+            next + chrono::TimeDelta::hours(1)
+        );
+
+        let err = new_config(
+            "j",
+            "A.B",
+            &every("10s"),
+            &timing(Some("1m"), None, None),
+            true,
+            now(),
+        )
+        .unwrap_err();
+        assert_eq!(err.field, Field::Jitter);
+        assert!(err.message.contains("shortest gap"), "{}", err.message);
+        let at = ScheduleSpec {
+            at: Some("2026-03-02T00:00:00Z".into()),
+            ..Default::default()
+        };
+        let err = new_config(
+            "j",
+            "A.B",
+            &at,
+            &timing(Some("1m"), None, None),
+            true,
+            now(),
+        )
+        .unwrap_err();
+        assert_eq!(err.field, Field::Jitter);
+        // 0s removes it.
+        let (config, _) = new_config(
+            "j",
+            "A.B",
+            &every("1h"),
+            &timing(Some("0s"), None, None),
+            true,
+            now(),
+        )
+        .unwrap();
+        assert_eq!(config.jitter, None);
+    }
+
+    fn record(config: &TaskConfig, next: Option<DateTime<Utc>>) -> TaskRecord {
+        TaskRecord {
+            id: 1,
+            config: config.clone(),
+            created_at: now(),
+            updated_at: now(),
+            next_run_at: next,
+            last_run_at: None,
+            last_outcome: None,
+            last_message: None,
+            run_count: 0,
+            skipped_count: 0,
+            failed_count: 0,
+            running_run_id: None,
+            running_count: 0,
+            retry_at: None,
+            retry_attempt: 0,
+        }
+    }
+
+    #[test]
+    fn a_renamed_configuration_keeps_its_jittered_slots() {
+        let jitter = timing(Some("30m"), None, None);
+        let (config, next) =
+            new_config("before", "A.B", &every("1h"), &jitter, true, now()).unwrap();
+        let task = record(&config, next);
+        let mut renamed = config.clone();
+        renamed.name = "after".into();
+        let (renamed, kept) = change(&task, renamed, now()).unwrap();
+        assert_eq!(kept, next);
+        // Built afresh under the new name (as the API's replacement is).
+        let (fresh, _) = new_config("after", "A.B", &every("1h"), &jitter, true, now()).unwrap();
+        assert_ne!(
+            fresh.jitter_seed, config.jitter_seed,
+            "names with one seed prove little"
+        );
+        let (fresh, kept) = change(&task, fresh, now()).unwrap();
+        assert_eq!((kept, fresh.jitter_seed), (next, renamed.jitter_seed));
+    }
+
+    fn upcoming_of(config: &TaskConfig, next: DateTime<Utc>) -> Vec<DateTime<Utc>> {
+        config
+            .fire_times()
+            .upcoming(next - chrono::TimeDelta::milliseconds(1), 2)
+    }
+
+    #[test]
+    fn an_active_window_bounds_the_runs_and_must_end_after_it_starts() {
+        let window = timing(
+            None,
+            Some("2026-03-05T00:00:00Z"),
+            Some("2026-03-06T00:00:00Z"),
+        );
+        let (_, next) = new_config("w", "A.B", &every("1h"), &window, true, now()).unwrap();
+        assert_eq!(next, Some("2026-03-05T00:00:00Z".parse().unwrap()));
+        let backwards = timing(
+            None,
+            Some("2026-03-06T00:00:00Z"),
+            Some("2026-03-05T00:00:00Z"),
+        );
+        let err = new_config("w", "A.B", &every("1h"), &backwards, true, now()).unwrap_err();
+        assert_eq!(err.field, Field::Until);
+        let ended = timing(None, None, Some("2026-03-01T09:00:00Z"));
+        let err = new_config("w", "A.B", &every("1h"), &ended, true, now()).unwrap_err();
+        assert_eq!(err.field, Field::Until);
+        assert!(err.message.contains("would never run"), "{}", err.message);
+    }
+
+    #[test]
+    fn a_new_jitter_or_window_restarts_the_schedule_from_now() {
+        let (config, next) = new_config(
+            "r",
+            "A.B",
+            &every("1h"),
+            &ConfigSpec::default(),
+            true,
+            now(),
+        )
+        .unwrap();
+        let task = record(&config, next);
+        let later = now() + chrono::TimeDelta::hours(5);
+        let mut edited = config.clone();
+        timing(None, Some("2026-03-09T00:00:00Z"), None)
+            .apply(&mut edited)
+            .unwrap();
+        let (_, moved) = change(&task, edited, later).unwrap();
+        assert_eq!(moved, Some("2026-03-09T00:00:00Z".parse().unwrap()));
+        // Unchanged: the next run stays.
+        let (_, kept) = change(&task, config, later).unwrap();
+        assert_eq!(kept, next);
     }
 
     #[test]

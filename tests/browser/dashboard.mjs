@@ -99,6 +99,12 @@ try {
   await atOnce.waitFor({ state: 'hidden' });
   await overlap.selectOption('allow');
   await atOnce.fill('3');
+  // A jitter longer than the interval is refused on the field, then fixed.
+  const jitter = dialog.getByLabel('Jitter');
+  await jitter.fill('1m');
+  await dialog.locator('[data-error-for="jitter"]').getByText('shortest gap').waitFor();
+  await jitter.fill('1s');
+  await dialog.locator('[data-error-for="jitter"]').getByText('shortest gap').waitFor({ state: 'detached' });
   await shot(page, '03-task-form');
   await dialog.getByRole('button', { name: 'Create task' }).click();
   await dialog.waitFor({ state: 'hidden' });
@@ -133,6 +139,7 @@ try {
   await page.getByText('hi from the browser').waitFor();
   await page.locator('dl.facts').getByText('64 MiB').waitFor();
   await page.locator('dl.facts').getByText('run beside it, up to 3 at once').waitFor();
+  await page.locator('dl.facts').getByText(/^1s \(its slots: \+/).waitFor();
   await page.locator('svg.chart rect.bar').first().waitFor();
   await shot(page, '05-task-detail');
 

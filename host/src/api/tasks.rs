@@ -178,6 +178,17 @@ pub struct TaskInput {
     /// With `on_overlap: allow`: runs at once (default 10, at most 100).
     #[serde(default)]
     pub max_concurrent: Option<u32>,
+    /// Shifts every slot by an offset within this (taken from the name, the
+    /// same on every instance), e.g. `10m`; at most the schedule's shortest
+    /// gap between runs.
+    #[serde(default)]
+    pub jitter: Option<String>,
+    /// The schedule is active from this time (RFC 3339) ...
+    #[serde(default)]
+    pub start: Option<String>,
+    /// ... until this time (no slot at or after it).
+    #[serde(default)]
+    pub until: Option<String>,
 }
 
 fn yes() -> bool {
@@ -190,6 +201,12 @@ fn duration(
 ) -> Result<Option<std::time::Duration>, FieldError> {
     text.as_deref()
         .map(|t| spec::parse_duration(t).map_err(|m| FieldError::new(field, m)))
+        .transpose()
+}
+
+fn time(field: Field, text: &Option<String>) -> Result<Option<DateTime<Utc>>, FieldError> {
+    text.as_deref()
+        .map(|t| spec::parse_time(t).map_err(|m| FieldError::new(field, m)))
         .transpose()
 }
 
@@ -249,6 +266,9 @@ impl TaskInput {
             keep_failed: Some(self.keep_failed),
             on_overlap,
             max_concurrent: self.max_concurrent,
+            jitter: Some(duration(Field::Jitter, &self.jitter)?),
+            start: Some(time(Field::Start, &self.start)?),
+            until: Some(time(Field::Until, &self.until)?),
         })
     }
 
@@ -270,7 +290,7 @@ impl TaskInput {
         now: DateTime<Utc>,
     ) -> Result<(TaskConfig, Option<DateTime<Utc>>), FieldError> {
         let config = self.to_config(now)?;
-        let next = spec::first_run_checked(&config.schedule, now)?;
+        let next = spec::first_run_checked(&config, now)?;
         Ok((config, next))
     }
 }
@@ -309,6 +329,13 @@ pub struct Task {
     pub on_overlap: OverlapPolicy,
     /// Runs at once under `allow` (null for the other policies).
     pub max_concurrent: Option<u32>,
+    /// The spread of its slots (null: none) ...
+    pub jitter: Option<String>,
+    /// ... and how far this configuration's slots are shifted within it.
+    pub jitter_offset: Option<String>,
+    /// Its active window (null: unbounded).
+    pub start: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     /// None once a one-off has run, or while disabled.
@@ -367,6 +394,12 @@ impl From<&TaskRecord> for Task {
             keep_failed: c.keep_failed,
             on_overlap: c.on_overlap,
             max_concurrent: (c.on_overlap == OverlapPolicy::Allow).then(|| c.concurrency_limit()),
+            jitter: c.jitter.map(text),
+            jitter_offset: c
+                .jitter
+                .map(|_| text(c.fire_times().offset().to_std().unwrap_or_default())),
+            start: c.start,
+            until: c.until,
             created_at: t.created_at,
             updated_at: t.updated_at,
             next_run_at: if c.enabled { t.next_run_at } else { None },
@@ -586,18 +619,28 @@ pub async fn preview(
     ApiJson(input): ApiJson<TaskInput>,
 ) -> Json<Preview> {
     let now = s.store.clock().now();
-    let schedule = input.schedule.spec().to_schedule(now).ok().flatten();
-    let (schedule_text, next) = match &schedule {
-        Some(s) => {
-            let first = spec::first_run(s, now);
-            let next = first
-                .map(|f| s.upcoming(f - chrono::TimeDelta::milliseconds(1), UPCOMING))
+    let verdict = input.to_new(now);
+    // The times of the whole configuration (its jitter and window too) when
+    // it is valid, else of the schedule alone when that is.
+    let config = match &verdict {
+        Ok((config, _)) => Some(config.clone()),
+        Err(_) => {
+            let schedule = input.schedule.spec().to_schedule(now).ok().flatten();
+            schedule.map(|s| TaskConfig::new(&input.name, &input.implementation, s))
+        }
+    };
+    let (schedule_text, next) = match &config {
+        Some(c) => {
+            let next = spec::first_run(c, now)
+                .map(|f| {
+                    c.fire_times()
+                        .upcoming(f - chrono::TimeDelta::milliseconds(1), UPCOMING)
+                })
                 .unwrap_or_default();
-            (Some(s.describe()), next)
+            (Some(c.schedule.describe()), next)
         }
         None => (None, Vec::new()),
     };
-    let verdict = input.to_new(now);
     let (field, error) = match &verdict {
         Ok(_) => (None, None),
         Err(e) => (Some(e.field.json().to_owned()), Some(e.message.clone())),

@@ -10,6 +10,14 @@ pub fn role(s: &str) -> Result<String, String> {
     crate::spec::check_role(s).map(|()| s.to_owned())
 }
 
+/// An RFC 3339 time, or `none` (`--start`, `--until`).
+pub fn time_or_none(s: &str) -> Result<Option<chrono::DateTime<chrono::Utc>>, String> {
+    match s.trim() {
+        "none" => Ok(None),
+        text => crate::spec::parse_time(text).map(Some),
+    }
+}
+
 /// An overlap policy by name (`--on-overlap`).
 pub fn overlap(s: &str) -> Result<crate::model::OverlapPolicy, String> {
     crate::model::names::parse("overlap policy", s)

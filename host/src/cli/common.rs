@@ -169,7 +169,22 @@ pub struct ConfigArgs {
     /// With --on-overlap allow: runs at once (default 10).
     #[arg(long, value_name = "N")]
     pub max_concurrent: Option<u32>,
+    /// Shift every slot by an offset within this, taken from the name (so
+    /// many configurations with one schedule do not start together), e.g.
+    /// 10m; 0s removes it.
+    #[arg(long, value_parser = args::duration, value_name = "DURATION")]
+    pub jitter: Option<Duration>,
+    /// Active from this time (RFC 3339): no slot before it; `none` removes it.
+    #[arg(long, value_parser = args::time_or_none, value_name = "TIME")]
+    pub start: Option<TimeOrNone>,
+    /// Active until this time (RFC 3339): no slot at or after it; `none`
+    /// removes it.
+    #[arg(long, value_parser = args::time_or_none, value_name = "TIME")]
+    pub until: Option<TimeOrNone>,
 }
+
+/// A time given on the command line, or `none` to remove one.
+pub type TimeOrNone = Option<chrono::DateTime<chrono::Utc>>;
 
 impl ConfigArgs {
     /// The shared description of what these flags say; relative grant
@@ -205,6 +220,9 @@ impl ConfigArgs {
             },
             on_overlap: self.on_overlap,
             max_concurrent: self.max_concurrent,
+            jitter: self.jitter.map(Some),
+            start: self.start,
+            until: self.until,
         }
     }
 }

@@ -307,6 +307,21 @@ async fn show(store: &dyn Store, a: ShowArgs) -> anyhow::Result<u8> {
         humantime::format_duration(c.catch_up_window)
     );
     println!("on overlap      {}", overlap_text(c));
+    if let Some(jitter) = c.jitter {
+        println!(
+            "jitter          {} (this configuration's slots: +{})",
+            humantime::format_duration(jitter),
+            humantime::format_duration(c.fire_times().offset().to_std().unwrap_or_default())
+        );
+    }
+    match (c.start, c.until) {
+        (None, None) => {}
+        (start, until) => println!(
+            "active          {} to {}",
+            start.map_or("always".into(), |t| time(Some(t))),
+            until.map_or("no end".into(), |t| time(Some(t)))
+        ),
+    }
     println!(
         "retries         {} (backoff {}, doubling)",
         c.retries,

@@ -21,6 +21,7 @@ mod run;
 pub mod schedule;
 mod task;
 pub mod text;
+pub mod timing;
 
 pub use broadcast::{
     BROADCAST_BYTES_PER_RUN, BROADCAST_MAX_DATA_BYTES, BROADCAST_MAX_TARGET_BYTES,

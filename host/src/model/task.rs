@@ -97,6 +97,25 @@ pub struct TaskConfig {
     /// [`DEFAULT_MAX_CONCURRENT`]. Only meaningful with `allow`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_concurrent: Option<u32>,
+    /// Shifts every slot by an offset in `[0, jitter)` taken from the name
+    /// (see `model::timing`), so configurations with one schedule do not
+    /// all start at once.
+    #[serde(
+        default,
+        with = "super::humantime_serde::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub jitter: Option<Duration>,
+    /// What its jitter offset is taken from, fixed when a jitter is first
+    /// set (from the name then), so a rename does not move its slots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jitter_seed: Option<u64>,
+    /// The schedule is active from this time on (no slot before it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<DateTime<Utc>>,
+    /// ... and until this time (no slot at or after it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<DateTime<Utc>>,
 }
 
 fn is_default<T: Default + PartialEq>(value: &T) -> bool {
@@ -131,6 +150,10 @@ impl TaskConfig {
             keep_failed: None,
             on_overlap: OverlapPolicy::Skip,
             max_concurrent: None,
+            jitter: None,
+            jitter_seed: None,
+            start: None,
+            until: None,
         }
     }
 

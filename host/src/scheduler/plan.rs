@@ -4,6 +4,7 @@
 
 use chrono::{DateTime, Utc};
 
+use crate::model::timing::FireTimes;
 use crate::model::{MisfirePolicy, TaskRecord};
 
 /// How late a slot may be and still count as on time. A dispatcher that
@@ -33,18 +34,15 @@ pub enum SlotAction {
 /// The fire time after a stored slot. Stores keep milliseconds, so a slot
 /// read back stands for its whole millisecond: a schedule point a few
 /// nanoseconds after it is the same slot, not the next one.
-pub fn next_after_slot(
-    schedule: &crate::model::Schedule,
-    slot: DateTime<Utc>,
-) -> Option<DateTime<Utc>> {
+pub fn next_after_slot(times: &FireTimes, slot: DateTime<Utc>) -> Option<DateTime<Utc>> {
     let end_of_millisecond = slot + chrono::TimeDelta::nanoseconds(999_999);
-    schedule.next_after(end_of_millisecond)
+    times.next_after(end_of_millisecond)
 }
 
 /// Decides what happens to `task`'s due slot at `now`; `None` if it is not due.
 pub fn plan_slot(task: &TaskRecord, now: DateTime<Utc>) -> Option<SlotAction> {
     let slot = task.next_run_at.filter(|s| *s <= now)?;
-    let schedule = &task.config.schedule;
+    let schedule = &task.config.fire_times();
     if now - slot <= MISFIRE_THRESHOLD {
         return Some(SlotAction::Run {
             slot,
@@ -111,7 +109,7 @@ pub fn plan_ahead(
         {
             Some(SlotAction::Run {
                 slot,
-                next: next_after_slot(&task.config.schedule, slot),
+                next: next_after_slot(&task.config.fire_times(), slot),
                 catch_up: false,
             })
         }
@@ -124,7 +122,8 @@ fn count_missed(task: &TaskRecord, slot: DateTime<Utc>, now: DateTime<Utc>) -> u
     const CAP: u64 = 100_000;
     let mut n = 1;
     let mut t = slot;
-    while let Some(next) = next_after_slot(&task.config.schedule, t) {
+    let times = task.config.fire_times();
+    while let Some(next) = next_after_slot(&times, t) {
         if next > now || n >= CAP {
             break;
         }
@@ -215,6 +214,32 @@ mod tests {
             plan_ahead(&task, t(1, 0, 0), t(1, 0, 1)),
             plan_slot(&task, t(1, 0, 0))
         );
+    }
+
+    #[test]
+    fn a_jittered_configuration_goes_from_shifted_slot_to_shifted_slot() {
+        let mut task = task(MisfirePolicy::Skip, t(1, 0, 0));
+        task.config.jitter = Some(Duration::from_secs(30));
+        let offset = task.config.fire_times().offset();
+        assert!(
+            offset > chrono::TimeDelta::zero(),
+            "a name whose offset is 0 proves little"
+        );
+        task.next_run_at = Some(t(1, 0, 0) + offset);
+        assert_eq!(
+            plan_slot(&task, t(1, 0, 0)),
+            None,
+            "not due before its shifted time"
+        );
+        match plan_slot(&task, t(1, 0, 0) + offset) {
+            Some(SlotAction::Run { next, .. }) => assert_eq!(next, Some(t(1, 1, 0) + offset)),
+            other => panic!("{other:?}"),
+        }
+        // Missed for half an hour: it resumes on a shifted slot too.
+        match plan_slot(&task, t(1, 30, 10) + offset) {
+            Some(SlotAction::Skip { next, .. }) => assert_eq!(next, Some(t(1, 31, 0) + offset)),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -463,6 +463,10 @@ async function taskPage(name) {
             queue: 'queue one slot until it ends',
           }[t.on_overlap] || t.on_overlap],
           t.running_count > 1 ? ['Running now', `${t.running_count} runs`] : null,
+          t.jitter ? ['Jitter', `${t.jitter} (its slots: +${t.jitter_offset})`] : null,
+          (t.start || t.until) ? ['Active', h('span', {},
+            t.start ? timeCell(t.start, 'span') : 'always', ' to ',
+            t.until ? timeCell(t.until, 'span') : 'no end')] : null,
           ['Runs on', t.roles.length
             ? h('span', {}, 'instances with role ', ...t.roles.flatMap((r, i) => [i ? ' and ' : '', h('code', {}, r)]))
             : h('span', { class: 'muted' }, 'any instance')],
@@ -705,6 +709,9 @@ function formInput() {
     retry_backoff: opt('retry_backoff'),
     misfire: f.misfire.value,
     on_overlap: f.on_overlap.value,
+    jitter: opt('jitter'),
+    start: toIso(text('start')),
+    until: toIso(text('until')),
     max_concurrent: f.on_overlap.value === 'allow' && text('max_concurrent')
       ? Number(text('max_concurrent')) : undefined,
     properties,
@@ -828,6 +835,9 @@ async function openTaskForm(task) {
     f.retry_backoff.value = task.retry_backoff;
     f.misfire.value = task.misfire;
     f.on_overlap.value = task.on_overlap;
+    f.jitter.value = task.jitter || '';
+    f.start.value = toLocal(task.start);
+    f.until.value = toLocal(task.until);
     f.max_concurrent.value = task.max_concurrent || '';
     f.properties.value = Object.entries(task.properties).map(([k2, v]) => `${k2}=${v}`).join('\n');
     f.grants.value = task.grants.map((g) => `${g.host_path}:${g.guest_path || g.host_path}${g.read_only ? ':ro' : ''}`).join('\n');
