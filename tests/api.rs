@@ -397,6 +397,9 @@ fn bad_input_is_a_400_naming_the_field() {
     let mut backwards = with("start", json!("2099-01-02T00:00:00Z"));
     backwards["until"] = json!("2099-01-01T00:00:00Z");
     assert_bad(&s, backwards, "until");
+    // Follow-ups name configurations that exist, and never lead back.
+    assert_bad(&s, with("on_failure", json!(["no such one"])), "on_failure");
+    assert_bad(&s, with("on_success", json!(["bad"])), "on_success");
     assert_bad(
         &s,
         with("schedule", json!({"every": "10s", "cron": "* * * * *"})),
@@ -1204,4 +1207,65 @@ fn a_run_is_stopped_through_the_api_and_an_ended_one_is_a_409() {
     );
     let doc = s.get_ok("/api/openapi.json");
     assert!(doc["paths"]["/api/runs/{id}/stop"]["post"].is_object());
+}
+
+#[test]
+fn follow_ups_are_checked_against_the_other_configurations() {
+    let s = Server::start(&["hello.wasm"]);
+    s.send_ok("POST", "/api/tasks", Some(&task("Alert", "1h")), 201);
+    let mut nightly = task("Nightly", "1h");
+    nightly["on_failure"] = json!(["Alert"]);
+    let created = s.send_ok("POST", "/api/tasks", Some(&nightly), 201);
+    assert_eq!(created["on_failure"], json!(["Alert"]));
+    assert_eq!(created["on_success"], json!([]));
+    // Alert following up to Nightly would close a cycle.
+    let mut alert = task("Alert", "1h");
+    alert["on_success"] = json!(["Nightly"]);
+    let r = s.call(
+        "PUT",
+        "/api/tasks/Alert",
+        Some(s.token().as_str()),
+        Some(&alert),
+    );
+    assert_eq!(
+        (r.status, &r.body["field"]),
+        (400, &json!("on_success")),
+        "{:?}",
+        r.body
+    );
+    let error = r.body["error"].as_str().unwrap();
+    assert!(error.contains("Alert → Nightly → Alert"), "{error}");
+    // Nightly names Alert: Alert is neither deleted nor renamed.
+    let r = s.call("DELETE", "/api/tasks/Alert", Some(s.token().as_str()), None);
+    assert_eq!(r.status, 409, "{:?}", r.body);
+    assert!(
+        r.body["error"].as_str().unwrap().contains("'Nightly'"),
+        "{:?}",
+        r.body
+    );
+    let r = s.call(
+        "PUT",
+        "/api/tasks/Alert",
+        Some(s.token().as_str()),
+        Some(&task("Alerts", "1h")),
+    );
+    assert_eq!(
+        (r.status, &r.body["field"]),
+        (400, &json!("name")),
+        "{:?}",
+        r.body
+    );
+    assert_eq!(s.get("/api/tasks/Alert").status, 200);
+    // Once Nightly drops it, it goes.
+    s.send_ok(
+        "PUT",
+        "/api/tasks/Nightly",
+        Some(&task("Nightly", "1h")),
+        200,
+    );
+    assert_eq!(
+        s.call("DELETE", "/api/tasks/Alert", Some(s.token().as_str()), None)
+            .status,
+        204
+    );
 }

@@ -38,6 +38,7 @@ async fn store_with_hostile_run(dir: &std::path::Path) {
         lease_until: now + chrono::TimeDelta::seconds(30),
         instance: "i1".into(),
         message: String::new(),
+        payload: None,
     };
     assert_eq!(
         store.claim_manual(task.id, &run).await.unwrap(),

@@ -1140,3 +1140,95 @@ fn a_jittered_configuration_runs_on_its_shifted_slots_and_a_window_ends_its_sche
     let (code, _) = serve.stop();
     assert_eq!(code, Some(0));
 }
+
+#[test]
+fn a_failed_run_runs_its_follow_up_told_about_it_and_cycles_are_refused() {
+    let env = Env::new(&["misbehave.wasm"]);
+    let misbehave = |name: &str, extra: &[&str]| {
+        let mut args = vec![
+            "task",
+            "add",
+            name,
+            "--implementation",
+            "Cronwerk.Test.Misbehave",
+        ];
+        args.extend_from_slice(extra);
+        env.cli(&args)
+    };
+    assert!(
+        misbehave(
+            "tell",
+            &["--every", "1h", "-p", "action=context", "--disabled"]
+        )
+        .status
+        .success()
+    );
+    // An unknown follow-up is refused, naming the flag and the name.
+    let unknown = misbehave("nightly", &["--every", "1h", "--on-failure", "tel"]);
+    let stderr = String::from_utf8_lossy(&unknown.stderr);
+    assert!(
+        !unknown.status.success() && stderr.contains("--on-failure") && stderr.contains("'tel'"),
+        "{stderr}"
+    );
+    let added = misbehave(
+        "nightly",
+        &[
+            "--every",
+            "1s",
+            "-p",
+            "action=fail",
+            "-p",
+            "text=disk full",
+            "--on-failure",
+            "tell",
+        ],
+    );
+    assert!(added.status.success(), "{added:?}");
+    // A cycle is refused, and so is deleting a configuration that is named.
+    let cycle = env.cli(&["task", "edit", "tell", "--on-success", "nightly"]);
+    let stderr = String::from_utf8_lossy(&cycle.stderr);
+    assert!(stderr.contains("tell → nightly → tell"), "{stderr}");
+    let rm = env.cli(&["task", "rm", "tell"]);
+    assert_eq!(rm.status.code(), Some(64));
+    assert!(
+        String::from_utf8_lossy(&rm.stderr).contains("'nightly'"),
+        "{rm:?}"
+    );
+    let shown = env.ok(&["task", "show", "nightly"]);
+    assert!(shown.contains("on failure      runs 'tell'"), "{shown}");
+
+    let serve = env.serve();
+    let told = env.wait_runs("tell", "a follow-up that ran", |r| {
+        r.iter().any(|x| x.state == RunState::Succeeded)
+    });
+    env.ok(&["task", "disable", "nightly"]);
+    let run = told
+        .iter()
+        .find(|x| x.state == RunState::Succeeded)
+        .unwrap();
+    assert_eq!(run.trigger.as_str(), "follow-up");
+    // Contract 0.1.0: the task is told `manual`, with the ended run in its payload.
+    assert!(run.message.contains("trigger=manual"), "{}", run.message);
+    assert!(
+        run.message.contains("payload=follow-up|{"),
+        "{}",
+        run.message
+    );
+    // Told which run failed: one of nightly's failed runs.
+    let failed = env.runs("nightly");
+    assert!(
+        failed.iter().any(|r| r.state == RunState::Failed
+            && run.message.contains(&format!("\"run_id\":\"{}\"", r.id))),
+        "{}",
+        run.message
+    );
+    assert!(
+        run.message.contains("\"message\":\"disk full\""),
+        "{}",
+        run.message
+    );
+    let listed = env.ok(&["runs", "--task", "tell"]);
+    assert!(listed.contains("follow-up"), "{listed}");
+    let (code, _) = serve.stop();
+    assert_eq!(code, Some(0));
+}

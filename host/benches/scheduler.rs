@@ -279,6 +279,7 @@ async fn isolated_costs(shared: &Shared) -> (Duration, Duration) {
             lease_until: now + TimeDelta::seconds(30),
             instance: "bench".into(),
             message: String::new(),
+            payload: None,
         };
         assert_eq!(
             store.claim_slot(task.id, slot, None, &run).await.unwrap(),
@@ -311,6 +312,7 @@ async fn isolated_costs(shared: &Shared) -> (Duration, Duration) {
             task_state: Some(state),
             retry: None,
             started_at: None,
+            follow_ups: Vec::new(),
         };
         assert!(store.finish_run(&finish).await.unwrap());
     }

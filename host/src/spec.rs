@@ -44,6 +44,8 @@ pub enum Field {
     Jitter,
     Start,
     Until,
+    OnFailure,
+    OnSuccess,
 }
 
 impl Field {
@@ -77,6 +79,8 @@ impl Field {
             Field::Jitter => "--jitter",
             Field::Start => "--start",
             Field::Until => "--until",
+            Field::OnFailure => "--on-failure",
+            Field::OnSuccess => "--on-success",
         }
     }
 
@@ -110,6 +114,8 @@ impl Field {
             Field::Jitter => "jitter",
             Field::Start => "start",
             Field::Until => "until",
+            Field::OnFailure => "on_failure",
+            Field::OnSuccess => "on_success",
         }
     }
 }
@@ -281,7 +287,14 @@ pub struct ConfigSpec {
     /// Its active window's start and end; `Some(None)` removes one.
     pub start: Option<Option<DateTime<Utc>>>,
     pub until: Option<Option<DateTime<Utc>>>,
+    /// Configurations to run when a run of it fails / succeeds; given, a
+    /// list replaces the one it had (empty: none).
+    pub on_failure: Option<Vec<String>>,
+    pub on_success: Option<Vec<String>>,
 }
+
+/// Most follow-ups of each kind one configuration may name.
+pub const MAX_FOLLOW_UPS: usize = 10;
 
 /// Most runs of one configuration that may go on at once under `allow`:
 /// each holds its own memory and fuel, so a typo must not become a
@@ -440,8 +453,177 @@ impl ConfigSpec {
         if let Some(until) = self.until {
             config.until = until;
         }
+        for (field, given, kept) in [
+            (Field::OnFailure, &self.on_failure, &mut config.on_failure),
+            (Field::OnSuccess, &self.on_success, &mut config.on_success),
+        ] {
+            let Some(names) = given else { continue };
+            if names.len() > MAX_FOLLOW_UPS {
+                return Err(FieldError::new(
+                    field,
+                    format!(
+                        "at most {MAX_FOLLOW_UPS} configurations (got {})",
+                        names.len()
+                    ),
+                ));
+            }
+            let mut checked: Vec<String> = Vec::with_capacity(names.len());
+            for name in names {
+                check_name(name).map_err(|e| FieldError::new(field, e.message))?;
+                if !checked.contains(name) {
+                    checked.push(name.clone());
+                }
+            }
+            *kept = checked;
+        }
         Ok(())
     }
+}
+
+/// Checks `config`'s follow-ups against the configurations there are
+/// (`all`, which may hold `config` itself as it was): each names one that
+/// exists, and none leads back to `config` (a cycle would run forever).
+pub fn check_follow_ups(config: &TaskConfig, all: &[TaskRecord]) -> Result<(), FieldError> {
+    let follow_ups = |c: &TaskConfig| -> Vec<String> {
+        c.on_failure.iter().chain(&c.on_success).cloned().collect()
+    };
+    let targets_of = |name: &str| -> Vec<String> {
+        if name == config.name {
+            return follow_ups(config);
+        }
+        all.iter()
+            .find(|t| t.config.name == name)
+            .map(|t| follow_ups(&t.config))
+            .unwrap_or_default()
+    };
+    for (field, names) in [
+        (Field::OnFailure, &config.on_failure),
+        (Field::OnSuccess, &config.on_success),
+    ] {
+        for name in names {
+            if *name == config.name {
+                return Err(FieldError::new(
+                    field,
+                    format!("'{name}' cannot be its own follow-up: it would run forever"),
+                ));
+            }
+            if !all.iter().any(|t| t.config.name == *name) {
+                return Err(FieldError::new(
+                    field,
+                    format!(
+                        "there is no configuration named '{name}': create it first \
+                         (`cronwerk task list` shows the names)"
+                    ),
+                ));
+            }
+            // Depth-first from this follow-up, remembering how each one was
+            // reached: reaching `config` again is a cycle.
+            let mut came_from = std::collections::BTreeMap::new();
+            came_from.insert(name.clone(), config.name.clone());
+            let mut stack = vec![name.clone()];
+            while let Some(at) = stack.pop() {
+                for next in targets_of(&at) {
+                    if next == config.name {
+                        let mut chain = vec![at.clone()];
+                        while let Some(prev) = came_from.get(chain.last().unwrap_or(&at)) {
+                            if *prev == config.name {
+                                break;
+                            }
+                            chain.push(prev.clone());
+                        }
+                        chain.reverse();
+                        let path: Vec<&str> = std::iter::once(config.name.as_str())
+                            .chain(chain.iter().map(String::as_str))
+                            .chain(std::iter::once(config.name.as_str()))
+                            .collect();
+                        return Err(FieldError::new(
+                            field,
+                            format!(
+                                "follow-ups would run in a cycle: {}; remove one of them",
+                                path.join(" → ")
+                            ),
+                        ));
+                    }
+                    if !came_from.contains_key(&next) {
+                        came_from.insert(next.clone(), at.clone());
+                        stack.push(next);
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether storing `new` (created, or changed from `old`) needs the other
+/// configurations checked ([`check_with_others`]): it names follow-ups,
+/// or it is renamed.
+pub fn needs_others(old: Option<&TaskConfig>, new: &TaskConfig) -> bool {
+    old.is_some_and(|o| o.name != new.name)
+        || !new.on_failure.is_empty()
+        || !new.on_success.is_empty()
+}
+
+/// Whether `new` (created, or changed from `old`) fits with the other
+/// configurations, `all`: its follow-ups exist and make no cycle, and a
+/// rename strands none that names the old name as its follow-up.
+pub fn check_with_others(
+    old: Option<&TaskConfig>,
+    new: &TaskConfig,
+    all: &[TaskRecord],
+) -> Result<(), FieldError> {
+    if let Some(old) = old.filter(|o| o.name != new.name) {
+        let by = followed_up_by(&old.name, all);
+        if !by.is_empty() {
+            return Err(FieldError::new(
+                Field::Name,
+                format!(
+                    "'{}' is a follow-up of {}: name the new name there first \
+                     (--on-failure / --on-success), then rename it",
+                    old.name,
+                    quoted(&by)
+                ),
+            ));
+        }
+    }
+    check_follow_ups(new, all)
+}
+
+/// Why the configuration `name` may not be deleted: the configurations
+/// that name it as a follow-up (`None`: nothing stops it).
+pub fn delete_refused(name: &str, all: &[TaskRecord]) -> Option<String> {
+    let by = followed_up_by(name, all);
+    (!by.is_empty()).then(|| {
+        format!(
+            "'{name}' is a follow-up of {}: remove it there first (--on-failure / \
+             --on-success, or `task edit NAME --no-follow-ups`)",
+            quoted(&by)
+        )
+    })
+}
+
+fn quoted(names: &[String]) -> String {
+    names
+        .iter()
+        .map(|n| format!("'{n}'"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The configurations (other than `name` itself) that name `name` as a
+/// follow-up: it may not be deleted or renamed while they do.
+pub fn followed_up_by(name: &str, all: &[TaskRecord]) -> Vec<String> {
+    all.iter()
+        .filter(|t| t.config.name != name)
+        .filter(|t| {
+            t.config
+                .on_failure
+                .iter()
+                .chain(&t.config.on_success)
+                .any(|n| n == name)
+        })
+        .map(|t| t.config.name.clone())
+        .collect()
 }
 
 /// Fixes the jitter seed when a jitter is set (from the name then), so
@@ -929,6 +1111,59 @@ mod tests {
         // Unchanged: the next run stays.
         let (_, kept) = change(&task, config, later).unwrap();
         assert_eq!(kept, next);
+    }
+
+    #[test]
+    fn follow_ups_must_exist_and_never_lead_back() {
+        let make = |name: &str, on_failure: &[&str]| {
+            let (mut config, _) = new_config(
+                name,
+                "A.B",
+                &every("1h"),
+                &ConfigSpec::default(),
+                true,
+                now(),
+            )
+            .unwrap();
+            config.on_failure = on_failure.iter().map(|s| s.to_string()).collect();
+            config
+        };
+        let all: Vec<TaskRecord> = [make("Alert", &[]), make("B", &["C"]), make("C", &["A"])]
+            .iter()
+            .map(|c| record(c, None))
+            .collect();
+        assert_eq!(
+            check_with_others(None, &make("A", &["Alert"]), &all),
+            Ok(())
+        );
+        let unknown = check_with_others(None, &make("A", &["Nope"]), &all).unwrap_err();
+        assert_eq!(unknown.field, Field::OnFailure);
+        assert!(unknown.message.contains("no configuration named 'Nope'"));
+        let itself = check_with_others(None, &make("A", &["A"]), &all).unwrap_err();
+        assert!(
+            itself.message.contains("its own follow-up"),
+            "{}",
+            itself.message
+        );
+        let cycle = check_with_others(None, &make("A", &["Alert", "B"]), &all).unwrap_err();
+        assert_eq!(cycle.field, Field::OnFailure);
+        assert!(cycle.message.contains("A → B → C → A"), "{}", cycle.message);
+        // C follows up to A: A may not be renamed or deleted while it does.
+        let a = make("A", &[]);
+        let mut all = all;
+        all.push(record(&a, None));
+        let renamed = TaskConfig {
+            name: "A2".into(),
+            ..a.clone()
+        };
+        assert_eq!(
+            check_with_others(Some(&a), &renamed, &all)
+                .unwrap_err()
+                .field,
+            Field::Name
+        );
+        assert!(delete_refused("A", &all).unwrap().contains("'C'"));
+        assert_eq!(delete_refused("Alert", &all), None);
     }
 
     #[test]

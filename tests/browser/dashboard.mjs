@@ -105,6 +105,12 @@ try {
   await dialog.locator('[data-error-for="jitter"]').getByText('shortest gap').waitFor();
   await jitter.fill('1s');
   await dialog.locator('[data-error-for="jitter"]').getByText('shortest gap').waitFor({ state: 'detached' });
+  // A follow-up must name a configuration there is.
+  const onFailure = dialog.getByLabel('On failure, run');
+  await onFailure.fill('Nobody');
+  await dialog.locator('[data-error-for="on_failure"]').getByText("no configuration named 'Nobody'").waitFor();
+  await onFailure.fill('');
+  await dialog.locator('[data-error-for="on_failure"]').getByText('Nobody').waitFor({ state: 'detached' });
   await shot(page, '03-task-form');
   await dialog.getByRole('button', { name: 'Create task' }).click();
   await dialog.waitFor({ state: 'hidden' });

@@ -189,6 +189,13 @@ pub struct TaskInput {
     /// ... until this time (no slot at or after it).
     #[serde(default)]
     pub until: Option<String>,
+    /// Configurations to run once when a run of it fails for good (failed,
+    /// stopped or abandoned, no retry left), told about it in their payload.
+    #[serde(default)]
+    pub on_failure: Vec<String>,
+    /// ... and when one succeeds.
+    #[serde(default)]
+    pub on_success: Vec<String>,
 }
 
 fn yes() -> bool {
@@ -269,6 +276,8 @@ impl TaskInput {
             jitter: Some(duration(Field::Jitter, &self.jitter)?),
             start: Some(time(Field::Start, &self.start)?),
             until: Some(time(Field::Until, &self.until)?),
+            on_failure: Some(self.on_failure.clone()),
+            on_success: Some(self.on_success.clone()),
         })
     }
 
@@ -336,6 +345,9 @@ pub struct Task {
     /// Its active window (null: unbounded).
     pub start: Option<DateTime<Utc>>,
     pub until: Option<DateTime<Utc>>,
+    /// Configurations run once when a run of it fails for good / succeeds.
+    pub on_failure: Vec<String>,
+    pub on_success: Vec<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     /// None once a one-off has run, or while disabled.
@@ -400,6 +412,8 @@ impl From<&TaskRecord> for Task {
                 .map(|_| text(c.fire_times().offset().to_std().unwrap_or_default())),
             start: c.start,
             until: c.until,
+            on_failure: c.on_failure.clone(),
+            on_success: c.on_success.clone(),
             created_at: t.created_at,
             updated_at: t.updated_at,
             next_run_at: if c.enabled { t.next_run_at } else { None },
@@ -442,6 +456,7 @@ pub async fn create(
     ApiJson(input): ApiJson<TaskInput>,
 ) -> ApiResult<(StatusCode, Json<Task>)> {
     let (config, next) = input.to_new(s.store.clock().now())?;
+    check_with_others(&s, None, &config).await?;
     let task = s.store.create_task(&config, next).await?;
     Ok((StatusCode::CREATED, Json(Task::from(&task))))
 }
@@ -477,8 +492,22 @@ pub async fn replace(
     let now = s.store.clock().now();
     let config = input.to_config(now)?;
     let (config, next) = spec::change(&task, config, now)?;
+    check_with_others(&s, Some(&task.config), &config).await?;
     let task = s.store.update_task(&name, &config, next).await?;
     Ok(Json(Task::from(&task)))
+}
+
+/// Checks `config` (new, or changed from `old`) against the other
+/// configurations when its follow-ups or a rename make that needed.
+async fn check_with_others(
+    s: &AppState,
+    old: Option<&TaskConfig>,
+    config: &TaskConfig,
+) -> ApiResult<()> {
+    if spec::needs_others(old, config) {
+        spec::check_with_others(old, config, &s.store.list_tasks().await?)?;
+    }
+    Ok(())
 }
 
 #[utoipa::path(
@@ -488,9 +517,13 @@ pub async fn replace(
     responses(
         (status = 204, description = "Deleted with its state"),
         (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, description = "Another configuration names it as a follow-up", body = ErrorBody),
     )
 )]
 pub async fn delete(State(s): State<AppState>, Path(name): Path<String>) -> ApiResult<StatusCode> {
+    if let Some(why) = spec::delete_refused(&name, &s.store.list_tasks().await?) {
+        return Err(ApiError::NotNow(why));
+    }
     s.store.delete_task(&name).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -619,7 +652,16 @@ pub async fn preview(
     ApiJson(input): ApiJson<TaskInput>,
 ) -> Json<Preview> {
     let now = s.store.clock().now();
-    let verdict = input.to_new(now);
+    let mut verdict = input.to_new(now);
+    // Follow-ups are checked against the configurations there are, as
+    // creating it would (a store that cannot be read checks nothing here).
+    if let Ok((config, _)) = &verdict
+        && spec::needs_others(None, config)
+        && let Ok(all) = s.store.list_tasks().await
+        && let Err(e) = spec::check_with_others(None, config, &all)
+    {
+        verdict = Err(e);
+    }
     // The times of the whole configuration (its jitter and window too) when
     // it is valid, else of the schedule alone when that is.
     let config = match &verdict {

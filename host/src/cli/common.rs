@@ -181,6 +181,27 @@ pub struct ConfigArgs {
     /// removes it.
     #[arg(long, value_parser = args::time_or_none, value_name = "TIME")]
     pub until: Option<TimeOrNone>,
+    /// Run this configuration once when a run fails for good (failed,
+    /// stopped or abandoned, no retry left), told about it (repeatable;
+    /// replaces the list it had).
+    #[arg(long = "on-failure", value_name = "NAME")]
+    pub on_failure: Vec<String>,
+    /// Run this configuration once when a run succeeds (repeatable;
+    /// replaces the list it had).
+    #[arg(long = "on-success", value_name = "NAME")]
+    pub on_success: Vec<String>,
+    /// Remove every follow-up (--on-failure and --on-success).
+    #[arg(long, conflicts_with_all = ["on_failure", "on_success"])]
+    pub no_follow_ups: bool,
+}
+
+/// A follow-up list as the flags give it: `None` (keep it) unless named,
+/// or cleared with `--no-follow-ups`.
+fn follow_ups(names: &[String], clear: bool) -> Option<Vec<String>> {
+    match clear {
+        true => Some(Vec::new()),
+        false => (!names.is_empty()).then(|| names.to_vec()),
+    }
 }
 
 /// A time given on the command line, or `none` to remove one.
@@ -223,6 +244,8 @@ impl ConfigArgs {
             jitter: self.jitter.map(Some),
             start: self.start,
             until: self.until,
+            on_failure: follow_ups(&self.on_failure, self.no_follow_ups),
+            on_success: follow_ups(&self.on_success, self.no_follow_ups),
         }
     }
 }

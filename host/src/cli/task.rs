@@ -134,14 +134,7 @@ pub async fn run(data_dir: &Path, command: TaskCommand) -> anyhow::Result<u8> {
         TaskCommand::Disable(a) => set_enabled(&*store, &a.name, false).await,
         TaskCommand::Edit(a) => edit(&*store, a).await,
         TaskCommand::Stop(a) => stop(&*store, a).await,
-        TaskCommand::Rm(a) => store
-            .delete_task(&a.name)
-            .await
-            .map(|()| {
-                println!("removed '{}'", a.name);
-                exit::OK
-            })
-            .map_err(Into::into),
+        TaskCommand::Rm(a) => remove(&*store, &a.name).await,
     };
     match result {
         Err(e) => match e.downcast_ref::<StoreError>() {
@@ -159,6 +152,29 @@ pub async fn run(data_dir: &Path, command: TaskCommand) -> anyhow::Result<u8> {
     }
 }
 
+/// Checks `config` (new, or changed from `old`) against the other
+/// configurations when its follow-ups or a rename make that needed.
+async fn check_with_others(
+    store: &dyn Store,
+    old: Option<&crate::model::TaskConfig>,
+    config: &crate::model::TaskConfig,
+) -> anyhow::Result<()> {
+    if spec::needs_others(old, config) {
+        spec::check_with_others(old, config, &store.list_tasks().await?)?;
+    }
+    Ok(())
+}
+
+async fn remove(store: &dyn Store, name: &str) -> anyhow::Result<u8> {
+    if let Some(why) = spec::delete_refused(name, &store.list_tasks().await?) {
+        eprintln!("error: {why}");
+        return Ok(exit::USAGE);
+    }
+    store.delete_task(name).await?;
+    println!("removed '{name}'");
+    Ok(exit::OK)
+}
+
 async fn add(store: &dyn Store, a: AddArgs) -> anyhow::Result<u8> {
     let (config, next) = spec::new_config(
         &a.name,
@@ -168,6 +184,7 @@ async fn add(store: &dyn Store, a: AddArgs) -> anyhow::Result<u8> {
         !a.disabled,
         store.clock().now(),
     )?;
+    check_with_others(store, None, &config).await?;
     let task = store.create_task(&config, next).await?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&task)?);
@@ -314,6 +331,12 @@ async fn show(store: &dyn Store, a: ShowArgs) -> anyhow::Result<u8> {
             humantime::format_duration(c.fire_times().offset().to_std().unwrap_or_default())
         );
     }
+    if !c.on_failure.is_empty() {
+        println!("on failure      runs {}", follow_up_names(&c.on_failure));
+    }
+    if !c.on_success.is_empty() {
+        println!("on success      runs {}", follow_up_names(&c.on_success));
+    }
     match (c.start, c.until) {
         (None, None) => {}
         (start, until) => println!(
@@ -390,6 +413,14 @@ async fn show(store: &dyn Store, a: ShowArgs) -> anyhow::Result<u8> {
     Ok(exit::OK)
 }
 
+fn follow_up_names(names: &[String]) -> String {
+    names
+        .iter()
+        .map(|n| format!("'{}'", shown(n)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// What a slot does while a run goes on, in words.
 fn overlap_text(c: &crate::model::TaskConfig) -> String {
     use crate::model::OverlapPolicy;
@@ -444,6 +475,7 @@ async fn edit(store: &dyn Store, a: EditArgs) -> anyhow::Result<u8> {
     }
     a.config.spec().apply(&mut config)?;
     let (config, next) = spec::change(&task, config, now)?;
+    check_with_others(store, Some(&task.config), &config).await?;
     let task = store.update_task(&a.name, &config, next).await?;
     println!(
         "updated '{}' ({}); next run {}",

@@ -11,6 +11,7 @@
 mod broadcast;
 mod clock;
 mod event;
+pub mod follow_up;
 mod grants;
 pub mod humantime_serde;
 mod identifier;

@@ -18,6 +18,12 @@ pub enum Trigger {
     Manual,
     Broadcast,
     Retry,
+    /// Another configuration's run ended and names this one to run next
+    /// (`on_failure`, `on_success`). Contract 0.1.0 has no such trigger:
+    /// the task is told `manual`, with the ended run in its payload.
+    #[serde(rename = "follow-up")]
+    #[strum(serialize = "follow-up")]
+    FollowUp,
 }
 
 impl Trigger {
@@ -114,6 +120,9 @@ pub struct RunRecord {
     pub component_sha256: Option<String>,
     pub component_version: Option<String>,
     pub instance: Option<String>,
+    /// What a follow-up run is told about the run that ended (JSON text).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payload: Option<String>,
 }
 
 /// How a run ended, as the store records it for a configuration's run

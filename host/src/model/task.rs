@@ -110,6 +110,13 @@ pub struct TaskConfig {
     /// set (from the name then), so a rename does not move its slots.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jitter_seed: Option<u64>,
+    /// Configurations to run once when a run of this one has failed
+    /// (failed, stopped or abandoned, no retry left), by name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub on_failure: Vec<String>,
+    /// ... and when one has succeeded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub on_success: Vec<String>,
     /// The schedule is active from this time on (no slot before it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start: Option<DateTime<Utc>>,
@@ -152,6 +159,8 @@ impl TaskConfig {
             max_concurrent: None,
             jitter: None,
             jitter_seed: None,
+            on_failure: Vec::new(),
+            on_success: Vec::new(),
             start: None,
             until: None,
         }

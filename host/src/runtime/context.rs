@@ -31,6 +31,8 @@ impl RunContext {
                 Trigger::Manual => WitTrigger::Manual,
                 Trigger::Broadcast => WitTrigger::Broadcast,
                 Trigger::Retry => WitTrigger::Retry,
+                // Contract 0.1.0 has no follow-up trigger; its payload says it is one.
+                Trigger::FollowUp => WitTrigger::Manual,
             },
             scheduled_for: self.scheduled_for.map(to_datetime),
             last_run: self.last_run.map(to_datetime),

@@ -41,6 +41,7 @@ fn new_run(task: &TaskRecord, id: &str, slot: Option<DateTime<Utc>>, now: DateTi
         lease_until: now + chrono::TimeDelta::seconds(30),
         instance: "i1".into(),
         message: String::new(),
+        payload: None,
     }
 }
 
@@ -71,6 +72,7 @@ fn finish(task: &TaskRecord, run_id: &str, state: RunState, now: DateTime<Utc>) 
         task_state: Some(BTreeMap::from([("count".into(), "1".into())])),
         retry: None,
         started_at: None,
+        follow_ups: Vec::new(),
     }
 }
 
@@ -940,6 +942,120 @@ pub async fn run_all(make: impl Fn() -> Box<dyn Store>) {
     stop_requests_reach_the_runs_instance_and_cancel_queued_runs(&*make()).await;
     a_configurations_own_history_limits_keep_failures_apart(&*make()).await;
     overlap_policies_allow_queue_and_replace(&*make()).await;
+    follow_ups_are_queued_with_the_finish_and_wait_their_turn(&*make()).await;
+}
+
+/// A finish that names follow-ups queues a run of each, in the same
+/// transaction, carrying what it is told; a follow-up of a busy
+/// configuration waits for room (an alert is not dropped); a deleted one
+/// gets none; an abandoned run calls its configuration's `on_failure`.
+pub async fn follow_ups_are_queued_with_the_finish_and_wait_their_turn(store: &dyn Store) {
+    use crate::model::follow_up::FollowUp;
+    let alert = store.create_task(&config("alert"), None).await.unwrap();
+    let mut nightly = config("nightly");
+    nightly.on_failure = vec!["alert".into()];
+    let nightly = store.create_task(&nightly, Some(t(10))).await.unwrap();
+    // The alert configuration is busy with a run of its own.
+    let busy = new_run(&alert, "alert-busy", None, t(9));
+    assert_eq!(
+        store.claim_manual(alert.id, &busy).await.unwrap(),
+        Claim::Claimed
+    );
+
+    let run = new_run(&nightly, "n1", Some(t(10)), t(10));
+    store
+        .claim_slot(nightly.id, t(10), Some(t(20)), &run)
+        .await
+        .unwrap();
+    let mut failed = finish(&nightly, "n1", RunState::Failed, t(11));
+    failed.follow_ups = vec![
+        FollowUp {
+            configuration: "alert".into(),
+            payload: r#"{"run_id":"n1"}"#.into(),
+            message: "follow-up of 'nightly' run n1 (failed)".into(),
+        },
+        FollowUp {
+            configuration: "deleted meanwhile".into(),
+            payload: "{}".into(),
+            message: String::new(),
+        },
+    ];
+    assert!(store.finish_run(&failed).await.unwrap());
+    let queued = store
+        .list_runs(&RunFilter {
+            task_id: Some(alert.id),
+            state: Some(RunState::Queued),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(queued.len(), 1, "{queued:?}");
+    let follow_up = &queued[0];
+    assert_eq!(follow_up.trigger, Trigger::FollowUp);
+    assert_eq!(follow_up.payload.as_deref(), Some(r#"{"run_id":"n1"}"#));
+    assert_eq!(follow_up.implementation, "Acme.HelloScheduledTask");
+    assert!(follow_up.message.contains("follow-up of 'nightly'"));
+    // Finished again (a retried write), nothing is queued twice.
+    assert!(!store.finish_run(&failed).await.unwrap());
+    // Waits while the alert configuration is busy: not offered, not skipped.
+    assert!(store.queued_runs().await.unwrap().is_empty());
+    assert_eq!(
+        store
+            .start_queued_run(&follow_up.id, "i1", t(12), t(42))
+            .await
+            .unwrap(),
+        Claim::AlreadyRunning {
+            run_id: "alert-busy".into()
+        }
+    );
+    assert_eq!(
+        store.get_run(&follow_up.id).await.unwrap().state,
+        RunState::Queued
+    );
+    store
+        .finish_run(&finish(&alert, "alert-busy", RunState::Succeeded, t(13)))
+        .await
+        .unwrap();
+    assert_eq!(store.queued_runs().await.unwrap().len(), 1);
+    assert_eq!(
+        store
+            .start_queued_run(&follow_up.id, "i1", t(14), t(44))
+            .await
+            .unwrap(),
+        Claim::Claimed
+    );
+    let started = store.get_run(&follow_up.id).await.unwrap();
+    assert_eq!(
+        (started.state, started.trigger),
+        (RunState::Running, Trigger::FollowUp)
+    );
+    store
+        .finish_run(&finish(&alert, &follow_up.id, RunState::Succeeded, t(15)))
+        .await
+        .unwrap();
+
+    // An abandoned run calls `on_failure`, told it was abandoned.
+    let run = new_run(&nightly, "n2", Some(t(20)), t(20));
+    store
+        .claim_slot(nightly.id, t(20), Some(t(30)), &run)
+        .await
+        .unwrap();
+    store.abandon_expired(t(100)).await.unwrap();
+    let queued = store
+        .list_runs(&RunFilter {
+            task_id: Some(alert.id),
+            state: Some(RunState::Queued),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(queued.len(), 1, "{queued:?}");
+    let told: serde_json::Value =
+        serde_json::from_str(queued[0].payload.as_deref().unwrap()).unwrap();
+    assert_eq!(
+        (told["run_id"].as_str(), told["outcome"].as_str()),
+        (Some("n2"), Some("abandoned"))
+    );
 }
 
 /// The overlap policies, claimed in a batch (PostgreSQL's set-based path)

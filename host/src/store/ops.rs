@@ -7,6 +7,7 @@ use std::fmt;
 
 use chrono::{DateTime, Utc};
 
+use crate::model::follow_up::FollowUp;
 use crate::model::{BroadcastPayload, BroadcastSender, Level, RunOutcome, RunState, Trigger};
 
 /// Settings scoped to implementation identifiers: identifier → key → setting.
@@ -64,6 +65,8 @@ pub struct NewRun {
     pub instance: String,
     /// For skipped slots: why.
     pub message: String,
+    /// What a follow-up run is told about the run that ended (JSON text).
+    pub payload: Option<String>,
 }
 
 /// What a slot claim does when the configuration has no room for another
@@ -133,6 +136,9 @@ pub struct RunFinish {
     /// claim wrote (a slot claimed ahead starts at its instant, later than
     /// the claim); `None` keeps the claim's.
     pub started_at: Option<DateTime<Utc>>,
+    /// Runs of other configurations to queue once this one is recorded
+    /// finished (in the same transaction, so none is lost or doubled).
+    pub follow_ups: Vec<FollowUp>,
 }
 
 impl RunFinish {
@@ -153,6 +159,7 @@ impl RunFinish {
             task_state,
             retry: None,
             started_at: None,
+            follow_ups: Vec::new(),
         }
     }
 }

@@ -463,6 +463,11 @@ async function taskPage(name) {
             queue: 'queue one slot until it ends',
           }[t.on_overlap] || t.on_overlap],
           t.running_count > 1 ? ['Running now', `${t.running_count} runs`] : null,
+          (t.on_failure.length || t.on_success.length) ? ['Follow-ups', h('span', {},
+            ...[['on failure', t.on_failure], ['on success', t.on_success]]
+              .filter(([, list]) => list.length)
+              .flatMap(([when, list], i) => [i ? ' · ' : '', `${when}: `,
+                ...list.flatMap((n, j) => [j ? ', ' : '', h('a', { href: `#/tasks/${encodeURIComponent(n)}` }, n)])]))] : null,
           t.jitter ? ['Jitter', `${t.jitter} (its slots: +${t.jitter_offset})`] : null,
           (t.start || t.until) ? ['Active', h('span', {},
             t.start ? timeCell(t.start, 'span') : 'always', ' to ',
@@ -676,6 +681,7 @@ function formInput() {
   const f = form.elements;
   const text = (name) => f[name].value.trim();
   const opt = (name) => text(name) || undefined;
+  const names = (name) => text(name).split(',').map((n) => n.trim()).filter((n) => n);
   const schedule = {};
   if (kind() === 'every') schedule.every = text('every');
   if (kind() === 'cron') { schedule.cron = text('cron'); if (text('timezone')) schedule.timezone = text('timezone'); }
@@ -712,6 +718,8 @@ function formInput() {
     jitter: opt('jitter'),
     start: toIso(text('start')),
     until: toIso(text('until')),
+    on_failure: names('on_failure'),
+    on_success: names('on_success'),
     max_concurrent: f.on_overlap.value === 'allow' && text('max_concurrent')
       ? Number(text('max_concurrent')) : undefined,
     properties,
@@ -838,6 +846,8 @@ async function openTaskForm(task) {
     f.jitter.value = task.jitter || '';
     f.start.value = toLocal(task.start);
     f.until.value = toLocal(task.until);
+    f.on_failure.value = task.on_failure.join(', ');
+    f.on_success.value = task.on_success.join(', ');
     f.max_concurrent.value = task.max_concurrent || '';
     f.properties.value = Object.entries(task.properties).map(([k2, v]) => `${k2}=${v}`).join('\n');
     f.grants.value = task.grants.map((g) => `${g.host_path}:${g.guest_path || g.host_path}${g.read_only ? ':ro' : ''}`).join('\n');

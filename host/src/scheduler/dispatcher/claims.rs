@@ -271,6 +271,7 @@ impl Dispatcher {
             lease_until: now + delta(self.config.lease),
             instance: self.config.instance.name.clone(),
             message: String::new(),
+            payload: None,
         }
     }
 
@@ -336,11 +337,12 @@ impl Dispatcher {
             .store
             .start_queued_run(&queued.id, &self.config.instance.name, now, lease_until)
             .await?;
-        // A manual run, or a slot that waited its turn (overlap policies
-        // `queue` and `replace`): the component is told which.
+        // A manual run, a follow-up (with what it is told), or a slot that
+        // waited its turn (overlap policies `queue` and `replace`).
         let run = NewRun {
             id: queued.id,
             scheduled_for: queued.scheduled_for,
+            payload: queued.payload,
             ..self.new_run(&task, queued.trigger, now)
         };
         self.start_if_won(&claim, task, run).await;

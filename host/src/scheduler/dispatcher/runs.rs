@@ -11,6 +11,7 @@ use chrono::{DateTime, Utc};
 use super::Dispatcher;
 use super::claims::Start;
 use super::recorder::{outcome_of, run_finish};
+use crate::model::follow_up;
 use crate::model::{
     BroadcastSender, Level, NewEvent, OverlapPolicy, PendingDelivery, RunLimits, RunOutcome,
     RunState, TaskRecord, Trigger,
@@ -182,6 +183,20 @@ impl Dispatcher {
                 ..NewEvent::host(Level::Warning, "RUN_STOPPED", format!("stopped by {by}"))
             });
         }
+        let ended = follow_up::EndedRun {
+            configuration: task.config.name.clone(),
+            identifier: implementation.clone(),
+            run_id: run.id.clone(),
+            outcome: finish.outcome.state,
+            message: finish.outcome.message.clone(),
+            trigger: run.trigger,
+            attempt: run.attempt,
+            scheduled_for: run.scheduled_for,
+            started_at: Some(started_at),
+            finished_at: now,
+            instance: Some(instance.clone()),
+        };
+        finish.follow_ups = ended.follow_ups(&task.config, finish.retry.is_some());
         // The next slot, if it is within the look-ahead, can be claimed now;
         // a slot waiting for this run to end (policies queue and replace)
         // can start.
@@ -218,7 +233,7 @@ impl Dispatcher {
                 run_count: task.run_count,
                 properties: config.properties.clone(),
             },
-            payload: None,
+            payload: run.payload.as_deref().map(follow_up::payload_of),
             limits: config.limits,
             grants: config.grants.clone(),
             config: settings,

@@ -554,6 +554,55 @@ async fn under_replace_the_running_run_is_stopped_and_the_slot_runs_after_it() {
 }
 
 #[tokio::test]
+async fn a_failure_with_no_retry_left_runs_its_follow_up_told_about_it() {
+    let failure = || {
+        Some(Outcome::Failed {
+            message: "boom".into(),
+        })
+    };
+    let f = fixture(vec![failure(), failure()], false);
+    let mut alert = every_10s(MisfirePolicy::Skip);
+    alert.name = "alert".into();
+    alert.enabled = false;
+    let alert = f.add(alert, t(10)).await;
+    let mut config = every_10s(MisfirePolicy::Skip);
+    config.schedule = Schedule::every(Duration::from_secs(3600), t(0)).unwrap();
+    config.retries = 1;
+    config.retry_backoff = Duration::from_secs(1);
+    config.on_failure = vec!["alert".into()];
+    let id = f.add(config, t(10)).await;
+    f.tick(t(10)).await; // fails; a retry is to come: no follow-up yet
+    assert!(f.runs(alert).await.is_empty());
+    f.tick(t(11)).await; // the retry fails too: the follow-up is queued
+    f.tick(t(12)).await; // and runs (its configuration is disabled: it runs all the same)
+    let runs = f.runs(alert).await;
+    assert_eq!(
+        summary(&runs),
+        vec![(None, RunState::Succeeded, Trigger::FollowUp)]
+    );
+    let seen = f.script.seen.lock().unwrap().clone();
+    let request = seen.last().unwrap();
+    assert_eq!(request.context.configuration_name, "alert");
+    let payload = request
+        .payload
+        .as_ref()
+        .expect("a follow-up carries a payload");
+    assert_eq!(payload.target, "follow-up");
+    let told: serde_json::Value = serde_json::from_str(&payload.text).unwrap();
+    let failed = &f.runs(id).await[1];
+    assert_eq!(told["run_id"], failed.id.as_str());
+    assert_eq!(
+        (
+            &told["outcome"],
+            &told["message"],
+            &told["attempt"],
+            &told["trigger"]
+        ),
+        (&"failed".into(), &"boom".into(), &2.into(), &"retry".into())
+    );
+}
+
+#[tokio::test]
 async fn misfire_skip_records_the_gap_and_resumes_in_the_future() {
     let f = fixture(vec![], false);
     let id = f.add(every_10s(MisfirePolicy::Skip), t(10)).await;

@@ -397,6 +397,10 @@ pub async fn finish_runs<C: GenericClient>(
         .await?;
         let events: Vec<NewEvent> = done.iter().flat_map(|f| f.outcome.events.clone()).collect();
         tx.insert_events(&events).await?;
+        // Follow-ups are few (alerts, chained tasks): the shared rule.
+        for f in &done {
+            ledger::queue_follow_ups(tx, &f.follow_ups).await?;
+        }
         let with_state: Vec<&&RunFinish> = done.iter().filter(|f| f.task_state.is_some()).collect();
         if !with_state.is_empty() {
             let ids: Vec<i64> = with_state.iter().map(|f| f.task_id).collect();

@@ -220,9 +220,12 @@ UPDATE tasks SET running_count =
     (SELECT COUNT(*) FROM runs WHERE runs.task_id = tasks.id AND runs.state = 'running');
 CREATE INDEX runs_running ON runs (task_id, id) WHERE state = 'running';";
 
+/// What a queued follow-up run is told about the run that ended (JSON).
+const V9: &str = "ALTER TABLE runs ADD COLUMN payload TEXT;";
+
 /// Every migration in order; the position is the version (1-based). Only
 /// ever append: databases in use have the earlier ones applied.
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8, V9];
 
 /// The schema version this build expects.
 pub const LATEST: i64 = MIGRATIONS.len() as i64;

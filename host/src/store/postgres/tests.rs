@@ -116,6 +116,7 @@ fn new_run(task: &TaskRecord, id: String, slot: DateTime<Utc>, instance: &str) -
         lease_until: slot + chrono::TimeDelta::seconds(30),
         instance: instance.into(),
         message: String::new(),
+        payload: None,
     }
 }
 
@@ -138,6 +139,7 @@ fn finish(run: &NewRun, at: DateTime<Utc>) -> RunFinish {
         task_state: None,
         retry: None,
         started_at: None,
+        follow_ups: Vec::new(),
     }
 }
 

@@ -25,6 +25,7 @@ use chrono::{DateTime, Utc};
 
 use super::rows::{self, RUN_COLUMNS};
 use super::{Tx, params, query_opt};
+use crate::model::follow_up::{EndedRun, FollowUp};
 use crate::model::{EventSource, Level, NewEvent, RunRecord, RunState, Trigger};
 use crate::store::{Claim, NewRun, OnOverlap, RunFilter, RunFinish, SlotClaim, StoreResult};
 
@@ -435,7 +436,7 @@ pub async fn start_queued_run<T: Tx + ?Sized>(
         return Ok(Claim::Lost);
     };
     let task_id = queued.int(0)?;
-    let waits_its_turn = queued.text(1)? == Trigger::Schedule.as_str();
+    let waits_its_turn = waits_its_turn(&queued.text(1)?);
     match take_configuration(tx, task_id, run_id, now).await? {
         Ok(()) => {
             tx.exec(
@@ -595,7 +596,41 @@ pub async fn finish_run<T: Tx + ?Sized>(tx: &T, f: &RunFinish) -> anyhow::Result
     if let Some(state) = &f.task_state {
         tx.replace_state(f.task_id, state).await?;
     }
+    queue_follow_ups(tx, &f.follow_ups).await?;
     Ok(true)
+}
+
+/// Queues a run of each follow-up's configuration, carrying what it is
+/// told. A configuration deleted meanwhile gets none.
+pub async fn queue_follow_ups<T: Tx + ?Sized>(
+    tx: &T,
+    follow_ups: &[FollowUp],
+) -> anyhow::Result<()> {
+    let sql = format!(
+        "INSERT INTO runs (id, task_id, task_name, implementation, trigger, queued_at, state,
+                           message, instance, payload)
+         VALUES ($1, $2, $3, $4, 'follow-up', {}, 'queued', $5, NULL, $6)",
+        T::NOW
+    );
+    for f in follow_ups {
+        let Some(task) = super::tasks::by_name(tx, &f.configuration).await? else {
+            continue;
+        };
+        let id = uuid::Uuid::now_v7().to_string();
+        tx.exec(
+            &sql,
+            params![
+                &id,
+                task.id,
+                &task.config.name,
+                &task.config.implementation,
+                &f.message,
+                &f.payload
+            ],
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 /// Extends leases one run at a time (PostgreSQL: one statement).
@@ -655,11 +690,31 @@ pub async fn abandon_expired<T: Tx + ?Sized>(
             level: Level::Error,
             source: EventSource::Host,
             code: "RUN_ABANDONED".into(),
-            message,
+            message: message.clone(),
             task_id: Some(run.task_id),
             run_id: Some(run.id.clone()),
         }])
         .await?;
+        // An abandoned run is a failure its follow-ups hear of; it is not
+        // retried, so its `on_failure` runs now.
+        if let Some(task) = super::tasks::by_id(tx, run.task_id).await?
+            && !task.config.on_failure.is_empty()
+        {
+            let ended = EndedRun {
+                configuration: run.task_name.clone(),
+                identifier: run.implementation.clone(),
+                run_id: run.id.clone(),
+                outcome: RunState::Abandoned,
+                message,
+                trigger: run.trigger,
+                attempt: run.attempt,
+                scheduled_for: run.scheduled_for,
+                started_at: run.started_at,
+                finished_at: now,
+                instance: run.instance.clone(),
+            };
+            queue_follow_ups(tx, &ended.follow_ups(&task.config, false)).await?;
+        }
     }
     Ok(expired)
 }
@@ -703,14 +758,23 @@ pub async fn list_runs<T: Tx + ?Sized>(
     rows::all(rows, rows::run)
 }
 
-/// Queued runs to try now: manual runs, and slots waiting their turn whose
-/// configuration has room (the others would only be tried in vain, every
-/// pass, for as long as a long run goes on).
+/// Whether a queued run of this trigger waits for room rather than being
+/// recorded skipped when its configuration is busy: a slot waiting its
+/// turn (overlap policies `queue`, `replace`), and a follow-up, which
+/// stands for an event that happened (an alert is not dropped because the
+/// previous one is still being sent).
+fn waits_its_turn(trigger: &str) -> bool {
+    trigger == Trigger::Schedule.as_str() || trigger == Trigger::FollowUp.as_str()
+}
+
+/// Queued runs to try now: manual runs, and those waiting their turn
+/// (see [`waits_its_turn`]) whose configuration has room (the others would
+/// only be tried in vain, every pass, for as long as a long run goes on).
 pub async fn queued_runs<T: Tx + ?Sized>(tx: &T) -> anyhow::Result<Vec<RunRecord>> {
     let sql = format!(
         "SELECT {RUN_COLUMNS} FROM runs
          WHERE state = 'queued'
-           AND (trigger <> 'schedule'
+           AND (trigger NOT IN ('schedule', 'follow-up')
                 OR EXISTS (SELECT 1 FROM tasks t WHERE t.id = runs.task_id
                            AND t.running_count < t.max_concurrent))
          ORDER BY id"

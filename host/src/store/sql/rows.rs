@@ -46,7 +46,7 @@ pub fn task(mut r: Row) -> anyhow::Result<TaskRecord> {
 
 pub const RUN_COLUMNS: &str = "id, task_id, task_name, implementation, trigger, attempt, \
     scheduled_for, queued_at, started_at, finished_at, lease_until, state, reason, message, \
-    duration_us, fuel, peak_memory, component_sha256, component_version, instance";
+    duration_us, fuel, peak_memory, component_sha256, component_version, instance, payload";
 
 pub fn run(mut r: Row) -> anyhow::Result<RunRecord> {
     Ok(RunRecord {
@@ -70,6 +70,7 @@ pub fn run(mut r: Row) -> anyhow::Result<RunRecord> {
         component_sha256: r.opt_text(17)?,
         component_version: r.opt_text(18)?,
         instance: r.opt_text(19)?,
+        payload: r.opt_text(20)?,
     })
 }
 

@@ -225,6 +225,7 @@ mod tests {
             lease_until: now,
             instance: id.into(),
             message: String::new(),
+            payload: None,
         };
         let (run_a, run_b) = (run("a"), run("b"));
         let (ra, rb) = tokio::join!(

@@ -122,8 +122,12 @@ pub fn migrations() -> Migrations<'static> {
         M::up(STOP_REQUESTS),
         M::up(HISTORY_LIMITS),
         M::up(OVERLAP),
+        M::up(FOLLOW_UPS),
     ])
 }
+
+/// What a queued follow-up run is told about the run that ended (JSON).
+const FOLLOW_UPS: &str = "ALTER TABLE runs ADD COLUMN payload TEXT;";
 
 /// Overlap policies: how many of a configuration's runs go on
 /// (`running_count`, counted from the runs recorded running) and how many
