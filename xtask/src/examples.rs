@@ -33,6 +33,13 @@ const SOURCE_GUESTS: &[Guest] = &[
         builder: Builder::JavaScript { entry: "task.js" },
         file: "cache-warmup.wasm",
     },
+    // Shares cache-warmup's builder: the one componentize-js that
+    // lang_tools installs from cache-warmup's package.json builds both.
+    Guest {
+        dir: "example-tasks/webhook-notify",
+        builder: Builder::JavaScript { entry: "task.js" },
+        file: "webhook-notify.wasm",
+    },
 ];
 
 /// Builds all examples into `out`.

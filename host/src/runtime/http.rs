@@ -248,6 +248,25 @@ async fn resolve(target: &Target, limit: Duration) -> Result<Vec<IpAddr>, HttpEr
 type ResponseFuture =
     Box<dyn Future<Output = Result<(http::Response<WasiBody>, IoFuture), HttpError>> + Send>;
 
+/// Refuses `request` with `error` without breaking the task's writing of
+/// its body (see [`discard_body`]).
+fn refuse(request: http::Request<WasiBody>, error: HttpError) -> ResponseFuture {
+    discard_body(request);
+    Box::new(async move { Err(error) })
+}
+
+/// Reads a refused request's body and throws it away, in the background,
+/// until the task closes it (or its run ends, and the stream with it), so
+/// the task sees the refusal as the response's error. Dropping the body at
+/// once breaks the stream under the guest mid-write, which a guest runtime
+/// may take for a crash (componentize-js's aborts the run) rather than the
+/// error it is. Nothing is kept, and the run's time limit bounds the work.
+fn discard_body(request: http::Request<WasiBody>) {
+    use http_body_util::BodyExt as _;
+    let mut body = request.into_body();
+    tokio::spawn(async move { while let Some(Ok(_)) = body.frame().await {} });
+}
+
 impl WasiHttpHooks for HttpPolicy {
     fn send_request(
         &mut self,
@@ -260,7 +279,7 @@ impl WasiHttpHooks for HttpPolicy {
             Ok(target) => target,
             Err(message) => {
                 self.rules.deny("HTTP_DENIED", &message);
-                return Box::new(async { Err(HttpError::HttpRequestDenied) });
+                return refuse(request, HttpError::HttpRequestDenied);
             }
         };
         let max = self.rules.settings.max_requests_per_run;
@@ -277,7 +296,7 @@ impl WasiHttpHooks for HttpPolicy {
                 );
                 self.requests += 1;
             }
-            return Box::new(async { Err(HttpError::HttpRequestDenied) });
+            return refuse(request, HttpError::HttpRequestDenied);
         }
         let Some(token) = self.connection_slot() else {
             self.rules.deny(
@@ -288,7 +307,7 @@ impl WasiHttpHooks for HttpPolicy {
                     target.authority()
                 ),
             );
-            return Box::new(async { Err(HttpError::ConnectionLimitReached) });
+            return refuse(request, HttpError::ConnectionLimitReached);
         };
         self.requests += 1;
         let rules = self.rules.clone();
@@ -297,9 +316,16 @@ impl WasiHttpHooks for HttpPolicy {
             let limit = options
                 .and_then(|o| o.connect_timeout)
                 .unwrap_or(egress::DEFAULT_TIMEOUT);
-            let addrs = resolve(&target, limit).await?;
+            let addrs = match resolve(&target, limit).await {
+                Ok(addrs) => addrs,
+                Err(e) => {
+                    discard_body(request);
+                    return Err(e);
+                }
+            };
             if let Err(message) = rules.check_addresses(&target, &addrs) {
                 rules.deny("HTTP_DENIED", &message);
+                discard_body(request);
                 return Err(HttpError::DestinationIpProhibited);
             }
             let to = Destination {
