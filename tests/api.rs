@@ -782,6 +782,8 @@ fn plugins_instances_health_upcoming_preview_openapi_and_metrics() {
     assert_eq!(
         paths,
         [
+            "/api/backfills/{id}",
+            "/api/backfills/{id}/cancel",
             "/api/broadcasts",
             "/api/broadcasts/{id}",
             "/api/changes",
@@ -796,6 +798,7 @@ fn plugins_instances_health_upcoming_preview_openapi_and_metrics() {
             "/api/runs/{id}/stop",
             "/api/tasks",
             "/api/tasks/{name}",
+            "/api/tasks/{name}/backfills",
             "/api/tasks/{name}/disable",
             "/api/tasks/{name}/enable",
             "/api/tasks/{name}/run",
@@ -1168,6 +1171,7 @@ fn a_run_is_stopped_through_the_api_and_an_ended_one_is_a_409() {
     body["implementation"] = json!("Cronwerk.Test.Misbehave");
     body["properties"] = json!({"action": "sleep", "ms": "600000"});
     s.send_ok("POST", "/api/tasks", Some(&body), 201);
+    s.wait_loaded();
     s.send_ok("POST", "/api/tasks/long/run", None, 202);
     let runs = s.wait_for("a running run", "/api/runs?task=long", |r| {
         r.as_array()
@@ -1267,5 +1271,113 @@ fn follow_ups_are_checked_against_the_other_configurations() {
         s.call("DELETE", "/api/tasks/Alert", Some(s.token().as_str()), None)
             .status,
         204
+    );
+}
+
+#[test]
+fn a_backfill_is_asked_for_followed_and_cancelled_through_the_api() {
+    let s = Server::start(&["hello.wasm"]);
+    let mut body = task("Every second", "1h");
+    body["schedule"] = json!({"cron": "* * * * * *"});
+    body["enabled"] = json!(false);
+    s.send_ok("POST", "/api/tasks", Some(&body), 201);
+    let now = chrono::Utc::now();
+    let at = |s: i64| {
+        (chrono::DurationRound::duration_trunc(now, chrono::TimeDelta::seconds(1)).unwrap()
+            - chrono::TimeDelta::seconds(s))
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    };
+    let path = "/api/tasks/Every%20second/backfills";
+    let bad = |body: Value, field: &str| {
+        let r = s.call("POST", path, Some(s.token().as_str()), Some(&body));
+        assert_eq!(
+            (r.status, &r.body["field"]),
+            (400, &json!(field)),
+            "{body}: {:?}",
+            r.body
+        );
+    };
+    bad(json!({"from": at(10), "to": at(-60)}), "to");
+    bad(json!({"from": "yesterday", "to": at(5)}), "from");
+    bad(
+        json!({"from": at(10), "to": at(5), "concurrency": 0}),
+        "concurrency",
+    );
+    bad(json!({"from": at(10), "to": at(5), "speed": 2}), "speed");
+    assert_eq!(
+        s.call(
+            "POST",
+            "/api/tasks/nope/backfills",
+            Some(s.token().as_str()),
+            Some(&json!({"from": at(10), "to": at(5)}))
+        )
+        .status,
+        404
+    );
+
+    s.wait_loaded();
+    let started = s.send_ok(
+        "POST",
+        path,
+        Some(&json!({"from": at(10), "to": at(5), "concurrency": 2})),
+        202,
+    );
+    assert_eq!(
+        (started["total"].clone(), started["state"].clone()),
+        (json!(5), json!("active"))
+    );
+    let id = started["id"].as_str().unwrap().to_owned();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let done = loop {
+        let b = s.get_ok(&format!("/api/backfills/{id}"));
+        if b["state"] != "active" {
+            break b;
+        }
+        assert!(std::time::Instant::now() < deadline, "{b}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert_eq!(
+        (&done["state"], &done["succeeded"], &done["done"]),
+        (&json!("done"), &json!(5), &json!(5))
+    );
+    let listed = s.get_ok(path);
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+    // Asked again: nothing runs twice; the runs say they were a backfill's.
+    let again = s.send_ok(
+        "POST",
+        path,
+        Some(&json!({"from": at(10), "to": at(5)})),
+        202,
+    );
+    let again_id = again["id"].as_str().unwrap().to_owned();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let b = s.get_ok(&format!("/api/backfills/{again_id}"));
+        if b["state"] == "done" {
+            assert_eq!(b["already_ran"], 5, "{b}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{b}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let runs = s.get_ok("/api/runs?task=Every%20second");
+    assert_eq!(runs.as_array().unwrap().len(), 5);
+    assert!(
+        runs.as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["trigger"] == "backfill")
+    );
+    let cancelled = s.send_ok("POST", &format!("/api/backfills/{id}/cancel"), None, 200);
+    assert_eq!(cancelled["state"], "done", "a backfill through stays done");
+    assert_eq!(
+        s.call(
+            "POST",
+            "/api/backfills/nope/cancel",
+            Some(s.token().as_str()),
+            None
+        )
+        .status,
+        404
     );
 }

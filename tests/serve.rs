@@ -1232,3 +1232,139 @@ fn a_failed_run_runs_its_follow_up_told_about_it_and_cycles_are_refused() {
     let (code, _) = serve.stop();
     assert_eq!(code, Some(0));
 }
+
+#[test]
+fn a_backfill_runs_past_slots_once_follows_its_progress_and_ctrl_c_cancels_it() {
+    let env = Env::new(&["hello.wasm", "misbehave.wasm"]);
+    // Every second, disabled: only the backfill runs it.
+    env.ok(&[
+        "task",
+        "add",
+        "hello",
+        "--implementation",
+        "Acme.HelloScheduledTask",
+        "--cron",
+        "* * * * * *",
+        "--disabled",
+    ]);
+    let now = chrono::Utc::now();
+    let at = |s: i64| {
+        let t = chrono::DurationRound::duration_trunc(now, chrono::TimeDelta::seconds(1)).unwrap()
+            - chrono::TimeDelta::seconds(s);
+        t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    };
+    // Bad windows are refused, naming the flag, and nothing is recorded.
+    let future = env.cli(&[
+        "task",
+        "backfill",
+        "hello",
+        "--from",
+        &at(10),
+        "--to",
+        &at(-60),
+    ]);
+    let stderr = String::from_utf8_lossy(&future.stderr);
+    assert!(
+        stderr.contains("--to") && stderr.contains("in the future"),
+        "{stderr}"
+    );
+    assert_eq!(future.status.code(), Some(64));
+
+    let serve = env.serve();
+    let (from, to) = (at(10), at(5));
+    let out = env.cli(&[
+        "task",
+        "backfill",
+        "hello",
+        "--from",
+        &from,
+        "--to",
+        &to,
+        "--concurrency",
+        "2",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("5 slot(s)") && stdout.contains("done; 5 succeeded"),
+        "{stdout}"
+    );
+    // Piped, no progress bar is drawn.
+    assert!(!stderr.contains('\u{1b}'), "{stderr:?}");
+    let runs = env.runs("hello");
+    let mut slots: Vec<_> = runs
+        .iter()
+        .map(|r| {
+            assert_eq!(
+                (r.trigger.as_str(), r.state),
+                ("backfill", RunState::Succeeded)
+            );
+            r.scheduled_for.unwrap()
+        })
+        .collect();
+    slots.sort();
+    let first: chrono::DateTime<chrono::Utc> = from.parse().unwrap();
+    let expected: Vec<_> = (0..5)
+        .map(|i| first + chrono::TimeDelta::seconds(i))
+        .collect();
+    assert_eq!(slots, expected);
+    // Asked again: every slot had run, none runs twice.
+    let again = env.ok(&["task", "backfill", "hello", "--from", &from, "--to", &to]);
+    assert!(again.contains("5 had run already"), "{again}");
+    assert_eq!(env.runs("hello").len(), 5);
+    let listed = env.ok(&["task", "backfill", "hello", "--list"]);
+    assert_eq!(listed.matches("done").count(), 2, "{listed}");
+
+    // A long one, followed from a terminal-less process: Ctrl-C cancels it.
+    env.ok(&[
+        "task",
+        "add",
+        "slow",
+        "--implementation",
+        "Cronwerk.Test.Misbehave",
+        "--cron",
+        "* * * * * *",
+        "--disabled",
+        "-p",
+        "action=sleep",
+        "-p",
+        "ms=600000",
+    ]);
+    let follow = Command::new(env!("CARGO_BIN_EXE_cronwerk"))
+        .arg("--data-dir")
+        .arg(&env.data)
+        .args(["task", "backfill", "slow", "--from", &from, "--to", &to])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    env.wait_runs("slow", "the first slot running", |r| r.iter().any(started));
+    let signalled = Command::new("kill")
+        .args(["-INT", &follow.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(signalled.success());
+    let out = follow.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("cancelled") && stdout.contains("1 running"),
+        "{stdout}"
+    );
+    let slow = env.runs("slow");
+    assert_eq!(count(&slow, RunState::Running), 1, "{slow:#?}");
+    assert_eq!(
+        slow.len(),
+        1,
+        "slots after the cancel were not queued: {slow:#?}"
+    );
+    env.ok(&["task", "stop", "slow"]);
+    let (code, _) = serve.stop();
+    assert_eq!(code, Some(0));
+}

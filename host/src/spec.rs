@@ -46,6 +46,9 @@ pub enum Field {
     Until,
     OnFailure,
     OnSuccess,
+    BackfillFrom,
+    BackfillTo,
+    Concurrency,
 }
 
 impl Field {
@@ -81,6 +84,9 @@ impl Field {
             Field::Until => "--until",
             Field::OnFailure => "--on-failure",
             Field::OnSuccess => "--on-success",
+            Field::BackfillFrom => "--from",
+            Field::BackfillTo => "--to",
+            Field::Concurrency => "--concurrency",
         }
     }
 
@@ -116,6 +122,9 @@ impl Field {
             Field::Until => "until",
             Field::OnFailure => "on_failure",
             Field::OnSuccess => "on_success",
+            Field::BackfillFrom => "from",
+            Field::BackfillTo => "to",
+            Field::Concurrency => "concurrency",
         }
     }
 }
@@ -553,6 +562,81 @@ pub fn check_follow_ups(config: &TaskConfig, all: &[TaskRecord]) -> Result<(), F
         }
     }
     Ok(())
+}
+
+/// Most slots one backfill may cover.
+pub const MAX_BACKFILL_SLOTS: u32 = 100_000;
+
+/// A backfill of `task`'s slots in `[from, to)` asked for at `now` by
+/// `by`, checked: the window is in the past, holds at least one slot and
+/// not too many, and the concurrency is sane (default 1).
+pub fn new_backfill(
+    task: &TaskRecord,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    concurrency: Option<u32>,
+    by: &str,
+    now: DateTime<Utc>,
+) -> Result<crate::model::backfill::NewBackfill, FieldError> {
+    if to <= from {
+        return Err(FieldError::new(
+            Field::BackfillTo,
+            format!("{to} is not after the window's start ({from})"),
+        ));
+    }
+    if to > now {
+        return Err(FieldError::new(
+            Field::BackfillTo,
+            format!(
+                "{to} is in the future: a backfill runs past slots (the schedule runs the \
+                 coming ones); give a time up to now"
+            ),
+        ));
+    }
+    let concurrency = concurrency.unwrap_or(1);
+    if concurrency == 0 || concurrency > MAX_CONCURRENT {
+        return Err(FieldError::new(
+            Field::Concurrency,
+            format!("must be 1 to {MAX_CONCURRENT} (got {concurrency})"),
+        ));
+    }
+    let times = task.config.fire_times();
+    let Some(first_slot) = times.first_at_or_after(from).filter(|s| *s < to) else {
+        return Err(FieldError::new(
+            Field::BackfillFrom,
+            format!(
+                "no slot of '{}' falls between {from} and {to}: nothing to backfill",
+                task.config.schedule
+            ),
+        ));
+    };
+    let mut total = 1u32;
+    let mut slot = first_slot;
+    while let Some(next) = times.next_after_slot(slot).filter(|n| *n < to) {
+        total += 1;
+        if total > MAX_BACKFILL_SLOTS {
+            return Err(FieldError::new(
+                Field::BackfillFrom,
+                format!(
+                    "the window holds more than {MAX_BACKFILL_SLOTS} slots of '{}': backfill \
+                     a shorter one",
+                    task.config.schedule
+                ),
+            ));
+        }
+        slot = next;
+    }
+    Ok(crate::model::backfill::NewBackfill {
+        id: uuid::Uuid::now_v7().to_string(),
+        task_id: task.id,
+        from,
+        to,
+        first_slot,
+        total,
+        concurrency,
+        requested_by: by.to_owned(),
+        created_at: now,
+    })
 }
 
 /// Whether storing `new` (created, or changed from `old`) needs the other
@@ -1164,6 +1248,81 @@ mod tests {
         );
         assert!(delete_refused("A", &all).unwrap().contains("'C'"));
         assert_eq!(delete_refused("Alert", &all), None);
+    }
+
+    #[test]
+    fn a_backfill_covers_past_slots_only_and_not_too_many() {
+        let (config, next) = new_config(
+            "b",
+            "A.B",
+            &every("1h"),
+            &ConfigSpec::default(),
+            true,
+            now(),
+        )
+        .unwrap();
+        let task = record(&config, next);
+        let t = |s: &str| -> DateTime<Utc> { s.parse().unwrap() };
+        let later = t("2026-03-02T00:00:00Z");
+        let b = new_backfill(
+            &task,
+            t("2026-03-01T10:30:00Z"),
+            t("2026-03-01T14:00:00Z"),
+            None,
+            "ana",
+            later,
+        )
+        .unwrap();
+        // 11:00, 12:00, 13:00 (the window's end is not in it).
+        assert_eq!(
+            (b.first_slot, b.total, b.concurrency),
+            (t("2026-03-01T11:00:00Z"), 3, 1)
+        );
+        let err = |from: &str, to: &str, c: Option<u32>| {
+            new_backfill(&task, t(from), t(to), c, "ana", later)
+                .unwrap_err()
+                .field
+        };
+        assert_eq!(
+            err("2026-03-01T12:00:00Z", "2026-03-01T11:00:00Z", None),
+            Field::BackfillTo
+        );
+        assert_eq!(
+            err("2026-03-01T12:00:00Z", "2026-03-03T11:00:00Z", None),
+            Field::BackfillTo
+        );
+        assert_eq!(
+            err("2026-03-01T12:10:00Z", "2026-03-01T12:50:00Z", None),
+            Field::BackfillFrom
+        );
+        assert_eq!(
+            err("2026-03-01T11:00:00Z", "2026-03-01T14:00:00Z", Some(0)),
+            Field::Concurrency
+        );
+        let (fast, next) = new_config(
+            "f",
+            "A.B",
+            &every("1s"),
+            &ConfigSpec::default(),
+            true,
+            now(),
+        )
+        .unwrap();
+        let too_many = new_backfill(
+            &record(&fast, next),
+            t("2026-03-01T10:00:00Z"),
+            t("2026-03-04T00:00:00Z"),
+            None,
+            "ana",
+            t("2026-03-05T00:00:00Z"),
+        )
+        .unwrap_err();
+        assert_eq!(too_many.field, Field::BackfillFrom);
+        assert!(
+            too_many.message.contains("more than 100000"),
+            "{}",
+            too_many.message
+        );
     }
 
     #[test]

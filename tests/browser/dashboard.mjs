@@ -149,6 +149,22 @@ try {
   await page.locator('svg.chart rect.bar').first().waitFor();
   await shot(page, '05-task-detail');
 
+  step('a backfill of past slots is started from the task page and runs to its end');
+  const local = (d) => new Date(d.getTime() - d.getTimezoneOffset() * 60000).toISOString().slice(0, 19);
+  const now = Date.now();
+  await page.getByRole('button', { name: 'Backfill…' }).click();
+  const backfill = page.locator('#backfill-dialog');
+  await backfill.getByLabel('From').fill(local(new Date(now - 10000)));
+  await backfill.getByLabel('To').fill(local(new Date(now + 60000)));
+  await backfill.getByRole('button', { name: 'Start backfill' }).click();
+  await backfill.locator('[data-error-for="to"]').getByText('in the future').waitFor();
+  await backfill.getByLabel('To').fill(local(new Date(now - 4000)));
+  await backfill.getByRole('button', { name: 'Start backfill' }).click();
+  await backfill.waitFor({ state: 'hidden' });
+  const backfills = page.locator('table.backfills tbody tr');
+  await backfills.first().locator('.badge.succeeded').getByText('done').waitFor();
+  await shot(page, '05a-backfill');
+
   step('a running run is stopped with its Stop button');
   const LONG = 'Long sleeper';
   await call('POST', '/api/tasks', {

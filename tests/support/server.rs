@@ -158,6 +158,16 @@ impl Server {
         r.body
     }
 
+    /// Waits until every component in the plugins folder serves: a serving
+    /// instance compiles what its cache lacks in the background, and a run
+    /// started before that fails with "no component implements".
+    pub fn wait_loaded(&self) {
+        self.wait_for("every component loaded", "/api/plugins", |p| {
+            p.as_array()
+                .is_some_and(|all| !all.is_empty() && all.iter().all(|x| x["status"] == "ok"))
+        });
+    }
+
     /// Polls `GET path` until `done` holds for its body.
     pub fn wait_for(&self, what: &str, path: &str, done: impl Fn(&Value) -> bool) -> Value {
         let deadline = Instant::now() + Duration::from_secs(30);

@@ -76,6 +76,13 @@ impl From<StoreError> for ApiError {
             StoreError::BroadcastNotFound(id) => {
                 ApiError::NotFound(format!("no broadcast with id '{id}'"))
             }
+            StoreError::BackfillNotFound(id) => {
+                ApiError::NotFound(format!("no backfill with id '{id}'"))
+            }
+            StoreError::BackfillActive(id) => ApiError::NotNow(format!(
+                "the configuration has a backfill going ({id}): wait for it, or cancel it \
+                 (POST /api/backfills/{id}/cancel)"
+            )),
             StoreError::TaskExists(name) => ApiError::Conflict(format!(
                 "a task configuration named '{name}' already exists: pick another name"
             )),

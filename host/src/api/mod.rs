@@ -9,6 +9,7 @@
 //! do what, [`live`] makes views follow the store, [`metrics`] counts runs.
 
 mod auth;
+mod backfills;
 mod broadcasts;
 mod dashboard;
 mod error;
@@ -171,6 +172,9 @@ fn app(state: AppState, policy: auth::Policy) -> (axum::Router, utoipa::openapi:
         .routes(routes!(tasks::run_now))
         .routes(routes!(tasks::preview))
         .routes(routes!(tasks::upcoming))
+        .routes(routes!(backfills::create, backfills::list))
+        .routes(routes!(backfills::get))
+        .routes(routes!(backfills::cancel))
         .routes(routes!(runs::list))
         .routes(routes!(runs::get))
         .routes(routes!(runs::stop))

@@ -40,6 +40,9 @@ pub struct Run {
     pub component_version: Option<String>,
     /// The instance that ran it.
     pub instance: Option<String>,
+    /// What a follow-up run is told about the run that ended (JSON text).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payload: Option<String>,
 }
 
 impl From<RunRecord> for Run {
@@ -64,6 +67,7 @@ impl From<RunRecord> for Run {
             component_sha256: r.component_sha256,
             component_version: r.component_version,
             instance: r.instance,
+            payload: r.payload,
         }
     }
 }

@@ -3,7 +3,9 @@
 use std::collections::BTreeMap;
 
 // Value parsers shared with the HTTP API live with the validation they serve.
-pub use crate::spec::{parse_count as count, parse_duration as duration, parse_size as size};
+pub use crate::spec::{
+    parse_count as count, parse_duration as duration, parse_size as size, parse_time as time,
+};
 
 /// A role name, for `serve --role` and `--require-role`.
 pub fn role(s: &str) -> Result<String, String> {

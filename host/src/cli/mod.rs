@@ -2,6 +2,7 @@
 //! parsers and exit codes.
 
 mod args;
+mod backfill;
 mod common;
 mod compile_cache;
 mod compile_worker;

@@ -35,6 +35,8 @@ pub enum TaskCommand {
     Rm(NameArgs),
     /// Stop the configuration's running run (see `cronwerk runs stop`).
     Stop(StopArgs),
+    /// Run the configuration's slots in a past window (--list, --cancel ID).
+    Backfill(super::backfill::BackfillArgs),
 }
 
 #[derive(Args)]
@@ -134,6 +136,7 @@ pub async fn run(data_dir: &Path, command: TaskCommand) -> anyhow::Result<u8> {
         TaskCommand::Disable(a) => set_enabled(&*store, &a.name, false).await,
         TaskCommand::Edit(a) => edit(&*store, a).await,
         TaskCommand::Stop(a) => stop(&*store, a).await,
+        TaskCommand::Backfill(a) => super::backfill::run(&*store, a).await,
         TaskCommand::Rm(a) => remove(&*store, &a.name).await,
     };
     match result {

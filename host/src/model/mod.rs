@@ -8,6 +8,7 @@
 //! Each enum has one string mapping, derived (serde for JSON, strum for the
 //! database and for names typed by a person), used by every layer.
 
+pub mod backfill;
 mod broadcast;
 mod clock;
 mod event;

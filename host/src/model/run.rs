@@ -24,6 +24,10 @@ pub enum Trigger {
     #[serde(rename = "follow-up")]
     #[strum(serialize = "follow-up")]
     FollowUp,
+    /// A past slot run on an operator's request (`task backfill`).
+    /// Contract 0.1.0 has no such trigger: the task is told `schedule`,
+    /// with the slot as `scheduled-for`.
+    Backfill,
 }
 
 impl Trigger {

@@ -93,6 +93,13 @@ impl<'a> FireTimes<'a> {
         self.within(next)
     }
 
+    /// The fire time after a stored slot. Stores keep milliseconds, so a
+    /// slot read back stands for its whole millisecond: a fire time a few
+    /// nanoseconds after it is the same slot, not the next one.
+    pub fn next_after_slot(&self, slot: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.next_after(slot + TimeDelta::nanoseconds(999_999))
+    }
+
     /// The first fire time at or after `from`.
     pub fn first_at_or_after(&self, from: DateTime<Utc>) -> Option<DateTime<Utc>> {
         let from = self.start.map_or(from, |start| start.max(from));

@@ -33,6 +33,8 @@ impl RunContext {
                 Trigger::Retry => WitTrigger::Retry,
                 // Contract 0.1.0 has no follow-up trigger; its payload says it is one.
                 Trigger::FollowUp => WitTrigger::Manual,
+                // Nor a backfill one: it is the run of a slot, told which.
+                Trigger::Backfill => WitTrigger::Schedule,
             },
             scheduled_for: self.scheduled_for.map(to_datetime),
             last_run: self.last_run.map(to_datetime),

@@ -4,7 +4,6 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::model::timing::FireTimes;
 use crate::model::{MisfirePolicy, TaskRecord};
 
 /// How late a slot may be and still count as on time. A dispatcher that
@@ -31,14 +30,6 @@ pub enum SlotAction {
     },
 }
 
-/// The fire time after a stored slot. Stores keep milliseconds, so a slot
-/// read back stands for its whole millisecond: a schedule point a few
-/// nanoseconds after it is the same slot, not the next one.
-pub fn next_after_slot(times: &FireTimes, slot: DateTime<Utc>) -> Option<DateTime<Utc>> {
-    let end_of_millisecond = slot + chrono::TimeDelta::nanoseconds(999_999);
-    times.next_after(end_of_millisecond)
-}
-
 /// Decides what happens to `task`'s due slot at `now`; `None` if it is not due.
 pub fn plan_slot(task: &TaskRecord, now: DateTime<Utc>) -> Option<SlotAction> {
     let slot = task.next_run_at.filter(|s| *s <= now)?;
@@ -46,7 +37,7 @@ pub fn plan_slot(task: &TaskRecord, now: DateTime<Utc>) -> Option<SlotAction> {
     if now - slot <= MISFIRE_THRESHOLD {
         return Some(SlotAction::Run {
             slot,
-            next: next_after_slot(schedule, slot),
+            next: schedule.next_after_slot(slot),
             catch_up: false,
         });
     }
@@ -85,7 +76,7 @@ pub fn plan_slot(task: &TaskRecord, now: DateTime<Utc>) -> Option<SlotAction> {
             } else {
                 Some(SlotAction::Run {
                     slot,
-                    next: next_after_slot(schedule, slot),
+                    next: schedule.next_after_slot(slot),
                     catch_up: true,
                 })
             }
@@ -109,7 +100,7 @@ pub fn plan_ahead(
         {
             Some(SlotAction::Run {
                 slot,
-                next: next_after_slot(&task.config.fire_times(), slot),
+                next: task.config.fire_times().next_after_slot(slot),
                 catch_up: false,
             })
         }
@@ -123,7 +114,7 @@ fn count_missed(task: &TaskRecord, slot: DateTime<Utc>, now: DateTime<Utc>) -> u
     let mut n = 1;
     let mut t = slot;
     let times = task.config.fire_times();
-    while let Some(next) = next_after_slot(&times, t) {
+    while let Some(next) = times.next_after_slot(t) {
         if next > now || n >= CAP {
             break;
         }

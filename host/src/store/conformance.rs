@@ -943,6 +943,150 @@ pub async fn run_all(make: impl Fn() -> Box<dyn Store>) {
     a_configurations_own_history_limits_keep_failures_apart(&*make()).await;
     overlap_policies_allow_queue_and_replace(&*make()).await;
     follow_ups_are_queued_with_the_finish_and_wait_their_turn(&*make()).await;
+    a_backfill_queues_its_slots_as_its_concurrency_allows(&*make()).await;
+}
+
+/// A backfill queues its window's slots a few at a time (its
+/// concurrency), passes over slots that ran already (a failed one runs
+/// again), one at a time per configuration, cancels what has not started,
+/// and is done once every slot is dealt with.
+pub async fn a_backfill_queues_its_slots_as_its_concurrency_allows(store: &dyn Store) {
+    use crate::model::backfill::{BackfillState, NewBackfill};
+    let task = store.create_task(&config("b"), Some(t(100))).await.unwrap();
+    // Slot 20 ran and succeeded; slot 30 ran and failed.
+    for (slot, state) in [(20, RunState::Succeeded), (30, RunState::Failed)] {
+        let id = format!("s{slot}");
+        let run = new_run(&task, &id, Some(t(slot)), t(slot));
+        let mut claimed = store.get_task("b").await.unwrap();
+        claimed.next_run_at = Some(t(slot));
+        store
+            .update_task("b", &claimed.config, Some(t(slot)))
+            .await
+            .unwrap();
+        store
+            .claim_slot(task.id, t(slot), Some(t(100)), &run)
+            .await
+            .unwrap();
+        store
+            .finish_run(&finish(&task, &id, state, t(slot + 1)))
+            .await
+            .unwrap();
+    }
+    let backfill = |id: &str| NewBackfill {
+        id: id.into(),
+        task_id: task.id,
+        from: t(10),
+        to: t(60),
+        first_slot: t(10),
+        total: 5,
+        concurrency: 2,
+        requested_by: "ana".into(),
+        created_at: t(70),
+    };
+    let created = store.create_backfill(&backfill("bf1")).await.unwrap();
+    assert_eq!(
+        (created.state, created.total, created.task_name.as_str()),
+        (BackfillState::Active, 5, "b")
+    );
+    assert!(matches!(
+        store.create_backfill(&backfill("bf2")).await,
+        Err(StoreError::BackfillActive(id)) if id == "bf1"
+    ));
+    // Two at a time: slot 10, then slot 30 (20 ran already).
+    assert_eq!(store.top_up_backfills(t(71)).await.unwrap(), 2);
+    assert_eq!(store.top_up_backfills(t(71)).await.unwrap(), 0);
+    let b = store.get_backfill("bf1").await.unwrap();
+    assert_eq!(
+        (b.runs.queued, b.already_ran, b.next_slot),
+        (2, 1, Some(t(40)))
+    );
+    let queued = store
+        .list_runs(&RunFilter {
+            task_id: Some(task.id),
+            state: Some(RunState::Queued),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let slots: Vec<_> = queued
+        .iter()
+        .rev()
+        .map(|r| (r.trigger, r.scheduled_for))
+        .collect();
+    assert_eq!(
+        slots,
+        vec![
+            (Trigger::Backfill, Some(t(10))),
+            (Trigger::Backfill, Some(t(30)))
+        ]
+    );
+    // One runs and ends: the next slot is queued.
+    let first = queued
+        .iter()
+        .find(|r| r.scheduled_for == Some(t(10)))
+        .unwrap();
+    assert_eq!(
+        store
+            .start_queued_run(&first.id, "i1", t(72), t(102))
+            .await
+            .unwrap(),
+        Claim::Claimed
+    );
+    store
+        .finish_run(&finish(&task, &first.id, RunState::Succeeded, t(73)))
+        .await
+        .unwrap();
+    assert_eq!(store.top_up_backfills(t(74)).await.unwrap(), 1);
+    // Cancelled: what has not started is not run.
+    let cancelled = store.cancel_backfill("bf1", "bo", t(75)).await.unwrap();
+    assert_eq!(cancelled.state, BackfillState::Cancelled);
+    assert_eq!(
+        (
+            cancelled.runs.succeeded,
+            cancelled.runs.cancelled,
+            cancelled.runs.queued
+        ),
+        (1, 2, 0)
+    );
+    assert_eq!(store.top_up_backfills(t(76)).await.unwrap(), 0);
+    assert!(matches!(
+        store.cancel_backfill("no-such", "bo", t(75)).await,
+        Err(StoreError::BackfillNotFound(_))
+    ));
+
+    // Asked again over the same window: slots 10 and 20 ran, 30, 40 and 50
+    // run (30 failed before; 40 and 50 were cancelled).
+    let mut again = backfill("bf3");
+    again.concurrency = 10;
+    store.create_backfill(&again).await.unwrap();
+    assert_eq!(store.top_up_backfills(t(80)).await.unwrap(), 3);
+    let b = store.get_backfill("bf3").await.unwrap();
+    assert_eq!((b.already_ran, b.runs.queued, b.next_slot), (2, 3, None));
+    for run in store.queued_runs().await.unwrap() {
+        assert_eq!(
+            store
+                .start_queued_run(&run.id, "i1", t(81), t(111))
+                .await
+                .unwrap(),
+            Claim::Claimed,
+            "{run:?}"
+        );
+        store
+            .finish_run(&finish(&task, &run.id, RunState::Succeeded, t(82)))
+            .await
+            .unwrap();
+    }
+    store.top_up_backfills(t(83)).await.unwrap();
+    let done = store.get_backfill("bf3").await.unwrap();
+    assert_eq!(
+        (done.state, done.done(), done.total),
+        (BackfillState::Done, 5, 5)
+    );
+    let listed = store.list_backfills(task.id, 10).await.unwrap();
+    assert_eq!(
+        listed.iter().map(|b| b.id.as_str()).collect::<Vec<_>>(),
+        ["bf3", "bf1"]
+    );
 }
 
 /// A finish that names follow-ups queues a run of each, in the same

@@ -28,6 +28,7 @@ pub use sqlite::SqliteStore;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use crate::model::backfill::{BackfillRecord, NewBackfill};
 use crate::model::{
     BroadcastRecord, Clock, EventRecord, InstanceRow, NewEvent, PendingDelivery, PluginRow,
     RunRecord, SystemClock, TaskConfig, TaskRecord,
@@ -48,6 +49,11 @@ pub enum StoreError {
     RunNotFound(String),
     #[error("no broadcast with id '{0}'")]
     BroadcastNotFound(String),
+    #[error("no backfill with id '{0}'")]
+    BackfillNotFound(String),
+    /// A configuration has one backfill going at a time.
+    #[error("the configuration has a backfill going: {0}")]
+    BackfillActive(String),
     #[error("setting '{key}' of '{identifier}' is secret; a plain value does not replace it")]
     SecretSetting { identifier: String, key: String },
     #[error("the store failed: {0:#}")]
@@ -197,6 +203,24 @@ pub trait RunLedger: Send + Sync {
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
     ) -> StoreResult<Claim>;
+    /// Records a backfill of a configuration's past slots, for instances
+    /// to run ([`top_up_backfills`](Self::top_up_backfills));
+    /// [`StoreError::BackfillActive`] if the configuration has one going.
+    async fn create_backfill(&self, backfill: &NewBackfill) -> StoreResult<BackfillRecord>;
+    /// Queues the next slots of the active backfills, as far as each one's
+    /// concurrency allows, and closes those that are through; how many runs
+    /// it queued.
+    async fn top_up_backfills(&self, now: DateTime<Utc>) -> StoreResult<u32>;
+    async fn get_backfill(&self, id: &str) -> StoreResult<BackfillRecord>;
+    /// A configuration's newest backfills, at most `limit`.
+    async fn list_backfills(&self, task_id: i64, limit: u32) -> StoreResult<Vec<BackfillRecord>>;
+    /// Cancels a backfill: slots not started are not run.
+    async fn cancel_backfill(
+        &self,
+        id: &str,
+        by: &str,
+        at: DateTime<Utc>,
+    ) -> StoreResult<BackfillRecord>;
 }
 
 /// The event log: what tasks and the host reported.

@@ -165,6 +165,26 @@ impl<S: RunLedger + ?Sized, O: CallObserver> RunLedger for Observed<S, O> {
     ) -> StoreResult<Claim> {
         observe!(self.start_queued_run(run_id, instance, now, lease_until))
     }
+    async fn create_backfill(&self, backfill: &NewBackfill) -> StoreResult<BackfillRecord> {
+        observe!(self.create_backfill(backfill))
+    }
+    async fn top_up_backfills(&self, now: DateTime<Utc>) -> StoreResult<u32> {
+        observe!(self.top_up_backfills(now))
+    }
+    async fn get_backfill(&self, id: &str) -> StoreResult<BackfillRecord> {
+        observe!(self.get_backfill(id))
+    }
+    async fn list_backfills(&self, task_id: i64, limit: u32) -> StoreResult<Vec<BackfillRecord>> {
+        observe!(self.list_backfills(task_id, limit))
+    }
+    async fn cancel_backfill(
+        &self,
+        id: &str,
+        by: &str,
+        at: DateTime<Utc>,
+    ) -> StoreResult<BackfillRecord> {
+        observe!(self.cancel_backfill(id, by, at))
+    }
 }
 
 #[async_trait::async_trait]

@@ -149,14 +149,22 @@ struct Down {
     writes_failed: bool,
 }
 
-/// Whether a call only reads; everything else writes.
+/// Whether a call only reads (or, like `top_up_backfills`, only reads
+/// unless there is work, which is rare: its success says nothing of
+/// writes); everything else writes.
 fn is_read(call: &str) -> bool {
     ["get_", "list_", "load_"]
         .iter()
         .any(|prefix| call.starts_with(prefix))
         || matches!(
             call,
-            "due_tasks" | "earliest_due" | "queued_runs" | "pending_deliveries" | "change_token"
+            "due_tasks"
+                | "earliest_due"
+                | "queued_runs"
+                | "pending_deliveries"
+                | "change_token"
+                | "stop_requests"
+                | "top_up_backfills"
         )
 }
 

@@ -417,10 +417,12 @@ async function taskPage(name) {
   render(holder);
   const refresh = async () => {
     await loadPlugins();
-    const [tr, rr] = await Promise.all([
+    const [tr, rr, br] = await Promise.all([
       api('GET', `/api/tasks/${encodeURIComponent(name)}`),
       api('GET', `/api/runs?task=${encodeURIComponent(name)}&limit=50`),
+      api('GET', `/api/tasks/${encodeURIComponent(name)}/backfills`),
     ]);
+    const backfills = br.ok ? br.data : [];
     if (!tr.ok) {
       holder.replaceChildren(h('h1', {}, name), errorBox(tr), h('p', {}, h('a', { href: '#/' }, '← All scheduled tasks')));
       return;
@@ -437,6 +439,7 @@ async function taskPage(name) {
           h('button', { type: 'button', onclick: () => runNow(t.name) }, 'Run now'),
           h('button', { type: 'button', class: 'secondary', onclick: () => setEnabled(t.name, !t.enabled) }, t.enabled ? 'Disable' : 'Enable'),
           h('button', { type: 'button', class: 'secondary', onclick: () => openTaskForm(t) }, 'Edit'),
+          h('button', { type: 'button', class: 'secondary', onclick: () => openBackfill(t.name) }, 'Backfill…'),
           h('button', {
             type: 'button', class: 'danger',
             onclick: async () => {
@@ -497,6 +500,7 @@ async function taskPage(name) {
           ['Environment', h('span', { class: 'muted' }, 'none')],
           ['Capabilities asked for', plugin ? plugin.capabilities.join(', ') : '–'],
         ]))),
+      backfills.length ? h('div', { class: 'card' }, h('h2', {}, 'Backfills'), backfillsTable(backfills)) : null,
       h('div', { class: 'card' }, h('h2', {}, 'Duration of recent runs'), durationChart(runs)),
       h('div', { class: 'card' }, h('h2', {}, `Last ${runs.length} runs`), runsTable(runs)),
     );
@@ -504,6 +508,71 @@ async function taskPage(name) {
   await refresh();
   onLeave(onChanges(refresh), gen);
 }
+
+function backfillsTable(list) {
+  return h('table', { class: 'backfills' },
+    h('thead', {}, h('tr', {}, ...['Window', 'State', 'Progress', 'Runs', 'Asked by', ''].map((c) => h('th', {}, c)))),
+    h('tbody', {}, list.map((b) => h('tr', { 'data-backfill': b.id },
+      h('td', {}, when(b.from), ' → ', when(b.to)),
+      h('td', {}, h('span', { class: `badge ${{ active: 'running', done: 'succeeded', cancelled: 'cancelled' }[b.state] || ''}` }, b.state)),
+      h('td', {}, h('progress', { max: String(b.total), value: String(b.done) }), ` ${b.done}/${b.total}`),
+      h('td', {}, [`${b.succeeded} succeeded`, b.failed ? `${b.failed} failed` : '', b.running ? `${b.running} running` : '',
+        b.already_ran ? `${b.already_ran} had run` : '', b.cancelled ? `${b.cancelled} cancelled` : ''].filter((x) => x).join(', ')),
+      h('td', {}, b.requested_by),
+      h('td', {}, b.state === 'active'
+        ? h('button', {
+          type: 'button', class: 'small danger',
+          onclick: async () => {
+            if (!confirm('Cancel this backfill? Slots not started are not run; runs going finish.')) return;
+            const r = await api('POST', `/api/backfills/${encodeURIComponent(b.id)}/cancel`);
+            if (r.ok) toast('Backfill cancelled', 'ok'); else if (!r.unsent) toast(r.data.error, 'bad');
+          },
+        }, 'Cancel')
+        : '')))));
+}
+
+const backfillDialog = document.getElementById('backfill-dialog');
+const backfillForm = document.getElementById('backfill-form');
+let backfillTask = null;
+
+function openBackfill(name) {
+  backfillTask = name;
+  backfillForm.reset();
+  for (const el of backfillForm.querySelectorAll('.error')) el.textContent = '';
+  document.getElementById('backfill-title').textContent = `Backfill “${name}”`;
+  backfillDialog.showModal();
+  backfillForm.elements.from.focus();
+}
+
+document.getElementById('backfill-cancel').addEventListener('click', () => backfillDialog.close());
+backfillForm.addEventListener('submit', async (e) => {
+  e.preventDefault();
+  for (const el of backfillForm.querySelectorAll('.error')) el.textContent = '';
+  const f = backfillForm.elements;
+  const body = {
+    from: toIso(f.from.value) || '',
+    to: toIso(f.to.value) || '',
+    concurrency: f.concurrency.value ? Number(f.concurrency.value) : undefined,
+  };
+  // What the page can tell at once; the API checks everything again.
+  const problem = !body.from ? ['from', 'say where the window starts']
+    : !body.to ? ['to', 'say where the window ends']
+      : new Date(body.to) > new Date() ? ['to', 'is in the future: a backfill runs past slots (the schedule runs the coming ones)']
+        : new Date(body.to) <= new Date(body.from) ? ['to', 'must be after From']
+          : null;
+  if (problem) {
+    backfillForm.querySelector(`[data-error-for="${problem[0]}"]`).textContent = problem[1];
+    return;
+  }
+  const r = await api('POST', `/api/tasks/${encodeURIComponent(backfillTask)}/backfills`, body);
+  if (r.ok) {
+    backfillDialog.close();
+    toast(`Backfill of ${r.data.total} slot(s) started`, 'ok');
+  } else if (!r.unsent) {
+    const slot = r.data.field && backfillForm.querySelector(`[data-error-for="${r.data.field}"]`);
+    (slot || document.getElementById('backfill-error')).textContent = r.data.error;
+  }
+});
 
 // --------------------------------------------------------------- event log
 

@@ -96,12 +96,13 @@ fn start_of(slot: DateTime<Utc>, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
 pub const DELIVERIES_PER_PASS: u32 = 64;
 
 impl Dispatcher {
-    /// One pass: queued manual runs, this instance's broadcast deliveries,
-    /// due retries and slots.
+    /// One pass: backfills' next slots queued, queued runs started, this
+    /// instance's broadcast deliveries, due retries and slots.
     pub async fn tick(self: &Arc<Self>, now: DateTime<Utc>) -> StoreResult<()> {
         // One small read per pass keeps `config set` live without a read per run.
         self.refresh_settings(self.store.list_settings().await?);
         self.honour_stop_requests().await?;
+        self.store.top_up_backfills(now).await?;
         for queued in self.store.queued_runs().await? {
             self.start_queued(queued, now).await?;
         }

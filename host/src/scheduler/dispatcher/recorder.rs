@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 
 use super::delta;
 use super::held::Held;
-use crate::model::{Level, NewEvent, RunOutcome, RunState, TaskRecord};
+use crate::model::{Level, NewEvent, RunOutcome, RunState, TaskRecord, Trigger};
 use crate::runtime::{Execution, Outcome, RunReport};
 use crate::store::{NewRun, RunFinish, Store, StoreResult};
 
@@ -95,7 +95,12 @@ pub(super) fn run_finish(
         &run.id,
     );
     let mut finish = RunFinish::of(&run.id, task.id, finished_at, outcome, state);
-    if finish.outcome.state.is_failure() && run.attempt <= config.retries {
+    // A backfill's slot is not retried: backfilling the window again runs
+    // the slots that failed.
+    if finish.outcome.state.is_failure()
+        && run.attempt <= config.retries
+        && run.trigger != Trigger::Backfill
+    {
         let backoff = config.retry_backoff * 2u32.saturating_pow(run.attempt - 1);
         finish.retry = Some((finished_at + delta(backoff), run.attempt + 1));
     }

@@ -201,10 +201,11 @@ impl Dispatcher {
         // a slot waiting for this run to end (policies queue and replace)
         // can start.
         let horizon = now + super::delta(self.config.look_ahead);
+        // So can a backfill's next slot.
         let waiting = matches!(
             task.config.on_overlap,
             OverlapPolicy::Queue | OverlapPolicy::Replace
-        );
+        ) || run.trigger == Trigger::Backfill;
         let again = finish.retry.is_some() || next.is_some_and(|n| n <= horizon) || waiting;
         self.recorder.record(&*self.store, finish).await?;
         Ok(again)

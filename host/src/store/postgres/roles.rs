@@ -16,7 +16,7 @@ use crate::model::{
     BroadcastRecord, Clock, EventRecord, InstanceRow, NewEvent, PendingDelivery, PluginRow,
     RunRecord, TaskConfig, TaskRecord,
 };
-use crate::store::sql::{Tx, fleet, journal, ledger, stops, tasks};
+use crate::store::sql::{Tx, backfills, fleet, journal, ledger, stops, tasks};
 use crate::store::*;
 
 /// Turns the unique name failing into [`StoreError::TaskExists`].
@@ -183,6 +183,49 @@ impl RunLedger for PostgresStore {
             ledger::queue_manual_run(tx, task_id, requested_by).await?
         })?
         .ok_or_else(|| StoreError::TaskNotFound(format!("#{task_id}")))
+    }
+
+    async fn create_backfill(&self, backfill: &NewBackfill) -> StoreResult<BackfillRecord> {
+        let created = in_transaction!(self, |tx| {
+            match backfills::create(tx, backfill).await? {
+                Ok(()) => Ok(backfills::get(tx, &backfill.id).await?),
+                Err(active) => Err(active),
+            }
+        })?;
+        match created {
+            Ok(Some(b)) => Ok(b),
+            Ok(None) => Err(StoreError::BackfillNotFound(backfill.id.clone())),
+            Err(active) => Err(StoreError::BackfillActive(active)),
+        }
+    }
+
+    async fn top_up_backfills(&self, now: DateTime<Utc>) -> StoreResult<u32> {
+        if !backfills::any_active(&PgTx(&self.client().await?)).await? {
+            return Ok(0);
+        }
+        in_transaction!(self, |tx| backfills::top_up(tx, now).await?)
+    }
+
+    async fn get_backfill(&self, id: &str) -> StoreResult<BackfillRecord> {
+        let c = self.client().await?;
+        backfills::get(&PgTx(&c), id)
+            .await?
+            .ok_or_else(|| StoreError::BackfillNotFound(id.to_owned()))
+    }
+
+    async fn list_backfills(&self, task_id: i64, limit: u32) -> StoreResult<Vec<BackfillRecord>> {
+        let c = self.client().await?;
+        Ok(backfills::list(&PgTx(&c), task_id, limit).await?)
+    }
+
+    async fn cancel_backfill(
+        &self,
+        id: &str,
+        by: &str,
+        at: DateTime<Utc>,
+    ) -> StoreResult<BackfillRecord> {
+        in_transaction!(self, |tx| backfills::cancel(tx, id, by, at).await?)?
+            .ok_or_else(|| StoreError::BackfillNotFound(id.to_owned()))
     }
 
     async fn start_queued_run(

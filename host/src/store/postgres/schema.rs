@@ -223,9 +223,28 @@ CREATE INDEX runs_running ON runs (task_id, id) WHERE state = 'running';";
 /// What a queued follow-up run is told about the run that ended (JSON).
 const V9: &str = "ALTER TABLE runs ADD COLUMN payload TEXT;";
 
+/// Backfills (the SQLite schema's BACKFILLS).
+const V10: &str = "CREATE TABLE backfills (
+    id           TEXT COLLATE \"C\" PRIMARY KEY,
+    task_id      BIGINT NOT NULL,
+    from_at      TIMESTAMPTZ NOT NULL,
+    to_at        TIMESTAMPTZ NOT NULL,
+    next_slot    TIMESTAMPTZ,
+    concurrency  BIGINT NOT NULL,
+    state        TEXT NOT NULL,
+    requested_by TEXT NOT NULL,
+    created_at   TIMESTAMPTZ NOT NULL,
+    total        BIGINT NOT NULL,
+    already_ran  BIGINT NOT NULL DEFAULT 0
+);
+CREATE INDEX backfills_task ON backfills (task_id, created_at);
+CREATE INDEX backfills_active ON backfills (state);
+ALTER TABLE runs ADD COLUMN backfill_id TEXT;
+CREATE INDEX runs_backfill ON runs (backfill_id) WHERE backfill_id IS NOT NULL;";
+
 /// Every migration in order; the position is the version (1-based). Only
 /// ever append: databases in use have the earlier ones applied.
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8, V9];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8, V9, V10];
 
 /// The schema version this build expects.
 pub const LATEST: i64 = MIGRATIONS.len() as i64;

@@ -760,11 +760,13 @@ pub async fn list_runs<T: Tx + ?Sized>(
 
 /// Whether a queued run of this trigger waits for room rather than being
 /// recorded skipped when its configuration is busy: a slot waiting its
-/// turn (overlap policies `queue`, `replace`), and a follow-up, which
-/// stands for an event that happened (an alert is not dropped because the
-/// previous one is still being sent).
+/// turn (overlap policies `queue`, `replace`), a follow-up, which stands
+/// for an event that happened (an alert is not dropped because the
+/// previous one is still being sent), and a backfill's slot.
 fn waits_its_turn(trigger: &str) -> bool {
-    trigger == Trigger::Schedule.as_str() || trigger == Trigger::FollowUp.as_str()
+    [Trigger::Schedule, Trigger::FollowUp, Trigger::Backfill]
+        .iter()
+        .any(|t| t.as_str() == trigger)
 }
 
 /// Queued runs to try now: manual runs, and those waiting their turn
@@ -774,7 +776,7 @@ pub async fn queued_runs<T: Tx + ?Sized>(tx: &T) -> anyhow::Result<Vec<RunRecord
     let sql = format!(
         "SELECT {RUN_COLUMNS} FROM runs
          WHERE state = 'queued'
-           AND (trigger NOT IN ('schedule', 'follow-up')
+           AND (trigger NOT IN ('schedule', 'follow-up', 'backfill')
                 OR EXISTS (SELECT 1 FROM tasks t WHERE t.id = runs.task_id
                            AND t.running_count < t.max_concurrent))
          ORDER BY id"

@@ -13,7 +13,7 @@ use crate::model::{
     BroadcastRecord, EventRecord, InstanceRow, NewEvent, PendingDelivery, PluginRow, RunRecord,
     TaskConfig, TaskRecord,
 };
-use crate::store::sql::{fleet, journal, ledger, run_now, stops, tasks};
+use crate::store::sql::{backfills, fleet, journal, ledger, run_now, stops, tasks};
 use crate::store::*;
 
 #[async_trait::async_trait]
@@ -163,6 +163,48 @@ impl RunLedger for SqliteStore {
     async fn queue_manual_run(&self, task_id: i64, requested_by: &str) -> StoreResult<String> {
         self.write(|tx| run_now(ledger::queue_manual_run(tx, task_id, requested_by)))?
             .ok_or_else(|| StoreError::TaskNotFound(format!("#{task_id}")))
+    }
+
+    async fn create_backfill(&self, backfill: &NewBackfill) -> StoreResult<BackfillRecord> {
+        let created = self.write(|tx| {
+            run_now(async {
+                match backfills::create(tx, backfill).await? {
+                    Ok(()) => Ok(Ok(backfills::get(tx, &backfill.id).await?)),
+                    Err(active) => Ok(Err(active)),
+                }
+            })
+        })?;
+        match created {
+            Ok(Some(b)) => Ok(b),
+            Ok(None) => Err(StoreError::BackfillNotFound(backfill.id.clone())),
+            Err(active) => Err(StoreError::BackfillActive(active)),
+        }
+    }
+
+    async fn top_up_backfills(&self, now: DateTime<Utc>) -> StoreResult<u32> {
+        if !self.read(|c| run_now(backfills::any_active(c)))? {
+            return Ok(0);
+        }
+        self.write(|tx| run_now(backfills::top_up(tx, now)))
+    }
+
+    async fn get_backfill(&self, id: &str) -> StoreResult<BackfillRecord> {
+        self.read(|c| run_now(backfills::get(c, id)))?
+            .ok_or_else(|| StoreError::BackfillNotFound(id.to_owned()))
+    }
+
+    async fn list_backfills(&self, task_id: i64, limit: u32) -> StoreResult<Vec<BackfillRecord>> {
+        self.read(|c| run_now(backfills::list(c, task_id, limit)))
+    }
+
+    async fn cancel_backfill(
+        &self,
+        id: &str,
+        by: &str,
+        at: DateTime<Utc>,
+    ) -> StoreResult<BackfillRecord> {
+        self.write(|tx| run_now(backfills::cancel(tx, id, by, at)))?
+            .ok_or_else(|| StoreError::BackfillNotFound(id.to_owned()))
     }
 
     async fn start_queued_run(

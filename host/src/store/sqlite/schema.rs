@@ -123,8 +123,29 @@ pub fn migrations() -> Migrations<'static> {
         M::up(HISTORY_LIMITS),
         M::up(OVERLAP),
         M::up(FOLLOW_UPS),
+        M::up(BACKFILLS),
     ])
 }
+
+/// Backfills: one row each, with a cursor (`next_slot`) instances advance
+/// as they queue its slots; the runs say which backfill they belong to.
+const BACKFILLS: &str = "CREATE TABLE backfills (
+    id           TEXT    PRIMARY KEY,
+    task_id      INTEGER NOT NULL,
+    from_at      INTEGER NOT NULL,
+    to_at        INTEGER NOT NULL,
+    next_slot    INTEGER,
+    concurrency  INTEGER NOT NULL,
+    state        TEXT    NOT NULL,
+    requested_by TEXT    NOT NULL,
+    created_at   INTEGER NOT NULL,
+    total        INTEGER NOT NULL,
+    already_ran  INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX backfills_task ON backfills (task_id, created_at);
+CREATE INDEX backfills_active ON backfills (state);
+ALTER TABLE runs ADD COLUMN backfill_id TEXT;
+CREATE INDEX runs_backfill ON runs (backfill_id) WHERE backfill_id IS NOT NULL;";
 
 /// What a queued follow-up run is told about the run that ended (JSON).
 const FOLLOW_UPS: &str = "ALTER TABLE runs ADD COLUMN payload TEXT;";
