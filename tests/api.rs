@@ -1381,3 +1381,100 @@ fn a_backfill_is_asked_for_followed_and_cancelled_through_the_api() {
         404
     );
 }
+
+#[test]
+fn changes_are_audited_with_who_made_them_and_named_tokens_come_and_go() {
+    let s = Server::start(&["hello.wasm"]);
+    s.wait_loaded();
+    // A named token, as one pipeline would have.
+    let out = s.cli(&["token", "add", "ci-deploy"]);
+    assert!(out.status.success(), "{out:?}");
+    let ci = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert_eq!(ci.len(), 64);
+    let again = s.cli(&["token", "add", "ci-deploy"]);
+    assert_eq!(again.status.code(), Some(64));
+    let listed = String::from_utf8(s.cli(&["token", "list"]).stdout).unwrap();
+    assert!(listed.contains("ci-deploy"), "{listed}");
+
+    let created = s.call(
+        "POST",
+        "/api/tasks",
+        Some(&ci),
+        Some(&task("Nightly", "1h")),
+    );
+    assert_eq!(created.status, 201, "{:?}", created.body);
+    let mut changed = task("Nightly", "1h");
+    changed["retries"] = json!(2);
+    let r = s.call("PUT", "/api/tasks/Nightly", Some(&ci), Some(&changed));
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    // Paused with a note, by the default token.
+    let paused = s.send_ok(
+        "POST",
+        "/api/tasks/Nightly/disable",
+        Some(&json!({"note": "waiting for the vendor's fix"})),
+        200,
+    );
+    assert_eq!(paused["pause_note"], "waiting for the vendor's fix");
+    assert_eq!(paused["paused_by"], "the API token");
+    assert!(paused["paused_at"].is_string());
+    // Without a body too.
+    s.send_ok("POST", "/api/tasks/Nightly/disable", None, 200);
+    let bad = s.call(
+        "POST",
+        "/api/tasks/Nightly/disable",
+        Some(s.token().as_str()),
+        Some(&json!({"why": "x"})),
+    );
+    assert_eq!(bad.status, 400, "{:?}", bad.body);
+    let enabled = s.send_ok("POST", "/api/tasks/Nightly/enable", None, 200);
+    assert!(enabled["pause_note"].is_null(), "{enabled}");
+
+    let trail = s.get_ok("/api/audit?task=Nightly");
+    let entries = trail.as_array().unwrap();
+    let summary: Vec<(&str, &str)> = entries
+        .iter()
+        .map(|e| (e["action"].as_str().unwrap(), e["actor"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("enabled", "the API token"),
+            ("disabled", "the API token"),
+            ("disabled", "the API token"),
+            ("changed", "API token 'ci-deploy'"),
+            ("created", "API token 'ci-deploy'"),
+        ]
+    );
+    let change = &entries[3]["changes"];
+    assert_eq!(
+        change,
+        &json!([{"field": "retries", "before": 0, "after": 2}]),
+        "only what changed, before and after"
+    );
+    assert_eq!(s.get("/api/audit?kind=nope").status, 400);
+
+    // The token removed: it stops working at once, and that is audited too.
+    assert!(s.cli(&["token", "rm", "ci-deploy"]).status.success());
+    let r = s.call("PUT", "/api/tasks/Nightly", Some(&ci), Some(&changed));
+    assert_eq!(r.status, 401, "{:?}", r.body);
+    let tokens = s.get_ok("/api/audit?kind=token");
+    let actions: Vec<&str> = tokens
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["removed", "created"]);
+    assert!(
+        tokens[0]["actor"]
+            .as_str()
+            .unwrap()
+            .ends_with("with the CLI"),
+        "{tokens}"
+    );
+    // The CLI's view of the same trail.
+    let out = s.cli(&["audit", "--task", "Nightly"]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("retries: 0 → 2"), "{text}");
+    assert!(text.contains("API token 'ci-deploy'"), "{text}");
+}

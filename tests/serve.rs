@@ -1368,3 +1368,101 @@ fn a_backfill_runs_past_slots_once_follows_its_progress_and_ctrl_c_cancels_it() 
     let (code, _) = serve.stop();
     assert_eq!(code, Some(0));
 }
+
+#[test]
+fn the_cli_audits_configurations_settings_and_plugin_swaps_and_keeps_a_pause_note() {
+    let env = Env::new(&["hello.wasm"]);
+    env.ok(&[
+        "task",
+        "add",
+        "nightly",
+        "--implementation",
+        "Acme.HelloScheduledTask",
+        "--every",
+        "1h",
+    ]);
+    env.ok(&["task", "edit", "nightly", "--retries", "2"]);
+    env.ok(&[
+        "task",
+        "disable",
+        "nightly",
+        "--note",
+        "waiting for the vendor's fix",
+    ]);
+    let listed = env.ok(&["task", "list"]);
+    assert!(
+        listed.contains("no: waiting for the vendor's fix"),
+        "{listed}"
+    );
+    let shown = env.ok(&["task", "show", "nightly"]);
+    assert!(
+        shown.contains("paused          by ") && shown.contains(": waiting for the vendor's fix"),
+        "{shown}"
+    );
+    env.ok(&["task", "enable", "nightly"]);
+    assert!(!env.ok(&["task", "show", "nightly"]).contains("paused"));
+    // A secret's value never reaches the trail.
+    let mut set = Command::new(env!("CARGO_BIN_EXE_cronwerk"))
+        .arg("--data-dir")
+        .arg(&env.data)
+        .args([
+            "config",
+            "set",
+            "--secret",
+            "Acme.HelloScheduledTask",
+            "api-key",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    set.stdin
+        .take()
+        .unwrap()
+        .write_all(b"hunter2-secret\n")
+        .unwrap();
+    assert!(set.wait().unwrap().success());
+
+    let trail = env.ok(&["audit", "--json"]);
+    assert!(!trail.contains("hunter2"), "{trail}");
+    let entries: serde_json::Value = serde_json::from_str(&trail).unwrap();
+    let actions: Vec<String> = entries
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| format!("{} {} {}", e["kind"], e["subject"], e["action"]).replace('"', ""))
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "setting Acme.HelloScheduledTask api-key set",
+            "configuration nightly enabled",
+            "configuration nightly disabled",
+            "configuration nightly changed",
+            "configuration nightly created",
+        ]
+    );
+    let me = entries[0]["actor"].as_str().unwrap();
+    assert!(me.ends_with(" with the CLI"), "{me}");
+    assert_eq!(entries[0]["changes"][0]["after"], "***");
+
+    // A component swapped into the plugins folder of a running instance.
+    let serve = env.serve();
+    std::fs::copy(
+        common::component_path("misbehave.wasm"),
+        env.plugins.join("misbehave.wasm"),
+    )
+    .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let plugins = env.ok(&["audit", "--kind", "plugins"]);
+        if plugins.contains("Cronwerk.Test.Misbehave") {
+            assert!(plugins.contains("instance test-instance"), "{plugins}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{plugins}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let (code, _) = serve.stop();
+    assert_eq!(code, Some(0));
+}

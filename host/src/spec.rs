@@ -901,6 +901,12 @@ pub fn change(
     // Once fixed, a seed stays (a replacement from the API, built afresh
     // under a new name, would otherwise take that name's).
     new.jitter_seed = old.jitter_seed.or(new.jitter_seed);
+    // A pause (who, when, why) lasts while it stays disabled.
+    if new.enabled {
+        new.paused = None;
+    } else if new.paused.is_none() {
+        new.paused = old.paused.clone();
+    }
     settle_seed(&mut new);
     let same_times = same
         && old.fire_times().offset() == new.fire_times().offset()

@@ -165,6 +165,22 @@ try {
   await backfills.first().locator('.badge.succeeded').getByText('done').waitFor();
   await shot(page, '05a-backfill');
 
+  step('paused with a note, and the audit trail shows who changed what');
+  await page.getByRole('button', { name: 'Enable' }).click();
+  await page.getByRole('heading', { name: TASK }).locator('.badge', { hasText: 'enabled' }).waitFor();
+  page.once('dialog', (d) => d.accept('waiting for the vendor fix'));
+  await page.getByRole('button', { name: 'Disable' }).click();
+  await page.locator('dl.facts').getByText('waiting for the vendor fix').waitFor();
+  await page.getByRole('link', { name: 'History of changes' }).click();
+  await page.getByRole('heading', { name: `Audit of “${TASK}”` }).waitFor();
+  const audit = page.locator('table.audit tbody tr');
+  await audit.first().getByText('disabled').waitFor();
+  await audit.filter({ hasText: 'created' }).first().waitFor();
+  await audit.filter({ hasText: 'the API token' }).first().waitFor();
+  await shot(page, '05c-audit');
+  await page.goto(`${base}/#/tasks/${encodeURIComponent(TASK)}`);
+  await page.getByRole('heading', { name: TASK }).waitFor();
+
   step('a running run is stopped with its Stop button');
   const LONG = 'Long sleeper';
   await call('POST', '/api/tasks', {

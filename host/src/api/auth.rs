@@ -6,7 +6,10 @@
 //!
 //! The token is created (mode 0600) on the first start and replaced by
 //! `cronwerk token rotate`; it is read from the file on every check, so a
-//! rotation takes effect at once, without a restart.
+//! rotation takes effect at once, without a restart. Named tokens
+//! (`cronwerk token add NAME`, one per person or pipeline) work the same
+//! way and are kept as their SHA-256 only; the audit trail names the token
+//! a change was made with.
 
 use std::io::{Read as _, Write as _};
 use std::os::unix::fs::OpenOptionsExt as _;
@@ -23,6 +26,161 @@ use super::error::ApiError;
 
 /// The token file's name inside the data directory.
 pub const TOKEN_FILE: &str = "api-token";
+
+/// The folder of named tokens inside the data directory.
+pub const NAMED_TOKENS_DIR: &str = "api-tokens";
+
+/// Who made an API request, as the audit trail names them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller(pub String);
+
+impl Caller {
+    fn default_token() -> Self {
+        Caller("the API token".into())
+    }
+
+    fn named(name: &str) -> Self {
+        Caller(format!("API token '{name}'"))
+    }
+
+    fn reader() -> Self {
+        Caller("a loopback reader".into())
+    }
+}
+
+/// Writes `contents` to `path` readable by its owner only, beside and
+/// renamed over: a reader sees the old file or the new one, never half of
+/// one, and never a readable-by-all file.
+fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let tmp = path.with_extension("new");
+    let _ = std::fs::remove_file(&tmp);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("creating {}", tmp.display()))?;
+    file.write_all(contents.as_bytes())
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("replacing {}", path.display()))
+}
+
+fn sha256_hex(text: &str) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(text.as_bytes()))
+}
+
+/// A token name is what the audit trail shows and a file is named: short
+/// words, e.g. `ci-deploy`.
+pub fn check_token_name(name: &str) -> Result<(), String> {
+    let valid = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && !name.starts_with('.');
+    match valid {
+        true => Ok(()),
+        false => Err(format!(
+            "'{name}' is not a token name: use 1 to 64 letters, digits, '-', '_' or '.', \
+             e.g. ci-deploy"
+        )),
+    }
+}
+
+/// The named API tokens of one data directory: a file per name holding
+/// the token's SHA-256 (the token itself is shown once, when made).
+#[derive(Debug, Clone)]
+pub struct NamedTokens {
+    dir: PathBuf,
+}
+
+impl NamedTokens {
+    pub fn in_dir(data_dir: &Path) -> Self {
+        NamedTokens {
+            dir: data_dir.join(NAMED_TOKENS_DIR),
+        }
+    }
+
+    fn path(&self, name: &str) -> anyhow::Result<PathBuf> {
+        check_token_name(name).map_err(anyhow::Error::msg)?;
+        Ok(self.dir.join(name))
+    }
+
+    /// Makes token `name` and returns it; an error if it exists.
+    pub fn add(&self, name: &str) -> anyhow::Result<String> {
+        let path = self.path(name)?;
+        anyhow::ensure!(
+            !path.exists(),
+            "there is a token named '{name}' already: `cronwerk token rotate {name}` replaces it"
+        );
+        self.write(&path)
+    }
+
+    /// Replaces token `name` with a new one and returns it.
+    pub fn rotate(&self, name: &str) -> anyhow::Result<String> {
+        let path = self.path(name)?;
+        anyhow::ensure!(
+            path.exists(),
+            "there is no token named '{name}' (`cronwerk token list` shows them)"
+        );
+        self.write(&path)
+    }
+
+    fn write(&self, path: &Path) -> anyhow::Result<String> {
+        let token = generate().context("reading random bytes from /dev/urandom")?;
+        write_private(path, &format!("{}\n", sha256_hex(&token)))?;
+        Ok(token)
+    }
+
+    /// Removes token `name`; false if there was none.
+    pub fn remove(&self, name: &str) -> anyhow::Result<bool> {
+        let path = self.path(name)?;
+        match std::fs::remove_file(&path) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e).with_context(|| format!("removing {}", path.display())),
+        }
+    }
+
+    /// The names, with when each was made (or last rotated), by name.
+    pub fn list(&self) -> anyhow::Result<Vec<(String, std::time::SystemTime)>> {
+        let entries = match std::fs::read_dir(&self.dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", self.dir.display())),
+        };
+        let mut found = Vec::new();
+        for entry in entries {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if check_token_name(&name).is_err() || name.ends_with(".new") {
+                continue;
+            }
+            let made = entry.metadata()?.modified()?;
+            found.push((name, made));
+        }
+        found.sort();
+        Ok(found)
+    }
+
+    /// The name of the token `given`, if it is one of them.
+    fn find(&self, given: &str) -> std::io::Result<Option<String>> {
+        let hash = sha256_hex(given);
+        let mut matched = None;
+        for (name, _) in self.list().map_err(std::io::Error::other)? {
+            let stored = std::fs::read_to_string(self.dir.join(&name))?;
+            // Every file is compared, matching or not, in constant time.
+            if same(stored.trim().as_bytes(), hash.as_bytes()) {
+                matched = Some(name);
+            }
+        }
+        Ok(matched)
+    }
+}
 
 /// The API token of one data directory.
 #[derive(Debug, Clone)]
@@ -54,23 +212,7 @@ impl TokenFile {
     /// Replaces the token with a new random one and returns it.
     pub fn rotate(&self) -> anyhow::Result<String> {
         let token = generate().context("reading random bytes from /dev/urandom")?;
-        let dir = self.path.parent().unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        // Written beside and renamed over: a reader sees the old token or
-        // the new one, never half of one, and never a readable-by-all file.
-        let tmp = self.path.with_extension("new");
-        let _ = std::fs::remove_file(&tmp);
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)
-            .with_context(|| format!("creating {}", tmp.display()))?;
-        file.write_all(format!("{token}\n").as_bytes())
-            .and_then(|()| file.sync_all())
-            .with_context(|| format!("writing {}", tmp.display()))?;
-        std::fs::rename(&tmp, &self.path)
-            .with_context(|| format!("replacing {}", self.path.display()))?;
+        write_private(&self.path, &format!("{token}\n"))?;
         Ok(token)
     }
 
@@ -107,21 +249,23 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 #[derive(Debug, Clone)]
 pub struct Policy {
     token: Arc<TokenFile>,
+    named: Arc<NamedTokens>,
     /// Listening on loopback only: reads need no token, hosts are checked.
     loopback: bool,
 }
 
-/// Whether a request proved it holds the token.
+/// Whether a request proved it holds a token, and which.
 enum Presented {
     Nothing,
-    Valid,
+    Valid(Caller),
     Invalid(String),
 }
 
 impl Policy {
-    pub fn new(token: TokenFile, loopback: bool) -> Self {
+    pub fn new(token: TokenFile, named: NamedTokens, loopback: bool) -> Self {
         Policy {
             token: Arc::new(token),
+            named: Arc::new(named),
             loopback,
         }
     }
@@ -146,8 +290,16 @@ impl Policy {
                 "the API token cannot be read ({e}); run `cronwerk token rotate`"
             ))
         })?;
-        Ok(if same(given.trim().as_bytes(), expected.as_bytes()) {
-            Presented::Valid
+        let given = given.trim();
+        if same(given.as_bytes(), expected.as_bytes()) {
+            return Ok(Presented::Valid(Caller::default_token()));
+        }
+        let named = self.named.find(given).map_err(|e| {
+            tracing::error!("reading the named API tokens: {e}");
+            ApiError::Internal(format!("the named API tokens cannot be read ({e})"))
+        })?;
+        Ok(if let Some(name) = named {
+            Presented::Valid(Caller::named(&name))
         } else {
             Presented::Invalid(
                 "wrong API token: use the one in the data directory's api-token file \
@@ -157,14 +309,14 @@ impl Policy {
         })
     }
 
-    fn check(&self, headers: &HeaderMap, write: bool) -> Result<(), ApiError> {
+    fn check(&self, headers: &HeaderMap, write: bool) -> Result<Caller, ApiError> {
         if self.loopback {
             check_loopback_host(headers)?;
         }
         match self.presented(headers)? {
-            Presented::Valid => Ok(()),
+            Presented::Valid(caller) => Ok(caller),
             Presented::Invalid(why) => Err(ApiError::Unauthorized(why)),
-            Presented::Nothing if !write && self.loopback => Ok(()),
+            Presented::Nothing if !write && self.loopback => Ok(Caller::reader()),
             Presented::Nothing => Err(ApiError::Unauthorized(if write {
                 "changes need the API token: send `Authorization: Bearer TOKEN` (the token is \
                  in the data directory's api-token file)"
@@ -210,9 +362,12 @@ fn reads_only(request: &Request) -> bool {
 
 /// Middleware for the API: changes need the token; reads need it when the
 /// API listens beyond loopback, and if one is given it must be right.
-pub async fn guard(State(policy): State<Policy>, request: Request, next: Next) -> Response {
+pub async fn guard(State(policy): State<Policy>, mut request: Request, next: Next) -> Response {
     match policy.check(request.headers(), !reads_only(&request)) {
-        Ok(()) => next.run(request).await,
+        Ok(caller) => {
+            request.extensions_mut().insert(caller);
+            next.run(request).await
+        }
         Err(e) => e.into_response(),
     }
 }
@@ -262,8 +417,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = TokenFile::in_dir(dir.path());
         let token = file.rotate().unwrap();
-        let loopback = Policy::new(file.clone(), true);
-        let open = Policy::new(file, false);
+        let named = NamedTokens::in_dir(dir.path());
+        let loopback = Policy::new(file.clone(), named.clone(), true);
+        let open = Policy::new(file, named, false);
         let host = (header::HOST, "127.0.0.1:7878");
         let bearer = format!("Bearer {token}");
         let good = (header::AUTHORIZATION, bearer.as_str());
@@ -308,5 +464,37 @@ mod tests {
                 .check(&headers(&[(header::HOST, "localhost")]), false)
                 .is_ok()
         );
+    }
+
+    #[test]
+    fn a_named_token_is_kept_hashed_and_names_its_caller_until_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = TokenFile::in_dir(dir.path());
+        let default = file.rotate().unwrap();
+        let named = NamedTokens::in_dir(dir.path());
+        let ci = named.add("ci-deploy").unwrap();
+        assert!(named.add("ci-deploy").is_err(), "a name is taken once");
+        assert!(named.add("../etc").is_err() && named.add("").is_err());
+        let stored = std::fs::read_to_string(dir.path().join("api-tokens/ci-deploy")).unwrap();
+        assert!(!stored.contains(&ci), "only the hash is kept");
+        let mode = std::fs::metadata(dir.path().join("api-tokens/ci-deploy"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let policy = Policy::new(file, named.clone(), false);
+        let call = |token: &str| {
+            let bearer = format!("Bearer {token}");
+            policy.check(&headers(&[(header::AUTHORIZATION, bearer.as_str())]), true)
+        };
+        assert_eq!(call(&ci).unwrap(), Caller::named("ci-deploy"));
+        assert_eq!(call(&default).unwrap(), Caller::default_token());
+        let rotated = named.rotate("ci-deploy").unwrap();
+        assert!(call(&ci).is_err(), "a rotated token stops working");
+        assert_eq!(call(&rotated).unwrap(), Caller::named("ci-deploy"));
+        assert_eq!(named.list().unwrap().len(), 1);
+        assert!(named.remove("ci-deploy").unwrap());
+        assert!(call(&rotated).is_err(), "a removed token stops working");
+        assert!(!named.remove("ci-deploy").unwrap());
     }
 }

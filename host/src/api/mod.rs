@@ -8,6 +8,7 @@
 //! annotations, so it cannot drift from the code. [`auth`] decides who may
 //! do what, [`live`] makes views follow the store, [`metrics`] counts runs.
 
+mod audit;
 mod auth;
 mod backfills;
 mod broadcasts;
@@ -40,7 +41,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-pub use auth::{TOKEN_FILE, TokenFile};
+pub use auth::{Caller, NamedTokens, TOKEN_FILE, TokenFile, check_token_name};
 pub use metrics::Metrics;
 
 use crate::plugins::Plugins;
@@ -138,6 +139,7 @@ impl Deref for Shared {
         (name = "instances", description = "cronwerk instances sharing the store, and health"),
         (name = "farm", description = "Web-farm broadcasts: a component run once on every live instance"),
         (name = "metrics", description = "Prometheus metrics"),
+        (name = "audit", description = "Who changed what: configurations, settings, tokens, plugins"),
     ),
     modifiers(&BearerToken)
 )]
@@ -175,6 +177,7 @@ fn app(state: AppState, policy: auth::Policy) -> (axum::Router, utoipa::openapi:
         .routes(routes!(backfills::create, backfills::list))
         .routes(routes!(backfills::get))
         .routes(routes!(backfills::cancel))
+        .routes(routes!(audit::list))
         .routes(routes!(runs::list))
         .routes(routes!(runs::get))
         .routes(routes!(runs::stop))
@@ -275,7 +278,11 @@ pub async fn start(
     let token_file = TokenFile::in_dir(&ctx.data_dir);
     let (token, created) = token_file.ensure()?;
     let loopback = addr.ip().is_loopback();
-    let policy = auth::Policy::new(token_file.clone(), loopback);
+    let policy = auth::Policy::new(
+        token_file.clone(),
+        NamedTokens::in_dir(&ctx.data_dir),
+        loopback,
+    );
     let state = AppState(Arc::new(Shared {
         live: live::Live::start(ctx.store.clone()),
         streams: Arc::new(tokio::sync::Semaphore::new(events::MAX_STREAMS)),

@@ -14,7 +14,10 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::AppState;
+use super::auth::Caller;
 use super::error::{ApiError, ApiJson, ApiQuery, ApiResult, ErrorBody};
+use crate::model::Pause;
+use crate::model::audit::{self, AuditKind, NewAudit};
 use crate::model::{
     DirGrant, HttpGrant, MisfirePolicy, OverlapPolicy, RunState, Schedule, TaskConfig, TaskRecord,
     names,
@@ -22,6 +25,7 @@ use crate::model::{
 use crate::scheduler::ManualStart;
 use crate::spec::{self, ConfigSpec, Field, FieldError, ScheduleSpec};
 use crate::store::Claim;
+use axum::Extension;
 
 /// Fire times shown with each configuration.
 const UPCOMING: usize = 5;
@@ -348,6 +352,11 @@ pub struct Task {
     /// Configurations run once when a run of it fails for good / succeeds.
     pub on_failure: Vec<String>,
     pub on_success: Vec<String>,
+    /// While disabled with `task disable` or `POST .../disable`: who did it,
+    /// when, and the note they gave.
+    pub paused_by: Option<String>,
+    pub paused_at: Option<DateTime<Utc>>,
+    pub pause_note: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     /// None once a one-off has run, or while disabled.
@@ -414,6 +423,9 @@ impl From<&TaskRecord> for Task {
             until: c.until,
             on_failure: c.on_failure.clone(),
             on_success: c.on_success.clone(),
+            paused_by: c.paused.as_ref().map(|p| p.by.clone()),
+            paused_at: c.paused.as_ref().map(|p| p.at),
+            pause_note: c.paused.as_ref().and_then(|p| p.note.clone()),
             created_at: t.created_at,
             updated_at: t.updated_at,
             next_run_at: if c.enabled { t.next_run_at } else { None },
@@ -453,12 +465,46 @@ pub async fn list(State(s): State<AppState>) -> ApiResult<Json<Vec<Task>>> {
 )]
 pub async fn create(
     State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
     ApiJson(input): ApiJson<TaskInput>,
 ) -> ApiResult<(StatusCode, Json<Task>)> {
     let (config, next) = input.to_new(s.store.clock().now())?;
     check_with_others(&s, None, &config).await?;
     let task = s.store.create_task(&config, next).await?;
+    record(
+        &s,
+        &caller,
+        &task.config.name,
+        "created",
+        None,
+        Some(&task.config),
+    )
+    .await;
     Ok((StatusCode::CREATED, Json(Task::from(&task))))
+}
+
+/// Records a change of configuration `name` in the audit trail, with the
+/// fields that changed and the token that made it. The change is made
+/// already: an entry the trail cannot take is logged, not an error.
+async fn record(
+    s: &AppState,
+    caller: &Caller,
+    name: &str,
+    action: &str,
+    before: Option<&TaskConfig>,
+    after: Option<&TaskConfig>,
+) {
+    let entry = NewAudit {
+        at: Utc::now(),
+        actor: caller.0.clone(),
+        kind: AuditKind::Configuration,
+        subject: name.to_owned(),
+        action: action.to_owned(),
+        changes: audit::changes(before, after),
+    };
+    if let Err(e) = s.store.append_audit(&entry).await {
+        tracing::error!("the audit trail could not record a change of '{name}': {e}");
+    }
 }
 
 #[utoipa::path(
@@ -485,15 +531,18 @@ pub async fn get(State(s): State<AppState>, Path(name): Path<String>) -> ApiResu
 )]
 pub async fn replace(
     State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
     ApiJson(input): ApiJson<TaskInput>,
 ) -> ApiResult<Json<Task>> {
-    let task = s.store.get_task(&name).await?;
+    let old = s.store.get_task(&name).await?;
     let now = s.store.clock().now();
     let config = input.to_config(now)?;
-    let (config, next) = spec::change(&task, config, now)?;
-    check_with_others(&s, Some(&task.config), &config).await?;
+    let (config, next) = spec::change(&old, config, now)?;
+    check_with_others(&s, Some(&old.config), &config).await?;
     let task = s.store.update_task(&name, &config, next).await?;
+    let (before, after) = (Some(&old.config), Some(&task.config));
+    record(&s, &caller, &task.config.name, "changed", before, after).await;
     Ok(Json(Task::from(&task)))
 }
 
@@ -520,21 +569,60 @@ async fn check_with_others(
         (status = 409, description = "Another configuration names it as a follow-up", body = ErrorBody),
     )
 )]
-pub async fn delete(State(s): State<AppState>, Path(name): Path<String>) -> ApiResult<StatusCode> {
+pub async fn delete(
+    State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+) -> ApiResult<StatusCode> {
     if let Some(why) = spec::delete_refused(&name, &s.store.list_tasks().await?) {
         return Err(ApiError::NotNow(why));
     }
+    let old = s.store.get_task(&name).await?;
     s.store.delete_task(&name).await?;
+    record(&s, &caller, &name, "deleted", Some(&old.config), None).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn set_enabled(s: &AppState, name: &str, enabled: bool) -> ApiResult<Json<Task>> {
+/// Why a configuration is disabled (optional body of `disable`).
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DisableInput {
+    /// Shown with it until it is enabled again, e.g. "waiting for the
+    /// vendor's fix".
+    #[serde(default)]
+    pub note: Option<String>,
+}
+
+async fn set_enabled(
+    s: &AppState,
+    caller: &Caller,
+    name: &str,
+    enabled: bool,
+    note: Option<String>,
+) -> ApiResult<Json<Task>> {
     let task = s.store.get_task(name).await?;
     let mut config = task.config.clone();
     config.enabled = enabled;
+    if !enabled {
+        config.paused = Some(Pause {
+            by: caller.0.clone(),
+            at: Utc::now(),
+            note: note.filter(|n| !n.trim().is_empty()),
+        });
+    }
     let (config, next) = spec::change(&task, config, s.store.clock().now())?;
-    let task = s.store.update_task(name, &config, next).await?;
-    Ok(Json(Task::from(&task)))
+    let updated = s.store.update_task(name, &config, next).await?;
+    let action = if enabled { "enabled" } else { "disabled" };
+    record(
+        s,
+        caller,
+        name,
+        action,
+        Some(&task.config),
+        Some(&updated.config),
+    )
+    .await;
+    Ok(Json(Task::from(&updated)))
 }
 
 #[utoipa::path(
@@ -546,21 +634,37 @@ async fn set_enabled(s: &AppState, name: &str, enabled: bool) -> ApiResult<Json<
         (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
     )
 )]
-pub async fn enable(State(s): State<AppState>, Path(name): Path<String>) -> ApiResult<Json<Task>> {
-    set_enabled(&s, &name, true).await
+pub async fn enable(
+    State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Task>> {
+    set_enabled(&s, &caller, &name, true, None).await
 }
 
 #[utoipa::path(
     post, path = "/api/tasks/{name}/disable", tag = "tasks",
     params(("name" = String, Path)),
+    request_body(content = Option<DisableInput>, description = "Optional: a note saying why"),
     security(("token" = [])),
     responses(
         (status = 200, description = "Disabled; manual runs still work", body = Task),
         (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
     )
 )]
-pub async fn disable(State(s): State<AppState>, Path(name): Path<String>) -> ApiResult<Json<Task>> {
-    set_enabled(&s, &name, false).await
+pub async fn disable(
+    State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult<Json<Task>> {
+    // The body is optional: none (or an empty one) disables without a note.
+    let input: DisableInput = if body.iter().all(u8::is_ascii_whitespace) {
+        DisableInput::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| ApiError::field("note", e.to_string()))?
+    };
+    set_enabled(&s, &caller, &name, false, input.note).await
 }
 
 /// A manual run that was asked for.

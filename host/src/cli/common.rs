@@ -351,6 +351,33 @@ pub fn short(text: &str, max: usize) -> String {
     format!("{cut}…")
 }
 
+/// Who the audit trail says made a change from this command.
+pub fn actor() -> String {
+    format!("{} with the CLI", operator())
+}
+
+/// Records a change in the audit trail. The change is made already: if
+/// the trail cannot take the entry, the command says so and still succeeds.
+pub async fn audit(
+    store: &dyn crate::store::Store,
+    kind: crate::model::audit::AuditKind,
+    subject: &str,
+    action: &str,
+    changes: Vec<crate::model::audit::Change>,
+) {
+    let entry = crate::model::audit::NewAudit {
+        at: Utc::now(),
+        actor: actor(),
+        kind,
+        subject: subject.to_owned(),
+        action: action.to_owned(),
+        changes,
+    };
+    if let Err(e) = store.append_audit(&entry).await {
+        eprintln!("warning: the change is made, but the audit trail could not record it: {e}");
+    }
+}
+
 /// The user running this command, as the name stop requests and the like
 /// are recorded under: the login name, else the numeric user id.
 pub fn operator() -> String {

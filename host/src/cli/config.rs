@@ -48,6 +48,50 @@ pub enum ConfigCommand {
     },
 }
 
+/// A setting's value as the audit trail keeps it: a secret's masked.
+fn shown(setting: &Setting) -> String {
+    match setting.secret {
+        true => crate::model::audit::MASKED.to_owned(),
+        false => setting.value.clone(),
+    }
+}
+
+/// The setting's value now, as the audit trail keeps it.
+async fn shown_value(
+    store: &dyn crate::store::Store,
+    identifier: &str,
+    key: &str,
+) -> anyhow::Result<Option<String>> {
+    let settings = store.list_settings().await?;
+    Ok(settings
+        .get(identifier)
+        .and_then(|entries| entries.get(key))
+        .map(shown))
+}
+
+async fn record(
+    store: &dyn crate::store::Store,
+    identifier: &str,
+    key: &str,
+    action: &str,
+    before: Option<String>,
+    after: Option<String>,
+) {
+    let change = crate::model::audit::Change {
+        field: "value".into(),
+        before: before.map_or(serde_json::Value::Null, Into::into),
+        after: after.map_or(serde_json::Value::Null, Into::into),
+    };
+    common::audit(
+        store,
+        crate::model::audit::AuditKind::Setting,
+        &format!("{identifier} {key}"),
+        action,
+        vec![change],
+    )
+    .await;
+}
+
 /// What `config list` shows for a secret's value.
 const SECRET_SHOWN: &str = "(secret)";
 
@@ -70,9 +114,16 @@ pub async fn run(data_dir: &Path, command: ConfigCommand) -> anyhow::Result<u8> 
             };
             let setting = Setting { value, secret };
             let store = common::open_store(data_dir).await?;
+            let before = shown_value(&*store, &identifier, &key).await?;
             match store.set_setting(&identifier, &key, Some(&setting)).await {
-                Ok(()) if secret => println!("{identifier}: {key} set (secret)"),
-                Ok(()) => println!("{identifier}: {key} set"),
+                Ok(()) => {
+                    let after = shown(&setting);
+                    record(&*store, &identifier, &key, "set", before, Some(after)).await;
+                    match secret {
+                        true => println!("{identifier}: {key} set (secret)"),
+                        false => println!("{identifier}: {key} set"),
+                    }
+                }
                 Err(StoreError::SecretSetting { .. }) => {
                     eprintln!(
                         "error: {key} of {identifier} is a secret setting, and a plain value does \
@@ -88,7 +139,11 @@ pub async fn run(data_dir: &Path, command: ConfigCommand) -> anyhow::Result<u8> 
         ConfigCommand::Unset { identifier, key } => {
             check(&identifier, &key)?;
             let store = common::open_store(data_dir).await?;
+            let before = shown_value(&*store, &identifier, &key).await?;
             store.set_setting(&identifier, &key, None).await?;
+            if before.is_some() {
+                record(&*store, &identifier, &key, "removed", before, None).await;
+            }
             println!("{identifier}: {key} removed");
         }
         ConfigCommand::List { identifier, json } => {

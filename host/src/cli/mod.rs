@@ -2,6 +2,7 @@
 //! parsers and exit codes.
 
 mod args;
+mod audit;
 mod backfill;
 mod common;
 mod compile_cache;
@@ -92,9 +93,12 @@ enum Command {
     /// Web-farm broadcasts: run a task once on every live instance.
     #[command(subcommand)]
     Farm(farm::FarmCommand),
-    /// Manage the HTTP API's token.
+    /// Manage the HTTP API's tokens: the default one and named ones.
     #[command(subcommand)]
     Token(token::TokenCommand),
+    /// Show who changed which configuration, setting or token, and the
+    /// plugins-folder swaps.
+    Audit(audit::AuditArgs),
     /// Create a task project to build: Rust, Python or JavaScript.
     New(new::NewArgs),
     /// The child process `serve` compiles a component in.
@@ -167,7 +171,8 @@ pub fn main() -> ExitCode {
             Command::Plugins(args) => plugins::run(&cli.data_dir, args).await,
             Command::Instances(args) => instances::run(&cli.data_dir, args).await,
             Command::Farm(command) => farm::run(&cli.data_dir, command).await,
-            Command::Token(command) => token::run(&cli.data_dir, command),
+            Command::Token(command) => token::run(&cli.data_dir, command).await,
+            Command::Audit(args) => audit::run(&cli.data_dir, args).await,
             Command::New(args) => new::run(args).await,
             Command::CompileWorker(_) => unreachable!("run before the async runtime"),
         };

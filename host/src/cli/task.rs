@@ -28,7 +28,7 @@ pub enum TaskCommand {
     /// Enable a configuration (its schedule restarts from now).
     Enable(NameArgs),
     /// Disable a configuration (manual runs still work).
-    Disable(NameArgs),
+    Disable(DisableArgs),
     /// Change a configuration.
     Edit(EditArgs),
     /// Delete a configuration and its state.
@@ -73,6 +73,15 @@ pub struct ShowArgs {
 #[derive(Args)]
 pub struct NameArgs {
     name: String,
+}
+
+#[derive(Args)]
+pub struct DisableArgs {
+    name: String,
+    /// Why it is paused, shown with it (`task list/show`, the dashboard)
+    /// until it is enabled again.
+    #[arg(long)]
+    note: Option<String>,
 }
 
 #[derive(Args)]
@@ -132,8 +141,8 @@ pub async fn run(data_dir: &Path, command: TaskCommand) -> anyhow::Result<u8> {
         TaskCommand::List(a) => list(&*store, a).await,
         TaskCommand::Show(a) => show(&*store, a).await,
         TaskCommand::Run(a) => run_now(&*store, a).await,
-        TaskCommand::Enable(a) => set_enabled(&*store, &a.name, true).await,
-        TaskCommand::Disable(a) => set_enabled(&*store, &a.name, false).await,
+        TaskCommand::Enable(a) => set_enabled(&*store, &a.name, true, None).await,
+        TaskCommand::Disable(a) => set_enabled(&*store, &a.name, false, a.note).await,
         TaskCommand::Edit(a) => edit(&*store, a).await,
         TaskCommand::Stop(a) => stop(&*store, a).await,
         TaskCommand::Backfill(a) => super::backfill::run(&*store, a).await,
@@ -173,7 +182,9 @@ async fn remove(store: &dyn Store, name: &str) -> anyhow::Result<u8> {
         eprintln!("error: {why}");
         return Ok(exit::USAGE);
     }
+    let task = store.get_task(name).await?;
     store.delete_task(name).await?;
+    record(store, name, "deleted", Some(&task.config), None).await;
     println!("removed '{name}'");
     Ok(exit::OK)
 }
@@ -189,6 +200,14 @@ async fn add(store: &dyn Store, a: AddArgs) -> anyhow::Result<u8> {
     )?;
     check_with_others(store, None, &config).await?;
     let task = store.create_task(&config, next).await?;
+    record(
+        store,
+        &task.config.name,
+        "created",
+        None,
+        Some(&task.config),
+    )
+    .await;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&task)?);
     } else {
@@ -256,7 +275,7 @@ async fn list(store: &dyn Store, a: ListArgs) -> anyhow::Result<u8> {
             vec![
                 t.config.name.clone(),
                 t.config.implementation.clone(),
-                if t.config.enabled { "yes" } else { "no" }.into(),
+                enabled_text(&t.config),
                 t.config.schedule.to_string(),
                 time(t.last_run_at),
                 last_result(t),
@@ -320,6 +339,16 @@ async fn show(store: &dyn Store, a: ShowArgs) -> anyhow::Result<u8> {
     println!("name            {}", shown(&c.name));
     println!("implementation  {}", shown(&c.implementation));
     println!("enabled         {}", if c.enabled { "yes" } else { "no" });
+    if let (false, Some(p)) = (c.enabled, &c.paused) {
+        println!(
+            "paused          by {} at {}{}",
+            shown(&p.by),
+            time(Some(p.at)),
+            p.note
+                .as_deref()
+                .map_or(String::new(), |n| format!(": {}", shown(n)))
+        );
+    }
     println!("schedule        {}", c.schedule);
     println!(
         "misfire         {} (catch-up window {})",
@@ -438,13 +467,53 @@ fn overlap_text(c: &crate::model::TaskConfig) -> String {
     }
 }
 
-async fn set_enabled(store: &dyn Store, name: &str, enabled: bool) -> anyhow::Result<u8> {
+/// "yes", "no", or "no: NOTE" for one paused with a note.
+fn enabled_text(c: &crate::model::TaskConfig) -> String {
+    match (
+        &c.enabled,
+        c.paused.as_ref().and_then(|p| p.note.as_deref()),
+    ) {
+        (true, _) => "yes".into(),
+        (false, Some(note)) => format!("no: {}", short(note, 40)),
+        (false, None) => "no".into(),
+    }
+}
+
+/// Records a change of configuration `name` in the audit trail, with the
+/// fields that changed.
+async fn record(
+    store: &dyn Store,
+    name: &str,
+    action: &str,
+    before: Option<&crate::model::TaskConfig>,
+    after: Option<&crate::model::TaskConfig>,
+) {
+    let changes = crate::model::audit::changes(before, after);
+    let kind = crate::model::audit::AuditKind::Configuration;
+    common::audit(store, kind, name, action, changes).await;
+}
+
+async fn set_enabled(
+    store: &dyn Store,
+    name: &str,
+    enabled: bool,
+    note: Option<String>,
+) -> anyhow::Result<u8> {
     let task = store.get_task(name).await?;
     let mut config = task.config.clone();
     config.enabled = enabled;
+    if !enabled {
+        config.paused = Some(crate::model::Pause {
+            by: common::actor(),
+            at: Utc::now(),
+            note: note.filter(|n| !n.trim().is_empty()),
+        });
+    }
     let (config, next) = spec::change(&task, config, store.clock().now())?;
     store.update_task(name, &config, next).await?;
-    println!("'{name}' {}", if enabled { "enabled" } else { "disabled" });
+    let action = if enabled { "enabled" } else { "disabled" };
+    record(store, name, action, Some(&task.config), Some(&config)).await;
+    println!("'{name}' {action}");
     Ok(exit::OK)
 }
 
@@ -479,7 +548,16 @@ async fn edit(store: &dyn Store, a: EditArgs) -> anyhow::Result<u8> {
     a.config.spec().apply(&mut config)?;
     let (config, next) = spec::change(&task, config, now)?;
     check_with_others(store, Some(&task.config), &config).await?;
+    let old = store.get_task(&a.name).await?.config;
     let task = store.update_task(&a.name, &config, next).await?;
+    record(
+        store,
+        &task.config.name,
+        "changed",
+        Some(&old),
+        Some(&task.config),
+    )
+    .await;
     println!(
         "updated '{}' ({}); next run {}",
         task.config.name,

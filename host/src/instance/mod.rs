@@ -139,7 +139,7 @@ impl Instance {
             format!("watching the plugins folder {dir}")
         })?;
         let mut background = Background(vec![
-            plugin_log::record_events(store.clone(), plugin_events),
+            plugin_log::record_events(store.clone(), plugin_events, name.clone()),
             plugin_log::report_status(store.clone(), plugins.clone(), name.clone()),
             outages::record(store.clone(), health.clone()),
         ]);

@@ -10,6 +10,7 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::task::JoinHandle;
 
 use crate::api::Metrics;
+use crate::model::audit::{AuditKind, Change, NewAudit};
 use crate::model::{NewEvent, PluginRow, PluginState};
 use crate::plugins::{EventSink, PluginEntry, PluginEvent, PluginStatus, Plugins};
 use crate::store::Store;
@@ -25,21 +26,52 @@ pub(super) fn event_sink(metrics: Arc<Metrics>) -> (EventSink, UnboundedReceiver
     (sink, rx)
 }
 
-/// Appends every queued plugin event to the event log.
+/// Appends every queued plugin event to the event log, and the swaps
+/// (a component loaded, replaced or removed) to the audit trail too.
 pub(super) fn record_events(
     store: Arc<dyn Store>,
     mut events: UnboundedReceiver<PluginEvent>,
+    instance: String,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         while let Some(e) = events.recv().await {
-            let event = NewEvent::host(e.level, e.code, e.message);
-            match store.append_events(&[event]).await {
-                // Reported by the store's watcher; the event was on stderr.
-                Err(err) if err.is_unavailable() => {}
-                Err(err) => tracing::error!("recording a plugin event failed: {err}"),
-                Ok(_) => {}
+            if let Some(swap) = swap_of(&e, &instance, store.clock().now()) {
+                record(store.append_audit(&swap).await, "a plugins-folder swap");
             }
+            let event = NewEvent::host(e.level, e.code, e.message);
+            record(store.append_events(&[event]).await, "a plugin event");
         }
+    })
+}
+
+fn record(result: crate::store::StoreResult<()>, what: &str) {
+    match result {
+        // Reported by the store's watcher; the event was on stderr.
+        Err(err) if err.is_unavailable() => {}
+        Err(err) => tracing::error!("recording {what} failed: {err}"),
+        Ok(()) => {}
+    }
+}
+
+/// The audit entry of a plugin event that swapped a component in or out.
+fn swap_of(e: &PluginEvent, instance: &str, at: chrono::DateTime<chrono::Utc>) -> Option<NewAudit> {
+    let action = match e.code {
+        crate::plugins::PLUGIN_LOADED => "loaded",
+        crate::plugins::PLUGIN_UPDATED => "updated",
+        crate::plugins::PLUGIN_REMOVED => "removed",
+        _ => return None,
+    };
+    Some(NewAudit {
+        at,
+        actor: format!("instance {instance} (its plugins folder)"),
+        kind: AuditKind::Plugins,
+        subject: instance.to_owned(),
+        action: action.to_owned(),
+        changes: vec![Change {
+            field: "component".into(),
+            before: serde_json::Value::Null,
+            after: e.message.clone().into(),
+        }],
     })
 }
 

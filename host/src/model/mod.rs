@@ -8,6 +8,7 @@
 //! Each enum has one string mapping, derived (serde for JSON, strum for the
 //! database and for names typed by a person), used by every layer.
 
+pub mod audit;
 pub mod backfill;
 mod broadcast;
 mod clock;
@@ -38,4 +39,6 @@ pub use instance::{InstanceInfo, InstanceRow, PluginRow, PluginState};
 pub use limits::RunLimits;
 pub use run::{RunOutcome, RunRecord, RunState, StopReason, Trigger};
 pub use schedule::Schedule;
-pub use task::{DEFAULT_MAX_CONCURRENT, MisfirePolicy, OverlapPolicy, TaskConfig, TaskRecord};
+pub use task::{
+    DEFAULT_MAX_CONCURRENT, MisfirePolicy, OverlapPolicy, Pause, TaskConfig, TaskRecord,
+};

@@ -50,6 +50,16 @@ pub enum OverlapPolicy {
     Queue,
 }
 
+/// Who paused (disabled) a configuration, when, and why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Pause {
+    pub by: String,
+    pub at: DateTime<Utc>,
+    /// The operator's note, e.g. "waiting for the vendor's fix".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
 /// Runs at once under `allow` when the configuration does not say.
 pub const DEFAULT_MAX_CONCURRENT: u32 = 10;
 
@@ -117,6 +127,9 @@ pub struct TaskConfig {
     /// ... and when one has succeeded.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub on_success: Vec<String>,
+    /// Who disabled it, when and why, while it is disabled that way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused: Option<Pause>,
     /// The schedule is active from this time on (no slot before it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start: Option<DateTime<Utc>>,
@@ -161,6 +174,7 @@ impl TaskConfig {
             jitter_seed: None,
             on_failure: Vec::new(),
             on_success: Vec::new(),
+            paused: None,
             start: None,
             until: None,
         }

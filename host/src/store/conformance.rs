@@ -944,6 +944,61 @@ pub async fn run_all(make: impl Fn() -> Box<dyn Store>) {
     overlap_policies_allow_queue_and_replace(&*make()).await;
     follow_ups_are_queued_with_the_finish_and_wait_their_turn(&*make()).await;
     a_backfill_queues_its_slots_as_its_concurrency_allows(&*make()).await;
+    the_audit_trail_keeps_entries_newest_first_by_kind_and_subject(&*make()).await;
+}
+
+pub async fn the_audit_trail_keeps_entries_newest_first_by_kind_and_subject(store: &dyn Store) {
+    use crate::model::audit::{AuditKind, Change, NewAudit};
+    let entry = |kind: AuditKind, subject: &str, action: &str, s: u32| NewAudit {
+        at: t(s),
+        actor: "ana with the CLI".into(),
+        kind,
+        subject: subject.into(),
+        action: action.into(),
+        changes: vec![Change {
+            field: "retries".into(),
+            before: serde_json::json!(0),
+            after: serde_json::json!(s),
+        }],
+    };
+    for e in [
+        entry(AuditKind::Configuration, "Nightly", "created", 1),
+        entry(AuditKind::Setting, "Acme.X url", "set", 2),
+        entry(AuditKind::Configuration, "Nightly", "changed", 3),
+        entry(AuditKind::Configuration, "Other", "created", 4),
+    ] {
+        store.append_audit(&e).await.unwrap();
+    }
+    let all = store.list_audit(&AuditFilter::default()).await.unwrap();
+    assert_eq!(
+        all.iter().map(|e| e.action.as_str()).collect::<Vec<_>>(),
+        ["created", "changed", "set", "created"]
+    );
+    let nightly = store
+        .list_audit(&AuditFilter {
+            kind: Some(AuditKind::Configuration),
+            subject: Some("Nightly".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(nightly.len(), 2);
+    assert_eq!(
+        (nightly[0].action.as_str(), nightly[0].at),
+        ("changed", t(3))
+    );
+    assert_eq!(nightly[0].changes[0].after, serde_json::json!(3));
+    assert_eq!(nightly[0].actor, "ana with the CLI");
+    let page = store
+        .list_audit(&AuditFilter {
+            before_id: Some(nightly[0].id),
+            limit: Some(1),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(page.len(), 1);
+    assert_eq!(page[0].kind, AuditKind::Setting);
 }
 
 /// A backfill queues its window's slots a few at a time (its

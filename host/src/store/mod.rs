@@ -28,6 +28,7 @@ pub use sqlite::SqliteStore;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use crate::model::audit::{AuditRecord, NewAudit};
 use crate::model::backfill::{BackfillRecord, NewBackfill};
 use crate::model::{
     BroadcastRecord, Clock, EventRecord, InstanceRow, NewEvent, PendingDelivery, PluginRow,
@@ -228,6 +229,10 @@ pub trait RunLedger: Send + Sync {
 pub trait EventJournal: Send + Sync {
     async fn append_events(&self, events: &[NewEvent]) -> StoreResult<()>;
     async fn list_events(&self, filter: &EventFilter) -> StoreResult<Vec<EventRecord>>;
+    /// Appends an entry to the audit trail.
+    async fn append_audit(&self, entry: &NewAudit) -> StoreResult<()>;
+    /// Audit entries, newest first.
+    async fn list_audit(&self, filter: &AuditFilter) -> StoreResult<Vec<AuditRecord>>;
 }
 
 /// What tasks keep between runs, and the settings operators give them.

@@ -192,6 +192,12 @@ impl<S: EventJournal + ?Sized, O: CallObserver> EventJournal for Observed<S, O> 
     async fn append_events(&self, events: &[NewEvent]) -> StoreResult<()> {
         observe!(self.append_events(events))
     }
+    async fn append_audit(&self, entry: &NewAudit) -> StoreResult<()> {
+        observe!(self.append_audit(entry))
+    }
+    async fn list_audit(&self, filter: &AuditFilter) -> StoreResult<Vec<AuditRecord>> {
+        observe!(self.list_audit(filter))
+    }
     async fn list_events(&self, filter: &EventFilter) -> StoreResult<Vec<EventRecord>> {
         observe!(self.list_events(filter))
     }

@@ -204,6 +204,18 @@ pub struct EventFilter {
     pub oldest: bool,
 }
 
+/// Which audit entries to list.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    pub kind: Option<crate::model::audit::AuditKind>,
+    /// Only entries about this configuration, setting or token.
+    pub subject: Option<String>,
+    /// Only entries older than this one (paging back).
+    pub before_id: Option<i64>,
+    /// The newest this many.
+    pub limit: Option<u32>,
+}
+
 /// Which runs to list.
 #[derive(Debug, Clone, Default)]
 pub struct RunFilter {

@@ -239,6 +239,9 @@ function route() {
   } else if (path === '/farm') {
     page = 'farm';
     farmPage();
+  } else if (path === '/audit') {
+    page = 'audit';
+    auditPage(params);
   } else {
     tasksPage();
   }
@@ -437,7 +440,17 @@ async function taskPage(name) {
           t.running_run_id ? h('span', { class: 'badge running' }, 'running') : null),
         h('div', { class: 'buttons' },
           h('button', { type: 'button', onclick: () => runNow(t.name) }, 'Run now'),
-          h('button', { type: 'button', class: 'secondary', onclick: () => setEnabled(t.name, !t.enabled) }, t.enabled ? 'Disable' : 'Enable'),
+          h('button', {
+            type: 'button', class: 'secondary',
+            onclick: async () => {
+              if (!t.enabled) { await setEnabled(t.name, true); return; }
+              const note = prompt(`Why pause “${t.name}”? (optional; shown with it until it is enabled)`);
+              if (note === null) return;
+              const r = await api('POST', `/api/tasks/${encodeURIComponent(t.name)}/disable`, { note });
+              if (r.ok) toast(`“${t.name}” disabled`, 'ok'); else if (!r.unsent) toast(r.data.error, 'bad');
+            },
+          }, t.enabled ? 'Disable' : 'Enable'),
+          h('a', { class: 'button secondary', href: `#/audit?task=${encodeURIComponent(t.name)}` }, 'History of changes'),
           h('button', { type: 'button', class: 'secondary', onclick: () => openTaskForm(t) }, 'Edit'),
           h('button', { type: 'button', class: 'secondary', onclick: () => openBackfill(t.name) }, 'Backfill…'),
           h('button', {
@@ -466,6 +479,8 @@ async function taskPage(name) {
             queue: 'queue one slot until it ends',
           }[t.on_overlap] || t.on_overlap],
           t.running_count > 1 ? ['Running now', `${t.running_count} runs`] : null,
+          (!t.enabled && t.paused_by) ? ['Paused', h('span', {}, `by ${t.paused_by} `, timeCell(t.paused_at, 'span'),
+            t.pause_note ? h('span', {}, ': ', h('q', {}, t.pause_note)) : null)] : null,
           (t.on_failure.length || t.on_success.length) ? ['Follow-ups', h('span', {},
             ...[['on failure', t.on_failure], ['on success', t.on_success]]
               .filter(([, list]) => list.length)
@@ -647,6 +662,41 @@ async function eventsPage(params) {
 }
 
 // ----------------------------------------------------------------- plugins
+
+/** A value of the audit trail, short. */
+function auditValue(v) {
+  if (v === null || v === undefined) return '–';
+  const text = typeof v === 'string' ? v : JSON.stringify(v);
+  return text.length > 120 ? `${text.slice(0, 119)}…` : text;
+}
+
+async function auditPage(params) {
+  const gen = routeGen;
+  document.title = 'Audit · cronwerk';
+  const task = params.get('task');
+  const holder = h('div', {});
+  render(h('section', {},
+    h('div', { class: 'heading' }, h('h1', {}, task ? `Audit of “${task}”` : 'Audit')),
+    h('p', { class: 'muted' }, 'Who changed which configuration, setting or API token, and the components swapped in the plugins folders; newest first.'),
+    holder));
+  const refresh = async () => {
+    const r = await api('GET', `/api/audit?limit=200${task ? `&task=${encodeURIComponent(task)}` : ''}`);
+    if (!r.ok) { holder.replaceChildren(errorBox(r)); return; }
+    if (r.data.length === 0) { holder.replaceChildren(h('p', { class: 'empty' }, 'No changes recorded yet.')); return; }
+    holder.replaceChildren(h('div', { class: 'scroll' }, h('table', { class: 'audit' },
+      h('thead', {}, h('tr', {}, ['When', 'Who', 'What', 'Action', 'Changes'].map((c) => h('th', {}, c)))),
+      h('tbody', {}, r.data.map((e) => h('tr', { 'data-audit': String(e.id) },
+        timeCell(e.at),
+        h('td', {}, e.actor),
+        h('td', {}, `${e.kind} `, e.kind === 'configuration'
+          ? h('a', { href: `#/tasks/${encodeURIComponent(e.subject)}` }, e.subject) : h('code', {}, e.subject)),
+        h('td', {}, e.action),
+        h('td', {}, e.changes.length ? h('ul', { class: 'plain' }, e.changes.map((c) => h('li', {},
+          h('code', {}, c.field), ': ', auditValue(c.before), ' → ', auditValue(c.after)))) : h('span', { class: 'muted' }, '–'))))))));
+  };
+  await refresh();
+  onLeave(onChanges(refresh), gen);
+}
 
 async function pluginsPage() {
   const gen = routeGen;

@@ -12,11 +12,12 @@ use chrono::{DateTime, Utc};
 use super::listener::DatabaseClock;
 use super::tx::PgTx;
 use super::{PostgresStore, batches, violates};
+use crate::model::audit::{AuditRecord, NewAudit};
 use crate::model::{
     BroadcastRecord, Clock, EventRecord, InstanceRow, NewEvent, PendingDelivery, PluginRow,
     RunRecord, TaskConfig, TaskRecord,
 };
-use crate::store::sql::{Tx, backfills, fleet, journal, ledger, stops, tasks};
+use crate::store::sql::{Tx, audit, backfills, fleet, journal, ledger, stops, tasks};
 use crate::store::*;
 
 /// Turns the unique name failing into [`StoreError::TaskExists`].
@@ -250,6 +251,15 @@ impl EventJournal for PostgresStore {
     async fn list_events(&self, filter: &EventFilter) -> StoreResult<Vec<EventRecord>> {
         let c = self.client().await?;
         Ok(journal::list_events(&PgTx(&c), filter).await?)
+    }
+
+    async fn append_audit(&self, entry: &NewAudit) -> StoreResult<()> {
+        in_transaction!(self, |tx| audit::append(tx, entry).await?)
+    }
+
+    async fn list_audit(&self, filter: &AuditFilter) -> StoreResult<Vec<AuditRecord>> {
+        let c = self.client().await?;
+        Ok(audit::list(&PgTx(&c), filter).await?)
     }
 }
 

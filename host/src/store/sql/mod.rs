@@ -11,6 +11,7 @@
 //! Statements use PostgreSQL's `$1..$n` placeholders; the SQLite adapter
 //! rewrites them to `?1..?n`. Everything else in them is SQL both accept.
 
+pub mod audit;
 pub mod backfills;
 pub mod fleet;
 pub mod journal;

@@ -9,11 +9,12 @@ use std::sync::atomic::Ordering;
 use chrono::{DateTime, Utc};
 
 use super::{SqliteStore, violates_constraint};
+use crate::model::audit::{AuditRecord, NewAudit};
 use crate::model::{
     BroadcastRecord, EventRecord, InstanceRow, NewEvent, PendingDelivery, PluginRow, RunRecord,
     TaskConfig, TaskRecord,
 };
-use crate::store::sql::{backfills, fleet, journal, ledger, run_now, stops, tasks};
+use crate::store::sql::{audit, backfills, fleet, journal, ledger, run_now, stops, tasks};
 use crate::store::*;
 
 #[async_trait::async_trait]
@@ -234,6 +235,14 @@ impl EventJournal for SqliteStore {
 
     async fn list_events(&self, filter: &EventFilter) -> StoreResult<Vec<EventRecord>> {
         self.read(|c| run_now(journal::list_events(c, filter)))
+    }
+
+    async fn append_audit(&self, entry: &NewAudit) -> StoreResult<()> {
+        self.write(|tx| run_now(audit::append(tx, entry)))
+    }
+
+    async fn list_audit(&self, filter: &AuditFilter) -> StoreResult<Vec<AuditRecord>> {
+        self.read(|c| run_now(audit::list(c, filter)))
     }
 }
 

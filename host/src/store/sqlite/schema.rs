@@ -124,8 +124,22 @@ pub fn migrations() -> Migrations<'static> {
         M::up(OVERLAP),
         M::up(FOLLOW_UPS),
         M::up(BACKFILLS),
+        M::up(AUDIT),
     ])
 }
+
+/// The audit trail: who changed which configuration, setting or token,
+/// and which components were swapped, with the fields before and after.
+const AUDIT: &str = "CREATE TABLE audit (
+    id      INTEGER PRIMARY KEY AUTOINCREMENT,
+    at      INTEGER NOT NULL,
+    actor   TEXT    NOT NULL,
+    kind    TEXT    NOT NULL,
+    subject TEXT    NOT NULL,
+    action  TEXT    NOT NULL,
+    changes TEXT    NOT NULL
+);
+CREATE INDEX audit_subject ON audit (kind, subject, id);";
 
 /// Backfills: one row each, with a cursor (`next_slot`) instances advance
 /// as they queue its slots; the runs say which backfill they belong to.
