@@ -782,6 +782,7 @@ fn plugins_instances_health_upcoming_preview_openapi_and_metrics() {
     assert_eq!(
         paths,
         [
+            "/api/audit",
             "/api/backfills/{id}",
             "/api/backfills/{id}/cancel",
             "/api/broadcasts",

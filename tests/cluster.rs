@@ -400,3 +400,84 @@ fn on_one_sqlite_file_overlap_policies_hold_across_instances() {
     let cluster = Cluster::new(Some(Backend::Sqlite), &["misbehave.wasm"]).unwrap();
     overlap_policies_hold_across_instances(cluster);
 }
+
+/// A rolling deploy: only instance a's plugins folder has the component.
+/// Every slot runs there and none fails on b; a manual run asked through
+/// b goes to a; a component no live instance has fails once per slot,
+/// naming the instances that lack it.
+fn an_instance_without_a_component_leaves_its_runs_to_one_with_it(cluster: Cluster) {
+    let a = cluster.serve_with_components("a", &["hello.wasm"]);
+    let b = cluster.serve_with_components("b", &[]);
+    // b learns what a serves from the plugin rows a reports once loaded.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !cluster.ok(&["plugins"]).contains("Acme.HelloScheduledTask") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a never reported its plugins"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    cluster.ok(&[
+        "task",
+        "add",
+        "hello",
+        "--implementation",
+        "Acme.HelloScheduledTask",
+        "--every",
+        "1s",
+    ]);
+    cluster.wait_runs("hello", "6 successful runs", |r| count(r, "succeeded") >= 6);
+    cluster.ok(&["task", "disable", "hello"]);
+    let out = cluster.ok(&["task", "run", "hello"]);
+    assert!(out.contains("succeeded"), "{out}");
+    let runs = cluster.runs("hello");
+    assert!(
+        runs.iter()
+            .all(|r| field(r, "state") == "succeeded" && field(r, "instance") == "a"),
+        "{:#?}",
+        summary(&runs)
+    );
+
+    // Nobody has it: one failure per slot, saying who lacks it.
+    cluster.ok(&[
+        "task",
+        "add",
+        "nowhere",
+        "--implementation",
+        "Acme.NotDeployed",
+        "--every",
+        "1s",
+    ]);
+    let failed = cluster.wait_runs("nowhere", "two failed runs", |r| count(r, "failed") >= 2);
+    cluster.ok(&["task", "disable", "nowhere"]);
+    let message = field(&failed[0], "message");
+    assert!(
+        message.contains("no live instance has a component implementing 'Acme.NotDeployed'")
+            && message.contains("instances a, b lack it"),
+        "{message}"
+    );
+    let mut slots: Vec<&str> = failed.iter().map(|r| field(r, "scheduled_for")).collect();
+    let all = slots.len();
+    slots.dedup();
+    assert_eq!(
+        slots.len(),
+        all,
+        "one record per slot: {:#?}",
+        summary(&failed)
+    );
+    assert_eq!(a.stop().0, Some(0));
+    assert_eq!(b.stop().0, Some(0));
+}
+
+#[test]
+fn on_postgres_an_instance_without_a_component_leaves_its_runs_to_one_with_it() {
+    if let Some(cluster) = Cluster::new(Cluster::postgres(), &[]) {
+        an_instance_without_a_component_leaves_its_runs_to_one_with_it(cluster);
+    }
+}
+
+#[test]
+fn on_one_sqlite_file_an_instance_without_a_component_leaves_its_runs_to_one_with_it() {
+    let cluster = Cluster::new(Some(Backend::Sqlite), &[]).unwrap();
+    an_instance_without_a_component_leaves_its_runs_to_one_with_it(cluster);
+}

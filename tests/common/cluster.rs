@@ -157,6 +157,23 @@ impl Cluster {
         self.serve_with_lease(name, "1s")
     }
 
+    /// Starts `serve` as instance `name` with a plugins folder of its own
+    /// holding `components` (as each machine of a web farm has).
+    pub fn serve_with_components(&self, name: &str, components: &[&str]) -> Serve {
+        let plugins = self.dir.path().join(format!("plugins-{name}"));
+        std::fs::create_dir_all(&plugins).unwrap();
+        for c in components {
+            std::fs::copy(super::component_path(c), plugins.join(c)).unwrap();
+        }
+        let mut cmd = self.command(&self.data_dir(name));
+        cmd.env("CRONWERK_CACHE_DIR", super::compile_cache_dir())
+            .args(["serve", "--lease", "1s", "--grace", "2s", "--name", name])
+            .args(["--listen", "none"])
+            .arg("--plugins")
+            .arg(&plugins);
+        start_serving(cmd, name)
+    }
+
     /// Starts `serve` as instance `name` with `--lease lease` (e.g. "3s").
     /// Every instance shares the test processes' compile cache, so a start
     /// (or a restart) loads its components without compiling them.

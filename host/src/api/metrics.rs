@@ -244,6 +244,10 @@ pub const NOT_LOADED: &str = "(not loaded)";
 
 #[async_trait::async_trait]
 impl Executor for MeteredExecutor {
+    fn availability(&self, implementation: &str) -> crate::runtime::Availability {
+        self.inner.availability(implementation)
+    }
+
     async fn execute(&self, implementation: &str, request: RunRequest) -> Execution {
         let m = &self.metrics;
         if matches!(request.context.trigger, Trigger::Schedule)

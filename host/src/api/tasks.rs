@@ -685,7 +685,7 @@ pub struct RunStarted {
     params(("name" = String, Path)),
     security(("token" = [])),
     responses(
-        (status = 202, description = "Started on this instance (also for disabled configurations), or queued for an instance with the roles it needs", body = RunStarted),
+        (status = 202, description = "Started on this instance (also for disabled configurations), or queued for an instance with the roles it needs or the component it lacks", body = RunStarted),
         (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
     )
 )]
@@ -717,6 +717,15 @@ pub async fn run_now(
                  an instance that has it picks the run up",
                 missing_roles.join(" and "),
                 s.instance
+            ),
+        ),
+        ManualStart::Elsewhere { instances } => (
+            "queued",
+            format!(
+                "{}'s plugins folder has no component for '{name}'; {} has one and picks the \
+                 run up",
+                s.instance,
+                instances.join(" or ")
             ),
         ),
     };

@@ -41,4 +41,5 @@ pub use run::{RunOutcome, RunRecord, RunState, StopReason, Trigger};
 pub use schedule::Schedule;
 pub use task::{
     DEFAULT_MAX_CONCURRENT, MisfirePolicy, OverlapPolicy, Pause, TaskConfig, TaskRecord,
+    missing_roles,
 };

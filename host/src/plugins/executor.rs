@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::Plugins;
-use crate::runtime::{Component, Execution, Executor, RunRequest};
+use crate::runtime::{Availability, Component, Execution, Executor, RunRequest};
 
 /// Runs a task by identifier with the component the folder serves now.
 pub struct PluginExecutor {
@@ -43,6 +43,16 @@ impl PluginExecutor {
 
 #[async_trait::async_trait]
 impl Executor for PluginExecutor {
+    fn availability(&self, implementation: &str) -> Availability {
+        if self.plugins.get(implementation).is_some() {
+            Availability::Serves
+        } else if self.plugins.is_compiling() {
+            Availability::Loading
+        } else {
+            Availability::Lacks
+        }
+    }
+
     async fn execute(&self, implementation: &str, request: RunRequest) -> Execution {
         // The clone taken here is what the run uses to the end, even if a
         // new version replaces it meanwhile.

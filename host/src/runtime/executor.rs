@@ -12,6 +12,23 @@ use super::{RunReport, RunRequest};
 #[async_trait::async_trait]
 pub trait Executor: Send + Sync {
     async fn execute(&self, implementation: &str, request: RunRequest) -> Execution;
+    /// Whether it can run `implementation` now. An executor that cannot
+    /// tell says it serves everything.
+    fn availability(&self, implementation: &str) -> Availability {
+        let _ = implementation;
+        Availability::Serves
+    }
+}
+
+/// Whether an [`Executor`] can run an identifier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Availability {
+    /// A component serves it.
+    Serves,
+    /// None yet, but components are still being compiled: one may be it.
+    Loading,
+    /// No component implements it here.
+    Lacks,
 }
 
 /// What an [`Executor`] did.

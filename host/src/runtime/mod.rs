@@ -41,7 +41,7 @@ pub use component::{Component, LoadError, LoadLimits, TaskInfo, read_component_f
 pub use context::RunContext;
 pub use engine::{Allocator, CronwerkEngine, EngineSettings};
 pub use events::{Event, EventLimits, EventLog, truncate};
-pub use executor::{Execution, Executor};
+pub use executor::{Availability, Execution, Executor};
 pub use host_state::{Farm, STATE_MAX_KEY_BYTES, STATE_MAX_TOTAL_BYTES, STATE_MAX_VALUE_BYTES};
 pub use http::HttpSettings;
 pub use limits::{MAX_HTTP_CONNECTIONS, MAX_OPEN_FILES, MemoryLimitExceeded};

@@ -130,7 +130,8 @@ impl Dispatcher {
         for task in self.store.due_tasks(horizon).await? {
             // Another instance with the roles claims it; slots that pass
             // while none is live are handled by the misfire policy then.
-            if !self.may_run(&task) {
+            // So does one whose folder serves the component this one lacks.
+            if !self.may_run(&task) || self.leave_to_others(&task).await? {
                 continue;
             }
             if task.retry_at.is_some_and(|r| r <= now) && task.has_room() {
@@ -327,7 +328,7 @@ impl Dispatcher {
             Err(StoreError::TaskNotFound(_)) => return Ok(()),
             Err(e) => return Err(e),
         };
-        if !self.may_run(&task) {
+        if !self.may_run(&task) || self.leave_to_others(&task).await? {
             return Ok(());
         }
         if waits_for_claimed_slot(&task, &queued) {
@@ -392,6 +393,17 @@ impl Dispatcher {
             .into_iter()
             .map(str::to_owned)
             .collect();
+        // Asked of an instance without the component, while another has it.
+        if missing.is_empty() && self.leave_to_others(&task).await? {
+            let requested_by = format!("instance {}", self.config.instance.name);
+            let id = self.store.queue_manual_run(task.id, &requested_by).await?;
+            let fleet = self.fleet().await?;
+            let able = fleet.able(&task, &self.config.instance.name);
+            let start = ManualStart::Elsewhere {
+                instances: able.into_iter().map(str::to_owned).collect(),
+            };
+            return Ok((id, start));
+        }
         if !missing.is_empty() {
             let requested_by = format!("instance {}", self.config.instance.name);
             let id = self.store.queue_manual_run(task.id, &requested_by).await?;

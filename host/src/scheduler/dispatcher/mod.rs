@@ -13,6 +13,7 @@
 mod claims;
 mod held;
 mod housekeeping;
+mod inventory;
 mod recorder;
 mod runs;
 #[cfg(test)]
@@ -44,6 +45,9 @@ pub enum ManualStart {
     /// This instance lacks roles the configuration needs, so the run was
     /// queued for an instance that has them.
     Queued { missing_roles: Vec<String> },
+    /// This instance's plugins folder lacks the component, so the run was
+    /// queued for one of `instances`, whose folders serve it.
+    Elsewhere { instances: Vec<String> },
     /// The configuration's next slot is claimed and starts at `starts_at`:
     /// the manual run is queued and starts once that run has ended.
     Behind {
@@ -120,6 +124,8 @@ pub struct Dispatcher {
     /// A claim was lost in the latest pass: look again shortly, in case
     /// the slot was only held by another instance that then let it go.
     recheck: AtomicBool,
+    /// What the other live instances serve, when this one lacks a component.
+    inventory: inventory::Inventory,
 }
 
 /// How soon a pass that lost a claim looks again.
@@ -158,6 +164,7 @@ impl Dispatcher {
             recorder: Recorder::default(),
             settings: Mutex::new(Arc::new(Settings::new())),
             recheck: AtomicBool::new(false),
+            inventory: inventory::Inventory::default(),
         })
     }
 

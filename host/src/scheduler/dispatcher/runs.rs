@@ -16,7 +16,7 @@ use crate::model::{
     BroadcastSender, Level, NewEvent, OverlapPolicy, PendingDelivery, RunLimits, RunOutcome,
     RunState, TaskRecord, Trigger,
 };
-use crate::runtime::{CancelToken, Farm, RunContext, RunRequest};
+use crate::runtime::{CancelToken, Execution, Farm, RunContext, RunRequest};
 use crate::scheduler::farm::RunFarm;
 use crate::store::{DeliveryFinish, NewRun, RunFinish, StoreResult};
 
@@ -169,9 +169,13 @@ impl Dispatcher {
         let implementation = &task.config.implementation;
         let started_at = self.clock.now();
         let execution = self.executor.execute(implementation, request).await;
+        let missing = matches!(execution, Execution::Missing);
         let instance = &self.config.instance.name;
         let now = self.clock.now();
         let mut finish = run_finish(task, &run, execution, instance, now);
+        if missing {
+            self.say_who_lacks(&mut finish, implementation).await;
+        }
         finish.started_at = Some(started_at);
         if let Some(by) = self.tracker.stopped_by(&run.id)
             && finish.outcome.state == RunState::Cancelled
@@ -209,6 +213,30 @@ impl Dispatcher {
         let again = finish.retry.is_some() || next.is_some_and(|n| n <= horizon) || waiting;
         self.recorder.record(&*self.store, finish).await?;
         Ok(again)
+    }
+
+    /// A run no live instance could run (it came here because none has the
+    /// component): its message names the instances that lack it, so one
+    /// record says what the farm is missing.
+    async fn say_who_lacks(&self, finish: &mut RunFinish, implementation: &str) {
+        let Ok(fleet) = self.fleet().await else {
+            return;
+        };
+        let lacking = fleet.lacking(implementation);
+        if lacking.len() < 2 {
+            return;
+        }
+        let message = format!(
+            "no live instance has a component implementing '{implementation}' (instances {} \
+             lack it): add one to their plugins folders",
+            lacking.join(", ")
+        );
+        for event in &mut finish.outcome.events {
+            if event.code == "COMPONENT_MISSING" {
+                event.message = message.clone();
+            }
+        }
+        finish.outcome.message = message;
     }
 
     fn run_request(

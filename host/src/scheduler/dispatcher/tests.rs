@@ -13,7 +13,7 @@ use crate::model::{
     Clock, EventSource, Level, MisfirePolicy, OverlapPolicy, RunRecord, RunState, Schedule,
     TaskConfig, Trigger,
 };
-use crate::runtime::{Event, Execution, Executor, Outcome, RunReport, RunRequest};
+use crate::runtime::{Availability, Event, Execution, Executor, Outcome, RunReport, RunRequest};
 use crate::store::{Configurations, RunFilter, RunLedger, SqliteStore};
 
 fn t(s: i64) -> DateTime<Utc> {
@@ -41,11 +41,20 @@ struct Script {
     outcomes: Mutex<VecDeque<Option<Outcome>>>,
     gate: Option<Arc<Semaphore>>,
     seen: Mutex<Vec<RunRequest>>,
+    /// What it says it can run (every identifier alike).
+    availability: Mutex<Availability>,
 }
 
 #[async_trait::async_trait]
 impl Executor for Script {
+    fn availability(&self, _implementation: &str) -> Availability {
+        *self.availability.lock().unwrap()
+    }
+
     async fn execute(&self, _implementation: &str, request: RunRequest) -> Execution {
+        if *self.availability.lock().unwrap() == Availability::Lacks {
+            return Execution::Missing;
+        }
         if let Some(gate) = &self.gate {
             tokio::select! {
                 permit = gate.acquire() => permit.unwrap().forget(),
@@ -107,6 +116,7 @@ fn fixture(outcomes: Vec<Option<Outcome>>, gated: bool) -> Fixture {
         outcomes: Mutex::new(outcomes.into()),
         gate: gated.then(|| Arc::new(Semaphore::new(0))),
         seen: Mutex::new(Vec::new()),
+        availability: Mutex::new(Availability::Serves),
     });
     let dispatcher = Dispatcher::new(
         store.clone(),
@@ -351,6 +361,7 @@ async fn a_burst_is_claimed_a_chunk_per_transaction_and_runs_once() {
         outcomes: Mutex::new(VecDeque::new()),
         gate: None,
         seen: Mutex::new(Vec::new()),
+        availability: Mutex::new(Availability::Serves),
     });
     let clock = Arc::new(ManualClock(Mutex::new(t(10))));
     let chunk = 100;
@@ -842,6 +853,7 @@ async fn a_dispatcher_whose_passes_outlast_the_poll_interval_still_stops() {
         outcomes: Mutex::new(VecDeque::new()),
         gate: None,
         seen: Mutex::new(Vec::new()),
+        availability: Mutex::new(Availability::Serves),
     });
     let dispatcher = Dispatcher::new(
         store,
@@ -1024,4 +1036,49 @@ async fn chores_that_wake_late_renew_this_instances_runs_instead_of_abandoning_t
     f.script.gate.as_ref().unwrap().add_permits(1);
     f.dispatcher.wait_idle().await;
     assert_eq!(f.runs(id).await[0].state, RunState::Succeeded);
+}
+
+#[tokio::test]
+async fn an_instance_without_the_component_leaves_its_runs_to_a_live_one_that_has_it() {
+    use crate::store::Fleet;
+    let f = fixture(vec![], false);
+    *f.script.availability.lock().unwrap() = Availability::Lacks;
+    let id = f.add(every_10s(MisfirePolicy::Skip), t(10)).await;
+    f.store.heartbeat(&live("other", &[])).await.unwrap();
+    f.store.heartbeat(&live("local", &[])).await.unwrap();
+    serves(&f, "other", "A.B").await;
+    f.tick(t(10)).await; // left to "other"
+    assert!(f.runs(id).await.is_empty());
+    let (queued, start) = f.dispatcher.run_now("t").await.unwrap();
+    assert!(
+        matches!(&start, ManualStart::Elsewhere { instances } if instances == &["other"]),
+        "{start:?}"
+    );
+    f.tick(t(11)).await; // not started here either
+    let runs = f.runs(id).await;
+    assert_eq!(
+        summary(&runs),
+        vec![(None, RunState::Queued, Trigger::Manual)]
+    );
+    assert_eq!(runs[0].id, queued);
+
+    // "other" no longer serves it: nobody can run it, so the queued run
+    // runs here and fails, naming who lacks it.
+    f.store.set_plugins("other", &[]).await.unwrap();
+    f.tick(t(20)).await; // the inventory read at t(11) has aged out
+    let failed: Vec<RunRecord> = f
+        .runs(id)
+        .await
+        .into_iter()
+        .filter(|r| r.state == RunState::Failed)
+        .collect();
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0].id, queued);
+    assert!(
+        failed[0]
+            .message
+            .contains("(instances local, other lack it)"),
+        "{}",
+        failed[0].message
+    );
 }
