@@ -84,11 +84,7 @@ pub async fn run(store: &dyn Store, a: BackfillArgs) -> anyhow::Result<u8> {
         println!("{}", backfill.id);
         return Ok(exit::OK);
     }
-    let live = crate::scheduler::farm::live_instances(store).await?;
-    if !live
-        .iter()
-        .any(|i| task.config.missing_roles(&i.roles).is_empty())
-    {
+    if !common::some_instance_may_run(store, &task).await? {
         eprintln!(
             "backfill {} of {} slot(s) asked for; no `cronwerk serve` that may run them is \
              live on this store, so they will run when one is",

@@ -351,6 +351,19 @@ pub fn short(text: &str, max: usize) -> String {
     format!("{cut}…")
 }
 
+/// Whether a live `serve` on this store may run `task` (it has the roles
+/// the configuration needs): what a command that queues work and waits
+/// for it checks first.
+pub async fn some_instance_may_run(
+    store: &dyn crate::store::Store,
+    task: &crate::model::TaskRecord,
+) -> anyhow::Result<bool> {
+    let live = crate::scheduler::farm::live_instances(store).await?;
+    Ok(live
+        .iter()
+        .any(|i| task.config.missing_roles(&i.roles).is_empty()))
+}
+
 /// Who the audit trail says made a change from this command.
 pub fn actor() -> String {
     format!("{} with the CLI", operator())

@@ -605,11 +605,7 @@ async fn run_now(store: &dyn Store, a: RunArgs) -> anyhow::Result<u8> {
         println!("{id}");
         return Ok(exit::OK);
     }
-    let live = crate::scheduler::farm::live_instances(store).await?;
-    if !live
-        .iter()
-        .any(|i| task.config.missing_roles(&i.roles).is_empty())
-    {
+    if !common::some_instance_may_run(store, &task).await? {
         eprintln!(
             "queued run {id}; no `cronwerk serve` that may run it is live on this store{}, \
              so it will start when one is",

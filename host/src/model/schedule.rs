@@ -222,18 +222,7 @@ impl Schedule {
 
     /// Up to `n` upcoming fire times strictly after `after`, in order.
     pub fn upcoming(&self, after: DateTime<Utc>, n: usize) -> Vec<DateTime<Utc>> {
-        let mut times = Vec::with_capacity(n.min(64));
-        let mut cursor = after;
-        while times.len() < n {
-            match self.next_after(cursor) {
-                Some(next) => {
-                    times.push(next);
-                    cursor = next;
-                }
-                None => break,
-            }
-        }
-        times
+        super::timing::FireTimes::of(self).upcoming(after, n)
     }
 
     /// A short description for listings and previews.

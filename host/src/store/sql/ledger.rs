@@ -26,7 +26,7 @@ use chrono::{DateTime, Utc};
 use super::rows::{self, RUN_COLUMNS};
 use super::{Tx, params, query_opt};
 use crate::model::follow_up::{EndedRun, FollowUp};
-use crate::model::{EventSource, Level, NewEvent, RunRecord, RunState, Trigger};
+use crate::model::{EventSource, Level, NewEvent, RunRecord, RunState, TaskRecord, Trigger};
 use crate::store::{Claim, NewRun, OnOverlap, RunFilter, RunFinish, SlotClaim, StoreResult};
 
 /// Records `run` in `state` (running, or skipped with its message).
@@ -394,14 +394,28 @@ pub async fn queue_manual_run<T: Tx + ?Sized>(
     let Some(task) = super::tasks::by_id(tx, task_id).await? else {
         return Ok(None);
     };
+    let message = format!("requested by {requested_by}");
+    Ok(Some(
+        insert_queued(tx, &task, Trigger::Manual, &message, None).await?,
+    ))
+}
+
+/// Records a run of `task` queued for an instance to pick up, queued now
+/// by the store's clock; its id.
+async fn insert_queued<T: Tx + ?Sized>(
+    tx: &T,
+    task: &TaskRecord,
+    trigger: Trigger,
+    message: &str,
+    payload: Option<&str>,
+) -> anyhow::Result<String> {
     let id = uuid::Uuid::now_v7().to_string();
     let sql = format!(
         "INSERT INTO runs (id, task_id, task_name, implementation, trigger, queued_at, state,
-                           message, instance)
-         VALUES ($1, $2, $3, $4, 'manual', {}, 'queued', $5, NULL)",
+                           message, instance, payload)
+         VALUES ($1, $2, $3, $4, $5, {}, 'queued', $6, NULL, $7)",
         T::NOW
     );
-    let message = format!("requested by {requested_by}");
     tx.exec(
         &sql,
         params![
@@ -409,11 +423,13 @@ pub async fn queue_manual_run<T: Tx + ?Sized>(
             task.id,
             &task.config.name,
             &task.config.implementation,
-            &message
+            trigger.as_str(),
+            message,
+            payload
         ],
     )
     .await?;
-    Ok(Some(id))
+    Ok(id)
 }
 
 /// Moves a queued run to running if its configuration has room. If it has
@@ -606,29 +622,11 @@ pub async fn queue_follow_ups<T: Tx + ?Sized>(
     tx: &T,
     follow_ups: &[FollowUp],
 ) -> anyhow::Result<()> {
-    let sql = format!(
-        "INSERT INTO runs (id, task_id, task_name, implementation, trigger, queued_at, state,
-                           message, instance, payload)
-         VALUES ($1, $2, $3, $4, 'follow-up', {}, 'queued', $5, NULL, $6)",
-        T::NOW
-    );
     for f in follow_ups {
         let Some(task) = super::tasks::by_name(tx, &f.configuration).await? else {
             continue;
         };
-        let id = uuid::Uuid::now_v7().to_string();
-        tx.exec(
-            &sql,
-            params![
-                &id,
-                task.id,
-                &task.config.name,
-                &task.config.implementation,
-                &f.message,
-                &f.payload
-            ],
-        )
-        .await?;
+        insert_queued(tx, &task, Trigger::FollowUp, &f.message, Some(&f.payload)).await?;
     }
     Ok(())
 }
