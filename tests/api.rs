@@ -214,6 +214,7 @@ fn configurations_round_trip_through_create_read_replace_enable_run_and_delete()
             "on_overlap": "allow",
             "max_concurrent": 3,
             "jitter": "10m",
+            "on_start": true,
             "start": "2026-01-01T00:00:00Z",
             "until": "2099-01-01T00:00:00Z",
         })),
@@ -225,6 +226,7 @@ fn configurations_round_trip_through_create_read_replace_enable_run_and_delete()
     assert_eq!(created["max_concurrent"], 3);
     assert_eq!(created["running_count"], 0);
     assert_eq!(created["jitter"], "10m");
+    assert_eq!(created["on_start"], true);
     assert!(created["jitter_offset"].is_string(), "{created}");
     assert_eq!(created["until"], "2099-01-01T00:00:00Z");
     assert_eq!(created["name"], "Nightly");
@@ -274,6 +276,7 @@ fn configurations_round_trip_through_create_read_replace_enable_run_and_delete()
         "jitter",
         "start",
         "until",
+        "on_start",
     ] {
         input[key] = read[key].clone();
     }

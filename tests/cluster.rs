@@ -481,3 +481,63 @@ fn on_one_sqlite_file_an_instance_without_a_component_leaves_its_runs_to_one_wit
     let cluster = Cluster::new(Some(Backend::Sqlite), &[]).unwrap();
     an_instance_without_a_component_leaves_its_runs_to_one_with_it(cluster);
 }
+
+/// `--on-start`: every instance runs the configuration once when it
+/// starts (recorded with its name), also while it is disabled; a restart
+/// runs it again, once.
+fn each_instance_runs_an_on_start_configuration_once_when_it_starts(cluster: Cluster) {
+    cluster.ok(&[
+        "task",
+        "add",
+        "warm",
+        "--implementation",
+        "Acme.HelloScheduledTask",
+        "--at",
+        "2099-01-01T00:00:00Z",
+        "--disabled",
+        "--on-start",
+    ]);
+    assert!(cluster.ok(&["task", "show", "warm"]).contains("on start"));
+    let a = cluster.serve("a");
+    let b = cluster.serve("b");
+    let startup = |r: &Value| field(r, "trigger") == "startup" && field(r, "state") == "succeeded";
+    let runs = cluster.wait_runs("warm", "one run on start per instance", |r| {
+        r.iter().filter(|x| startup(x)).count() >= 2
+    });
+    let mut instances: Vec<&str> = runs
+        .iter()
+        .filter(|r| startup(r))
+        .map(|r| field(r, "instance"))
+        .collect();
+    instances.sort();
+    assert_eq!(instances, ["a", "b"], "{:#?}", summary(&runs));
+    assert_eq!(a.stop().0, Some(0));
+    let a = cluster.serve("a");
+    let runs = cluster.wait_runs("warm", "a's second start", |r| {
+        r.iter().filter(|x| startup(x)).count() >= 3
+    });
+    assert_eq!(
+        runs.iter()
+            .filter(|r| startup(r) && field(r, "instance") == "a")
+            .count(),
+        2,
+        "{:#?}",
+        summary(&runs)
+    );
+    assert_eq!(a.stop().0, Some(0));
+    assert_eq!(b.stop().0, Some(0));
+    assert_eq!(cluster.runs("warm").len(), 3, "nothing else ran");
+}
+
+#[test]
+fn on_postgres_each_instance_runs_an_on_start_configuration_once_when_it_starts() {
+    if let Some(cluster) = Cluster::new(Cluster::postgres(), &["hello.wasm"]) {
+        each_instance_runs_an_on_start_configuration_once_when_it_starts(cluster);
+    }
+}
+
+#[test]
+fn on_one_sqlite_file_each_instance_runs_an_on_start_configuration_once_when_it_starts() {
+    let cluster = Cluster::new(Some(Backend::Sqlite), &["hello.wasm"]).unwrap();
+    each_instance_runs_an_on_start_configuration_once_when_it_starts(cluster);
+}

@@ -300,6 +300,8 @@ pub struct ConfigSpec {
     /// list replaces the one it had (empty: none).
     pub on_failure: Option<Vec<String>>,
     pub on_success: Option<Vec<String>>,
+    /// Runs once on every instance's start.
+    pub on_start: Option<bool>,
 }
 
 /// Most follow-ups of each kind one configuration may name.
@@ -484,6 +486,9 @@ impl ConfigSpec {
                 }
             }
             *kept = checked;
+        }
+        if let Some(on_start) = self.on_start {
+            config.on_start = on_start;
         }
         Ok(())
     }

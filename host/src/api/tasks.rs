@@ -200,6 +200,9 @@ pub struct TaskInput {
     /// ... and when one succeeds.
     #[serde(default)]
     pub on_success: Vec<String>,
+    /// Also runs once on every instance when it starts (default false).
+    #[serde(default)]
+    pub on_start: bool,
 }
 
 fn yes() -> bool {
@@ -282,6 +285,7 @@ impl TaskInput {
             until: Some(time(Field::Until, &self.until)?),
             on_failure: Some(self.on_failure.clone()),
             on_success: Some(self.on_success.clone()),
+            on_start: Some(self.on_start),
         })
     }
 
@@ -352,6 +356,8 @@ pub struct Task {
     /// Configurations run once when a run of it fails for good / succeeds.
     pub on_failure: Vec<String>,
     pub on_success: Vec<String>,
+    /// Runs once on every instance when it starts.
+    pub on_start: bool,
     /// While disabled with `task disable` or `POST .../disable`: who did it,
     /// when, and the note they gave.
     pub paused_by: Option<String>,
@@ -423,6 +429,7 @@ impl From<&TaskRecord> for Task {
             until: c.until,
             on_failure: c.on_failure.clone(),
             on_success: c.on_success.clone(),
+            on_start: c.on_start,
             paused_by: c.paused.as_ref().map(|p| p.by.clone()),
             paused_at: c.paused.as_ref().map(|p| p.at),
             pause_note: c.paused.as_ref().and_then(|p| p.note.clone()),

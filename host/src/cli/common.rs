@@ -193,6 +193,13 @@ pub struct ConfigArgs {
     /// Remove every follow-up (--on-failure and --on-success).
     #[arg(long, conflicts_with_all = ["on_failure", "on_success"])]
     pub no_follow_ups: bool,
+    /// Also run it once on every instance when it starts (trigger
+    /// startup), enabled or not.
+    #[arg(long, conflicts_with = "no_on_start")]
+    pub on_start: bool,
+    /// No run on instances' start any more.
+    #[arg(long)]
+    pub no_on_start: bool,
 }
 
 /// A follow-up list as the flags give it: `None` (keep it) unless named,
@@ -246,6 +253,11 @@ impl ConfigArgs {
             until: self.until,
             on_failure: follow_ups(&self.on_failure, self.no_follow_ups),
             on_success: follow_ups(&self.on_success, self.no_follow_ups),
+            on_start: match (self.on_start, self.no_on_start) {
+                (true, _) => Some(true),
+                (_, true) => Some(false),
+                _ => None,
+            },
         }
     }
 }

@@ -363,6 +363,9 @@ async fn show(store: &dyn Store, a: ShowArgs) -> anyhow::Result<u8> {
             humantime::format_duration(c.fire_times().offset().to_std().unwrap_or_default())
         );
     }
+    if c.on_start {
+        println!("on start        runs once on every instance's start");
+    }
     if !c.on_failure.is_empty() {
         println!("on failure      runs {}", follow_up_names(&c.on_failure));
     }

@@ -24,6 +24,10 @@ pub enum Trigger {
     #[serde(rename = "follow-up")]
     #[strum(serialize = "follow-up")]
     FollowUp,
+    /// The instance started, and the configuration runs once on every
+    /// instance's start (`--on-start`). Contract 0.1.0 has no such
+    /// trigger: the task is told `manual`.
+    Startup,
     /// A past slot run on an operator's request (`task backfill`).
     /// Contract 0.1.0 has no such trigger: the task is told `schedule`,
     /// with the slot as `scheduled-for`.

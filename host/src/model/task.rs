@@ -127,6 +127,10 @@ pub struct TaskConfig {
     /// ... and when one has succeeded.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub on_success: Vec<String>,
+    /// Runs once on every instance when it starts (web farms: caches to
+    /// warm, files to lay out), besides its schedule.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub on_start: bool,
     /// Who disabled it, when and why, while it is disabled that way.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub paused: Option<Pause>,
@@ -175,6 +179,7 @@ impl TaskConfig {
             on_failure: Vec::new(),
             on_success: Vec::new(),
             paused: None,
+            on_start: false,
             start: None,
             until: None,
         }

@@ -32,7 +32,7 @@ impl RunContext {
                 Trigger::Broadcast => WitTrigger::Broadcast,
                 Trigger::Retry => WitTrigger::Retry,
                 // Contract 0.1.0 has no follow-up trigger; its payload says it is one.
-                Trigger::FollowUp => WitTrigger::Manual,
+                Trigger::FollowUp | Trigger::Startup => WitTrigger::Manual,
                 // Nor a backfill one: it is the run of a slot, told which.
                 Trigger::Backfill => WitTrigger::Schedule,
             },

@@ -204,6 +204,15 @@ pub trait RunLedger: Send + Sync {
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
     ) -> StoreResult<Claim>;
+    /// Queues a run on the start of `instance` (with `roles`) for every
+    /// configuration that asks for one and that it may run, for it alone, cancelling those an
+    /// earlier process of it left queued; (configuration id, run id) each.
+    async fn queue_startup_runs(
+        &self,
+        instance: &str,
+        roles: &[String],
+        at: DateTime<Utc>,
+    ) -> StoreResult<Vec<(i64, String)>>;
     /// Records a backfill of a configuration's past slots, for instances
     /// to run ([`top_up_backfills`](Self::top_up_backfills));
     /// [`StoreError::BackfillActive`] if the configuration has one going.

@@ -165,6 +165,14 @@ impl<S: RunLedger + ?Sized, O: CallObserver> RunLedger for Observed<S, O> {
     ) -> StoreResult<Claim> {
         observe!(self.start_queued_run(run_id, instance, now, lease_until))
     }
+    async fn queue_startup_runs(
+        &self,
+        instance: &str,
+        roles: &[String],
+        at: DateTime<Utc>,
+    ) -> StoreResult<Vec<(i64, String)>> {
+        observe!(self.queue_startup_runs(instance, roles, at))
+    }
     async fn create_backfill(&self, backfill: &NewBackfill) -> StoreResult<BackfillRecord> {
         observe!(self.create_backfill(backfill))
     }

@@ -486,6 +486,7 @@ async function taskPage(name) {
               .filter(([, list]) => list.length)
               .flatMap(([when, list], i) => [i ? ' · ' : '', `${when}: `,
                 ...list.flatMap((n, j) => [j ? ', ' : '', h('a', { href: `#/tasks/${encodeURIComponent(n)}` }, n)])]))] : null,
+          t.on_start ? ['On start', "runs once on every instance's start"] : null,
           t.jitter ? ['Jitter', `${t.jitter} (its slots: +${t.jitter_offset})`] : null,
           (t.start || t.until) ? ['Active', h('span', {},
             t.start ? timeCell(t.start, 'span') : 'always', ' to ',
@@ -837,6 +838,7 @@ function formInput() {
     jitter: opt('jitter'),
     start: toIso(text('start')),
     until: toIso(text('until')),
+    on_start: f.on_start.checked,
     on_failure: names('on_failure'),
     on_success: names('on_success'),
     max_concurrent: f.on_overlap.value === 'allow' && text('max_concurrent')
@@ -966,6 +968,7 @@ async function openTaskForm(task) {
     f.start.value = toLocal(task.start);
     f.until.value = toLocal(task.until);
     f.on_failure.value = task.on_failure.join(', ');
+    f.on_start.checked = task.on_start;
     f.on_success.value = task.on_success.join(', ');
     f.max_concurrent.value = task.max_concurrent || '';
     f.properties.value = Object.entries(task.properties).map(([k2, v]) => `${k2}=${v}`).join('\n');

@@ -328,7 +328,13 @@ impl Dispatcher {
             Err(StoreError::TaskNotFound(_)) => return Ok(()),
             Err(e) => return Err(e),
         };
-        if !self.may_run(&task) || self.leave_to_others(&task).await? {
+        // A run on start is for the instance that started alone, which
+        // runs it (or fails saying what it lacks) rather than hand it on.
+        if queued.trigger == Trigger::Startup {
+            if queued.instance.as_deref() != Some(self.config.instance.name.as_str()) {
+                return Ok(());
+            }
+        } else if !self.may_run(&task) || self.leave_to_others(&task).await? {
             return Ok(());
         }
         if waits_for_claimed_slot(&task, &queued) {

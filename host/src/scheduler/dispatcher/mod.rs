@@ -169,6 +169,26 @@ impl Dispatcher {
     }
 
     /// Makes the loop look again now (a configuration changed in-process).
+    /// Queues this instance's runs on start (configurations with
+    /// `on_start`); the first pass starts them. A store that cannot take
+    /// them now is reported by its watcher, and the instance goes on.
+    async fn queue_startup_runs(&self) {
+        let instance = &self.config.instance;
+        let now = self.clock.now();
+        match self
+            .store
+            .queue_startup_runs(&instance.name, &instance.roles, now)
+            .await
+        {
+            Ok(queued) if !queued.is_empty() => {
+                tracing::info!("{} run(s) on start queued", queued.len());
+            }
+            Ok(_) => {}
+            Err(e) if e.is_unavailable() => {}
+            Err(e) => tracing::error!("queueing the runs on start failed: {e}"),
+        }
+    }
+
     pub fn wake(&self) {
         self.wake.notify_one();
     }
@@ -186,6 +206,7 @@ impl Dispatcher {
     /// them the grace period, and returns once every run is recorded.
     pub async fn run(self: Arc<Self>, shutdown: impl std::future::Future<Output = ()>) {
         tokio::pin!(shutdown);
+        self.queue_startup_runs().await;
         let mut last_token = None;
         let mut chores = Chores::new(self.clock.now());
         loop {

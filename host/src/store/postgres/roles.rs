@@ -186,6 +186,18 @@ impl RunLedger for PostgresStore {
         .ok_or_else(|| StoreError::TaskNotFound(format!("#{task_id}")))
     }
 
+    async fn queue_startup_runs(
+        &self,
+        instance: &str,
+        roles: &[String],
+        at: DateTime<Utc>,
+    ) -> StoreResult<Vec<(i64, String)>> {
+        in_transaction!(self, |tx| ledger::queue_startup_runs(
+            tx, instance, roles, at
+        )
+        .await?)
+    }
+
     async fn create_backfill(&self, backfill: &NewBackfill) -> StoreResult<BackfillRecord> {
         let created = in_transaction!(self, |tx| {
             match backfills::create(tx, backfill).await? {

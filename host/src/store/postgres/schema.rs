@@ -254,9 +254,12 @@ const V11: &str = "CREATE TABLE audit (
 );
 CREATE INDEX audit_subject ON audit (kind, subject, id);";
 
+/// Runs on start (the SQLite schema's ON_START).
+const V12: &str = "ALTER TABLE tasks ADD COLUMN on_start BOOLEAN NOT NULL DEFAULT false;";
+
 /// Every migration in order; the position is the version (1-based). Only
 /// ever append: databases in use have the earlier ones applied.
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8, V9, V10, V11];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8, V9, V10, V11, V12];
 
 /// The schema version this build expects.
 pub const LATEST: i64 = MIGRATIONS.len() as i64;

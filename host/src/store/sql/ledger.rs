@@ -400,6 +400,48 @@ pub async fn queue_manual_run<T: Tx + ?Sized>(
     ))
 }
 
+/// Queues a run on start of instance `instance` (with `roles`) for each
+/// configuration that asks for one (`on_start`) and that it may run,
+/// enabled or not, for that instance alone
+/// to start; runs on start an earlier process of the same instance left
+/// queued (it stopped before it ran them) are cancelled, so a start runs
+/// each once. The ids of the runs queued.
+pub async fn queue_startup_runs<T: Tx + ?Sized>(
+    tx: &T,
+    instance: &str,
+    roles: &[String],
+    at: DateTime<Utc>,
+) -> anyhow::Result<Vec<(i64, String)>> {
+    tx.exec(
+        "UPDATE runs SET state = 'cancelled', finished_at = $2,
+                message = 'not started: its instance started again first'
+         WHERE trigger = 'startup' AND state = 'queued' AND instance = $1",
+        params![instance, at],
+    )
+    .await?;
+    let sql = format!(
+        "SELECT {} FROM tasks WHERE on_start = TRUE",
+        super::rows::TASK_COLUMNS
+    );
+    let tasks = rows::all(tx.query(&sql, &[]).await?, rows::task)?;
+    let message = format!("run on the start of instance {instance}");
+    let mut queued = Vec::with_capacity(tasks.len());
+    // Only those this instance may run (it has their roles).
+    for task in tasks
+        .into_iter()
+        .filter(|t| t.config.missing_roles(roles).is_empty())
+    {
+        let id = insert_queued(tx, &task, Trigger::Startup, &message, None).await?;
+        tx.exec(
+            "UPDATE runs SET instance = $2 WHERE id = $1",
+            params![&id, instance],
+        )
+        .await?;
+        queued.push((task.id, id));
+    }
+    Ok(queued)
+}
+
 /// Records a run of `task` queued for an instance to pick up, queued now
 /// by the store's clock; its id.
 async fn insert_queued<T: Tx + ?Sized>(
@@ -762,9 +804,14 @@ pub async fn list_runs<T: Tx + ?Sized>(
 /// for an event that happened (an alert is not dropped because the
 /// previous one is still being sent), and a backfill's slot.
 fn waits_its_turn(trigger: &str) -> bool {
-    [Trigger::Schedule, Trigger::FollowUp, Trigger::Backfill]
-        .iter()
-        .any(|t| t.as_str() == trigger)
+    [
+        Trigger::Schedule,
+        Trigger::FollowUp,
+        Trigger::Backfill,
+        Trigger::Startup,
+    ]
+    .iter()
+    .any(|t| t.as_str() == trigger)
 }
 
 /// Queued runs to try now: manual runs, and those waiting their turn
@@ -774,7 +821,7 @@ pub async fn queued_runs<T: Tx + ?Sized>(tx: &T) -> anyhow::Result<Vec<RunRecord
     let sql = format!(
         "SELECT {RUN_COLUMNS} FROM runs
          WHERE state = 'queued'
-           AND (trigger NOT IN ('schedule', 'follow-up', 'backfill')
+           AND (trigger NOT IN ('schedule', 'follow-up', 'backfill', 'startup')
                 OR EXISTS (SELECT 1 FROM tasks t WHERE t.id = runs.task_id
                            AND t.running_count < t.max_concurrent))
          ORDER BY id"

@@ -17,6 +17,11 @@ fn history_limits(config: &TaskConfig) -> (Option<i64>, Option<i64>) {
     )
 }
 
+/// Whether it runs on every instance's start, as the start's query reads it.
+fn on_start(config: &TaskConfig) -> bool {
+    config.on_start
+}
+
 /// How many of its runs may go on at once, as the claims' condition reads it.
 fn max_concurrent(config: &TaskConfig) -> i64 {
     i64::from(config.concurrency_limit())
@@ -32,8 +37,8 @@ pub async fn create<T: Tx + ?Sized>(
     let json = serde_json::to_string(config)?;
     let sql = format!(
         "INSERT INTO tasks (name, enabled, config, created_at, updated_at, next_run_at,
-                            keep_runs, keep_failed, max_concurrent)
-         VALUES ($1, $2, $3, {now}, {now}, $4, $5, $6, $7)
+                            keep_runs, keep_failed, max_concurrent, on_start)
+         VALUES ($1, $2, $3, {now}, {now}, $4, $5, $6, $7, $8)
          RETURNING {TASK_COLUMNS}",
         now = T::NOW
     );
@@ -48,7 +53,8 @@ pub async fn create<T: Tx + ?Sized>(
             next_run_at,
             keep_runs,
             keep_failed,
-            max_concurrent(config)
+            max_concurrent(config),
+            on_start(config)
         ],
     )
     .await?
@@ -66,7 +72,8 @@ pub async fn update<T: Tx + ?Sized>(
     let json = serde_json::to_string(config)?;
     let sql = format!(
         "UPDATE tasks SET name = $1, enabled = $2, config = $3, updated_at = {now},
-                next_run_at = $4, keep_runs = $6, keep_failed = $7, max_concurrent = $8
+                next_run_at = $4, keep_runs = $6, keep_failed = $7, max_concurrent = $8,
+                on_start = $9
          WHERE name = $5
          RETURNING {TASK_COLUMNS}",
         now = T::NOW
@@ -83,7 +90,8 @@ pub async fn update<T: Tx + ?Sized>(
             name,
             keep_runs,
             keep_failed,
-            max_concurrent(config)
+            max_concurrent(config),
+            on_start(config)
         ],
     )
     .await?

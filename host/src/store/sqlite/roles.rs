@@ -166,6 +166,15 @@ impl RunLedger for SqliteStore {
             .ok_or_else(|| StoreError::TaskNotFound(format!("#{task_id}")))
     }
 
+    async fn queue_startup_runs(
+        &self,
+        instance: &str,
+        roles: &[String],
+        at: DateTime<Utc>,
+    ) -> StoreResult<Vec<(i64, String)>> {
+        self.write(|tx| run_now(ledger::queue_startup_runs(tx, instance, roles, at)))
+    }
+
     async fn create_backfill(&self, backfill: &NewBackfill) -> StoreResult<BackfillRecord> {
         let created = self.write(|tx| {
             run_now(async {

@@ -125,8 +125,13 @@ pub fn migrations() -> Migrations<'static> {
         M::up(FOLLOW_UPS),
         M::up(BACKFILLS),
         M::up(AUDIT),
+        M::up(ON_START),
     ])
 }
+
+/// Whether a configuration runs on every instance's start, copied out of
+/// its JSON so the start reads only those.
+const ON_START: &str = "ALTER TABLE tasks ADD COLUMN on_start INTEGER NOT NULL DEFAULT 0;";
 
 /// The audit trail: who changed which configuration, setting or token,
 /// and which components were swapped, with the fields before and after.
