@@ -222,7 +222,7 @@ impl Schedule {
 
     /// Up to `n` upcoming fire times strictly after `after`, in order.
     pub fn upcoming(&self, after: DateTime<Utc>, n: usize) -> Vec<DateTime<Utc>> {
-        super::timing::FireTimes::of(self).upcoming(after, n)
+        upcoming(after, n, |t| self.next_after(t))
     }
 
     /// A short description for listings and previews.
@@ -259,6 +259,27 @@ impl Schedule {
         check_interval(interval)?;
         Ok(interval)
     }
+}
+
+/// Up to `n` times strictly after `after`, in order, each the `next_after`
+/// of the one before.
+pub fn upcoming(
+    after: DateTime<Utc>,
+    n: usize,
+    next_after: impl Fn(DateTime<Utc>) -> Option<DateTime<Utc>>,
+) -> Vec<DateTime<Utc>> {
+    let mut times = Vec::with_capacity(n.min(64));
+    let mut cursor = after;
+    while times.len() < n {
+        match next_after(cursor) {
+            Some(next) => {
+                times.push(next);
+                cursor = next;
+            }
+            None => break,
+        }
+    }
+    times
 }
 
 impl fmt::Display for Schedule {

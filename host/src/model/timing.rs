@@ -66,16 +66,6 @@ impl TaskConfig {
 }
 
 impl<'a> FireTimes<'a> {
-    /// The schedule's own times, unshifted and unbounded.
-    pub fn of(schedule: &'a Schedule) -> Self {
-        FireTimes {
-            schedule,
-            offset: TimeDelta::zero(),
-            start: None,
-            until: None,
-        }
-    }
-
     /// How far its slots are shifted from the schedule's.
     pub fn offset(&self) -> TimeDelta {
         self.offset
@@ -109,18 +99,7 @@ impl<'a> FireTimes<'a> {
 
     /// Up to `n` fire times strictly after `after`, in order.
     pub fn upcoming(&self, after: DateTime<Utc>, n: usize) -> Vec<DateTime<Utc>> {
-        let mut times = Vec::with_capacity(n.min(64));
-        let mut cursor = after;
-        while times.len() < n {
-            match self.next_after(cursor) {
-                Some(next) => {
-                    times.push(next);
-                    cursor = next;
-                }
-                None => break,
-            }
-        }
-        times
+        super::schedule::upcoming(after, n, |t| self.next_after(t))
     }
 
     fn within(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
