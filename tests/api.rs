@@ -793,6 +793,7 @@ fn plugins_instances_health_upcoming_preview_openapi_and_metrics() {
             "/api/changes",
             "/api/events",
             "/api/events/stream",
+            "/api/fleet",
             "/api/health",
             "/api/instances",
             "/api/plugins",

@@ -430,6 +430,23 @@ fn an_instance_without_a_component_leaves_its_runs_to_one_with_it(cluster: Clust
     cluster.ok(&["task", "disable", "hello"]);
     let out = cluster.ok(&["task", "run", "hello"]);
     assert!(out.contains("succeeded"), "{out}");
+    // The fleet matrix shows the skew: a serves it, b does not.
+    let matrix: Value =
+        serde_json::from_str(&cluster.ok(&["plugins", "--instances", "--json"])).unwrap();
+    assert_eq!(
+        matrix["instances"],
+        serde_json::json!(["a", "b"]),
+        "{matrix}"
+    );
+    let hello = &matrix["identifiers"][0];
+    assert_eq!(hello["identifier"], "Acme.HelloScheduledTask", "{matrix}");
+    assert!(
+        hello["served"][0]["version"].is_string() && hello["served"][1].is_null(),
+        "{matrix}"
+    );
+    assert_eq!(hello["skew"], true, "{matrix}");
+    let table = cluster.ok(&["plugins", "--instances"]);
+    assert!(table.contains("skew"), "{table}");
     let runs = cluster.runs("hello");
     assert!(
         runs.iter()

@@ -233,6 +233,7 @@ try {
   await page.getByRole('link', { name: 'Farm' }).click();
   await page.getByRole('heading', { name: 'Farm' }).waitFor();
   await page.locator('table.instances tbody tr .badge.succeeded').getByText('live').first().waitFor();
+  await page.locator('table.fleet tr[data-identifier="Acme.HelloScheduledTask"] td').nth(1).getByText('1.0.0').waitFor();
   const made = await call('POST', '/api/broadcasts', { identifier: 'Acme.HelloScheduledTask', target: 'all', text: 'from the browser test' });
   await page.locator(`tr[data-broadcast="${made.id}"] li .badge.succeeded`).first().waitFor();
   await shot(page, '08-farm');

@@ -51,6 +51,59 @@ pub async fn list(State(s): State<AppState>) -> ApiResult<Json<Vec<Instance>>> {
     ))
 }
 
+/// What one live instance serves for an identifier.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FleetCell {
+    pub version: String,
+    pub sha256: String,
+}
+
+/// One identifier across the live instances.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FleetRow {
+    pub identifier: String,
+    /// What each instance of `instances` serves for it (null: nothing).
+    pub served: Vec<Option<FleetCell>>,
+    /// Not every live instance serves the same build, or one lacks it.
+    pub skew: bool,
+}
+
+/// Identifier × live instance → version.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Fleet {
+    pub instances: Vec<String>,
+    pub identifiers: Vec<FleetRow>,
+}
+
+#[utoipa::path(
+    get, path = "/api/fleet", tag = "instances",
+    responses((status = 200, description = "What every live instance's plugins folder serves, by identifier", body = Fleet))
+)]
+pub async fn fleet(State(s): State<AppState>) -> ApiResult<Json<Fleet>> {
+    let matrix = crate::scheduler::farm::fleet_matrix(&*s.store).await?;
+    Ok(Json(Fleet {
+        instances: matrix.instances,
+        identifiers: matrix
+            .identifiers
+            .into_iter()
+            .map(|row| FleetRow {
+                identifier: row.identifier,
+                served: row
+                    .served
+                    .into_iter()
+                    .map(|cell| {
+                        cell.map(|c| FleetCell {
+                            version: c.version,
+                            sha256: c.sha256,
+                        })
+                    })
+                    .collect(),
+                skew: row.skew,
+            })
+            .collect(),
+    }))
+}
+
 /// Whether this instance can do its work.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Health {

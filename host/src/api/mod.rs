@@ -186,6 +186,7 @@ fn app(state: AppState, policy: auth::Policy) -> (axum::Router, utoipa::openapi:
         .routes(routes!(events::changes))
         .routes(routes!(plugins::list))
         .routes(routes!(instances::list))
+        .routes(routes!(instances::fleet))
         .routes(routes!(broadcasts::list, broadcasts::create))
         .routes(routes!(broadcasts::get))
         .routes(routes!(metrics::scrape))

@@ -10,12 +10,19 @@ use super::exit;
 
 #[derive(Args)]
 pub struct PluginsArgs {
+    /// The fleet matrix: each identifier against each live instance, with
+    /// the version it serves there (skew marked), as a rolling deploy goes.
+    #[arg(long)]
+    instances: bool,
     #[arg(long)]
     json: bool,
 }
 
 pub async fn run(data_dir: &Path, a: PluginsArgs) -> anyhow::Result<u8> {
     let store = common::open_store(data_dir).await?;
+    if a.instances {
+        return matrix(&*store, a.json).await;
+    }
     let plugins = store.list_plugins().await?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&plugins)?);
@@ -58,5 +65,44 @@ pub async fn run(data_dir: &Path, a: PluginsArgs) -> anyhow::Result<u8> {
         ],
         &rows,
     );
+    Ok(exit::OK)
+}
+
+/// `plugins --instances`: identifier × live instance → version.
+async fn matrix(store: &dyn crate::store::Store, json: bool) -> anyhow::Result<u8> {
+    let fleet = crate::scheduler::farm::fleet_matrix(store).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&fleet)?);
+        return Ok(exit::OK);
+    }
+    if fleet.instances.is_empty() {
+        println!("no live instances: start `cronwerk serve` on this store");
+        return Ok(exit::OK);
+    }
+    let rows: Vec<Vec<String>> = fleet
+        .identifiers
+        .iter()
+        .map(|row| {
+            let mut cells = vec![row.identifier.clone()];
+            cells.extend(row.served.iter().map(|s| match s {
+                Some(s) => format!(
+                    "{} ({})",
+                    s.version,
+                    s.sha256.chars().take(8).collect::<String>()
+                ),
+                None => "-".into(),
+            }));
+            cells.push(if row.skew {
+                "skew".into()
+            } else {
+                String::new()
+            });
+            cells
+        })
+        .collect();
+    let mut header: Vec<&str> = vec!["IDENTIFIER"];
+    header.extend(fleet.instances.iter().map(String::as_str));
+    header.push("");
+    print_table(&header, &rows);
     Ok(exit::OK)
 }

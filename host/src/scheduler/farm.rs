@@ -41,6 +41,80 @@ pub async fn live_instances(store: &dyn Store) -> Result<Vec<InstanceRow>, Store
         .collect())
 }
 
+/// What a live instance's plugins folder serves for one identifier.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Served {
+    pub version: String,
+    pub sha256: String,
+}
+
+/// One identifier across the fleet: what each live instance serves for it
+/// (in the order of [`FleetMatrix::instances`]; `None`: it has none).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct FleetRow {
+    pub identifier: String,
+    pub served: Vec<Option<Served>>,
+    /// Not every live instance serves the same build (or one lacks it): a
+    /// deploy under way, or one that stopped half way.
+    pub skew: bool,
+}
+
+/// Identifier × live instance → version: a rolling deploy seen whole.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct FleetMatrix {
+    pub instances: Vec<String>,
+    pub identifiers: Vec<FleetRow>,
+}
+
+/// The fleet matrix from the live instances and their plugin rows.
+pub async fn fleet_matrix(store: &dyn Store) -> Result<FleetMatrix, StoreError> {
+    let mut instances: Vec<String> = live_instances(store)
+        .await?
+        .into_iter()
+        .map(|i| i.name)
+        .collect();
+    instances.sort();
+    let mut by_identifier: std::collections::BTreeMap<String, Vec<Option<Served>>> =
+        std::collections::BTreeMap::new();
+    for row in store.list_plugins().await? {
+        let (Some(identifier), Some(column)) = (
+            row.identifier,
+            instances.iter().position(|i| *i == row.instance),
+        ) else {
+            continue;
+        };
+        if row.status != crate::model::PluginState::Ok {
+            continue;
+        }
+        let cells = by_identifier
+            .entry(identifier)
+            .or_insert_with(|| vec![None; instances.len()]);
+        cells[column] = Some(Served {
+            version: row.version.unwrap_or_default(),
+            sha256: row.sha256,
+        });
+    }
+    let identifiers = by_identifier
+        .into_iter()
+        .map(|(identifier, served)| {
+            let first = served.first().cloned().flatten();
+            let skew = served
+                .iter()
+                .any(|s| s.as_ref().map(|s| &s.sha256) != first.as_ref().map(|f| &f.sha256))
+                || first.is_none();
+            FleetRow {
+                identifier,
+                served,
+                skew,
+            }
+        })
+        .collect();
+    Ok(FleetMatrix {
+        instances,
+        identifiers,
+    })
+}
+
 /// A part of a broadcast request. The CLI and the API name it their way
 /// (a flag, a JSON field); a task is told it in words.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

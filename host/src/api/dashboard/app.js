@@ -734,14 +734,24 @@ async function farmPage() {
   const gen = routeGen;
   document.title = 'Farm · cronwerk';
   const instances = h('div', {});
+  const fleet = h('div', {});
   const broadcasts = h('div', {});
   render(h('section', {},
     h('div', { class: 'heading' }, h('h1', {}, 'Farm')),
     h('p', { class: 'muted' }, 'The instances sharing this store, and broadcasts: a task run once on every live instance (cronwerk farm broadcast, POST /api/broadcasts, or a task\'s farm.broadcast).'),
     h('h2', {}, 'Instances'), instances,
+    h('h2', {}, 'Components on each instance'), fleet,
     h('h2', {}, 'Broadcasts'), broadcasts));
   const refresh = async () => {
-    const [i, b] = await Promise.all([api('GET', '/api/instances'), api('GET', '/api/broadcasts?limit=50')]);
+    const [i, b, f] = await Promise.all([api('GET', '/api/instances'), api('GET', '/api/broadcasts?limit=50'), api('GET', '/api/fleet')]);
+    if (!f.ok) fleet.replaceChildren(errorBox(f));
+    else if (f.data.identifiers.length === 0) fleet.replaceChildren(h('p', { class: 'empty' }, 'No live instance serves a component.'));
+    else fleet.replaceChildren(h('div', { class: 'scroll' }, h('table', { class: 'fleet' },
+      h('thead', {}, h('tr', {}, h('th', {}, 'Identifier'), ...f.data.instances.map((n) => h('th', {}, n)), h('th', {}, ''))),
+      h('tbody', {}, f.data.identifiers.map((row) => h('tr', { dataset: { identifier: row.identifier } },
+        h('td', {}, h('code', {}, row.identifier)),
+        ...row.served.map((c) => h('td', {}, c ? h('span', { title: c.sha256 }, c.version, h('span', { class: 'muted mono' }, ` ${c.sha256.slice(0, 8)}`)) : h('span', { class: 'muted' }, '–'))),
+        h('td', {}, row.skew ? h('span', { class: 'badge failed small' }, 'skew') : '')))))));
     if (!i.ok) instances.replaceChildren(errorBox(i));
     else instances.replaceChildren(h('div', { class: 'scroll' }, h('table', { class: 'instances' },
       h('thead', {}, h('tr', {}, ['Instance', 'State', 'Roles', 'Version', 'Started', 'Last heartbeat'].map((c) => h('th', {}, c)))),
