@@ -1466,3 +1466,38 @@ fn the_cli_audits_configurations_settings_and_plugin_swaps_and_keeps_a_pause_not
     let (code, _) = serve.stop();
     assert_eq!(code, Some(0));
 }
+
+#[test]
+fn a_changed_symlink_target_is_picked_up_on_sighup() {
+    let env = Env::new(&[]);
+    let elsewhere = tempfile::tempdir().unwrap();
+    let target = elsewhere.path().join("current.wasm");
+    std::fs::copy(common::component_path("hello.wasm"), &target).unwrap();
+    std::os::unix::fs::symlink(&target, env.plugins.join("task.wasm")).unwrap();
+    let serve = env.serve();
+    let serving = |identifier: &str| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let plugins = env.ok(&["plugins"]);
+            if plugins.contains(identifier) {
+                return plugins;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{identifier}: {plugins}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    };
+    serving("Acme.HelloScheduledTask");
+    // A deploy that swaps the link's target: nothing in the watched folder
+    // changes, so no notification comes.
+    let next = elsewhere.path().join("next.wasm");
+    std::fs::copy(common::component_path("misbehave.wasm"), &next).unwrap();
+    std::fs::rename(&next, &target).unwrap();
+    serve.signal("-HUP");
+    let plugins = serving("Cronwerk.Test.Misbehave");
+    assert!(!plugins.contains("Acme.HelloScheduledTask"), "{plugins}");
+    let (code, _) = serve.stop();
+    assert_eq!(code, Some(0));
+}

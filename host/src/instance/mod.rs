@@ -108,6 +108,19 @@ pub struct Instance {
     _watch: WatchHandle,
 }
 
+/// Rescans the plugins folder on SIGHUP (`kill -HUP`, `systemctl reload`)
+/// rather than waiting for a notification or the periodic rescan.
+fn rescan_on_hangup(rescan: impl Fn() + Send + 'static) -> anyhow::Result<JoinHandle<()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    Ok(tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            tracing::info!("SIGHUP: rescanning the plugins folder");
+            rescan();
+        }
+    }))
+}
+
 /// Tasks that live as long as the instance; aborted with it, also when
 /// starting fails half-way.
 #[derive(Default)]
@@ -142,6 +155,7 @@ impl Instance {
             plugin_log::record_events(store.clone(), plugin_events, name.clone()),
             plugin_log::report_status(store.clone(), plugins.clone(), name.clone()),
             outages::record(store.clone(), health.clone()),
+            rescan_on_hangup(watch.rescan_trigger())?,
         ]);
         let started_at = store.clock().now();
         background.0.push(join(&config, started_at).await?);
