@@ -551,7 +551,7 @@ async fn edit(store: &dyn Store, a: EditArgs) -> anyhow::Result<u8> {
     a.config.spec().apply(&mut config)?;
     let (config, next) = spec::change(&task, config, now)?;
     check_with_others(store, Some(&task.config), &config).await?;
-    let old = store.get_task(&a.name).await?.config;
+    let old = task.config;
     let task = store.update_task(&a.name, &config, next).await?;
     record(
         store,

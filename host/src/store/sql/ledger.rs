@@ -215,12 +215,7 @@ async fn queue_slot<T: Tx + ?Sized>(tx: &T, c: &SlotClaim, busy: &Busy) -> anyho
             .await?;
         for mut row in going_on {
             let (id, instance) = (row.text(0)?, row.opt_text(1)?.unwrap_or_default());
-            tx.exec(
-                "INSERT INTO stop_requests (run_id, instance, requested_by, requested_at)
-                 VALUES ($1, $2, $3, $4) ON CONFLICT (run_id) DO NOTHING",
-                params![&id, &instance, &by, run.started_at],
-            )
-            .await?;
+            super::stops::ask(tx, &id, &instance, &by, run.started_at).await?;
         }
         format!(
             "waits for run {} to stop (overlap policy replace)",
@@ -396,7 +391,7 @@ pub async fn queue_manual_run<T: Tx + ?Sized>(
     };
     let message = format!("requested by {requested_by}");
     Ok(Some(
-        insert_queued(tx, &task, Trigger::Manual, &message, None).await?,
+        insert_queued(tx, &task, Trigger::Manual, &message, None, None).await?,
     ))
 }
 
@@ -431,31 +426,27 @@ pub async fn queue_startup_runs<T: Tx + ?Sized>(
         .into_iter()
         .filter(|t| t.config.missing_roles(roles).is_empty())
     {
-        let id = insert_queued(tx, &task, Trigger::Startup, &message, None).await?;
-        tx.exec(
-            "UPDATE runs SET instance = $2 WHERE id = $1",
-            params![&id, instance],
-        )
-        .await?;
+        let id = insert_queued(tx, &task, Trigger::Startup, &message, None, Some(instance)).await?;
         queued.push((task.id, id));
     }
     Ok(queued)
 }
 
-/// Records a run of `task` queued for an instance to pick up, queued now
-/// by the store's clock; its id.
+/// Records a run of `task` queued for an instance to pick up (`instance`:
+/// for that one alone), queued now by the store's clock; its id.
 async fn insert_queued<T: Tx + ?Sized>(
     tx: &T,
     task: &TaskRecord,
     trigger: Trigger,
     message: &str,
     payload: Option<&str>,
+    instance: Option<&str>,
 ) -> anyhow::Result<String> {
     let id = uuid::Uuid::now_v7().to_string();
     let sql = format!(
         "INSERT INTO runs (id, task_id, task_name, implementation, trigger, queued_at, state,
                            message, instance, payload)
-         VALUES ($1, $2, $3, $4, $5, {}, 'queued', $6, NULL, $7)",
+         VALUES ($1, $2, $3, $4, $5, {}, 'queued', $6, $8, $7)",
         T::NOW
     );
     tx.exec(
@@ -467,7 +458,8 @@ async fn insert_queued<T: Tx + ?Sized>(
             &task.config.implementation,
             trigger.as_str(),
             message,
-            payload
+            payload,
+            instance
         ],
     )
     .await?;
@@ -668,7 +660,8 @@ pub async fn queue_follow_ups<T: Tx + ?Sized>(
         let Some(task) = super::tasks::by_name(tx, &f.configuration).await? else {
             continue;
         };
-        insert_queued(tx, &task, Trigger::FollowUp, &f.message, Some(&f.payload)).await?;
+        let payload = Some(f.payload.as_str());
+        insert_queued(tx, &task, Trigger::FollowUp, &f.message, payload, None).await?;
     }
     Ok(())
 }

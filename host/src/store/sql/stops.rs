@@ -29,13 +29,7 @@ pub async fn request_stop<T: Tx + ?Sized>(
     let instance = row.opt_text(1)?.unwrap_or_default();
     Ok(Some(match state {
         RunState::Running => {
-            // Asked twice, the first request (and who made it) stands.
-            tx.exec(
-                "INSERT INTO stop_requests (run_id, instance, requested_by, requested_at)
-                 VALUES ($1, $2, $3, $4) ON CONFLICT (run_id) DO NOTHING",
-                params![run_id, &instance, by, at],
-            )
-            .await?;
+            ask(tx, run_id, &instance, by, at).await?;
             StopAsked::Signalled { instance }
         }
         RunState::Queued => {
@@ -49,6 +43,24 @@ pub async fn request_stop<T: Tx + ?Sized>(
         }
         state => StopAsked::NotRunning { state },
     }))
+}
+
+/// Records the request that run `run_id`, in flight on `instance`, stop.
+/// Asked twice, the first request (and who made it) stands.
+pub async fn ask<T: Tx + ?Sized>(
+    tx: &T,
+    run_id: &str,
+    instance: &str,
+    by: &str,
+    at: DateTime<Utc>,
+) -> anyhow::Result<()> {
+    tx.exec(
+        "INSERT INTO stop_requests (run_id, instance, requested_by, requested_at)
+         VALUES ($1, $2, $3, $4) ON CONFLICT (run_id) DO NOTHING",
+        params![run_id, instance, by, at],
+    )
+    .await?;
+    Ok(())
 }
 
 /// The stop requests for runs of `instance`: (run id, who asked).
