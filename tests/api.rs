@@ -120,6 +120,7 @@ fn changes_need_the_token_and_loopback_reads_do_not() {
         ("POST", "/api/tasks/t/disable", None),
         ("POST", "/api/tasks/t/run", None),
         ("POST", "/api/broadcasts", Some(&broadcast)),
+        ("POST", "/api/plugins/reload", None),
     ];
     for (method, path, body) in writes {
         for token in [None, Some("wrong"), Some("")] {
@@ -704,6 +705,9 @@ fn plugins_instances_health_upcoming_preview_openapi_and_metrics() {
     assert_eq!(hello["identifier"], HELLO);
     assert_eq!(hello["version"], "1.0.0");
     assert_eq!(hello["sha256"].as_str().unwrap().len(), 64);
+    // Each names the contract it was built against (wat-hello is 0.1.0).
+    assert_eq!(hello["contract"], "0.2.0");
+    assert_eq!(by_file("wat-hello.wasm")["contract"], "0.1.0");
     assert!(
         hello["imports"]
             .as_array()
@@ -718,6 +722,7 @@ fn plugins_instances_health_upcoming_preview_openapi_and_metrics() {
             .contains(&json!("log"))
     );
     let broken = by_file("broken.wasm");
+    assert_eq!(broken["contract"], Value::Null);
     assert_eq!(broken["status"], "failed");
     assert!(
         broken["error"]
@@ -797,6 +802,7 @@ fn plugins_instances_health_upcoming_preview_openapi_and_metrics() {
             "/api/health",
             "/api/instances",
             "/api/plugins",
+            "/api/plugins/reload",
             "/api/preview",
             "/api/runs",
             "/api/runs/{id}",
@@ -959,7 +965,7 @@ fn a_broadcast_made_through_the_api_runs_on_the_instance_with_its_payload() {
     let message = done["deliveries"][0]["message"].as_str().unwrap();
     assert!(
         message.starts_with(&format!(
-            "name=broadcast {id} id=Cronwerk.Test.Misbehave trigger=broadcast"
+            "name=broadcast {id} id=Cronwerk.Test.Misbehave trigger=broadcast attempt=1"
         )),
         "{message}"
     );
@@ -1482,4 +1488,43 @@ fn changes_are_audited_with_who_made_them_and_named_tokens_come_and_go() {
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("retries: 0 → 2"), "{text}");
     assert!(text.contains("API token 'ci-deploy'"), "{text}");
+}
+
+#[test]
+fn an_implementation_no_instance_has_loaded_gets_a_warning_or_under_strict_a_400() {
+    let s = Server::start(&["hello.wasm"]);
+    s.wait_loaded();
+    let token = s.token();
+    let mut typo = task("typo", "10s");
+    typo["implementation"] = json!("Acme.HelloScheduledTsk");
+    let r = s.call("POST", "/api/tasks?strict=true", Some(&token), Some(&typo));
+    assert_eq!(r.status, 400, "{:?}", r.body);
+    assert_eq!(r.body["field"], "implementation");
+    let error = r.body["error"].as_str().unwrap();
+    assert!(
+        error.ends_with("did you mean 'Acme.HelloScheduledTask'?"),
+        "{error}"
+    );
+    let r = s.call("POST", "/api/tasks", Some(&token), Some(&typo));
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let warning = r.body["warnings"][0].as_str().unwrap();
+    assert!(
+        warning.starts_with(
+            "no running instance has loaded a component implementing 'Acme.HelloScheduledTsk'"
+        ),
+        "{warning}"
+    );
+    // A configuration of a loaded one has none; nor has a replace that
+    // keeps the implementation it had.
+    let r = s.call(
+        "POST",
+        "/api/tasks",
+        Some(&token),
+        Some(&task("fine", "10s")),
+    );
+    assert_eq!(r.status, 201);
+    assert!(r.body.get("warnings").is_none(), "{:?}", r.body);
+    let r = s.call("PUT", "/api/tasks/typo", Some(&token), Some(&typo));
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert!(r.body.get("warnings").is_none(), "{:?}", r.body);
 }

@@ -196,12 +196,17 @@ fn inspect_shows_identity_and_imports() {
         stdout.contains("schedule     every 10s (suggested)"),
         "{stdout}"
     );
-    assert!(stdout.contains("cronwerk:task/log@0.1.0"), "{stdout}");
+    assert!(stdout.contains("cronwerk:task/log@0.2.0"), "{stdout}");
+    assert!(
+        stdout.contains("contract     cronwerk:task@0.2.0"),
+        "{stdout}"
+    );
 
     let out = cronwerk(&["inspect", path.to_str().unwrap(), "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["identifier"], "Acme.HelloScheduledTask");
-    assert_eq!(v["exports"][0], "cronwerk:task/task@0.1.0");
+    assert_eq!(v["exports"][0], "cronwerk:task/task@0.2.0");
+    assert_eq!(v["contract"], "0.2.0");
     assert!(v["imports"].as_array().unwrap().len() >= 2);
 }
 

@@ -108,7 +108,7 @@ fn a_broadcast_runs_once_on_every_live_instance_and_only_on_those() {
         assert_eq!(
             message,
             &format!(
-                "name=broadcast {id} id=Cronwerk.Test.Misbehave trigger=broadcast runs=0 \
+                "name=broadcast {id} id=Cronwerk.Test.Misbehave trigger=broadcast attempt=1 runs=0 \
                  instance={instance} scheduled=false payload=context|flush /news|5"
             )
         );

@@ -184,7 +184,7 @@ async fn every_kind_of_broken_file_fails_with_the_loaders_message() {
     let h = Harness::open(tmp).await;
 
     for (file, needle) in [
-        ("empty.wasm", "does not export `cronwerk:task/task@"),
+        ("empty.wasm", "does not export cronwerk's task interface"),
         ("module.wasm", "core WebAssembly module"),
         ("text.wasm", "not a WebAssembly file"),
     ] {

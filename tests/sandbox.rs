@@ -407,7 +407,7 @@ async fn state_config_instance_and_context_reach_the_task() {
     .await;
     assert_eq!(
         assert_succeeded(&context),
-        "name=test id=Cronwerk.Test.Misbehave trigger=broadcast runs=7 instance=node-b \
+        "name=test id=Cronwerk.Test.Misbehave trigger=broadcast attempt=1 runs=7 instance=node-b \
          scheduled=false payload=all|hi|3"
     );
 }

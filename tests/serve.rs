@@ -1207,8 +1207,9 @@ fn a_failed_run_runs_its_follow_up_told_about_it_and_cycles_are_refused() {
         .find(|x| x.state == RunState::Succeeded)
         .unwrap();
     assert_eq!(run.trigger.as_str(), "follow-up");
-    // Contract 0.1.0: the task is told `manual`, with the ended run in its payload.
-    assert!(run.message.contains("trigger=manual"), "{}", run.message);
+    // Contract 0.2.0: the task is told `follow-up`, with the ended run in
+    // its payload (tests/contract_versions.rs: a 0.1.0 task is told `manual`).
+    assert!(run.message.contains("trigger=follow-up"), "{}", run.message);
     assert!(
         run.message.contains("payload=follow-up|{"),
         "{}",
@@ -1468,7 +1469,7 @@ fn the_cli_audits_configurations_settings_and_plugin_swaps_and_keeps_a_pause_not
 }
 
 #[test]
-fn a_changed_symlink_target_is_picked_up_on_sighup() {
+fn a_changed_symlink_target_is_picked_up_on_sighup_and_on_plugins_reload() {
     let env = Env::new(&[]);
     let elsewhere = tempfile::tempdir().unwrap();
     let target = elsewhere.path().join("current.wasm");
@@ -1498,6 +1499,273 @@ fn a_changed_symlink_target_is_picked_up_on_sighup() {
     serve.signal("-HUP");
     let plugins = serving("Cronwerk.Test.Misbehave");
     assert!(!plugins.contains("Acme.HelloScheduledTask"), "{plugins}");
+    // Swapped back, and `cronwerk plugins reload` asks for the rescan.
+    std::fs::copy(common::component_path("hello.wasm"), &next).unwrap();
+    std::fs::rename(&next, &target).unwrap();
+    let asked = env.ok(&["plugins", "reload"]);
+    assert!(asked.contains("test-instance: asked to rescan"), "{asked}");
+    let plugins = serving("Acme.HelloScheduledTask");
+    assert!(!plugins.contains("Cronwerk.Test.Misbehave"), "{plugins}");
+    let unknown = env.cli(&["plugins", "reload", "--instance", "nobody"]);
+    assert_eq!(unknown.status.code(), Some(64));
+    let (code, _) = serve.stop();
+    assert_eq!(code, Some(0));
+}
+
+/// The instances listed under `name`: (pid, host) of each.
+fn holders(env: &Env, name: &str) -> Vec<u64> {
+    let listed: serde_json::Value =
+        serde_json::from_str(&env.ok(&["instances", "--json"])).unwrap();
+    listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["name"] == name)
+        .map(|i| i["pid"].as_u64().unwrap())
+        .collect()
+}
+
+#[test]
+fn a_second_serve_under_a_live_name_refuses_replace_takes_over_and_a_crash_restarts_at_once() {
+    let env = Env::new(&["hello.wasm"]);
+    let first = env.serve_as("web", &["--listen", "none"]);
+    let first_pid = u64::from(first.child.id());
+    assert_eq!(holders(&env, "web"), [first_pid]);
+
+    // A second process under the live name: it waits for one heartbeat of
+    // the first, sees it alive, and refuses, before loading anything.
+    let mut second = env
+        .serve_command("web", &["--listen", "none"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = second.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the second serve did not give up"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut second.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(64), "{stderr}");
+    assert!(stderr.contains("waiting up to 15 s"), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "error: an instance named web is running (pid {first_pid} on "
+        )) && stderr.contains("--replace"),
+        "{stderr}"
+    );
+    assert_eq!(
+        holders(&env, "web"),
+        [first_pid],
+        "the first keeps its name"
+    );
+
+    // --replace: the new process takes the name; the first stops by itself
+    // at its next heartbeat, exits 0 and leaves the name to the new one.
+    let third = env.serve_as("web", &["--listen", "none", "--replace"]);
+    let third_pid = u64::from(third.child.id());
+    let (code, lines) = first.wait();
+    assert_eq!(code, Some(0), "{lines:#?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("instance web was taken over by pid")
+                && l.contains("this process stops")),
+        "{lines:#?}"
+    );
+    assert_eq!(holders(&env, "web"), [third_pid]);
+    // ... and it goes on running the configurations.
+    env.ok(&[
+        "task",
+        "add",
+        "hello",
+        "--implementation",
+        "Acme.HelloScheduledTask",
+        "--every",
+        "1s",
+    ]);
+    env.wait_runs("hello", "a run by the new process", |r| {
+        r.iter().any(|r| r.state == RunState::Succeeded)
+    });
+
+    // A crash and a quick restart under the same name: the dead process's
+    // row is still fresh, but its pid is gone on this machine, so the new
+    // one serves at once.
+    third.kill_9();
+    let restarted = std::time::Instant::now();
+    let fourth = env.serve_as("web", &["--listen", "none"]);
+    assert!(
+        restarted.elapsed() < std::time::Duration::from_secs(10),
+        "{:?}",
+        restarted.elapsed()
+    );
+    assert_eq!(holders(&env, "web"), [u64::from(fourth.child.id())]);
+    let (code, lines) = fourth.stop();
+    assert_eq!(code, Some(0), "{lines:#?}");
+    assert!(holders(&env, "web").is_empty(), "a clean stop leaves");
+}
+
+/// Waits (up to `within`) until `cronwerk plugins --json` satisfies `done`.
+fn wait_plugins(
+    env: &Env,
+    within: std::time::Duration,
+    what: &str,
+    done: impl Fn(&[serde_json::Value]) -> bool,
+) -> Vec<serde_json::Value> {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let listed: Vec<serde_json::Value> =
+            serde_json::from_str(&env.ok(&["plugins", "--json"])).unwrap();
+        if done(&listed) {
+            return listed;
+        }
+        assert!(std::time::Instant::now() < deadline, "{what}: {listed:#?}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+fn status_of(listed: &[serde_json::Value], file: &str) -> String {
+    listed
+        .iter()
+        .find(|p| p["file"].as_str().is_some_and(|f| f.ends_with(file)))
+        .map(|p| p["status"].as_str().unwrap().to_owned())
+        .unwrap_or_default()
+}
+
+#[test]
+fn after_a_restart_the_version_that_served_keeps_serving_when_a_stray_copy_claims_it() {
+    let env = Env::new(&[]);
+    std::fs::copy(
+        common::component_path("hello.wasm"),
+        env.plugins.join("z-real.wasm"),
+    )
+    .unwrap();
+    common::warm_compile_cache("hello.wasm");
+    let serve = env.serve();
+    wait_plugins(
+        &env,
+        std::time::Duration::from_secs(20),
+        "z-real serving",
+        |l| status_of(l, "z-real.wasm") == "ok",
+    );
+    let (code, _) = serve.stop();
+    assert_eq!(code, Some(0));
+
+    // A stray copy (other bytes, the same identifier) whose name sorts
+    // first, compiled already, so both load in the first scan.
+    let stray = common::with_custom_section(
+        &std::fs::read(common::component_path("hello.wasm")).unwrap(),
+        "stray",
+        b"copy",
+    );
+    let stray_path = env.plugins.join("a-stray.wasm");
+    std::fs::write(&stray_path, stray).unwrap();
+    let inspected = env.cli(&[
+        "inspect",
+        stray_path.to_str().unwrap(),
+        "--cache-dir",
+        common::compile_cache_dir().to_str().unwrap(),
+    ]);
+    assert!(inspected.status.success(), "{inspected:?}");
+
+    let serve = env.serve();
+    let listed = wait_plugins(&env, std::time::Duration::from_secs(20), "both seen", |l| {
+        !status_of(l, "z-real.wasm").is_empty() && !status_of(l, "a-stray.wasm").is_empty()
+    });
+    assert_eq!(status_of(&listed, "z-real.wasm"), "ok", "{listed:#?}");
+    assert_eq!(
+        status_of(&listed, "a-stray.wasm"),
+        "conflict",
+        "{listed:#?}"
+    );
+    let (code, _) = serve.stop();
+    assert_eq!(code, Some(0));
+}
+
+#[test]
+fn a_deleted_and_recreated_plugins_folder_is_watched_again() {
+    let env = Env::new(&["hello.wasm"]);
+    common::warm_compile_cache("misbehave.wasm");
+    let serve = env.serve();
+    let quick = std::time::Duration::from_secs(10);
+    wait_plugins(&env, quick, "hello serving", |l| {
+        status_of(l, "hello.wasm") == "ok"
+    });
+    // A deploy that replaces the whole folder.
+    std::fs::remove_dir_all(&env.plugins).unwrap();
+    std::fs::create_dir(&env.plugins).unwrap();
+    std::fs::copy(
+        common::component_path("misbehave.wasm"),
+        env.plugins.join("misbehave.wasm"),
+    )
+    .unwrap();
+    // Well within the 30 s periodic rescan: the new folder is found and
+    // watched, and a later copy into it is noticed as it happens.
+    wait_plugins(&env, quick, "the new folder's file", |l| {
+        status_of(l, "misbehave.wasm") == "ok"
+    });
+    std::fs::copy(
+        common::component_path("hello.wasm"),
+        env.plugins.join("hello-again.wasm"),
+    )
+    .unwrap();
+    wait_plugins(&env, quick, "a copy into the new folder", |l| {
+        status_of(l, "hello-again.wasm") == "ok"
+    });
+    let (code, _) = serve.stop();
+    assert_eq!(code, Some(0));
+}
+
+#[test]
+fn serve_deletes_compile_cache_entries_unused_for_longer_than_its_limit() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let env = Env::new(&["hello.wasm"]);
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    std::fs::create_dir(&cache).unwrap();
+    std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let entry = |name: &str, days: u64| {
+        let path = cache.join(name);
+        std::fs::write(&path, b"not code").unwrap();
+        let at = std::time::SystemTime::now() - std::time::Duration::from_secs(days * 86_400);
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(at)
+            .unwrap();
+        path
+    };
+    let stale = entry("stale-e.cwasm", 40);
+    let recent = entry("recent-e.cwasm", 2);
+    let cache_arg = cache.to_str().unwrap();
+    let serve = env.serve_as(
+        "gc",
+        &[
+            "--listen",
+            "none",
+            "--cache-dir",
+            cache_arg,
+            "--cache-max-age",
+            "30d",
+        ],
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while stale.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the stale entry stayed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(recent.exists(), "an entry used 2 days ago stays");
     let (code, _) = serve.stop();
     assert_eq!(code, Some(0));
 }

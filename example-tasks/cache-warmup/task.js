@@ -14,10 +14,10 @@
 // lets `fetch` work inside an exported function. A returned string is the
 // `ok` result, a thrown string the `err` result.
 
-import { write } from 'cronwerk:task/log@0.1.0';
-import { get as configGet } from 'cronwerk:task/config@0.1.0';
-import * as state from 'cronwerk:task/state@0.1.0';
-import { isCancelled } from 'cronwerk:task/cancellation@0.1.0';
+import { write } from 'cronwerk:task/log@0.2.0';
+import { get as configGet } from 'cronwerk:task/config@0.2.0';
+import * as state from 'cronwerk:task/state@0.2.0';
+import { isCancelled } from 'cronwerk:task/cancellation@0.2.0';
 
 const DEFAULT_USER_AGENT = 'cronwerk-cache-warmup/1.0';
 

@@ -1,8 +1,9 @@
 ;; A cronwerk task written by hand in the WebAssembly text format.
 ;;
-;; It implements the `scheduled-task` world of wit/task.wit
-;; (package cronwerk:task@0.1.0) without any toolchain: no Rust, no
-;; wit-bindgen, no WASI. Run it with
+;; It implements the `scheduled-task` world of wit/0.1.0/task.wit
+;; (package cronwerk:task@0.1.0, which the host still links beside the
+;; current version) without any toolchain: no Rust, no wit-bindgen, no
+;; WASI. Run it with
 ;;
 ;;     cronwerk inspect example-tasks/wat-hello/task.wat
 ;;     cronwerk exec    example-tasks/wat-hello/task.wat

@@ -26,8 +26,8 @@
 // tools of example-tasks/cache-warmup/package.json. `execute` is async so
 // that `fetch` works; a returned string is `ok`, a thrown string `err`.
 
-import { write } from 'cronwerk:task/log@0.1.0';
-import { get as configGet } from 'cronwerk:task/config@0.1.0';
+import { write } from 'cronwerk:task/log@0.2.0';
+import { get as configGet } from 'cronwerk:task/config@0.2.0';
 
 const IDENTIFIER = 'Acme.WebhookNotify';
 const FOLLOW_UP_TARGET = 'follow-up';

@@ -43,6 +43,26 @@ impl Context {
         self.raw.trigger
     }
 
+    /// Which attempt this is: 1 for a first run, 2 for its first retry, ...
+    pub fn attempt(&self) -> u32 {
+        self.raw.attempt
+    }
+
+    /// When the host stops the run for lasting too long (its wall-time
+    /// limit). A task working in batches can stop cleanly before it.
+    pub fn deadline(&self) -> Option<SystemTime> {
+        self.raw.deadline.map(to_system_time)
+    }
+
+    /// The time left before [`deadline`](Self::deadline), zero once it has
+    /// passed; `None` when the run has no deadline.
+    pub fn time_left(&self) -> Option<Duration> {
+        self.deadline().map(|d| {
+            d.duration_since(SystemTime::now())
+                .unwrap_or(Duration::ZERO)
+        })
+    }
+
     /// The schedule slot this run belongs to (none for manual runs).
     pub fn scheduled_for(&self) -> Option<SystemTime> {
         self.raw.scheduled_for.map(to_system_time)
@@ -115,7 +135,8 @@ impl Context {
             .map(|(k, v)| (k.as_str(), v.as_str()))
     }
 
-    /// The broadcast payload, for broadcast runs.
+    /// The payload of a broadcast run; of a follow-up run, the ended run as
+    /// JSON text (target `follow-up`).
     pub fn payload(&self) -> Option<&Payload> {
         self.payload.as_ref()
     }
@@ -146,6 +167,11 @@ mod tests {
                 identifier: "A.B".into(),
                 run_id: "r".into(),
                 trigger: Trigger::Manual,
+                attempt: 2,
+                deadline: Some(types::Datetime {
+                    seconds: 4_000_000_000,
+                    nanoseconds: 0,
+                }),
                 scheduled_for: Some(types::Datetime {
                     seconds: 10,
                     nanoseconds: 5,
@@ -186,5 +212,12 @@ mod tests {
         let c = ctx(&[]);
         assert_eq!(c.scheduled_for(), Some(UNIX_EPOCH + Duration::new(10, 5)));
         assert_eq!(c.run_count(), 3);
+        assert_eq!(c.attempt(), 2);
+        assert_eq!(
+            c.deadline(),
+            Some(UNIX_EPOCH + Duration::from_secs(4_000_000_000))
+        );
+        // A deadline decades away leaves decades.
+        assert!(c.time_left().unwrap() > Duration::from_secs(3600 * 24 * 365));
     }
 }

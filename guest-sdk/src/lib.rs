@@ -60,6 +60,9 @@
 //! - **Log**: [`trace!`], [`debug!`], [`info!`], [`warn!`], [`error!`], each
 //!   optionally with an event code: `info!(code: "SYNCED", "{n} rows")`.
 //!   `println!`/`eprintln!` also land in the event log, as info/warning lines.
+//! - **Why and when**: [`Context::trigger`] (schedule, manual, retry,
+//!   follow-up, backfill, startup, broadcast), [`Context::attempt`], and
+//!   [`Context::time_left`] before the run's wall-time limit stops it.
 //! - **Properties** of the configuration: [`Context::property`],
 //!   [`Context::parse_property`], [`Context::require_property`].
 //! - **Config** scoped to the task's identifier: [`config::get`].

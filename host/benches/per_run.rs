@@ -184,6 +184,8 @@ async fn bench_engine(
         identifier: "Acme.HelloScheduledTask".into(),
         run_id: "bench".into(),
         trigger: types::Trigger::Manual,
+        attempt: 1,
+        deadline: None,
         scheduled_for: None,
         last_run: None,
         next_run: None,

@@ -10,7 +10,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use crate::model::{
-    DirGrant, HttpGrant, MisfirePolicy, OverlapPolicy, Schedule, TaskConfig, TaskRecord,
+    DirGrant, HttpGrant, MisfirePolicy, OverlapPolicy, PluginRow, PluginState, Schedule,
+    TaskConfig, TaskRecord,
 };
 
 /// A field of a configuration, as the CLI and the API call it.
@@ -26,6 +27,7 @@ pub enum Field {
     At,
     RunOn,
     IntervalSeconds,
+    Anchor,
     Timeout,
     Fuel,
     Memory,
@@ -64,6 +66,7 @@ impl Field {
             Field::At => "--at",
             Field::RunOn => "--run-on",
             Field::IntervalSeconds => "--interval-seconds",
+            Field::Anchor => "--anchor",
             Field::Timeout => "--timeout",
             Field::Fuel => "--fuel",
             Field::Memory => "--memory",
@@ -102,6 +105,7 @@ impl Field {
             Field::At => "schedule.at",
             Field::RunOn => "schedule.run_on",
             Field::IntervalSeconds => "schedule.interval_seconds",
+            Field::Anchor => "schedule.anchor",
             Field::Timeout => "timeout",
             Field::Fuel => "fuel",
             Field::Memory => "memory",
@@ -194,6 +198,9 @@ pub struct ScheduleSpec {
     pub run_on: Option<String>,
     /// With `run_on`: repeat every N seconds.
     pub interval_seconds: Option<u64>,
+    /// With `every`: the time its slots count from (default: now), so a
+    /// configuration moved to another store keeps its slots.
+    pub anchor: Option<String>,
 }
 
 impl ScheduleSpec {
@@ -228,6 +235,12 @@ impl ScheduleSpec {
                 "only goes with run_on (the first run); for a plain interval use every",
             ));
         }
+        if self.anchor.is_some() && self.every.is_none() {
+            return Err(FieldError::new(
+                Field::Anchor,
+                "only goes with every (the time its slots count from)",
+            ));
+        }
         if self.timezone.is_some() && self.cron.is_none() {
             return Err(FieldError::new(
                 Field::Timezone,
@@ -239,7 +252,11 @@ impl ScheduleSpec {
         let schedule = if let Some(every) = &self.every {
             let interval = Schedule::parse_interval(every)
                 .map_err(|e| FieldError::new(Field::Every, e.to_string()))?;
-            Schedule::every(interval, now)
+            let anchor = match &self.anchor {
+                Some(a) => parse_time(a).map_err(|m| FieldError::new(Field::Anchor, m))?,
+                None => now,
+            };
+            Schedule::every(interval, anchor)
                 .map_err(|e| FieldError::new(Field::Every, e.to_string()))?
         } else if let Some(expr) = &self.cron {
             let tz = self.timezone.as_deref().unwrap_or("UTC");
@@ -492,6 +509,53 @@ impl ConfigSpec {
         }
         Ok(())
     }
+}
+
+/// The identifiers the instances' plugins folders hold now (serving,
+/// compiling, or in conflict: each is there to run).
+pub fn loaded_identifiers(plugins: &[PluginRow]) -> Vec<String> {
+    let mut ids: Vec<String> = plugins
+        .iter()
+        .filter(|p| p.status != PluginState::Failed)
+        .filter_map(|p| p.identifier.clone())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    ids
+}
+
+/// Why `identifier` looks wrong when no instance has loaded a component
+/// implementing it, naming the loaded identifiers nearest to it (a typo,
+/// or a wrong company prefix); `None` when one has.
+pub fn unknown_identifier(identifier: &str, loaded: &[String]) -> Option<String> {
+    if loaded.iter().any(|l| l == identifier) {
+        return None;
+    }
+    let wanted = identifier.to_lowercase();
+    let mut near: Vec<(f64, &String)> = loaded
+        .iter()
+        .map(|l| {
+            let score = strsim::normalized_damerau_levenshtein(&wanted, &l.to_lowercase());
+            // The part after the company prefix, for a prefix gone wrong.
+            let tail = |s: &str| s.rsplit('.').next().unwrap_or(s).to_lowercase();
+            let tails = strsim::normalized_damerau_levenshtein(&tail(&wanted), &tail(l));
+            (score.max(tails * 0.9), l)
+        })
+        .filter(|(score, _)| *score >= 0.6)
+        .collect();
+    near.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(b.1)));
+    let nobody = format!("no running instance has loaded a component implementing '{identifier}'");
+    Some(match near.as_slice() {
+        [] => {
+            let shown: Vec<&str> = loaded.iter().take(5).map(String::as_str).collect();
+            let more = if loaded.len() > 5 { ", ..." } else { "" };
+            format!("{nobody} (loaded: {}{more})", shown.join(", "))
+        }
+        near => {
+            let names: Vec<String> = near.iter().take(3).map(|(_, l)| format!("'{l}'")).collect();
+            format!("{nobody}; did you mean {}?", names.join(" or "))
+        }
+    })
 }
 
 /// Checks `config`'s follow-ups against the configurations there are
@@ -1500,5 +1564,25 @@ mod tests {
             ..task
         };
         assert_eq!(change(&task, past, later).unwrap().1, None);
+    }
+
+    #[test]
+    fn an_unknown_identifier_names_the_nearest_loaded_ones() {
+        let loaded: Vec<String> = ["Acme.HelloScheduledTask", "Acme.FileCleanup", "Other.Thing"]
+            .map(String::from)
+            .to_vec();
+        assert_eq!(unknown_identifier("Acme.FileCleanup", &loaded), None);
+        let typo = unknown_identifier("Acme.HeloScheduledTask", &loaded).unwrap();
+        assert!(
+            typo.ends_with("did you mean 'Acme.HelloScheduledTask'?"),
+            "{typo}"
+        );
+        let prefix = unknown_identifier("Acne.FileCleanup", &loaded).unwrap();
+        assert!(prefix.contains("'Acme.FileCleanup'"), "{prefix}");
+        let far = unknown_identifier("Zeta.Quux", &loaded).unwrap();
+        assert!(
+            far.ends_with("(loaded: Acme.HelloScheduledTask, Acme.FileCleanup, Other.Thing)"),
+            "{far}"
+        );
     }
 }

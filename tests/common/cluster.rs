@@ -82,6 +82,7 @@ impl Cluster {
         std::fs::create_dir_all(&plugins).unwrap();
         for c in components {
             std::fs::copy(super::component_path(c), plugins.join(c)).unwrap();
+            super::warm_compile_cache(c);
         }
         Some(Cluster {
             dir,
@@ -132,6 +133,16 @@ impl Cluster {
         cmd
     }
 
+    /// The global flags `cli` gives: the data directory and, on
+    /// PostgreSQL, the database.
+    pub fn cli_args(&self) -> Vec<std::ffi::OsString> {
+        let mut args = vec!["--data-dir".into(), self.data_dir("cli").into_os_string()];
+        if let Backend::Postgres { url, .. } = &self.backend {
+            args.extend(["--database".into(), url.into()]);
+        }
+        args
+    }
+
     pub fn cli(&self, args: &[&str]) -> Output {
         self.command(&self.data_dir("cli"))
             .args(args)
@@ -164,6 +175,7 @@ impl Cluster {
         std::fs::create_dir_all(&plugins).unwrap();
         for c in components {
             std::fs::copy(super::component_path(c), plugins.join(c)).unwrap();
+            super::warm_compile_cache(c);
         }
         let mut cmd = self.command(&self.data_dir(name));
         cmd.env("CRONWERK_CACHE_DIR", super::compile_cache_dir())

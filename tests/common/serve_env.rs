@@ -24,6 +24,9 @@ impl Env {
         std::fs::create_dir_all(&plugins).unwrap();
         for c in components {
             std::fs::copy(super::component_path(c), plugins.join(c)).unwrap();
+            // Serving from the first moment, not once compiled in the
+            // background: a test's first run must not race the compiler.
+            super::warm_compile_cache(c);
         }
         Env {
             _dir: dir,
@@ -61,6 +64,11 @@ impl Env {
 
     /// Starts `serve` as instance `name`, with more flags (e.g. `--role`).
     pub fn serve_as(&self, name: &str, flags: &[&str]) -> Serve {
+        start_serving(self.serve_command(name, flags), name)
+    }
+
+    /// The command line `serve_as` starts.
+    pub fn serve_command(&self, name: &str, flags: &[&str]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_cronwerk"));
         cmd.arg("--data-dir")
             .arg(&self.data)
@@ -69,7 +77,7 @@ impl Env {
             .arg("--plugins")
             .arg(&self.plugins)
             .args(flags);
-        start_serving(cmd, name)
+        cmd
     }
 
     pub fn store(&self) -> SqliteStore {

@@ -30,6 +30,9 @@ enum Cmd {
         /// Stop after this long (e.g. 35s) and print the overview; default: until Ctrl-C.
         #[arg(long, value_parser = humantime::parse_duration)]
         duration: Option<std::time::Duration>,
+        /// The dashboard's address (when 127.0.0.1:7878 is taken).
+        #[arg(long, default_value = dashboard::ADDRESS, env = "CRONWERK_DEMO_LISTEN")]
+        listen: std::net::SocketAddr,
     },
     /// Run the whole test suite, with every set-up step it needs.
     Test {
@@ -67,7 +70,7 @@ fn main() -> Result<()> {
         Cmd::BuildExamples { out } => {
             examples::build(&out)?;
         }
-        Cmd::Demo { duration } => demo(duration)?,
+        Cmd::Demo { duration, listen } => demo(duration, listen)?,
         Cmd::Test {
             no_lint,
             cargo_args,
@@ -150,7 +153,9 @@ fn components_dir() -> Result<PathBuf> {
 
 const DEMO_TASK: &str = "Hello every 10s";
 
-fn demo(duration: Option<std::time::Duration>) -> Result<()> {
+fn demo(duration: Option<std::time::Duration>, listen: std::net::SocketAddr) -> Result<()> {
+    // Before minutes of building: the address must be free.
+    dashboard::check_free(listen)?;
     let plugins = PathBuf::from("plugins");
     let data = PathBuf::from("cronwerk-data");
     examples::build(&plugins)?;
@@ -201,11 +206,11 @@ fn demo(duration: Option<std::time::Duration>) -> Result<()> {
     let mut serve = Command::new(&bin)
         .arg("--data-dir")
         .arg(&data)
-        .args(["serve", "--listen", dashboard::ADDRESS, "--plugins"])
+        .args(["serve", "--listen", &listen.to_string(), "--plugins"])
         .arg(&plugins)
         .spawn()
         .context("starting cronwerk serve")?;
-    dashboard::announce(&data, dashboard::ADDRESS, &mut serve)?;
+    dashboard::announce(&data, listen, &mut serve)?;
     let started = std::time::Instant::now();
     loop {
         std::thread::sleep(std::time::Duration::from_secs(10));

@@ -86,6 +86,10 @@ impl ScheduledTask for Misbehave {
             .map(|id| format!("broadcast {id}")),
             "instance" => Ok(format!("{} {:?}", instance::name(), instance::roles())),
             "context" => Ok(describe_context(ctx)),
+            "deadline" => match ctx.time_left() {
+                Some(left) => Ok(format!("deadline in {} ms", left.as_millis())),
+                None => Ok("no deadline".into()),
+            },
             other => bail!("unknown action '{other}'"),
         }
     }
@@ -249,7 +253,7 @@ fn describe_context(ctx: &Context) -> String {
         .map(|p| format!("{}|{}|{}", p.target, p.text, p.data.len()))
         .unwrap_or_else(|| "none".into());
     format!(
-        "name={} id={} trigger={} runs={} instance={} scheduled={} payload={}",
+        "name={} id={} trigger={} attempt={} runs={} instance={} scheduled={} payload={}",
         ctx.configuration_name(),
         ctx.identifier(),
         match ctx.trigger() {
@@ -257,7 +261,11 @@ fn describe_context(ctx: &Context) -> String {
             Trigger::Manual => "manual",
             Trigger::Broadcast => "broadcast",
             Trigger::Retry => "retry",
+            Trigger::FollowUp => "follow-up",
+            Trigger::Backfill => "backfill",
+            Trigger::Startup => "startup",
         },
+        ctx.attempt(),
         ctx.run_count(),
         ctx.instance_name(),
         ctx.scheduled_for().is_some(),

@@ -22,7 +22,7 @@ mod names;
 mod plugins;
 mod runs;
 mod server;
-mod tasks;
+pub(crate) mod tasks;
 
 use std::net::SocketAddr;
 use std::ops::Deref;
@@ -185,6 +185,7 @@ fn app(state: AppState, policy: auth::Policy) -> (axum::Router, utoipa::openapi:
         .routes(routes!(events::stream))
         .routes(routes!(events::changes))
         .routes(routes!(plugins::list))
+        .routes(routes!(plugins::reload))
         .routes(routes!(instances::list))
         .routes(routes!(instances::fleet))
         .routes(routes!(broadcasts::list, broadcasts::create))

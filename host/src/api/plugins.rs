@@ -1,6 +1,7 @@
 //! `/api/plugins`: the components this instance's plugins folder holds, each
 //! with its version, sha256, status (ok, failed, conflict) and error, and,
-//! for loaded ones, what it imports, i.e. which host capabilities it asks for.
+//! for loaded ones, what it imports, i.e. which host capabilities it asks for;
+//! `POST /api/plugins/reload` rescans the folder now.
 
 use axum::Json;
 use axum::extract::State;
@@ -29,7 +30,10 @@ pub struct Plugin {
     /// Whether runs of `identifier` use this file.
     pub serving: bool,
     pub loaded_at: DateTime<Utc>,
-    /// The interfaces it imports (`cronwerk:task/log@0.1.0`, `wasi:filesystem/types@0.2.6`, ...).
+    /// The version of cronwerk's task contract it was built against
+    /// (`0.1.0`, `0.2.0`); none for a file that is not loaded.
+    pub contract: Option<String>,
+    /// The interfaces it imports (`cronwerk:task/log@0.2.0`, `wasi:filesystem/types@0.2.6`, ...).
     pub imports: Vec<String>,
     /// Those imports as capabilities: log, state, config, filesystem, ...
     pub capabilities: Vec<String>,
@@ -94,6 +98,9 @@ fn plugin(plugins: &Plugins, e: PluginEntry) -> Plugin {
         error,
         serving: e.serving,
         loaded_at: e.loaded_at.into(),
+        contract: component
+            .as_ref()
+            .map(|c| c.contract().version().to_owned()),
         imports,
         capabilities,
         size_bytes: component.as_ref().map(|c| c.size_bytes() as u64),
@@ -107,6 +114,19 @@ fn plugin(plugins: &Plugins, e: PluginEntry) -> Plugin {
 pub async fn list(State(s): State<AppState>) -> Json<Vec<Plugin>> {
     let entries = s.plugins.entries();
     Json(entries.into_iter().map(|e| plugin(&s.plugins, e)).collect())
+}
+
+#[utoipa::path(
+    post, path = "/api/plugins/reload", tag = "plugins",
+    security(("token" = [])),
+    responses(
+        (status = 200, description = "Rescanned this instance's plugins folder now (as on SIGHUP); the folder as it is after", body = [Plugin]),
+        (status = 401, description = "No or wrong token", body = super::error::ErrorBody),
+    )
+)]
+pub async fn reload(State(s): State<AppState>) -> Json<Vec<Plugin>> {
+    s.plugins.rescan().await;
+    list(State(s)).await
 }
 
 #[cfg(test)]

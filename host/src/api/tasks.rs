@@ -53,6 +53,10 @@ pub struct ScheduleBody {
     pub run_on: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interval_seconds: Option<u64>,
+    /// With `every`: the RFC 3339 time its slots count from (default: when
+    /// it is created; a replace keeps the one it had).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anchor: Option<String>,
 }
 
 impl ScheduleBody {
@@ -64,14 +68,16 @@ impl ScheduleBody {
             at: self.at.clone(),
             run_on: self.run_on.clone(),
             interval_seconds: self.interval_seconds,
+            anchor: self.anchor.clone(),
         }
     }
 
     fn of(schedule: &Schedule) -> Self {
         let time = |t: &DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true);
         match schedule {
-            Schedule::Every { interval, .. } => ScheduleBody {
+            Schedule::Every { interval, anchor } => ScheduleBody {
                 every: Some(humantime::format_duration(*interval).to_string()),
+                anchor: Some(time(anchor)),
                 ..Default::default()
             },
             Schedule::Cron {
@@ -105,14 +111,14 @@ pub struct GrantBody {
     /// An absolute path to an existing directory of the host.
     pub host_path: String,
     /// Where the task sees it (default: the same path).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub guest_path: Option<String>,
     #[serde(default)]
     pub read_only: bool,
 }
 
 /// A size: bytes, or text such as `64MiB`.
-#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(untagged)]
 pub enum SizeBody {
     Bytes(u64),
@@ -120,7 +126,9 @@ pub enum SizeBody {
 }
 
 /// A configuration as the operator writes it (create, or replace whole).
-#[derive(Debug, Clone, Deserialize, ToSchema)]
+/// The same shape is an entry of a configurations file (`cronwerk apply`,
+/// `cronwerk export`), which leaves out what is at its default.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TaskInput {
     #[schema(example = "Hello every 10s")]
@@ -133,80 +141,98 @@ pub struct TaskInput {
     pub enabled: bool,
     pub schedule: ScheduleBody,
     /// Wall-time limit per run, e.g. `30s` (default 60s).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<String>,
     /// Fuel per run (about one unit per wasm instruction); default unlimited.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fuel: Option<u64>,
     /// Memory limit per run: bytes or e.g. `64MiB` (default 128MiB).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory: Option<SizeBody>,
     /// Custom properties the task reads from its run context.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub properties: BTreeMap<String, String>,
     /// Host directories the task may see (none by default).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub grants: Vec<GrantBody>,
     /// Hosts the task may send HTTP requests to, e.g. `api.example.com`,
     /// `*.example.com` or `127.0.0.1:8080` (none by default).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allow_http: Vec<String>,
     /// Roles an instance needs (all of them) to run it, e.g. `edit`; none
     /// (the default): any instance.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub roles: Vec<String>,
     /// After downtime: `skip` (default), `once` or `all`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub misfire: Option<String>,
     /// How far back `misfire: all` catches up, e.g. `1h`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub catch_up: Option<String>,
     /// Retries after a failed or stopped run (default 0).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retries: Option<u32>,
     /// Delay before the first retry, doubling each time (default 10s).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_backoff: Option<String>,
     /// Finished runs kept for it, failures apart (default: the instance's
     /// `--keep-runs`, counted over all its runs).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keep_runs: Option<u32>,
     /// Failed, stopped and abandoned runs kept for it, apart from the others.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keep_failed: Option<u32>,
     /// When a slot comes while a run still goes on: `skip` (default),
     /// `allow` (side by side, up to `max_concurrent`), `replace` (stop the
     /// running run, then start) or `queue` (one slot waits for it to end).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_overlap: Option<String>,
     /// With `on_overlap: allow`: runs at once (default 10, at most 100).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_concurrent: Option<u32>,
     /// Shifts every slot by an offset within this (taken from the name, the
     /// same on every instance), e.g. `10m`; at most the schedule's shortest
     /// gap between runs.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jitter: Option<String>,
     /// The schedule is active from this time (RFC 3339) ...
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start: Option<String>,
     /// ... until this time (no slot at or after it).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub until: Option<String>,
     /// Configurations to run once when a run of it fails for good (failed,
     /// stopped or abandoned, no retry left), told about it in their payload.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub on_failure: Vec<String>,
     /// ... and when one succeeds.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub on_success: Vec<String>,
     /// Also runs once on every instance when it starts (default false).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub on_start: bool,
 }
 
 fn yes() -> bool {
     true
+}
+
+/// The directory grants of `c`; `guest_path` left out where it is the host
+/// path unless `spelled_out`.
+fn grant_bodies(c: &TaskConfig, spelled_out: bool) -> Vec<GrantBody> {
+    c.grants
+        .dirs
+        .iter()
+        .map(|g| {
+            let host_path = g.host_path.display().to_string();
+            GrantBody {
+                guest_path: (spelled_out || g.guest_path != host_path)
+                    .then(|| g.guest_path.clone()),
+                host_path,
+                read_only: g.read_only,
+            }
+        })
+        .collect()
 }
 
 fn duration(
@@ -289,8 +315,52 @@ impl TaskInput {
         })
     }
 
+    /// The input that describes `c`, leaving out what is at its default:
+    /// sent back, it makes the same configuration (`cronwerk export`).
+    pub fn of(c: &TaskConfig) -> TaskInput {
+        let default = TaskConfig::new(&c.name, &c.implementation, c.schedule.clone());
+        let text = |d: std::time::Duration| humantime::format_duration(d).to_string();
+        let changed =
+            |d: std::time::Duration, default: std::time::Duration| (d != default).then(|| text(d));
+        let memory = c.limits.memory_bytes;
+        let time = |t: &DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true);
+        TaskInput {
+            name: c.name.clone(),
+            implementation: c.implementation.clone(),
+            enabled: c.enabled,
+            schedule: ScheduleBody::of(&c.schedule),
+            timeout: changed(c.limits.timeout, default.limits.timeout),
+            fuel: c.limits.fuel,
+            memory: (memory != default.limits.memory_bytes).then(|| {
+                if memory.is_multiple_of(1 << 20) {
+                    SizeBody::Text(format!("{}MiB", memory >> 20))
+                } else {
+                    SizeBody::Bytes(memory)
+                }
+            }),
+            properties: c.properties.clone(),
+            grants: grant_bodies(c, false),
+            allow_http: c.grants.http_hosts.iter().map(|g| g.to_string()).collect(),
+            roles: c.roles.clone(),
+            misfire: (c.misfire != default.misfire).then(|| c.misfire.to_string()),
+            catch_up: changed(c.catch_up_window, default.catch_up_window),
+            retries: (c.retries != default.retries).then_some(c.retries),
+            retry_backoff: changed(c.retry_backoff, default.retry_backoff),
+            keep_runs: c.keep_runs,
+            keep_failed: c.keep_failed,
+            on_overlap: (c.on_overlap != default.on_overlap).then(|| c.on_overlap.to_string()),
+            max_concurrent: c.max_concurrent,
+            jitter: c.jitter.map(text),
+            start: c.start.as_ref().map(time),
+            until: c.until.as_ref().map(time),
+            on_failure: c.on_failure.clone(),
+            on_success: c.on_success.clone(),
+            on_start: c.on_start,
+        }
+    }
+
     /// The configuration this input describes.
-    fn to_config(&self, now: DateTime<Utc>) -> Result<TaskConfig, FieldError> {
+    pub(crate) fn to_config(&self, now: DateTime<Utc>) -> Result<TaskConfig, FieldError> {
         spec::build_config(
             &self.name,
             &self.implementation,
@@ -384,6 +454,40 @@ pub struct Task {
     pub retry_attempt: u32,
     /// The next fire times (up to 5; none while disabled).
     pub upcoming: Vec<DateTime<Utc>>,
+    /// After a create or replace: what looks wrong but was accepted, e.g.
+    /// that no running instance has loaded the implementation (with the
+    /// nearest loaded identifiers). `?strict=true` refuses instead.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+/// Options of a create or replace.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct WriteQuery {
+    /// Refuse (400, field `implementation`) an implementation no running
+    /// instance has loaded, instead of a warning.
+    #[serde(default)]
+    pub strict: bool,
+}
+
+/// The warning for `implementation` when no running instance has loaded
+/// it; an error under `strict`. Silent while no instance reports plugins.
+async fn identifier_warnings(
+    s: &AppState,
+    implementation: &str,
+    strict: bool,
+) -> ApiResult<Vec<String>> {
+    let loaded = spec::loaded_identifiers(&s.store.list_plugins().await?);
+    let why = (!loaded.is_empty())
+        .then(|| spec::unknown_identifier(implementation, &loaded))
+        .flatten();
+    match why {
+        Some(why) if strict => Err(FieldError::new(Field::Implementation, why).into()),
+        Some(why) => Ok(vec![why]),
+        None => Ok(Vec::new()),
+    }
 }
 
 impl From<&TaskRecord> for Task {
@@ -401,16 +505,7 @@ impl From<&TaskRecord> for Task {
             fuel: c.limits.fuel,
             memory: c.limits.memory_bytes,
             properties: c.properties.clone(),
-            grants: c
-                .grants
-                .dirs
-                .iter()
-                .map(|g| GrantBody {
-                    host_path: g.host_path.display().to_string(),
-                    guest_path: Some(g.guest_path.clone()),
-                    read_only: g.read_only,
-                })
-                .collect(),
+            grants: grant_bodies(c, true),
             allow_http: c.grants.http_hosts.iter().map(|g| g.to_string()).collect(),
             roles: c.roles.clone(),
             misfire: c.misfire,
@@ -447,6 +542,7 @@ impl From<&TaskRecord> for Task {
             retry_at: t.retry_at,
             retry_attempt: t.retry_attempt,
             upcoming: spec::upcoming(t, UPCOMING),
+            warnings: Vec::new(),
         }
     }
 }
@@ -461,7 +557,7 @@ pub async fn list(State(s): State<AppState>) -> ApiResult<Json<Vec<Task>>> {
 }
 
 #[utoipa::path(
-    post, path = "/api/tasks", tag = "tasks", request_body = TaskInput,
+    post, path = "/api/tasks", tag = "tasks", request_body = TaskInput, params(WriteQuery),
     security(("token" = [])),
     responses(
         (status = 201, description = "Created", body = Task),
@@ -473,10 +569,12 @@ pub async fn list(State(s): State<AppState>) -> ApiResult<Json<Vec<Task>>> {
 pub async fn create(
     State(s): State<AppState>,
     Extension(caller): Extension<Caller>,
+    ApiQuery(q): ApiQuery<WriteQuery>,
     ApiJson(input): ApiJson<TaskInput>,
 ) -> ApiResult<(StatusCode, Json<Task>)> {
     let (config, next) = input.to_new(s.store.clock().now())?;
     check_with_others(&s, None, &config).await?;
+    let warnings = identifier_warnings(&s, &config.implementation, q.strict).await?;
     let task = s.store.create_task(&config, next).await?;
     record(
         &s,
@@ -487,7 +585,13 @@ pub async fn create(
         Some(&task.config),
     )
     .await;
-    Ok((StatusCode::CREATED, Json(Task::from(&task))))
+    Ok((
+        StatusCode::CREATED,
+        Json(Task {
+            warnings,
+            ..Task::from(&task)
+        }),
+    ))
 }
 
 /// Records a change of configuration `name` in the audit trail, with the
@@ -528,7 +632,7 @@ pub async fn get(State(s): State<AppState>, Path(name): Path<String>) -> ApiResu
 
 #[utoipa::path(
     put, path = "/api/tasks/{name}", tag = "tasks", request_body = TaskInput,
-    params(("name" = String, Path, description = "The configuration's current name")),
+    params(("name" = String, Path, description = "The configuration's current name"), WriteQuery),
     security(("token" = [])),
     responses(
         (status = 200, description = "Replaced; counters and history stay", body = Task),
@@ -540,6 +644,7 @@ pub async fn replace(
     State(s): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
+    ApiQuery(q): ApiQuery<WriteQuery>,
     ApiJson(input): ApiJson<TaskInput>,
 ) -> ApiResult<Json<Task>> {
     let old = s.store.get_task(&name).await?;
@@ -547,10 +652,18 @@ pub async fn replace(
     let config = input.to_config(now)?;
     let (config, next) = spec::change(&old, config, now)?;
     check_with_others(&s, Some(&old.config), &config).await?;
+    // An implementation the configuration had already is not news.
+    let warnings = match config.implementation != old.config.implementation {
+        true => identifier_warnings(&s, &config.implementation, q.strict).await?,
+        false => Vec::new(),
+    };
     let task = s.store.update_task(&name, &config, next).await?;
     let (before, after) = (Some(&old.config), Some(&task.config));
     record(&s, &caller, &task.config.name, "changed", before, after).await;
-    Ok(Json(Task::from(&task)))
+    Ok(Json(Task {
+        warnings,
+        ..Task::from(&task)
+    }))
 }
 
 /// Checks `config` (new, or changed from `old`) against the other

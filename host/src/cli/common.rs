@@ -94,6 +94,11 @@ pub struct ScheduleArgs {
     /// With --run-on: repeat every N seconds.
     #[arg(long, value_name = "N", requires = "run_on")]
     pub interval_seconds: Option<u64>,
+    /// With --every: the time (RFC 3339) its slots count from, instead of
+    /// now (`cronwerk export` writes it, so a moved configuration keeps
+    /// its slots).
+    #[arg(long, value_name = "TIME", requires = "every")]
+    pub anchor: Option<String>,
 }
 
 impl ScheduleArgs {
@@ -107,6 +112,7 @@ impl ScheduleArgs {
             at: self.at.clone(),
             run_on: self.run_on.clone(),
             interval_seconds: self.interval_seconds,
+            anchor: self.anchor.clone(),
         }
     }
 }

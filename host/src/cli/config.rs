@@ -335,7 +335,7 @@ impl Drop for NoEcho {
     }
 }
 
-fn check(identifier: &str, key: &str) -> anyhow::Result<()> {
+pub(super) fn check(identifier: &str, key: &str) -> anyhow::Result<()> {
     if let Err(why) = validate_identifier(identifier) {
         bail!("'{identifier}' is not an implementation identifier: {why}");
     }

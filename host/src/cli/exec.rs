@@ -52,9 +52,14 @@ pub struct ExecArgs {
     /// Configuration name the task is told.
     #[arg(long)]
     name: Option<String>,
-    /// Trigger the task is told: manual, schedule, broadcast or retry.
+    /// Trigger the task is told: manual, schedule, broadcast, retry,
+    /// follow-up, backfill or startup (a task built against contract 0.1.0
+    /// is told the last three as manual, schedule and manual).
     #[arg(long, default_value = "manual")]
     trigger: Trigger,
+    /// The attempt the task is told (1 is a first run, 2 its first retry).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    attempt: u32,
     /// Broadcast payload text (makes the run carry a payload).
     #[arg(long)]
     payload_text: Option<String>,
@@ -120,7 +125,9 @@ pub async fn run(args: ExecArgs) -> anyhow::Result<u8> {
             configuration_name: name,
             run_id: uuid::Uuid::now_v7().to_string(),
             trigger: args.trigger,
-            scheduled_for: (args.trigger == Trigger::Schedule).then(SystemTime::now),
+            attempt: args.attempt,
+            scheduled_for: matches!(args.trigger, Trigger::Schedule | Trigger::Backfill)
+                .then(SystemTime::now),
             last_run: None,
             next_run: None,
             run_count: 0,

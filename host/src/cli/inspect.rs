@@ -31,6 +31,8 @@ struct Inspection<'a> {
     sha256: &'a str,
     #[serde(flatten)]
     info: &'a TaskInfo,
+    /// The version of cronwerk's task contract it was built against.
+    contract: &'static str,
     imports: &'a [String],
     exports: &'a [String],
     load: &'a LoadStats,
@@ -62,6 +64,7 @@ fn describe<'a>(c: &'a Component, file: &std::path::Path, load: &'a LoadStats) -
         size_bytes: c.size_bytes(),
         sha256: c.sha256(),
         info: c.info(),
+        contract: c.contract().version(),
         imports: c.imports(),
         exports: c.exports(),
         load,
@@ -84,6 +87,7 @@ fn print_text(i: &Inspection<'_>) {
     if let Some(s) = &i.info.default_schedule {
         println!("schedule     {} (suggested)", shown(s));
     }
+    println!("contract     cronwerk:task@{}", i.contract);
     println!("exports      {}", i.exports.join(", "));
     println!("imports      {}", i.imports.join("\n             "));
     println!("load         {}", i.load.describe());

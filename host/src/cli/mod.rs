@@ -1,6 +1,7 @@
 //! The `cronwerk` command line: one file per verb, plus shared argument
 //! parsers and exit codes.
 
+mod apply;
 mod args;
 mod audit;
 mod backfill;
@@ -10,6 +11,7 @@ mod compile_worker;
 mod config;
 mod events;
 mod exec;
+mod export;
 mod farm;
 mod inspect;
 mod instances;
@@ -18,6 +20,7 @@ mod plugins;
 mod runs;
 mod serve;
 mod task;
+mod tasks_file;
 mod token;
 
 use std::process::ExitCode;
@@ -99,6 +102,11 @@ enum Command {
     /// Show who changed which configuration, setting or token, and the
     /// plugins-folder swaps.
     Audit(audit::AuditArgs),
+    /// Make the configurations and settings match a file (configuration as
+    /// code); prints what changes.
+    Apply(apply::ApplyArgs),
+    /// Write the configurations and settings as a file `apply` reads.
+    Export(export::ExportArgs),
     /// Create a task project to build: Rust, Python or JavaScript.
     New(new::NewArgs),
     /// The child process `serve` compiles a component in.
@@ -173,6 +181,8 @@ pub fn main() -> ExitCode {
             Command::Farm(command) => farm::run(&cli.data_dir, command).await,
             Command::Token(command) => token::run(&cli.data_dir, command).await,
             Command::Audit(args) => audit::run(&cli.data_dir, args).await,
+            Command::Apply(args) => apply::run(&cli.data_dir, args).await,
+            Command::Export(args) => export::run(&cli.data_dir, args).await,
             Command::New(args) => new::run(args).await,
             Command::CompileWorker(_) => unreachable!("run before the async runtime"),
         };

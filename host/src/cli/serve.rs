@@ -8,10 +8,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use anyhow::Context as _;
 use clap::Args;
 
 use super::{args, common, exit};
-use crate::instance::{Instance, InstanceConfig, Notice};
+use crate::instance::{
+    Displaced, Instance, InstanceConfig, NameTaken, Notice, Takeover, host_name,
+};
 use crate::model::InstanceInfo;
 use crate::runtime::CompileCache;
 use crate::store::Store;
@@ -43,6 +46,13 @@ pub struct ServeArgs {
     /// must be writable by this user only (a new one is made with mode 0700).
     #[arg(long, env = "CRONWERK_CACHE_DIR")]
     cache_dir: Option<PathBuf>,
+    /// Compile-cache entries not used for this long are deleted (at start,
+    /// then daily).
+    #[arg(long, default_value = "30d", value_parser = args::duration, value_name = "DURATION")]
+    cache_max_age: Duration,
+    /// ... and beyond this size the least recently used ones are.
+    #[arg(long, default_value = "4GiB", value_parser = args::size, value_name = "SIZE")]
+    cache_max_size: u64,
     /// Also run the broadcasts made this long before this instance started
     /// (e.g. 10m); by default an instance runs only broadcasts made while
     /// it is live.
@@ -70,30 +80,32 @@ pub struct ServeArgs {
     /// then names the file that holds it.
     #[arg(long)]
     print_token: bool,
+    /// Take this instance's name over from another live `serve` process
+    /// that holds it (that one stops serving when it sees it, within 5 s).
+    /// Without it a second process under a live name refuses to start.
+    #[arg(long)]
+    replace: bool,
     #[command(flatten)]
     load: super::compile_cache::LoadArgs,
     #[command(flatten)]
     http: common::HttpArgs,
 }
 
-fn host_name() -> String {
-    std::fs::read_to_string("/etc/hostname")
-        .ok()
-        .map(|s| s.trim().to_owned())
-        .filter(|s| !s.is_empty())
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_else(|| "cronwerk".into())
-}
-
-async fn shutdown_signal() {
+/// SIGTERM or SIGINT. The handlers are installed when this is called, not
+/// when the future is first awaited, so a signal that comes while the
+/// instance is still starting stops it cleanly once started, instead of
+/// killing it outright.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("installing the SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
-    eprintln!("cronwerk: stopping (running tasks are being cancelled)");
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        eprintln!("cronwerk: stopping (running tasks are being cancelled)");
+    })
 }
 
 /// Process settings for a long-lived `serve`, made before any thread
@@ -135,8 +147,23 @@ pub async fn run(data_dir: &Path, a: ServeArgs) -> anyhow::Result<u8> {
         }
     };
     let store = common::open_store(data_dir).await?;
-    let instance = Instance::start(instance_config(data_dir, store, cache, a)).await?;
-    instance.run_until(shutdown_signal()).await?;
+    let stop = shutdown_signal()?;
+    let instance = match Instance::start(instance_config(data_dir, store, cache, a)).await {
+        Ok(instance) => instance,
+        Err(e) if e.is::<NameTaken>() => {
+            eprintln!("error: {e}");
+            return Ok(exit::USAGE);
+        }
+        Err(e) => return Err(e),
+    };
+    match instance.run_until(stop).await {
+        // Replaced on purpose: not a failure a service manager should restart.
+        Err(e) if e.is::<Displaced>() => {
+            eprintln!("cronwerk: {e}");
+            return Ok(exit::OK);
+        }
+        other => other?,
+    }
     eprintln!(
         "cronwerk: stopped at {}",
         humantime::format_rfc3339_seconds(SystemTime::now())
@@ -178,6 +205,8 @@ fn instance_config(
         keep_events: a.keep_events,
         listen: a.listen,
         print_token: a.print_token || std::io::stderr().is_terminal(),
+        replace: a.replace,
+        cache_limits: (a.cache_max_age, a.cache_max_size),
         notices: Box::new(move |notice| eprintln!("cronwerk: {}", wording.line(notice))),
     }
 }
@@ -193,11 +222,24 @@ impl Wording {
     fn line(&self, notice: Notice) -> String {
         let name = &self.name;
         match notice {
-            Notice::NameInUse { pid, heartbeat_age } => format!(
-                "warning: an instance named {name} (pid {pid}) sent a heartbeat {}s ago; if it \
-                 is still running, give this one its own --name",
-                heartbeat_age.as_secs()
+            Notice::WaitingForNamesake { pid, host } => format!(
+                "an instance named {name} (pid {pid} on {host}) sent a heartbeat moments ago: \
+                 waiting up to 15 s for it to stop (it may have crashed); a new heartbeat from \
+                 it means it runs, and this process stops (--replace takes its place)"
             ),
+            Notice::NamesakeGone => {
+                format!("the previous process named {name} stopped sending heartbeats: taking over")
+            }
+            Notice::TakingOver { pid, host, why } => match why {
+                Takeover::Gone => format!(
+                    "taking over the name {name} from pid {pid}, which is no longer running \
+                     (a restart after a crash)"
+                ),
+                Takeover::Replace => format!(
+                    "--replace: taking over the name {name} from pid {pid} on {host}; that \
+                     process stops at its next heartbeat"
+                ),
+            },
             Notice::CatchingUp { broadcasts, since } => format!(
                 "catching up on {broadcasts} broadcast(s) made since {}",
                 common::time(Some(since))

@@ -53,6 +53,10 @@ pub struct AddArgs {
     /// Create it disabled.
     #[arg(long)]
     disabled: bool,
+    /// Refuse an implementation no running instance has loaded (without
+    /// it: a warning naming the nearest loaded identifiers).
+    #[arg(long)]
+    strict: bool,
     #[arg(long)]
     json: bool,
 }
@@ -132,6 +136,9 @@ pub struct EditArgs {
     /// Let any instance run it again (removes required roles).
     #[arg(long, conflicts_with = "roles")]
     any_instance: bool,
+    /// Refuse a new implementation no running instance has loaded.
+    #[arg(long)]
+    strict: bool,
 }
 
 pub async fn run(data_dir: &Path, command: TaskCommand) -> anyhow::Result<u8> {
@@ -189,7 +196,33 @@ async fn remove(store: &dyn Store, name: &str) -> anyhow::Result<u8> {
     Ok(exit::OK)
 }
 
+/// Says when no running instance has loaded a component implementing
+/// `identifier`, naming the nearest loaded ones; with `strict`, refuses
+/// (false: the caller stops). Silent while no instance reports plugins.
+async fn check_identifier(
+    store: &dyn Store,
+    identifier: &str,
+    strict: bool,
+) -> anyhow::Result<bool> {
+    let loaded = spec::loaded_identifiers(&store.list_plugins().await?);
+    let Some(why) = (!loaded.is_empty())
+        .then(|| spec::unknown_identifier(identifier, &loaded))
+        .flatten()
+    else {
+        return Ok(true);
+    };
+    if strict {
+        eprintln!("error: --implementation: {why} (--strict)");
+        return Ok(false);
+    }
+    eprintln!("warning: --implementation: {why}");
+    Ok(true)
+}
+
 async fn add(store: &dyn Store, a: AddArgs) -> anyhow::Result<u8> {
+    if !check_identifier(store, &a.implementation, a.strict).await? {
+        return Ok(exit::USAGE);
+    }
     let (config, next) = spec::new_config(
         &a.name,
         &a.implementation,
@@ -533,6 +566,9 @@ async fn edit(store: &dyn Store, a: EditArgs) -> anyhow::Result<u8> {
     }
     if let Some(i) = &a.implementation {
         spec::check_implementation(i)?;
+        if !check_identifier(store, i, a.strict).await? {
+            return Ok(exit::USAGE);
+        }
         config.implementation = i.clone();
     }
     if a.clear_grants {

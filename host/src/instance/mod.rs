@@ -72,6 +72,12 @@ pub struct InstanceConfig {
     pub listen: Option<Listen>,
     /// Print a newly created API token on stderr (else only where it is kept).
     pub print_token: bool,
+    /// Take the name over from a live process serving it (which then
+    /// stops), instead of refusing to start.
+    pub replace: bool,
+    /// Compile-cache entries unused this long are deleted, and beyond this
+    /// many bytes the least recently used ones (at start, then daily).
+    pub cache_limits: (Duration, u64),
     /// Receives what the operator should hear of while the instance starts.
     pub notices: Box<dyn Fn(Notice) + Send + Sync>,
 }
@@ -80,9 +86,17 @@ pub struct InstanceConfig {
 /// caller words it (the instance does not know how it was started).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Notice {
-    /// A live instance already uses this name: a second process, or this
-    /// name's previous one that crashed moments ago.
-    NameInUse { pid: u32, heartbeat_age: Duration },
+    /// A live process on another machine serves this name: waiting for
+    /// its heartbeat to lapse (it crashed) or to go on (then refusing).
+    WaitingForNamesake { pid: u32, host: String },
+    /// ... and its heartbeat lapsed: this process takes the name.
+    NamesakeGone,
+    /// The name was held by another process, which this one replaces.
+    TakingOver {
+        pid: u32,
+        host: String,
+        why: Takeover,
+    },
     /// Broadcasts made before the instance started that it will run.
     CatchingUp {
         broadcasts: u64,
@@ -98,10 +112,37 @@ pub enum Notice {
     },
 }
 
+/// Why a process takes a name over from another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Takeover {
+    /// That process no longer exists on this machine (a crash moments ago).
+    Gone,
+    /// `--replace`: that process stops when it sees this one took over.
+    Replace,
+}
+
+/// Why [`Instance::run_until`] ended other than by its signal.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "instance {name} was taken over by pid {} on {} (serve --replace): this process stops",
+    by.pid,
+    by.host
+)]
+pub struct Displaced {
+    pub name: String,
+    pub by: crate::model::InstanceRow,
+}
+
+pub use presence::{NameTaken, host_name};
+
 /// A started instance; [`run_until`](Self::run_until) runs it.
 pub struct Instance {
     store: Arc<dyn Store>,
     name: String,
+    /// This process's id in the instance rows.
+    process: String,
+    /// Set when another process took the name over.
+    displaced: tokio::sync::watch::Receiver<Option<crate::model::InstanceRow>>,
     dispatcher: Arc<Dispatcher>,
     api: Option<ApiServer>,
     background: Background,
@@ -119,6 +160,38 @@ fn rescan_on_hangup(rescan: impl Fn() + Send + 'static) -> anyhow::Result<JoinHa
             rescan();
         }
     }))
+}
+
+/// Keeps the compile cache within its limits: at start, then daily.
+fn collect_cache_garbage(
+    cache: CompileCache,
+    (max_age, max_bytes): (Duration, u64),
+) -> JoinHandle<()> {
+    const EVERY: Duration = Duration::from_secs(24 * 3600);
+    tokio::spawn(async move {
+        loop {
+            let cache = cache.clone();
+            let now = std::time::SystemTime::now();
+            let done =
+                tokio::task::spawn_blocking(move || cache.collect_garbage(max_age, max_bytes, now))
+                    .await;
+            match done {
+                Ok(Ok(c)) if c.removed > 0 => tracing::info!(
+                    "compile cache: removed {} entries ({} bytes) unused for {} or beyond {} bytes; {} kept ({} bytes)",
+                    c.removed,
+                    c.freed_bytes,
+                    humantime::format_duration(max_age),
+                    max_bytes,
+                    c.kept,
+                    c.kept_bytes
+                ),
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::warn!("compile cache garbage collection: {e}"),
+                Err(e) => tracing::warn!("compile cache garbage collection failed: {e}"),
+            }
+            tokio::time::sleep(EVERY).await;
+        }
+    })
 }
 
 /// Tasks that live as long as the instance; aborted with it, also when
@@ -145,6 +218,12 @@ impl Instance {
         config.store = Observed::new(config.store, health.clone());
         let store = config.store.clone();
         let name = &config.info.name;
+        // The name first, before minutes of compiling: a second process
+        // under it refuses (or waits, or replaces) right away.
+        let process = uuid::Uuid::now_v7().to_string();
+        let started_at = store.clock().now();
+        let me = presence::row(&config.info, &process, started_at);
+        presence::claim_name(&*store, &me, config.replace, &*config.notices).await?;
         let metrics = Metrics::new();
         let (plugins, plugin_events) = open_plugins(&config, &metrics).await?;
         let watch = plugins.watch().with_context(|| {
@@ -156,9 +235,10 @@ impl Instance {
             plugin_log::report_status(store.clone(), plugins.clone(), name.clone()),
             outages::record(store.clone(), health.clone()),
             rescan_on_hangup(watch.rescan_trigger())?,
+            collect_cache_garbage(config.cache.clone(), config.cache_limits),
         ]);
-        let started_at = store.clock().now();
-        background.0.push(join(&config, started_at).await?);
+        let (displaced_tx, displaced) = tokio::sync::watch::channel(None);
+        background.0.push(join(&config, me, displaced_tx).await?);
         (config.notices)(announce(&*store, &plugins, name).await?);
         let executor = metrics.meter(Arc::new(PluginExecutor::new(plugins.clone())));
         let dispatcher = Dispatcher::new(
@@ -171,6 +251,8 @@ impl Instance {
         Ok(Instance {
             store,
             name: config.info.name,
+            process,
+            displaced,
             dispatcher,
             api,
             background,
@@ -179,11 +261,23 @@ impl Instance {
     }
 
     /// Runs due work until `signal` resolves, then [`shutdown`](Self::shutdown).
+    /// Ends early with [`Displaced`] when another process takes the name
+    /// over (`serve --replace`).
     pub async fn run_until(
         self,
         signal: impl std::future::Future<Output = ()>,
     ) -> anyhow::Result<()> {
-        self.dispatcher.clone().run(signal).await;
+        let mut displaced = self.displaced.clone();
+        let taken_over = async move {
+            let _ = displaced.wait_for(Option::is_some).await;
+        };
+        let stop = async {
+            tokio::select! {
+                () = signal => {}
+                () = taken_over => {}
+            }
+        };
+        self.dispatcher.clone().run(stop).await;
         self.shutdown().await
     }
 
@@ -196,7 +290,25 @@ impl Instance {
         // Already done when `run_until` got here; not when it did not.
         self.dispatcher.shut_down().await;
         drop(self.background);
-        presence::leave(&*self.store, &self.name, self.store.clock().now()).await?;
+        let displaced = self.displaced.borrow().clone();
+        if let Some(by) = displaced {
+            // The name, its deliveries and its plugin rows are the new
+            // process's now: leave them alone.
+            let message = Displaced {
+                name: self.name.clone(),
+                by,
+            };
+            self.store
+                .append_events(&[NewEvent::host(
+                    Level::Warning,
+                    "INSTANCE_REPLACED",
+                    message.to_string(),
+                )])
+                .await?;
+            return Err(message.into());
+        }
+        let now = self.store.clock().now();
+        presence::leave(&*self.store, &self.name, &self.process, now).await?;
         self.store
             .append_events(&[NewEvent::host(
                 Level::Info,
@@ -226,11 +338,26 @@ async fn open_plugins(
     let (sink, events) = plugin_log::event_sink(metrics.clone());
     // What the compile cache holds serves at once; the rest joins when
     // compiled.
+    // Per instance name: instances on one machine may share a data folder.
+    let file: String = config
+        .info
+        .name
+        .chars()
+        .map(|c| match c.is_ascii_alphanumeric() || "._-".contains(c) {
+            true => c,
+            false => '_',
+        })
+        .collect();
+    let memo = config
+        .data_dir
+        .join("serving-plugins")
+        .join(format!("{file}.json"));
     let plugins = Plugins::open_cached_first(
         runtime,
         config.plugins_dir.clone(),
         config.cache.clone(),
         sink,
+        Some(memo),
     )
     .await
     .with_context(|| {
@@ -276,20 +403,22 @@ async fn start_api(
     crate::api::start(config.listen.as_ref(), config.print_token, context).await
 }
 
-/// Joins the instances sharing the store; returns the heartbeat task.
+/// Joins the instances sharing the store (under the name `me` holds
+/// now); returns the heartbeat task.
 async fn join(
     config: &InstanceConfig,
-    started_at: DateTime<Utc>,
+    me: crate::model::InstanceRow,
+    displaced: tokio::sync::watch::Sender<Option<crate::model::InstanceRow>>,
 ) -> anyhow::Result<JoinHandle<()>> {
-    let (store, name) = (&config.store, &config.info.name);
-    if let Some(notice) = presence::namesake(&**store, name, started_at).await? {
-        (config.notices)(notice);
-    }
+    let store = &config.store;
     let catch_up = config.catch_up_broadcasts;
-    if let Some(notice) = presence::settle_broadcasts(&**store, name, started_at, catch_up).await? {
+    let started_at = me.started_at;
+    if let Some(notice) =
+        presence::settle_broadcasts(&**store, &me.name, started_at, catch_up).await?
+    {
         (config.notices)(notice);
     }
-    let heartbeat = presence::heartbeat(store.clone(), store.clock(), &config.info, started_at);
+    let heartbeat = presence::heartbeat(store.clone(), store.clock(), me, displaced);
     Ok(heartbeat.await?)
 }
 

@@ -35,6 +35,8 @@ fn config(
         keep_events: Duration::from_secs(14 * 24 * 3600),
         listen: Some(Listen::Off),
         print_token: false,
+        replace: false,
+        cache_limits: (Duration::from_secs(30 * 86_400), 4 << 30),
         notices: Box::new(move |n| notices.lock().unwrap().push(n)),
     }
 }

@@ -51,9 +51,24 @@ pub struct PluginRow {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct InstanceRow {
     pub name: String,
+    /// Which `serve` process holds the name: one id per process, so two
+    /// processes started under one `--name` are told apart.
+    pub process: String,
+    /// The machine it runs on, with its process id there.
+    pub host: String,
     pub pid: u32,
     pub version: String,
     pub roles: Vec<String>,
     pub started_at: DateTime<Utc>,
     pub heartbeat_at: DateTime<Utc>,
+}
+
+/// What a heartbeat found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Heartbeat {
+    /// The name is still this process's.
+    Kept,
+    /// Another process took the name over (`serve --replace`): this one
+    /// must stop serving.
+    Displaced(InstanceRow),
 }

@@ -35,7 +35,7 @@ pub use clock::{Clock, SystemClock};
 pub use event::{EventRecord, EventSource, Level, NewEvent};
 pub use grants::{DirGrant, Grants, HttpGrant};
 pub use identifier::validate_identifier;
-pub use instance::{InstanceInfo, InstanceRow, PluginRow, PluginState};
+pub use instance::{Heartbeat, InstanceInfo, InstanceRow, PluginRow, PluginState};
 pub use limits::RunLimits;
 pub use run::{RunOutcome, RunRecord, RunState, StopReason, Trigger};
 pub use schedule::Schedule;

@@ -19,8 +19,8 @@ pub enum Trigger {
     Broadcast,
     Retry,
     /// Another configuration's run ended and names this one to run next
-    /// (`on_failure`, `on_success`). Contract 0.1.0 has no such trigger:
-    /// the task is told `manual`, with the ended run in its payload.
+    /// (`on_failure`, `on_success`); its payload is the ended run. Contract
+    /// 0.1.0 has no such trigger: the task is told `manual`.
     #[serde(rename = "follow-up")]
     #[strum(serialize = "follow-up")]
     FollowUp,

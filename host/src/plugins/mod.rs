@@ -17,6 +17,7 @@ mod event;
 mod executor;
 mod registry;
 mod scan;
+mod serving_memo;
 mod watcher;
 
 use std::collections::HashMap;
@@ -47,6 +48,8 @@ pub struct Plugins {
     dir: PathBuf,
     cache: CompileCache,
     on_event: EventSink,
+    /// Where which content serves each identifier is kept across restarts.
+    memo: Option<PathBuf>,
     /// Swapped whole after each rescan; held only to clone or replace the
     /// `Arc`, never across an await, so `get` never waits on a compilation.
     state: RwLock<Arc<State>>,
@@ -80,7 +83,8 @@ impl Plugins {
         cache: CompileCache,
         on_event: EventSink,
     ) -> anyhow::Result<Arc<Self>> {
-        let (plugins, _) = Self::first_scan(runtime, dir, cache, on_event, Load::Always).await?;
+        let (plugins, _) =
+            Self::first_scan(runtime, dir, cache, on_event, Load::Always, None).await?;
         Ok(plugins)
     }
 
@@ -88,15 +92,18 @@ impl Plugins {
     /// holds is loaded: the files that need compiling are compiled in the
     /// background (listed as compiling meanwhile) and join when ready. A
     /// serving instance opens its folder this way, so a big guest that is
-    /// not compiled yet does not hold up every other task.
+    /// not compiled yet does not hold up every other task. `memo` is a file
+    /// where which content serves each identifier is kept, so that after a
+    /// restart the same version serves when two files claim one identifier.
     pub async fn open_cached_first(
         runtime: Arc<Runtime>,
         dir: PathBuf,
         cache: CompileCache,
         on_event: EventSink,
+        memo: Option<PathBuf>,
     ) -> anyhow::Result<Arc<Self>> {
         let (plugins, deferred) =
-            Self::first_scan(runtime, dir, cache, on_event, Load::CachedOnly).await?;
+            Self::first_scan(runtime, dir, cache, on_event, Load::CachedOnly, memo).await?;
         if !deferred.is_empty() {
             let now = SystemTime::now();
             *plugins.compiling.write().unwrap_or_else(|e| e.into_inner()) = deferred
@@ -161,15 +168,18 @@ impl Plugins {
         cache: CompileCache,
         on_event: EventSink,
         mode: Load,
+        memo: Option<PathBuf>,
     ) -> anyhow::Result<(Arc<Self>, Vec<scan::Found>)> {
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("creating the plugins folder {}", dir.display()))?;
+        let hints = memo.as_deref().map(serving_memo::read).unwrap_or_default();
         let plugins = Arc::new(Plugins {
             runtime,
             dir,
             cache,
             on_event,
-            state: RwLock::new(Arc::new(State::default())),
+            memo,
+            state: RwLock::new(Arc::new(State::with_hints(hints))),
             rescanning: tokio::sync::Mutex::new(()),
             changes: tokio::sync::watch::Sender::new(0),
             cache_hits: AtomicU64::new(0),
@@ -286,8 +296,11 @@ impl Plugins {
         // next scan finds them new.
         let (found, deferred): (Vec<scan::Found>, Vec<scan::Found>) =
             found.into_iter().partition(|f| !deferred.contains(&f.path));
-        let (new, events) = registry::reconcile(&old, &found, loaded, SystemTime::now());
+        let (new, events) = registry::reconcile(&old, &found, &deferred, loaded, SystemTime::now());
         let changed = !events.is_empty() || old.entries() != new.entries();
+        if let Some(memo) = self.memo.as_deref().filter(|_| changed) {
+            serving_memo::write(memo, &new.serving_versions());
+        }
         *self
             .state
             .write()

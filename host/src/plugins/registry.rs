@@ -5,8 +5,9 @@
 //! The rules are the product's promises: content (sha256), not the path, is
 //! a file's identity; a version that serves keeps serving until something
 //! that loaded replaces it; between two files claiming one identifier the
-//! one already serving wins, and on a first scan the one whose name sorts
-//! first.
+//! one already serving wins; after a restart, the content that served
+//! before it (a hint from the last process) wins; otherwise the one whose
+//! name sorts first.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -47,9 +48,30 @@ pub(super) struct State {
     files: BTreeMap<PathBuf, Record>,
     /// Identifier → the file serving it.
     serving: HashMap<String, PathBuf>,
+    /// Identifier → the content (sha256) that served it before a restart,
+    /// preferred over any other claimant until it serves again or is no
+    /// longer in the folder.
+    hints: HashMap<String, String>,
 }
 
 impl State {
+    /// An empty view that prefers `hints` (identifier → sha256) when two
+    /// files claim one identifier.
+    pub fn with_hints(hints: HashMap<String, String>) -> State {
+        State {
+            hints,
+            ..State::default()
+        }
+    }
+
+    /// Identifier → the content (sha256) serving it.
+    pub fn serving_versions(&self) -> BTreeMap<String, String> {
+        self.serving
+            .iter()
+            .filter_map(|(id, path)| Some((id.clone(), self.files.get(path)?.sha256.clone())))
+            .collect()
+    }
+
     pub fn get(&self, identifier: &str) -> Option<&Component> {
         self.served(identifier).map(|(_, c)| c)
     }
@@ -134,9 +156,11 @@ enum Origin<'a> {
 
 /// The new view and the events that explain how it differs from `old`.
 /// `loaded` holds the outcome for every file `old.needs_load` asked for.
+/// `pending`: content in the folder this scan left for later (compiling).
 pub(super) fn reconcile(
     old: &State,
     found: &[Found],
+    pending: &[Found],
     mut loaded: HashMap<PathBuf, Result<Component, String>>,
     now: SystemTime,
 ) -> (State, Vec<PluginEvent>) {
@@ -196,7 +220,28 @@ pub(super) fn reconcile(
         })
         .collect();
     let serving = choose_servers(old, &files, &renamed);
-    let new = State { files, serving };
+    // A hint stays until its content serves, or is gone from the folder.
+    let in_folder: HashSet<&str> = found
+        .iter()
+        .chain(pending)
+        .filter_map(|f| f.sha256.as_deref().ok())
+        .collect();
+    let hints = old
+        .hints
+        .iter()
+        .filter(|(id, sha)| {
+            let serves = serving
+                .get(*id)
+                .is_some_and(|p| files.get(p).is_some_and(|r| &r.sha256 == *sha));
+            !serves && in_folder.contains(sha.as_str())
+        })
+        .map(|(id, sha)| (id.clone(), sha.clone()))
+        .collect();
+    let new = State {
+        files,
+        serving,
+        hints,
+    };
     let events = explain(old, &new, &origins, &renamed);
     (new, events)
 }
@@ -238,8 +283,10 @@ fn fresh(
     }
 }
 
-/// Identifier → serving file: the incumbent (followed through a rename) if
-/// it still offers the identifier, otherwise the claimant that sorts first.
+/// Identifier → serving file: the claimant with the hinted content (what
+/// served before a restart), else the incumbent (followed through a
+/// rename) if it still offers the identifier, else the claimant that sorts
+/// first.
 fn choose_servers(
     old: &State,
     files: &BTreeMap<PathBuf, Record>,
@@ -261,8 +308,14 @@ fn choose_servers(
                 .serving
                 .get(identifier)
                 .map(|p| renamed.get(p.as_path()).copied().unwrap_or(p));
-            let chosen = incumbent
-                .filter(|p| claimants.contains(p))
+            let hinted = old.hints.get(identifier).and_then(|sha| {
+                claimants
+                    .iter()
+                    .copied()
+                    .find(|p| files.get(*p).is_some_and(|r| &r.sha256 == sha))
+            });
+            let chosen = hinted
+                .or(incumbent.filter(|p| claimants.contains(p)))
                 .unwrap_or(claimants[0]);
             (identifier.to_owned(), chosen.to_owned())
         })

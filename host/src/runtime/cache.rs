@@ -169,6 +169,73 @@ impl CompileCache {
     pub fn dir(&self) -> &Path {
         &self.dir
     }
+
+    /// Removes the entries not used (loaded or stored) within `max_age`,
+    /// then the least recently used ones until the rest take at most
+    /// `max_bytes`. A loaded component does not need its entry any more,
+    /// so removing one in use only costs a compilation at the next load.
+    pub fn collect_garbage(
+        &self,
+        max_age: std::time::Duration,
+        max_bytes: u64,
+        now: std::time::SystemTime,
+    ) -> std::io::Result<Collected> {
+        let mut entries = Vec::new();
+        for item in std::fs::read_dir(&self.dir)? {
+            let item = item?;
+            let path = item.path();
+            if path.extension().is_none_or(|e| e != "cwasm") {
+                continue;
+            }
+            let meta = item.metadata()?;
+            if meta.is_file() {
+                let used = meta.modified().unwrap_or(std::time::UNIX_EPOCH);
+                entries.push((used, meta.len(), path));
+            }
+        }
+        // Newest first: what is kept is a prefix.
+        entries.sort_by_key(|e| std::cmp::Reverse(e.0));
+        let mut collected = Collected::default();
+        for (used, size, path) in entries {
+            let stale = now.duration_since(used).unwrap_or_default() > max_age;
+            if stale || collected.kept_bytes + size > max_bytes {
+                match std::fs::remove_file(&path) {
+                    Ok(()) => {
+                        collected.removed += 1;
+                        collected.freed_bytes += size;
+                    }
+                    Err(e) if e.kind() == ErrorKind::NotFound => {}
+                    Err(e) => return Err(e),
+                }
+            } else {
+                collected.kept += 1;
+                collected.kept_bytes += size;
+            }
+        }
+        Ok(collected)
+    }
+}
+
+/// What [`CompileCache::collect_garbage`] did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Collected {
+    pub removed: usize,
+    pub freed_bytes: u64,
+    pub kept: usize,
+    pub kept_bytes: u64,
+}
+
+/// Marks an entry as used now (its modification time), so garbage
+/// collection keeps what is loaded.
+fn touch(path: &Path) {
+    let now = std::time::SystemTime::now();
+    if let Err(e) = std::fs::File::options()
+        .write(true)
+        .open(path)
+        .and_then(|f| f.set_modified(now))
+    {
+        tracing::debug!("cannot mark {} as used: {e}", path.display());
+    }
 }
 
 fn open_key(dir: &Path) -> Result<[u8; KEY_BYTES], OpenError> {
@@ -524,7 +591,10 @@ impl Entry {
         // them in between. wasmtime checks its own header (version, engine
         // settings) again.
         match unsafe { WasmComponent::deserialize(engine, image) } {
-            Ok(compiled) => Some(compiled),
+            Ok(compiled) => {
+                touch(&self.path);
+                Some(compiled)
+            }
             Err(e) => {
                 self.discard(&format!("{e:#}"));
                 None
@@ -859,5 +929,41 @@ mod tests {
         config.consume_fuel(true);
         let b = Engine::new(&config).unwrap();
         assert_ne!(engine_hash(&a), engine_hash(&b));
+    }
+
+    #[test]
+    fn garbage_collection_drops_entries_unused_for_long_then_the_least_recent_beyond_the_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = CompileCache::open(&dir.path().join("cache")).unwrap();
+        let now = std::time::SystemTime::now();
+        let day = std::time::Duration::from_secs(86_400);
+        let entry = |name: &str, size: usize, age: std::time::Duration| {
+            let path = cache.dir().join(name);
+            std::fs::write(&path, vec![0u8; size]).unwrap();
+            std::fs::File::options()
+                .write(true)
+                .open(&path)
+                .unwrap()
+                .set_modified(now - age)
+                .unwrap();
+            path
+        };
+        let old = entry("a-e.cwasm", 10, day * 40);
+        let middle = entry("b-e.cwasm", 100, day * 2);
+        let recent = entry("c-e.cwasm", 100, std::time::Duration::ZERO);
+        let other = entry("notes.txt", 10, day * 400);
+        let collected = cache.collect_garbage(day * 30, 150, now).unwrap();
+        assert_eq!(
+            collected,
+            Collected {
+                removed: 2,
+                freed_bytes: 110,
+                kept: 1,
+                kept_bytes: 100
+            }
+        );
+        assert!(!old.exists() && !middle.exists());
+        assert!(recent.exists() && other.exists());
+        assert!(cache.dir().join(".key").exists());
     }
 }

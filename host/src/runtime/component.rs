@@ -9,7 +9,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use wasmtime::component::Component as WasmComponent;
 
-use super::bindings::{CONTRACT_VERSION, ScheduledTaskPre, TASK_EXPORT};
+use super::contract::{Contract, TaskPre};
 
 /// Why a file could not be loaded as a task. Every message names the file,
 /// what is wrong, and what would fix it.
@@ -34,8 +34,10 @@ pub enum LoadError {
     #[error("{origin} is not a valid WebAssembly component: {message}")]
     Invalid { origin: String, message: String },
     #[error(
-        "{origin} does not export `{TASK_EXPORT}` (its exports: {found}): implement the task \
-         interface of cronwerk's WIT package, e.g. with `cronwerk_guest::export_task!`{hint}"
+        "{origin} does not export cronwerk's task interface (`cronwerk:task/task@VERSION`, \
+         VERSION one of {versions}; its exports: {found}): implement the task interface of \
+         cronwerk's WIT package, e.g. with `cronwerk_guest::export_task!`{hint}",
+        versions = Contract::all_versions()
     )]
     MissingExport {
         origin: String,
@@ -43,13 +45,19 @@ pub enum LoadError {
         hint: String,
     },
     #[error(
-        "{origin} exports `{TASK_EXPORT}` with a shape this host does not expect ({message}): \
-         rebuild it against cronwerk's WIT package {CONTRACT_VERSION}"
+        "{origin} exports `{export}` with a shape this host does not expect ({message}): \
+         rebuild it against cronwerk's WIT package (`wit/` holds every version)"
     )]
-    WrongShape { origin: String, message: String },
+    WrongShape {
+        origin: String,
+        export: &'static str,
+        message: String,
+    },
     #[error(
         "{origin} imports something cronwerk does not provide ({message}); cronwerk offers \
-         `cronwerk:task/*@{CONTRACT_VERSION}` and WASI 0.2: remove that dependency from the task"
+         `cronwerk:task/*@VERSION` (VERSION one of {versions}) and WASI 0.2: remove that \
+         dependency from the task",
+        versions = Contract::all_versions()
     )]
     UnsupportedImport { origin: String, message: String },
     #[error("{origin} failed when asked to describe itself: {message}")]
@@ -169,7 +177,7 @@ struct Inner {
     info: TaskInfo,
     imports: Vec<String>,
     exports: Vec<String>,
-    pre: ScheduledTaskPre<super::host_state::RunState>,
+    pre: TaskPre,
 }
 
 impl Component {
@@ -180,7 +188,7 @@ impl Component {
         info: TaskInfo,
         imports: Vec<String>,
         exports: Vec<String>,
-        pre: ScheduledTaskPre<super::host_state::RunState>,
+        pre: TaskPre,
     ) -> Self {
         Component {
             inner: Arc::new(Inner {
@@ -223,8 +231,13 @@ impl Component {
         &self.inner.exports
     }
 
-    pub(crate) fn pre(&self) -> &ScheduledTaskPre<super::host_state::RunState> {
+    pub(crate) fn pre(&self) -> &TaskPre {
         &self.inner.pre
+    }
+
+    /// The version of the task contract it was built against.
+    pub fn contract(&self) -> Contract {
+        self.inner.pre.contract()
     }
 }
 
@@ -305,7 +318,10 @@ pub(crate) fn missing_export(origin: &str, exports: &[String]) -> LoadError {
         .iter()
         .find(|e| e.starts_with("cronwerk:task/task@"));
     let hint = match other_version {
-        Some(v) => format!("; it was built against `{v}`, this host implements {CONTRACT_VERSION}"),
+        Some(v) => format!(
+            "; it was built against `{v}`, this host implements {}",
+            Contract::all_versions()
+        ),
         None => String::new(),
     };
     LoadError::MissingExport {
@@ -364,10 +380,12 @@ mod tests {
 
     #[test]
     fn missing_export_points_at_a_version_mismatch() {
-        let e = missing_export("t.wasm", &["cronwerk:task/task@0.2.0".into()]);
+        let e = missing_export("t.wasm", &["cronwerk:task/task@0.9.0".into()]);
         let text = e.to_string();
         assert!(
-            text.contains("built against `cronwerk:task/task@0.2.0`"),
+            text.contains(
+                "built against `cronwerk:task/task@0.9.0`, this host implements 0.1.0, 0.2.0"
+            ),
             "{text}"
         );
         let e = missing_export("t.wasm", &[]);

@@ -1,11 +1,11 @@
-//! The host's view of a run's context and payload, and their conversion to
-//! the WIT types handed to the guest.
+//! The host's view of a run's context, and its conversion to each contract
+//! version's WIT record handed to the guest.
 
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::bindings::{Datetime, Payload, Trigger as WitTrigger, WitRunContext};
-use crate::model::{BroadcastPayload, Trigger};
+use super::bindings::{v0_1, v0_2};
+use crate::model::Trigger;
 
 /// What the task is told about the run.
 #[derive(Debug, Clone, Default)]
@@ -13,6 +13,8 @@ pub struct RunContext {
     pub configuration_name: String,
     pub run_id: String,
     pub trigger: Trigger,
+    /// 1 for a first run, 2 for its first retry, ... (0 is taken as 1).
+    pub attempt: u32,
     pub scheduled_for: Option<SystemTime>,
     pub last_run: Option<SystemTime>,
     pub next_run: Option<SystemTime>,
@@ -21,8 +23,22 @@ pub struct RunContext {
 }
 
 impl RunContext {
-    pub(crate) fn to_wit(&self, identifier: &str, instance_name: &str) -> WitRunContext {
-        WitRunContext {
+    /// The context as contract 0.1.0 has it: the triggers it lacks are told
+    /// as the nearest one it has.
+    pub(crate) fn to_v0_1(
+        &self,
+        identifier: &str,
+        instance_name: &str,
+    ) -> v0_1::cronwerk::task::types::RunContext {
+        use v0_1::cronwerk::task::types::{Datetime, RunContext as Wit, Trigger as WitTrigger};
+        let at = |t: SystemTime| {
+            let (seconds, nanoseconds) = to_datetime(t);
+            Datetime {
+                seconds,
+                nanoseconds,
+            }
+        };
+        Wit {
             configuration_name: self.configuration_name.clone(),
             identifier: identifier.to_owned(),
             run_id: self.run_id.clone(),
@@ -31,40 +47,72 @@ impl RunContext {
                 Trigger::Manual => WitTrigger::Manual,
                 Trigger::Broadcast => WitTrigger::Broadcast,
                 Trigger::Retry => WitTrigger::Retry,
-                // Contract 0.1.0 has no follow-up trigger; its payload says it is one.
+                // A follow-up's payload says it is one.
                 Trigger::FollowUp | Trigger::Startup => WitTrigger::Manual,
-                // Nor a backfill one: it is the run of a slot, told which.
+                // A backfill run is the run of a slot, told which.
                 Trigger::Backfill => WitTrigger::Schedule,
             },
-            scheduled_for: self.scheduled_for.map(to_datetime),
-            last_run: self.last_run.map(to_datetime),
-            next_run: self.next_run.map(to_datetime),
+            scheduled_for: self.scheduled_for.map(at),
+            last_run: self.last_run.map(at),
+            next_run: self.next_run.map(at),
             run_count: self.run_count,
             instance_name: instance_name.to_owned(),
-            properties: self
-                .properties
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
+            properties: self.property_pairs(),
         }
     }
-}
 
-pub(crate) fn payload_to_wit(p: &BroadcastPayload) -> Payload {
-    Payload {
-        target: p.target.clone(),
-        text: p.text.clone(),
-        data: p.data.clone(),
+    /// The context as contract 0.2.0 has it.
+    pub(crate) fn to_v0_2(
+        &self,
+        identifier: &str,
+        instance_name: &str,
+        deadline: Option<SystemTime>,
+    ) -> v0_2::cronwerk::task::types::RunContext {
+        use v0_2::cronwerk::task::types::{Datetime, RunContext as Wit, Trigger as WitTrigger};
+        let at = |t: SystemTime| {
+            let (seconds, nanoseconds) = to_datetime(t);
+            Datetime {
+                seconds,
+                nanoseconds,
+            }
+        };
+        Wit {
+            configuration_name: self.configuration_name.clone(),
+            identifier: identifier.to_owned(),
+            run_id: self.run_id.clone(),
+            trigger: match self.trigger {
+                Trigger::Schedule => WitTrigger::Schedule,
+                Trigger::Manual => WitTrigger::Manual,
+                Trigger::Broadcast => WitTrigger::Broadcast,
+                Trigger::Retry => WitTrigger::Retry,
+                Trigger::FollowUp => WitTrigger::FollowUp,
+                Trigger::Backfill => WitTrigger::Backfill,
+                Trigger::Startup => WitTrigger::Startup,
+            },
+            attempt: self.attempt.max(1),
+            deadline: deadline.map(at),
+            scheduled_for: self.scheduled_for.map(at),
+            last_run: self.last_run.map(at),
+            next_run: self.next_run.map(at),
+            run_count: self.run_count,
+            instance_name: instance_name.to_owned(),
+            properties: self.property_pairs(),
+        }
+    }
+
+    fn property_pairs(&self) -> Vec<(String, String)> {
+        self.properties
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
     }
 }
 
-/// Converts to the WIT datetime; times before 1970 count backwards.
-pub fn to_datetime(t: SystemTime) -> Datetime {
+/// Converts to the WIT datetime's (seconds, nanoseconds); times before
+/// 1970 count backwards.
+pub fn to_datetime(t: SystemTime) -> (i64, u32) {
     match t.duration_since(UNIX_EPOCH) {
-        Ok(d) => Datetime {
-            seconds: d.as_secs() as i64,
-            nanoseconds: d.subsec_nanos(),
-        },
+        Ok(d) => (d.as_secs() as i64, d.subsec_nanos()),
         Err(e) => {
             let before = e.duration();
             let mut seconds = -(before.as_secs() as i64);
@@ -73,23 +121,20 @@ pub fn to_datetime(t: SystemTime) -> Datetime {
                 seconds -= 1;
                 nanoseconds = 1_000_000_000 - before.subsec_nanos();
             }
-            Datetime {
-                seconds,
-                nanoseconds,
-            }
+            (seconds, nanoseconds)
         }
     }
 }
 
 /// Converts back from the WIT datetime.
 #[cfg(test)]
-fn from_datetime(d: Datetime) -> SystemTime {
+fn from_datetime((seconds, nanoseconds): (i64, u32)) -> SystemTime {
     use std::time::Duration;
-    let nanos = Duration::from_nanos(u64::from(d.nanoseconds));
-    if d.seconds >= 0 {
-        UNIX_EPOCH + Duration::from_secs(d.seconds as u64) + nanos
+    let nanos = Duration::from_nanos(u64::from(nanoseconds));
+    if seconds >= 0 {
+        UNIX_EPOCH + Duration::from_secs(seconds as u64) + nanos
     } else {
-        UNIX_EPOCH - Duration::from_secs(d.seconds.unsigned_abs()) + nanos
+        UNIX_EPOCH - Duration::from_secs(seconds.unsigned_abs()) + nanos
     }
 }
 
@@ -109,6 +154,6 @@ mod tests {
             assert_eq!(from_datetime(to_datetime(t)), t);
         }
         let d = to_datetime(UNIX_EPOCH - Duration::new(5, 250_000_000));
-        assert_eq!((d.seconds, d.nanoseconds), (-6, 750_000_000));
+        assert_eq!(d, (-6, 750_000_000));
     }
 }

@@ -1,5 +1,6 @@
 //! What the host offers a task inside one run: the implementations of the
-//! `log`, `cancellation`, `config`, `state`, `farm` and `instance` imports,
+//! `log`, `cancellation`, `config`, `state`, `farm` and `instance` imports
+//! (of every contract version),
 //! plus the WASI and `wasi:http` contexts, the memory limiter and the count of
 //! open files of the run's store.
 
@@ -10,7 +11,6 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
-use super::bindings::cronwerk::task::{cancellation, config, farm, instance, log, state, types};
 use super::cancel::CancelToken;
 use super::events::EventLog;
 use super::http::HttpPolicy;
@@ -83,6 +83,20 @@ impl TaskState {
         self.entries.insert(key, value);
         Ok(())
     }
+
+    pub fn get(&self, key: &str) -> Option<String> {
+        let key = crate::model::text::storable(key);
+        self.entries.get(key.as_ref()).cloned()
+    }
+
+    pub fn remove(&mut self, key: &str) {
+        let key = crate::model::text::storable(key);
+        self.entries.remove(key.as_ref());
+    }
+
+    pub fn keys(&self) -> Vec<String> {
+        self.entries.keys().cloned().collect()
+    }
 }
 
 /// The store data of one run.
@@ -120,79 +134,119 @@ impl WasiHttpView for RunState {
     }
 }
 
-impl types::Host for RunState {}
+/// The host interfaces of one contract version. Every version has its own
+/// generated traits and types, alike in shape; one body serves them all.
+macro_rules! host_imports {
+    ($v:ident) => {
+        mod $v {
+            use super::super::bindings::$v::cronwerk::task::{
+                cancellation, config, farm, instance, log, state, types,
+            };
+            use super::RunState;
+            use crate::model::{BroadcastPayload, Level};
 
-impl log::Host for RunState {
-    fn write(&mut self, level: log::Level, event_code: String, message: String) {
-        let level = match level {
-            log::Level::Trace => Level::Trace,
-            log::Level::Debug => Level::Debug,
-            log::Level::Info => Level::Info,
-            log::Level::Warning => Level::Warning,
-            log::Level::Error => Level::Error,
-        };
+            impl types::Host for RunState {}
+
+            impl log::Host for RunState {
+                fn write(&mut self, level: log::Level, event_code: String, message: String) {
+                    let level = match level {
+                        log::Level::Trace => Level::Trace,
+                        log::Level::Debug => Level::Debug,
+                        log::Level::Info => Level::Info,
+                        log::Level::Warning => Level::Warning,
+                        log::Level::Error => Level::Error,
+                    };
+                    self.task_log(level, &event_code, &message);
+                }
+            }
+
+            impl cancellation::Host for RunState {
+                fn is_cancelled(&mut self) -> bool {
+                    self.cancel.is_cancelled()
+                }
+            }
+
+            impl config::Host for RunState {
+                fn get(&mut self, key: String) -> Option<String> {
+                    self.config.get(&key).cloned()
+                }
+
+                fn get_all(&mut self) -> Vec<(String, String)> {
+                    self.config_pairs()
+                }
+            }
+
+            impl state::Host for RunState {
+                fn get(&mut self, key: String) -> Option<String> {
+                    self.state.get(&key)
+                }
+
+                fn set(&mut self, key: String, value: String) -> Result<(), String> {
+                    self.state.set(key, value)
+                }
+
+                fn remove(&mut self, key: String) {
+                    self.state.remove(&key)
+                }
+
+                fn keys(&mut self) -> Vec<String> {
+                    self.state.keys()
+                }
+            }
+
+            impl farm::Host for RunState {
+                async fn broadcast(
+                    &mut self,
+                    identifier: String,
+                    payload: types::Payload,
+                ) -> Result<String, String> {
+                    let payload = BroadcastPayload {
+                        target: payload.target,
+                        text: payload.text,
+                        data: payload.data,
+                    };
+                    self.send_broadcast(identifier, payload).await
+                }
+            }
+
+            impl instance::Host for RunState {
+                fn name(&mut self) -> String {
+                    self.instance.name.clone()
+                }
+
+                fn roles(&mut self) -> Vec<String> {
+                    self.instance.roles.clone()
+                }
+            }
+        }
+    };
+}
+
+host_imports!(v0_1);
+host_imports!(v0_2);
+
+/// What the imports do, whichever version asks.
+impl RunState {
+    fn task_log(&mut self, level: Level, event_code: &str, message: &str) {
         self.events
-            .push(level, EventSource::Task, &event_code, &message);
-    }
-}
-
-impl cancellation::Host for RunState {
-    fn is_cancelled(&mut self) -> bool {
-        self.cancel.is_cancelled()
-    }
-}
-
-impl config::Host for RunState {
-    fn get(&mut self, key: String) -> Option<String> {
-        self.config.get(&key).cloned()
+            .push(level, EventSource::Task, event_code, message);
     }
 
-    fn get_all(&mut self) -> Vec<(String, String)> {
+    fn config_pairs(&self) -> Vec<(String, String)> {
         self.config
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect()
     }
-}
 
-impl state::Host for RunState {
-    fn get(&mut self, key: String) -> Option<String> {
-        let key = crate::model::text::storable(&key);
-        self.state.entries.get(key.as_ref()).cloned()
-    }
-
-    fn set(&mut self, key: String, value: String) -> Result<(), String> {
-        self.state.set(key, value)
-    }
-
-    fn remove(&mut self, key: String) {
-        let key = crate::model::text::storable(&key);
-        self.state.entries.remove(key.as_ref());
-    }
-
-    fn keys(&mut self) -> Vec<String> {
-        self.state.entries.keys().cloned().collect()
-    }
-}
-
-impl farm::Host for RunState {
-    async fn broadcast(
+    async fn send_broadcast(
         &mut self,
         identifier: String,
-        payload: types::Payload,
+        payload: BroadcastPayload,
     ) -> Result<String, String> {
         match &self.farm {
             Some(farm) => {
-                let made = farm
-                    .broadcast(
-                        &identifier,
-                        BroadcastPayload {
-                            target: payload.target,
-                            text: payload.text,
-                            data: payload.data,
-                        },
-                    )
-                    .await;
+                let made = farm.broadcast(&identifier, payload).await;
                 if let Err(message) = &made {
                     // Kept with the run (within its event limits), so a
                     // refused broadcast shows even if the task ignores it.
@@ -210,16 +264,6 @@ impl farm::Host for RunState {
                  (broadcasts need `cronwerk serve` with a shared database)"
             )),
         }
-    }
-}
-
-impl instance::Host for RunState {
-    fn name(&mut self) -> String {
-        self.instance.name.clone()
-    }
-
-    fn roles(&mut self) -> Vec<String> {
-        self.instance.roles.clone()
     }
 }
 

@@ -12,6 +12,7 @@ pub mod compile_child;
 pub mod compile_worker;
 mod component;
 mod context;
+mod contract;
 mod egress;
 mod engine;
 mod events;
@@ -32,13 +33,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
-use wasmtime::component::{HasSelf, Linker};
+use wasmtime::component::Linker;
 
-pub use bindings::{CONTRACT_VERSION, TASK_EXPORT};
-pub use cache::{CacheOutcome, CompileCache, UnsafeCache};
+pub use cache::{CacheOutcome, Collected, CompileCache, UnsafeCache};
 pub use cancel::CancelToken;
 pub use component::{Component, LoadError, LoadLimits, TaskInfo, read_component_file, sha256_hex};
 pub use context::RunContext;
+pub use contract::Contract;
 pub use engine::{Allocator, CronwerkEngine, EngineSettings};
 pub use events::{Event, EventLimits, EventLog, truncate};
 pub use executor::{Availability, Execution, Executor};
@@ -51,7 +52,7 @@ pub use redact::{MASK, MIN_SECRET_BYTES, Redactor};
 use crate::model::{
     BroadcastPayload, EventSource, Grants, InstanceInfo, Level, RunLimits, StopReason,
 };
-use bindings::{ScheduledTask, ScheduledTaskPre};
+use contract::{RunFacts, TaskPre};
 use guest_pool::GuestPool;
 use host_state::RunState;
 use sandbox::{Sandbox, SandboxSpec};
@@ -118,8 +119,7 @@ impl Runtime {
         files::cap_open_at(&mut linker)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
             .map_err(anyhow::Error::from)?;
-        ScheduledTask::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
-            .map_err(anyhow::Error::from)?;
+        contract::add_to_linker(&mut linker).map_err(anyhow::Error::from)?;
         Ok(Runtime {
             engine,
             linker,
@@ -253,9 +253,9 @@ impl Runtime {
         origin: String,
     ) -> Result<Component, LoadError> {
         let (imports, exports) = component::interface_names(&compiled, &self.engine.engine);
-        if !exports.iter().any(|e| e == TASK_EXPORT) {
+        let Some(contract) = Contract::of_exports(&exports) else {
             return Err(component::missing_export(&origin, &exports));
-        }
+        };
         let instance_pre =
             self.linker
                 .instantiate_pre(&compiled)
@@ -263,8 +263,9 @@ impl Runtime {
                     origin: origin.clone(),
                     message: format!("{e:#}"),
                 })?;
-        let pre = ScheduledTaskPre::new(instance_pre).map_err(|e| LoadError::WrongShape {
+        let pre = TaskPre::new(contract, instance_pre).map_err(|e| LoadError::WrongShape {
             origin: origin.clone(),
+            export: contract.task_export(),
             message: format!("{e:#}"),
         })?;
         let info = self
@@ -296,7 +297,7 @@ impl Runtime {
 
     /// Runs the component's `describe` on the guest threads, with the
     /// limits of [`describe_limits`].
-    async fn describe(&self, pre: &ScheduledTaskPre<RunState>) -> Result<TaskInfo, String> {
+    async fn describe(&self, pre: &TaskPre) -> Result<TaskInfo, String> {
         let _slot = self.slots.acquire().await.expect("semaphore never closes");
         let work = describe(self.guest_settings(), pre.clone());
         self.guests
@@ -361,10 +362,8 @@ async fn execute(settings: GuestSettings, component: Component, request: RunRequ
     let redactor = Redactor::new(&request.secrets);
     let events = EventLog::redacting(settings.event_limits, redactor.clone());
     let mut report = RunReport::blank(&component, &request);
-    let wit_context = request
-        .context
-        .to_wit(&report.identifier, &request.instance.name);
-    let payload = request.payload.as_ref().map(context::payload_to_wit);
+    let instance_name = request.instance.name.clone();
+    let payload = request.payload.clone();
     let cancel = request.cancel.clone();
     let sandbox = Sandbox::new(
         &settings.engine,
@@ -394,11 +393,15 @@ async fn execute(settings: GuestSettings, component: Component, request: RunRequ
     };
     let (deadline, timeout, guard_cancel, grace) = sandbox.guard_params();
     let store = &mut sandbox.store;
+    let facts = RunFacts {
+        context: &request.context,
+        identifier: &report.identifier,
+        instance_name: &instance_name,
+        payload: payload.as_ref(),
+        deadline: Some(std::time::SystemTime::now() + timeout),
+    };
     let result = Sandbox::guard(deadline, timeout, &guard_cancel, grace, async {
-        let task = component.pre().instantiate_async(&mut *store).await?;
-        task.cronwerk_task_task()
-            .call_execute(&mut *store, &wit_context, payload.as_ref())
-            .await
+        component.pre().execute(&mut *store, &facts).await
     })
     .await;
     report.duration = started.elapsed();
@@ -441,10 +444,7 @@ async fn execute(settings: GuestSettings, component: Component, request: RunRequ
 }
 
 /// The component's `describe` in a fresh sandbox; runs on the guest threads.
-async fn describe(
-    settings: GuestSettings,
-    pre: ScheduledTaskPre<RunState>,
-) -> Result<TaskInfo, String> {
+async fn describe(settings: GuestSettings, pre: TaskPre) -> Result<TaskInfo, String> {
     let events = EventLog::new(settings.event_limits);
     let limits = describe_limits();
     let mut sandbox = Sandbox::new(
@@ -466,18 +466,11 @@ async fn describe(
     let (deadline, timeout, cancel, grace) = sandbox.guard_params();
     let store = &mut sandbox.store;
     let result = Sandbox::guard(deadline, timeout, &cancel, grace, async {
-        let task = pre.instantiate_async(&mut *store).await?;
-        task.cronwerk_task_task().call_describe(&mut *store).await
+        pre.describe(&mut *store).await
     })
     .await;
     match result {
-        Ok(info) => Ok(TaskInfo {
-            identifier: info.identifier,
-            display_name: info.display_name,
-            description: info.description,
-            version: info.version,
-            default_schedule: info.default_schedule,
-        }),
+        Ok(info) => Ok(info),
         Err(e) => {
             events.finish();
             let stderr: Vec<String> = events

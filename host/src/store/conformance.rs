@@ -393,27 +393,59 @@ pub async fn plugins_and_instances(store: &dyn Store) {
     assert_eq!(store.list_plugins().await.unwrap(), vec![row]);
     let inst = InstanceRow {
         name: "i1".into(),
+        process: "p1".into(),
+        host: "h".into(),
         pid: 7,
         version: "0.1.0".into(),
         roles: vec!["edit".into()],
         started_at: t(0),
         heartbeat_at: t(5),
     };
-    store.heartbeat(&inst).await.unwrap();
-    store
+    store.claim_instance(&inst).await.unwrap();
+    let beat = store
         .heartbeat(&InstanceRow {
             heartbeat_at: t(10),
             ..inst.clone()
         })
         .await
         .unwrap();
+    assert_eq!(beat, Heartbeat::Kept);
     let listed = store.list_instances().await.unwrap();
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].heartbeat_at, t(10));
     assert_eq!(listed[0].roles, vec!["edit".to_string()]);
-    store.remove_instance("i1").await.unwrap();
+    assert_eq!(
+        (listed[0].process.as_str(), listed[0].host.as_str()),
+        ("p1", "h")
+    );
+
+    // Another process takes the name over: the first one's heartbeat says
+    // so and writes nothing, and its leaving removes nothing of the new one.
+    let successor = InstanceRow {
+        process: "p2".into(),
+        pid: 8,
+        heartbeat_at: t(11),
+        ..inst.clone()
+    };
+    store.claim_instance(&successor).await.unwrap();
+    let beat = store
+        .heartbeat(&InstanceRow {
+            heartbeat_at: t(12),
+            ..inst.clone()
+        })
+        .await
+        .unwrap();
+    assert_eq!(beat, Heartbeat::Displaced(successor.clone()));
+    store.remove_instance("i1", "p1").await.unwrap();
+    assert_eq!(store.list_instances().await.unwrap(), vec![successor]);
+    assert_eq!(store.list_plugins().await.unwrap().len(), 1);
+    store.remove_instance("i1", "p2").await.unwrap();
     assert!(store.list_instances().await.unwrap().is_empty());
     assert!(store.list_plugins().await.unwrap().is_empty());
+    // A heartbeat for a name no row holds claims it again.
+    let beat = store.heartbeat(&inst).await.unwrap();
+    assert_eq!(beat, Heartbeat::Kept);
+    assert_eq!(store.list_instances().await.unwrap().len(), 1);
 }
 
 fn broadcast(id: &str, at: DateTime<Utc>, instances: &[&str]) -> NewBroadcast {

@@ -31,8 +31,8 @@ use std::sync::Arc;
 use crate::model::audit::{AuditRecord, NewAudit};
 use crate::model::backfill::{BackfillRecord, NewBackfill};
 use crate::model::{
-    BroadcastRecord, Clock, EventRecord, InstanceRow, NewEvent, PendingDelivery, PluginRow,
-    RunRecord, SystemClock, TaskConfig, TaskRecord,
+    BroadcastRecord, Clock, EventRecord, Heartbeat, InstanceRow, NewEvent, PendingDelivery,
+    PluginRow, RunRecord, SystemClock, TaskConfig, TaskRecord,
 };
 
 use chrono::{DateTime, Utc};
@@ -284,10 +284,16 @@ pub trait Fleet: Send + Sync {
     /// Replaces the plugin status an instance reports.
     async fn set_plugins(&self, instance: &str, plugins: &[PluginRow]) -> StoreResult<()>;
     async fn list_plugins(&self) -> StoreResult<Vec<PluginRow>>;
-    async fn heartbeat(&self, instance: &InstanceRow) -> StoreResult<()>;
+    /// Makes the instance's name its process's, whichever held it (a
+    /// start after deciding the name is free, or `serve --replace`).
+    async fn claim_instance(&self, instance: &InstanceRow) -> StoreResult<()>;
+    /// Renews the heartbeat while the name is still this process's
+    /// (`instance.process`); says so when another process took it over.
+    async fn heartbeat(&self, instance: &InstanceRow) -> StoreResult<Heartbeat>;
     async fn list_instances(&self) -> StoreResult<Vec<InstanceRow>>;
-    /// Forgets an instance that stopped cleanly (its plugin rows too).
-    async fn remove_instance(&self, name: &str) -> StoreResult<()>;
+    /// Forgets an instance that stopped cleanly (its plugin rows too), if
+    /// `process` still holds its name.
+    async fn remove_instance(&self, name: &str, process: &str) -> StoreResult<()>;
     /// Records a broadcast with a queued delivery for each of its instances.
     async fn create_broadcast(&self, broadcast: &NewBroadcast) -> StoreResult<()>;
     async fn get_broadcast(&self, id: &str) -> StoreResult<BroadcastRecord>;

@@ -240,14 +240,17 @@ impl<S: Fleet + ?Sized, O: CallObserver> Fleet for Observed<S, O> {
     async fn list_plugins(&self) -> StoreResult<Vec<PluginRow>> {
         observe!(self.list_plugins())
     }
-    async fn heartbeat(&self, instance: &InstanceRow) -> StoreResult<()> {
+    async fn claim_instance(&self, instance: &InstanceRow) -> StoreResult<()> {
+        observe!(self.claim_instance(instance))
+    }
+    async fn heartbeat(&self, instance: &InstanceRow) -> StoreResult<Heartbeat> {
         observe!(self.heartbeat(instance))
     }
     async fn list_instances(&self) -> StoreResult<Vec<InstanceRow>> {
         observe!(self.list_instances())
     }
-    async fn remove_instance(&self, name: &str) -> StoreResult<()> {
-        observe!(self.remove_instance(name))
+    async fn remove_instance(&self, name: &str, process: &str) -> StoreResult<()> {
+        observe!(self.remove_instance(name, process))
     }
     async fn create_broadcast(&self, broadcast: &NewBroadcast) -> StoreResult<()> {
         observe!(self.create_broadcast(broadcast))

@@ -712,11 +712,12 @@ async function pluginsPage() {
     if (!r.ok) { holder.replaceChildren(errorBox(r)); return; }
     if (r.data.length === 0) { holder.replaceChildren(h('p', { class: 'empty' }, 'The plugins folder is empty.')); return; }
     holder.replaceChildren(h('div', { class: 'scroll' }, h('table', { class: 'plugins' },
-      h('thead', {}, h('tr', {}, ['File', 'Identifier', 'Version', 'Status', 'Capabilities asked for', 'sha256', 'Loaded'].map((c) => h('th', {}, c)))),
+      h('thead', {}, h('tr', {}, ['File', 'Identifier', 'Version', 'Contract', 'Status', 'Capabilities asked for', 'sha256', 'Loaded'].map((c) => h('th', {}, c)))),
       h('tbody', {}, r.data.map((p) => h('tr', { dataset: { file: p.file } },
         h('td', {}, h('code', {}, p.file)),
         h('td', {}, p.identifier ? h('span', {}, h('code', {}, p.identifier), p.display_name ? h('div', { class: 'muted' }, p.display_name) : null) : h('span', { class: 'muted' }, '–')),
         h('td', {}, p.version || '–'),
+        h('td', { class: 'contract' }, p.contract || '–'),
         h('td', { class: 'status' }, h('span', { class: `badge ${p.status === 'ok' ? 'succeeded' : p.status}` }, p.status),
           p.status === 'ok' && !p.serving ? h('span', { class: 'muted' }, ' not serving') : null,
           p.error ? h('div', { class: 'plugin-error' }, p.error) : null),
@@ -1008,7 +1009,10 @@ form.addEventListener('submit', async (e) => {
     : await api('POST', '/api/tasks', input);
   if (r.ok) {
     dialog.close();
-    toast(editing ? `“${r.data.name}” saved` : `“${r.data.name}” created: next run ${when(r.data.next_run_at)}`, 'ok');
+    const saved = editing ? `“${r.data.name}” saved` : `“${r.data.name}” created: next run ${when(r.data.next_run_at)}`;
+    // Accepted, but worth a look: e.g. no instance has loaded the implementation.
+    if (r.data.warnings && r.data.warnings.length) toast(`${saved}. ${r.data.warnings.join(' ')}`, 'warn');
+    else toast(saved, 'ok');
     if (editing && editing.name !== r.data.name && location.hash.startsWith('#/tasks/')) location.hash = `#/tasks/${encodeURIComponent(r.data.name)}`;
     else route();
   } else if (!r.unsent) {

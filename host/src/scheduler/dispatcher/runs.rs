@@ -256,6 +256,7 @@ impl Dispatcher {
                 configuration_name: config.name.clone(),
                 run_id: run.id.clone(),
                 trigger: run.trigger,
+                attempt: run.attempt,
                 scheduled_for: run.scheduled_for.map(Into::into),
                 last_run: task.last_run_at.map(Into::into),
                 next_run: next.map(Into::into),

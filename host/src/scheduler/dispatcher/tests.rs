@@ -868,6 +868,8 @@ async fn a_dispatcher_whose_passes_outlast_the_poll_interval_still_stops() {
 fn live(name: &str, roles: &[&str]) -> crate::model::InstanceRow {
     crate::model::InstanceRow {
         name: name.into(),
+        process: format!("process of {name}"),
+        host: "test".into(),
         pid: 1,
         version: "test".into(),
         roles: roles.iter().map(|r| r.to_string()).collect(),

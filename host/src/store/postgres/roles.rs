@@ -14,8 +14,8 @@ use super::tx::PgTx;
 use super::{PostgresStore, batches, violates};
 use crate::model::audit::{AuditRecord, NewAudit};
 use crate::model::{
-    BroadcastRecord, Clock, EventRecord, InstanceRow, NewEvent, PendingDelivery, PluginRow,
-    RunRecord, TaskConfig, TaskRecord,
+    BroadcastRecord, Clock, EventRecord, Heartbeat, InstanceRow, NewEvent, PendingDelivery,
+    PluginRow, RunRecord, TaskConfig, TaskRecord,
 };
 use crate::store::sql::{Tx, audit, backfills, fleet, journal, ledger, stops, tasks};
 use crate::store::*;
@@ -316,7 +316,11 @@ impl Fleet for PostgresStore {
         Ok(fleet::list_plugins(&PgTx(&c)).await?)
     }
 
-    async fn heartbeat(&self, instance: &InstanceRow) -> StoreResult<()> {
+    async fn claim_instance(&self, instance: &InstanceRow) -> StoreResult<()> {
+        in_transaction!(self, |tx| fleet::claim_instance(tx, instance).await?)
+    }
+
+    async fn heartbeat(&self, instance: &InstanceRow) -> StoreResult<Heartbeat> {
         in_transaction!(self, |tx| fleet::heartbeat(tx, instance).await?)
     }
 
@@ -325,8 +329,8 @@ impl Fleet for PostgresStore {
         Ok(fleet::list_instances(&PgTx(&c)).await?)
     }
 
-    async fn remove_instance(&self, name: &str) -> StoreResult<()> {
-        in_transaction!(self, |tx| fleet::remove_instance(tx, name).await?)
+    async fn remove_instance(&self, name: &str, process: &str) -> StoreResult<()> {
+        in_transaction!(self, |tx| fleet::remove_instance(tx, name, process).await?)
     }
 
     async fn create_broadcast(&self, broadcast: &NewBroadcast) -> StoreResult<()> {

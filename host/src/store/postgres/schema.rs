@@ -259,7 +259,12 @@ const V12: &str = "ALTER TABLE tasks ADD COLUMN on_start BOOLEAN NOT NULL DEFAUL
 
 /// Every migration in order; the position is the version (1-based). Only
 /// ever append: databases in use have the earlier ones applied.
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8, V9, V10, V11, V12];
+/// Which process holds an instance's name (the SQLite schema's
+/// INSTANCE_PROCESS).
+const V13: &str = "ALTER TABLE instances ADD COLUMN process TEXT NOT NULL DEFAULT '';
+ALTER TABLE instances ADD COLUMN host TEXT NOT NULL DEFAULT '';";
+
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8, V9, V10, V11, V12, V13];
 
 /// The schema version this build expects.
 pub const LATEST: i64 = MIGRATIONS.len() as i64;

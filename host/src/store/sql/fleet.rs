@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 
 use super::rows::{self, BROADCAST_COLUMNS, BROADCAST_FIELDS, PENDING_COLUMNS, PLUGIN_COLUMNS};
 use super::{Tx, params};
-use crate::model::{BroadcastRecord, InstanceRow, PendingDelivery, PluginRow};
+use crate::model::{BroadcastRecord, Heartbeat, InstanceRow, PendingDelivery, PluginRow};
 use crate::store::{DeliveryFinish, NewBroadcast};
 
 /// Replaces what `instance` reports, one row per plugin (PostgreSQL: one
@@ -45,23 +45,55 @@ pub async fn list_plugins<T: Tx + ?Sized>(tx: &T) -> anyhow::Result<Vec<PluginRo
     rows::all(tx.query(&sql, &[]).await?, rows::plugin)
 }
 
-pub async fn heartbeat<T: Tx + ?Sized>(tx: &T, i: &InstanceRow) -> anyhow::Result<()> {
+/// Makes the name `i`'s, whoever held it.
+pub async fn claim_instance<T: Tx + ?Sized>(tx: &T, i: &InstanceRow) -> anyhow::Result<()> {
     tx.exec(
-        "INSERT INTO instances (name, pid, version, roles, started_at, heartbeat_at)
-         VALUES ($1, $2, $3, $4, $5, $6)
+        "INSERT INTO instances (name, pid, version, roles, started_at, heartbeat_at, process, host)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
          ON CONFLICT (name) DO UPDATE SET pid = $2, version = $3, roles = $4,
-                started_at = $5, heartbeat_at = $6",
+                started_at = $5, heartbeat_at = $6, process = $7, host = $8",
         params![
             &i.name,
             i.pid,
             &i.version,
             i.roles.as_slice(),
             i.started_at,
-            i.heartbeat_at
+            i.heartbeat_at,
+            &i.process,
+            &i.host
         ],
     )
     .await?;
     Ok(())
+}
+
+/// Renews `i`'s heartbeat while the name is its process's; a name no row
+/// holds (removed meanwhile) is claimed again.
+pub async fn heartbeat<T: Tx + ?Sized>(tx: &T, i: &InstanceRow) -> anyhow::Result<Heartbeat> {
+    let renewed = tx
+        .exec(
+            "UPDATE instances SET heartbeat_at = $3, roles = $4
+             WHERE name = $1 AND process = $2",
+            params![&i.name, &i.process, i.heartbeat_at, i.roles.as_slice()],
+        )
+        .await?;
+    if renewed > 0 {
+        return Ok(Heartbeat::Kept);
+    }
+    let sql = format!(
+        "SELECT {} FROM instances WHERE name = $1",
+        rows::INSTANCE_COLUMNS
+    );
+    match rows::all(tx.query(&sql, params![&i.name]).await?, rows::instance)?
+        .into_iter()
+        .next()
+    {
+        Some(other) => Ok(Heartbeat::Displaced(other)),
+        None => {
+            claim_instance(tx, i).await?;
+            Ok(Heartbeat::Kept)
+        }
+    }
 }
 
 pub async fn list_instances<T: Tx + ?Sized>(tx: &T) -> anyhow::Result<Vec<InstanceRow>> {
@@ -72,11 +104,23 @@ pub async fn list_instances<T: Tx + ?Sized>(tx: &T) -> anyhow::Result<Vec<Instan
     rows::all(tx.query(&sql, &[]).await?, rows::instance)
 }
 
-pub async fn remove_instance<T: Tx + ?Sized>(tx: &T, name: &str) -> anyhow::Result<()> {
-    tx.exec("DELETE FROM plugins WHERE instance = $1", params![name])
+/// Forgets instance `name` and its plugin rows, if `process` holds it (a
+/// process that was taken over leaves its successor's rows alone).
+pub async fn remove_instance<T: Tx + ?Sized>(
+    tx: &T,
+    name: &str,
+    process: &str,
+) -> anyhow::Result<()> {
+    let removed = tx
+        .exec(
+            "DELETE FROM instances WHERE name = $1 AND process = $2",
+            params![name, process],
+        )
         .await?;
-    tx.exec("DELETE FROM instances WHERE name = $1", params![name])
-        .await?;
+    if removed > 0 {
+        tx.exec("DELETE FROM plugins WHERE instance = $1", params![name])
+            .await?;
+    }
     Ok(())
 }
 

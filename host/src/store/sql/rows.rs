@@ -108,7 +108,8 @@ pub fn plugin(mut r: Row) -> anyhow::Result<PluginRow> {
     })
 }
 
-pub const INSTANCE_COLUMNS: &str = "name, pid, version, roles, started_at, heartbeat_at";
+pub const INSTANCE_COLUMNS: &str =
+    "name, pid, version, roles, started_at, heartbeat_at, process, host";
 
 pub fn instance(mut r: Row) -> anyhow::Result<InstanceRow> {
     Ok(InstanceRow {
@@ -118,6 +119,8 @@ pub fn instance(mut r: Row) -> anyhow::Result<InstanceRow> {
         roles: r.list(3)?,
         started_at: r.time(4)?,
         heartbeat_at: r.time(5)?,
+        process: r.text(6)?,
+        host: r.text(7)?,
     })
 }
 

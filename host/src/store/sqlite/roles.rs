@@ -11,8 +11,8 @@ use chrono::{DateTime, Utc};
 use super::{SqliteStore, violates_constraint};
 use crate::model::audit::{AuditRecord, NewAudit};
 use crate::model::{
-    BroadcastRecord, EventRecord, InstanceRow, NewEvent, PendingDelivery, PluginRow, RunRecord,
-    TaskConfig, TaskRecord,
+    BroadcastRecord, EventRecord, Heartbeat, InstanceRow, NewEvent, PendingDelivery, PluginRow,
+    RunRecord, TaskConfig, TaskRecord,
 };
 use crate::store::sql::{audit, backfills, fleet, journal, ledger, run_now, stops, tasks};
 use crate::store::*;
@@ -290,7 +290,11 @@ impl Fleet for SqliteStore {
         self.read(|c| run_now(fleet::list_plugins(c)))
     }
 
-    async fn heartbeat(&self, instance: &InstanceRow) -> StoreResult<()> {
+    async fn claim_instance(&self, instance: &InstanceRow) -> StoreResult<()> {
+        self.write(|tx| run_now(fleet::claim_instance(tx, instance)))
+    }
+
+    async fn heartbeat(&self, instance: &InstanceRow) -> StoreResult<Heartbeat> {
         self.write(|tx| run_now(fleet::heartbeat(tx, instance)))
     }
 
@@ -298,8 +302,8 @@ impl Fleet for SqliteStore {
         self.read(|c| run_now(fleet::list_instances(c)))
     }
 
-    async fn remove_instance(&self, name: &str) -> StoreResult<()> {
-        self.write(|tx| run_now(fleet::remove_instance(tx, name)))
+    async fn remove_instance(&self, name: &str, process: &str) -> StoreResult<()> {
+        self.write(|tx| run_now(fleet::remove_instance(tx, name, process)))
     }
 
     async fn create_broadcast(&self, broadcast: &NewBroadcast) -> StoreResult<()> {

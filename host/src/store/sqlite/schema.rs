@@ -126,12 +126,18 @@ pub fn migrations() -> Migrations<'static> {
         M::up(BACKFILLS),
         M::up(AUDIT),
         M::up(ON_START),
+        M::up(INSTANCE_PROCESS),
     ])
 }
 
 /// Whether a configuration runs on every instance's start, copied out of
 /// its JSON so the start reads only those.
 const ON_START: &str = "ALTER TABLE tasks ADD COLUMN on_start INTEGER NOT NULL DEFAULT 0;";
+
+/// Which process holds an instance's name, and on which machine: two
+/// `serve` processes under one `--name` are told apart.
+const INSTANCE_PROCESS: &str = "ALTER TABLE instances ADD COLUMN process TEXT NOT NULL DEFAULT '';
+ALTER TABLE instances ADD COLUMN host TEXT NOT NULL DEFAULT '';";
 
 /// The audit trail: who changed which configuration, setting or token,
 /// and which components were swapped, with the fields before and after.

@@ -2,11 +2,11 @@
 //
 // `task.describe` tells the host who this task is; `task.execute` does one
 // run. The host's interfaces are imported as ES modules named after
-// wit/task.wit: cronwerk:task/log@0.1.0, state, config, cancellation, farm
+// wit/task.wit: cronwerk:task/log@0.2.0, state, config, cancellation, farm
 // and instance.
 
-import { write } from 'cronwerk:task/log@0.1.0';
-import * as state from 'cronwerk:task/state@0.1.0';
+import { write } from 'cronwerk:task/log@0.2.0';
+import * as state from 'cronwerk:task/state@0.2.0';
 
 /** The value of the configuration's property `key`, if set. */
 function property(context, key) {
