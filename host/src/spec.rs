@@ -1183,20 +1183,8 @@ mod tests {
     fn record(config: &TaskConfig, next: Option<DateTime<Utc>>) -> TaskRecord {
         TaskRecord {
             id: 1,
-            config: config.clone(),
-            created_at: now(),
-            updated_at: now(),
             next_run_at: next,
-            last_run_at: None,
-            last_outcome: None,
-            last_message: None,
-            run_count: 0,
-            skipped_count: 0,
-            failed_count: 0,
-            running_run_id: None,
-            running_count: 0,
-            retry_at: None,
-            retry_attempt: 0,
+            ..TaskRecord::unsaved(config.clone(), now())
         }
     }
 
@@ -1512,20 +1500,8 @@ mod tests {
             new_config("t", "Acme.T", &every, &ConfigSpec::default(), false, now()).unwrap();
         let task = TaskRecord {
             id: 1,
-            config: config.clone(),
-            created_at: now(),
-            updated_at: now(),
             next_run_at: next,
-            last_run_at: None,
-            last_outcome: None,
-            last_message: None,
-            run_count: 0,
-            skipped_count: 0,
-            failed_count: 0,
-            running_run_id: None,
-            running_count: 0,
-            retry_at: None,
-            retry_attempt: 0,
+            ..TaskRecord::unsaved(config.clone(), now())
         };
         let later = now() + chrono::TimeDelta::seconds(95);
         // The same interval given again: same grid, same next run.

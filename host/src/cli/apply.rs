@@ -155,7 +155,7 @@ async fn plan(
                     Ok(next) => next,
                     Err(e) => return Ok(Err(at(e))),
                 };
-                after.push(draft(&config));
+                after.push(TaskRecord::unsaved(config.clone(), now));
                 steps.push(Step::Create(config, next));
             }
             Some(old) => {
@@ -224,27 +224,6 @@ async fn plan(
         settings,
         missing_secrets,
     }))
-}
-
-/// A configuration not stored yet, as the checks over the whole set see it.
-fn draft(config: &TaskConfig) -> TaskRecord {
-    TaskRecord {
-        id: 0,
-        config: config.clone(),
-        created_at: Utc::now(),
-        updated_at: Utc::now(),
-        next_run_at: None,
-        last_run_at: None,
-        last_outcome: None,
-        last_message: None,
-        run_count: 0,
-        skipped_count: 0,
-        failed_count: 0,
-        running_run_id: None,
-        running_count: 0,
-        retry_at: None,
-        retry_attempt: 0,
-    }
 }
 
 type SettingsPlan = (Vec<SettingStep>, Vec<String>);

@@ -212,6 +212,28 @@ pub fn missing_roles<'a>(required: &'a [String], roles: &[String]) -> Vec<&'a st
 }
 
 impl TaskRecord {
+    /// `config` as a record not stored yet: no id, no runs, made `at`
+    /// (what checks over a set of configurations, and tests, look at).
+    pub fn unsaved(config: TaskConfig, at: DateTime<Utc>) -> TaskRecord {
+        TaskRecord {
+            id: 0,
+            config,
+            created_at: at,
+            updated_at: at,
+            next_run_at: None,
+            last_run_at: None,
+            last_outcome: None,
+            last_message: None,
+            run_count: 0,
+            skipped_count: 0,
+            failed_count: 0,
+            running_run_id: None,
+            running_count: 0,
+            retry_at: None,
+            retry_attempt: 0,
+        }
+    }
+
     /// Whether one more run may start now: fewer going on than its
     /// concurrency limit.
     pub fn has_room(&self) -> bool {

@@ -22,6 +22,35 @@ pub struct RunContext {
     pub properties: BTreeMap<String, String>,
 }
 
+/// The fields every contract version's run context has, filled from `$c`;
+/// `$extra` adds the version's own (trigger first).
+macro_rules! wit_context {
+    ($v:ident, $c:expr, $identifier:expr, $instance:expr, { $($extra:tt)* }) => {{
+        use $v::cronwerk::task::types::{Datetime, RunContext as Wit};
+        let at = |t: SystemTime| {
+            let (seconds, nanoseconds) = to_datetime(t);
+            Datetime { seconds, nanoseconds }
+        };
+        let c: &RunContext = $c;
+        Wit {
+            $($extra)*
+            configuration_name: c.configuration_name.clone(),
+            identifier: $identifier.to_owned(),
+            run_id: c.run_id.clone(),
+            scheduled_for: c.scheduled_for.map(at),
+            last_run: c.last_run.map(at),
+            next_run: c.next_run.map(at),
+            run_count: c.run_count,
+            instance_name: $instance.to_owned(),
+            properties: c
+                .properties
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        }
+    }};
+}
+
 impl RunContext {
     /// The context as contract 0.1.0 has it: the triggers it lacks are told
     /// as the nearest one it has.
@@ -30,18 +59,8 @@ impl RunContext {
         identifier: &str,
         instance_name: &str,
     ) -> v0_1::cronwerk::task::types::RunContext {
-        use v0_1::cronwerk::task::types::{Datetime, RunContext as Wit, Trigger as WitTrigger};
-        let at = |t: SystemTime| {
-            let (seconds, nanoseconds) = to_datetime(t);
-            Datetime {
-                seconds,
-                nanoseconds,
-            }
-        };
-        Wit {
-            configuration_name: self.configuration_name.clone(),
-            identifier: identifier.to_owned(),
-            run_id: self.run_id.clone(),
+        use v0_1::cronwerk::task::types::Trigger as WitTrigger;
+        wit_context!(v0_1, self, identifier, instance_name, {
             trigger: match self.trigger {
                 Trigger::Schedule => WitTrigger::Schedule,
                 Trigger::Manual => WitTrigger::Manual,
@@ -52,13 +71,7 @@ impl RunContext {
                 // A backfill run is the run of a slot, told which.
                 Trigger::Backfill => WitTrigger::Schedule,
             },
-            scheduled_for: self.scheduled_for.map(at),
-            last_run: self.last_run.map(at),
-            next_run: self.next_run.map(at),
-            run_count: self.run_count,
-            instance_name: instance_name.to_owned(),
-            properties: self.property_pairs(),
-        }
+        })
     }
 
     /// The context as contract 0.2.0 has it.
@@ -68,18 +81,15 @@ impl RunContext {
         instance_name: &str,
         deadline: Option<SystemTime>,
     ) -> v0_2::cronwerk::task::types::RunContext {
-        use v0_2::cronwerk::task::types::{Datetime, RunContext as Wit, Trigger as WitTrigger};
-        let at = |t: SystemTime| {
+        use v0_2::cronwerk::task::types::{Datetime, Trigger as WitTrigger};
+        let deadline = deadline.map(|t| {
             let (seconds, nanoseconds) = to_datetime(t);
             Datetime {
                 seconds,
                 nanoseconds,
             }
-        };
-        Wit {
-            configuration_name: self.configuration_name.clone(),
-            identifier: identifier.to_owned(),
-            run_id: self.run_id.clone(),
+        });
+        wit_context!(v0_2, self, identifier, instance_name, {
             trigger: match self.trigger {
                 Trigger::Schedule => WitTrigger::Schedule,
                 Trigger::Manual => WitTrigger::Manual,
@@ -90,21 +100,8 @@ impl RunContext {
                 Trigger::Startup => WitTrigger::Startup,
             },
             attempt: self.attempt.max(1),
-            deadline: deadline.map(at),
-            scheduled_for: self.scheduled_for.map(at),
-            last_run: self.last_run.map(at),
-            next_run: self.next_run.map(at),
-            run_count: self.run_count,
-            instance_name: instance_name.to_owned(),
-            properties: self.property_pairs(),
-        }
-    }
-
-    fn property_pairs(&self) -> Vec<(String, String)> {
-        self.properties
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect()
+            deadline,
+        })
     }
 }
 

@@ -114,33 +114,30 @@ impl TaskPre {
         store: &mut Store<RunState>,
         run: &RunFacts<'_>,
     ) -> wasmtime::Result<Result<String, String>> {
+        // The versions' payloads are alike, but distinct types.
+        macro_rules! execute {
+            ($pre:expr, $v:ident, $context:expr) => {{
+                let payload = run.payload.map(|p| $v::cronwerk::task::types::Payload {
+                    target: p.target.clone(),
+                    text: p.text.clone(),
+                    data: p.data.clone(),
+                });
+                let task = $pre.instantiate_async(&mut *store).await?;
+                task.cronwerk_task_task()
+                    .call_execute(&mut *store, &$context, payload.as_ref())
+                    .await
+            }};
+        }
+        let (identifier, instance) = (run.identifier, run.instance_name);
         match self {
             TaskPre::V0_1(pre) => {
-                let context = run.context.to_v0_1(run.identifier, run.instance_name);
-                let payload = run.payload.map(|p| v0_1::cronwerk::task::types::Payload {
-                    target: p.target.clone(),
-                    text: p.text.clone(),
-                    data: p.data.clone(),
-                });
-                let task = pre.instantiate_async(&mut *store).await?;
-                task.cronwerk_task_task()
-                    .call_execute(&mut *store, &context, payload.as_ref())
-                    .await
+                execute!(pre, v0_1, run.context.to_v0_1(identifier, instance))
             }
-            TaskPre::V0_2(pre) => {
-                let context = run
-                    .context
-                    .to_v0_2(run.identifier, run.instance_name, run.deadline);
-                let payload = run.payload.map(|p| v0_2::cronwerk::task::types::Payload {
-                    target: p.target.clone(),
-                    text: p.text.clone(),
-                    data: p.data.clone(),
-                });
-                let task = pre.instantiate_async(&mut *store).await?;
-                task.cronwerk_task_task()
-                    .call_execute(&mut *store, &context, payload.as_ref())
-                    .await
-            }
+            TaskPre::V0_2(pre) => execute!(
+                pre,
+                v0_2,
+                run.context.to_v0_2(identifier, instance, run.deadline)
+            ),
         }
     }
 }

@@ -145,20 +145,8 @@ mod tests {
         config.catch_up_window = Duration::from_secs(600);
         TaskRecord {
             id: 1,
-            config,
-            created_at: t(0, 0, 0),
-            updated_at: t(0, 0, 0),
             next_run_at: Some(next),
-            last_run_at: None,
-            last_outcome: None,
-            last_message: None,
-            run_count: 0,
-            skipped_count: 0,
-            failed_count: 0,
-            running_run_id: None,
-            running_count: 0,
-            retry_at: None,
-            retry_attempt: 0,
+            ..TaskRecord::unsaved(config, t(0, 0, 0))
         }
     }
 
