@@ -1769,3 +1769,50 @@ fn serve_deletes_compile_cache_entries_unused_for_longer_than_its_limit() {
     let (code, _) = serve.stop();
     assert_eq!(code, Some(0));
 }
+
+#[test]
+fn serve_writes_json_log_lines_and_nothing_else_under_log_format_json() {
+    let env = Env::new(&["hello.wasm"]);
+    let serve = env.serve_as("json-logs", &["--listen", "none", "--log-format", "json"]);
+    // A broken file dropped in: its PLUGIN_FAILED line carries the event
+    // code as a field of its own.
+    std::fs::write(env.plugins.join("broken.wasm"), b"not wasm").unwrap();
+    let failed = loop {
+        let line = serve
+            .lines
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .expect("a PLUGIN_FAILED line");
+        if line.contains("PLUGIN_FAILED") {
+            break line;
+        }
+    };
+    let failed: serde_json::Value = serde_json::from_str(&failed).unwrap();
+    assert_eq!(failed["code"], "PLUGIN_FAILED", "{failed}");
+    assert_eq!(failed["level"], "ERROR", "{failed}");
+    assert!(
+        failed["message"].as_str().unwrap().contains("broken.wasm"),
+        "{failed}"
+    );
+    let (code, mut lines) = serve.stop();
+    assert_eq!(code, Some(0), "{lines:#?}");
+    // What came after: the stop's lines, and whatever else was said.
+    lines.retain(|l| !l.trim().is_empty());
+    assert!(!lines.is_empty());
+    let parsed: Vec<serde_json::Value> = lines
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    for line in &parsed {
+        assert!(
+            line["timestamp"].is_string() && line["level"].is_string(),
+            "{line}"
+        );
+        assert!(line["message"].is_string(), "{line}");
+    }
+    assert!(
+        parsed
+            .iter()
+            .any(|l| l["message"].as_str().unwrap().starts_with("stopped at")),
+        "{parsed:#?}"
+    );
+}

@@ -19,6 +19,7 @@ mod new;
 mod plugins;
 mod runs;
 mod serve;
+mod shell;
 mod task;
 mod tasks_file;
 mod token;
@@ -64,8 +65,25 @@ struct Cli {
     /// shared by several `serve` instances.
     #[arg(long, global = true, env = "CRONWERK_DATABASE", value_name = "URL")]
     database: Option<String>,
+    /// How the host's own log lines are written on stderr: text, or json
+    /// (one object per line, for a log pipeline; `serve`'s own lines become
+    /// info lines too, and the default level is info instead of warn).
+    #[arg(
+        long,
+        global = true,
+        env = "CRONWERK_LOG_FORMAT",
+        value_enum,
+        default_value_t = LogFormat::Text
+    )]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 // Parsed once per process: the size of the largest variant does not matter.
@@ -109,6 +127,10 @@ enum Command {
     Export(export::ExportArgs),
     /// Create a task project to build: Rust, Python or JavaScript.
     New(new::NewArgs),
+    /// Print the shell completion script (bash, zsh, fish, ...).
+    Completions(shell::CompletionsArgs),
+    /// Print the manual page, or write one per command with --out DIR.
+    Man(shell::ManArgs),
     /// The child process `serve` compiles a component in.
     #[command(hide = true)]
     CompileWorker(compile_worker::CompileWorkerArgs),
@@ -146,16 +168,24 @@ pub fn main() -> ExitCode {
         Command::CompileWorker(args) => return compile_worker::run(args),
         command => command,
     };
-    tracing_subscriber::fmt()
+    // The pool says "connection error" per pooled connection when the
+    // database goes away; the store's watcher says it once, with the cause.
+    let default_filter = match cli.log_format {
+        LogFormat::Text => "warn,deadpool=error",
+        LogFormat::Json => "info,deadpool=error",
+    };
+    let subscriber = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("CRONWERK_LOG")
-                // The pool says "connection error" per pooled connection
-                // when the database goes away; the store's watcher says it
-                // once, with the cause.
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,deadpool=error")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
         )
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => subscriber.init(),
+        // Fields at the top level, named as in the API (run_id, task, code).
+        LogFormat::Json => subscriber.json().flatten_event(true).init(),
+    }
+    let json_logs = cli.log_format == LogFormat::Json;
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -171,7 +201,7 @@ pub fn main() -> ExitCode {
         let result = match command {
             Command::Inspect(args) => inspect::run(args).await,
             Command::Exec(args) => exec::run(args).await,
-            Command::Serve(args) => serve::run(&cli.data_dir, args).await,
+            Command::Serve(args) => serve::run(&cli.data_dir, args, json_logs).await,
             Command::Task(command) => task::run(&cli.data_dir, command).await,
             Command::Config(command) => config::run(&cli.data_dir, command).await,
             Command::Runs(args) => runs::run(&cli.data_dir, args).await,
@@ -184,10 +214,16 @@ pub fn main() -> ExitCode {
             Command::Apply(args) => apply::run(&cli.data_dir, args).await,
             Command::Export(args) => export::run(&cli.data_dir, args).await,
             Command::New(args) => new::run(args).await,
+            Command::Completions(args) => shell::completions(args),
+            Command::Man(args) => shell::man(args),
             Command::CompileWorker(_) => unreachable!("run before the async runtime"),
         };
         result.unwrap_or_else(|e| {
-            eprintln!("error: {e:#}{}", common::store_hint(&e));
+            let hint = common::store_hint(&e);
+            match json_logs {
+                true => tracing::error!("{e:#}{hint}"),
+                false => eprintln!("error: {e:#}{hint}"),
+            }
             exit::INTERNAL
         })
     });

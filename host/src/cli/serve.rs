@@ -91,11 +91,19 @@ pub struct ServeArgs {
     http: common::HttpArgs,
 }
 
+/// Tells systemd (`Type=notify`) how the service is: ready once serving,
+/// stopping on a signal. Nothing without `NOTIFY_SOCKET`.
+fn service_manager(state: &[sd_notify::NotifyState<'_>]) {
+    if let Err(e) = sd_notify::notify(false, state) {
+        tracing::warn!("cannot tell the service manager: {e}");
+    }
+}
+
 /// SIGTERM or SIGINT. The handlers are installed when this is called, not
 /// when the future is first awaited, so a signal that comes while the
 /// instance is still starting stops it cleanly once started, instead of
 /// killing it outright.
-fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+fn shutdown_signal(say: Say) -> anyhow::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
@@ -104,7 +112,8 @@ fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
             _ = term.recv() => {}
             _ = int.recv() => {}
         }
-        eprintln!("cronwerk: stopping (running tasks are being cancelled)");
+        say.info("stopping (running tasks are being cancelled)");
+        service_manager(&[sd_notify::NotifyState::Stopping]);
     })
 }
 
@@ -126,13 +135,45 @@ pub fn before_threads() {
     }
 }
 
-pub async fn run(data_dir: &Path, a: ServeArgs) -> anyhow::Result<u8> {
+/// What `serve` tells the operator on stderr: a `cronwerk: ` line, or
+/// under `--log-format json` a log line like any other, so a log pipeline
+/// reads nothing but JSON.
+#[derive(Clone, Copy)]
+struct Say {
+    json: bool,
+}
+
+impl Say {
+    fn info(self, line: &str) {
+        match self.json {
+            true => tracing::info!(target: "cronwerk::serve", "{line}"),
+            false => eprintln!("cronwerk: {line}"),
+        }
+    }
+
+    fn warn(self, line: &str) {
+        match self.json {
+            true => tracing::warn!(target: "cronwerk::serve", "{line}"),
+            false => eprintln!("cronwerk: warning: {line}"),
+        }
+    }
+
+    fn error(self, line: &str) {
+        match self.json {
+            true => tracing::error!(target: "cronwerk::serve", "{line}"),
+            false => eprintln!("error: {line}"),
+        }
+    }
+}
+
+pub async fn run(data_dir: &Path, a: ServeArgs, json_logs: bool) -> anyhow::Result<u8> {
+    let say = Say { json: json_logs };
     // SAFETY: geteuid has no preconditions and cannot fail.
     if unsafe { libc::geteuid() } == 0 {
-        eprintln!(
-            "cronwerk: warning: running as root; the sandbox holds tasks in, but anything \
-             outside it that goes wrong does so with every permission: give `cronwerk serve` \
-             a user of its own (see docs/security.md)"
+        say.warn(
+            "running as root; the sandbox holds tasks in, but anything outside it that goes \
+             wrong does so with every permission: give `cronwerk serve` a user of its own (see \
+             docs/security.md)",
         );
     }
     let cache_dir = a
@@ -142,32 +183,33 @@ pub async fn run(data_dir: &Path, a: ServeArgs) -> anyhow::Result<u8> {
     let cache = match CompileCache::open(&cache_dir) {
         Ok(cache) => cache,
         Err(e) => {
-            eprintln!("error: {e}, or give --cache-dir a folder of your own");
+            say.error(&format!("{e}, or give --cache-dir a folder of your own"));
             return Ok(exit::USAGE);
         }
     };
     let store = common::open_store(data_dir).await?;
-    let stop = shutdown_signal()?;
-    let instance = match Instance::start(instance_config(data_dir, store, cache, a)).await {
+    let stop = shutdown_signal(say)?;
+    let instance = match Instance::start(instance_config(data_dir, store, cache, a, say)).await {
         Ok(instance) => instance,
         Err(e) if e.is::<NameTaken>() => {
-            eprintln!("error: {e}");
+            say.error(&e.to_string());
             return Ok(exit::USAGE);
         }
         Err(e) => return Err(e),
     };
+    service_manager(&[sd_notify::NotifyState::Ready]);
     match instance.run_until(stop).await {
         // Replaced on purpose: not a failure a service manager should restart.
         Err(e) if e.is::<Displaced>() => {
-            eprintln!("cronwerk: {e}");
+            say.info(&e.to_string());
             return Ok(exit::OK);
         }
         other => other?,
     }
-    eprintln!(
-        "cronwerk: stopped at {}",
+    say.info(&format!(
+        "stopped at {}",
         humantime::format_rfc3339_seconds(SystemTime::now())
-    );
+    ));
     Ok(exit::OK)
 }
 
@@ -176,6 +218,7 @@ fn instance_config(
     store: Arc<dyn Store>,
     cache: CompileCache,
     a: ServeArgs,
+    say: Say,
 ) -> InstanceConfig {
     let info = InstanceInfo {
         name: a.name.unwrap_or_else(host_name),
@@ -207,7 +250,7 @@ fn instance_config(
         print_token: a.print_token || std::io::stderr().is_terminal(),
         replace: a.replace,
         cache_limits: (a.cache_max_age, a.cache_max_size),
-        notices: Box::new(move |notice| eprintln!("cronwerk: {}", wording.line(notice))),
+        notices: Box::new(move |notice| say.info(&wording.line(notice))),
     }
 }
 

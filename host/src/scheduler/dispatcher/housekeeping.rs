@@ -53,7 +53,7 @@ async fn housekeeping(store: &dyn Store, config: &DispatcherConfig, now: DateTim
     match store.abandon_expired(now).await {
         Ok(runs) => {
             for run in runs {
-                tracing::warn!(run = %run.id, task = %run.task_name, "run abandoned: lease expired");
+                tracing::warn!(run_id = %run.id, task = %run.task_name, "run abandoned: lease expired");
             }
         }
         Err(e) if e.is_unavailable() => return,

@@ -51,7 +51,7 @@ impl Dispatcher {
                 Ok(again) => again,
                 Err(e) => {
                     if !e.is_unavailable() {
-                        tracing::error!(run = %id, "recording the run failed: {e}");
+                        tracing::error!(run_id = %id, "recording the run failed: {e}");
                     }
                     true
                 }
