@@ -1816,3 +1816,66 @@ fn serve_writes_json_log_lines_and_nothing_else_under_log_format_json() {
         "{parsed:#?}"
     );
 }
+
+#[test]
+fn serve_takes_its_flags_from_a_config_file_and_the_command_line_and_environment_win() {
+    let env = Env::new(&["hello.wasm"]);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("cronwerk.toml");
+    std::fs::write(
+        &file,
+        "name = \"from-file\"\nlisten = \"none\"\nrole = [\"edit\"]\nlease = \"1s\"\ngrace = \"2s\"\n",
+    )
+    .unwrap();
+    let command = |extra: &[&str], environment: &[(&str, &str)]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_cronwerk"));
+        cmd.arg("--data-dir")
+            .arg(&env.data)
+            .env("CRONWERK_CACHE_DIR", common::compile_cache_dir())
+            .env_remove("CRONWERK_INSTANCE")
+            .envs(environment.iter().copied())
+            .args(["serve", "--plugins"])
+            .arg(&env.plugins)
+            .arg("--config")
+            .arg(&file)
+            .args(extra);
+        cmd
+    };
+    let instances = || -> Vec<(String, serde_json::Value)> {
+        let listed: serde_json::Value =
+            serde_json::from_str(&env.ok(&["instances", "--json"])).unwrap();
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|i| i["live"] == true)
+            .map(|i| (i["name"].as_str().unwrap().to_owned(), i["roles"].clone()))
+            .collect()
+    };
+    for (extra, environment, expected) in [
+        (&[][..], &[][..], "from-file"),
+        (&["--name", "from-flag"][..], &[][..], "from-flag"),
+        (
+            &[][..],
+            &[("CRONWERK_INSTANCE", "from-env")][..],
+            "from-env",
+        ),
+    ] {
+        let serve = common::serve_env::start_serving(command(extra, environment), expected);
+        assert_eq!(
+            instances(),
+            [(expected.to_owned(), serde_json::json!(["edit"]))],
+            "{extra:?} {environment:?}"
+        );
+        let (code, _) = serve.stop();
+        assert_eq!(code, Some(0));
+    }
+    std::fs::write(&file, "nmae = \"typo\"\n").unwrap();
+    let out = command(&[], &[]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{}: unknown key 'nmae'", file.display())),
+        "{stderr}"
+    );
+}

@@ -9,6 +9,7 @@ mod common;
 mod compile_cache;
 mod compile_worker;
 mod config;
+mod config_file;
 mod events;
 mod exec;
 mod export;
@@ -127,6 +128,10 @@ enum Command {
     Export(export::ExportArgs),
     /// Create a task project to build: Rust, Python or JavaScript.
     New(new::NewArgs),
+    /// A file for `serve --config`: `cronwerk config-file example` prints a
+    /// commented template with every key.
+    #[command(subcommand)]
+    ConfigFile(ConfigFileCommand),
     /// Print the shell completion script (bash, zsh, fish, ...).
     Completions(shell::CompletionsArgs),
     /// Print the manual page, or write one per command with --out DIR.
@@ -136,9 +141,23 @@ enum Command {
     CompileWorker(compile_worker::CompileWorkerArgs),
 }
 
+#[derive(clap::Subcommand)]
+enum ConfigFileCommand {
+    /// Print a commented template: every key `serve --config` takes, with
+    /// its help and default.
+    Example,
+}
+
 /// Entry point of the `cronwerk` binary.
 pub fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let args = match config_file::expand(std::env::args_os().collect()) {
+        Ok(args) => args,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return ExitCode::from(exit::USAGE);
+        }
+    };
+    let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(e) => {
             let code = if e.use_stderr() {
@@ -214,6 +233,10 @@ pub fn main() -> ExitCode {
             Command::Apply(args) => apply::run(&cli.data_dir, args).await,
             Command::Export(args) => export::run(&cli.data_dir, args).await,
             Command::New(args) => new::run(args).await,
+            Command::ConfigFile(ConfigFileCommand::Example) => {
+                print!("{}", config_file::example());
+                Ok(exit::OK)
+            }
             Command::Completions(args) => shell::completions(args),
             Command::Man(args) => shell::man(args),
             Command::CompileWorker(_) => unreachable!("run before the async runtime"),

@@ -21,6 +21,12 @@ use crate::store::Store;
 
 #[derive(Args)]
 pub struct ServeArgs {
+    /// Read flags from this TOML file, one key per flag (`keep-runs = 500`);
+    /// a flag given here or in the environment wins over the file's key.
+    /// `cronwerk config-file example` prints a template.
+    #[arg(long, env = "CRONWERK_CONFIG", value_name = "FILE")]
+    #[allow(dead_code)] // read by config_file::expand, before parsing
+    config: Option<PathBuf>,
     /// The plugins folder: every .wasm component in it is loaded and watched.
     #[arg(long, default_value = "plugins", env = "CRONWERK_PLUGINS")]
     plugins: PathBuf,
