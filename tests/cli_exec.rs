@@ -346,3 +346,48 @@ fn a_cache_folder_others_can_write_is_refused_before_loading() {
     let mode = std::fs::metadata(&fresh).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o700);
 }
+
+#[test]
+fn compiling_a_big_component_shows_a_spinner_on_a_terminal_and_nothing_when_piped() {
+    // 18 MB of Python: seconds of compiling, well past the spinner's delay.
+    let file = component_path("report-digest.wasm");
+    let file = file.to_str().unwrap();
+    let bin = env!("CARGO_BIN_EXE_cronwerk");
+
+    let piped = cronwerk(&["inspect", file, "--no-cache"]);
+    assert!(piped.status.success(), "{piped:?}");
+    let stderr = String::from_utf8_lossy(&piped.stderr);
+    assert!(
+        !stderr.contains("compiling,") && !stderr.contains('\u{1b}'),
+        "{stderr:?}"
+    );
+
+    let has_script = Command::new("sh")
+        .args(["-c", "command -v script"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_script {
+        eprintln!("skipped: `script` (util-linux) is not installed, so no terminal to test on");
+        return;
+    }
+    // `script` runs the command on a pseudo-terminal and copies what it
+    // shows to its own stdout.
+    let on_terminal = Command::new("script")
+        .args([
+            "-qefc",
+            &format!("{bin} inspect {file} --no-cache"),
+            "/dev/null",
+        ])
+        .output()
+        .unwrap();
+    assert!(on_terminal.status.success(), "{on_terminal:?}");
+    let shown = String::from_utf8_lossy(&on_terminal.stdout);
+    assert!(
+        shown.contains("loading ") && shown.contains("(compiling, "),
+        "{shown:?}"
+    );
+    assert!(
+        shown.contains("identifier   Acme.ReportDigest"),
+        "{shown:?}"
+    );
+}

@@ -131,9 +131,59 @@ pub async fn open_and_load(
         eprintln!("error: {message}");
         super::exit::USAGE
     })?;
+    // A Python or JavaScript component takes seconds to compile: say so on
+    // a terminal, and nothing when the output is read by a program.
+    let _spinner = (!json && std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .then(|| Spinner::after(SPINNER_DELAY, format!("loading {}", file.display())));
     load(runtime, file, cache.as_ref())
         .await
         .map_err(|e| report_load_error(&e, json))
+}
+
+/// How long a load goes before it gets a spinner (a cached one takes ms).
+const SPINNER_DELAY: Duration = Duration::from_millis(300);
+
+/// A spinner with the elapsed time on stderr, shown once `delay` has
+/// passed and cleared when dropped (before anything else is printed).
+struct Spinner {
+    /// The bar once shown; `Err` once the spinner is dropped, so a late
+    /// start does not show one.
+    bar: std::sync::Arc<std::sync::Mutex<Result<Option<indicatif::ProgressBar>, ()>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Spinner {
+    fn after(delay: Duration, message: String) -> Spinner {
+        let bar = std::sync::Arc::new(std::sync::Mutex::new(Ok(None)));
+        let slot = bar.clone();
+        let task = tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
+            if let Ok(shown) = &mut *slot {
+                let spinner = indicatif::ProgressBar::new_spinner()
+                    .with_style(
+                        indicatif::ProgressStyle::with_template(
+                            "{spinner} {msg} (compiling, {elapsed})",
+                        )
+                        .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+                    )
+                    .with_message(message);
+                spinner.enable_steady_tick(Duration::from_millis(100));
+                *shown = Some(spinner);
+            }
+        });
+        Spinner { bar, task }
+    }
+}
+
+impl Drop for Spinner {
+    fn drop(&mut self) {
+        self.task.abort();
+        let mut slot = self.bar.lock().unwrap_or_else(|e| e.into_inner());
+        if let Ok(Some(spinner)) = std::mem::replace(&mut *slot, Err(())) {
+            spinner.finish_and_clear();
+        }
+    }
 }
 
 pub async fn load(
