@@ -5,11 +5,11 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use serde::Serialize;
 use sha2::{Digest, Sha256};
 use wasmtime::component::Component as WasmComponent;
 
 use super::contract::{Contract, TaskPre};
+pub use super::task_info::TaskInfo;
 
 /// Why a file could not be loaded as a task. Every message names the file,
 /// what is wrong, and what would fix it.
@@ -115,43 +115,11 @@ impl Default for LoadLimits {
     }
 }
 
-/// The longest texts a component may describe itself with. They are kept
-/// with every run and plugin row and served by the API, so a component must
-/// not be able to make them large.
-pub const MAX_VERSION_BYTES: usize = 64;
-pub const MAX_DISPLAY_NAME_BYTES: usize = 256;
-pub const MAX_DESCRIPTION_BYTES: usize = 4096;
-pub const MAX_DEFAULT_SCHEDULE_BYTES: usize = 256;
-
-/// What a task says about itself (`describe`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct TaskInfo {
-    pub identifier: String,
-    pub display_name: String,
-    pub description: String,
-    pub version: String,
-    pub default_schedule: Option<String>,
-}
-
 impl TaskInfo {
     /// Refuses a description with a field over its limit, naming the field
-    /// as the contract does (the identifier has its own rule).
+    /// as the contract does.
     pub fn check_sizes(&self, origin: &str) -> Result<(), LoadError> {
-        let fields = [
-            ("version", self.version.len(), MAX_VERSION_BYTES),
-            (
-                "display-name",
-                self.display_name.len(),
-                MAX_DISPLAY_NAME_BYTES,
-            ),
-            ("description", self.description.len(), MAX_DESCRIPTION_BYTES),
-            (
-                "default-schedule",
-                self.default_schedule.as_ref().map_or(0, String::len),
-                MAX_DEFAULT_SCHEDULE_BYTES,
-            ),
-        ];
-        match fields.into_iter().find(|(_, size, limit)| size > limit) {
+        match self.oversized() {
             None => Ok(()),
             Some((field, size, limit)) => Err(LoadError::OversizedInfo {
                 origin: origin.to_owned(),
@@ -333,6 +301,10 @@ pub(crate) fn missing_export(origin: &str, exports: &[String]) -> LoadError {
 
 #[cfg(test)]
 mod tests {
+    use super::super::task_info::{
+        MAX_DEFAULT_SCHEDULE_BYTES, MAX_DESCRIPTION_BYTES, MAX_DISPLAY_NAME_BYTES,
+        MAX_VERSION_BYTES,
+    };
     use super::*;
 
     #[test]

@@ -7,9 +7,9 @@ use wasmtime::Store;
 use wasmtime::component::{HasSelf, InstancePre, Linker};
 
 use super::bindings::{v0_1, v0_2};
-use super::component::TaskInfo;
 use super::context::RunContext;
 use super::host_state::RunState;
+use super::task_info::TaskInfo;
 use crate::model::BroadcastPayload;
 
 /// A version of `cronwerk:task` this host implements. Ordered oldest first.

@@ -25,6 +25,7 @@ mod limits;
 mod outcome;
 mod redact;
 mod sandbox;
+mod task_info;
 pub(crate) mod time_format;
 
 use std::collections::BTreeMap;
