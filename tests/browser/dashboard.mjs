@@ -227,6 +227,10 @@ try {
   await page.locator('tr[data-file="hello.wasm"] .badge.succeeded').getByText('ok').waitFor();
   await page.locator('tr[data-file="broken.wasm"] .badge.failed').getByText('failed').waitFor();
   await page.locator('tr[data-file="broken.wasm"] .plugin-error').getByText('not a WebAssembly file').waitFor();
+  await page.locator('tr[data-file="hello.wasm"] td.contract').getByText('0.2.0').waitFor();
+  await page.getByRole('button', { name: 'Rescan now' }).click();
+  await page.locator('#toast').getByText('Plugins folder rescanned').waitFor();
+  await page.locator('tr[data-file="hello.wasm"] .badge.succeeded').getByText('ok').waitFor();
   await shot(page, '07-plugins');
 
   step('the farm page shows this instance and a broadcast delivered to it, live');

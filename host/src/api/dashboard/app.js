@@ -703,12 +703,8 @@ async function pluginsPage() {
   const gen = routeGen;
   document.title = 'Plugins · cronwerk';
   const holder = h('div', {});
-  render(h('section', {},
-    h('div', { class: 'heading' }, h('h1', {}, 'Plugins')),
-    h('p', { class: 'muted' }, 'The components in this instance\'s plugins folder. Drop a .wasm file in to add or update one; a file that fails to load never replaces a working version.'),
-    holder));
-  const refresh = async () => {
-    const r = await api('GET', '/api/plugins');
+  // The folder as an answer (a read, or a rescan) lists it.
+  const show = (r) => {
     if (!r.ok) { holder.replaceChildren(errorBox(r)); return; }
     if (r.data.length === 0) { holder.replaceChildren(h('p', { class: 'empty' }, 'The plugins folder is empty.')); return; }
     holder.replaceChildren(h('div', { class: 'scroll' }, h('table', { class: 'plugins' },
@@ -725,6 +721,18 @@ async function pluginsPage() {
         h('td', { class: 'mono', title: p.sha256 }, p.sha256.slice(0, 12)),
         timeCell(p.loaded_at)))))));
   };
+  const refresh = async () => show(await api('GET', '/api/plugins'));
+  // What SIGHUP and `cronwerk plugins reload` do: look at the folder now.
+  const rescan = async () => {
+    const r = await api('POST', '/api/plugins/reload');
+    if (r.ok) { show(r); toast('Plugins folder rescanned', 'ok'); }
+    else if (!r.unsent) toast(r.data && r.data.error ? r.data.error : `Rescan failed (HTTP ${r.status})`, 'bad');
+  };
+  render(h('section', {},
+    h('div', { class: 'heading' }, h('h1', {}, 'Plugins'),
+      h('button', { type: 'button', class: 'small secondary', onclick: rescan }, 'Rescan now')),
+    h('p', { class: 'muted' }, 'The components in this instance\'s plugins folder. Drop a .wasm file in to add or update one; a file that fails to load never replaces a working version.'),
+    holder));
   await refresh();
   onLeave(onChanges(refresh), gen);
 }
