@@ -119,7 +119,7 @@ impl Server {
         if let Some(a) = &auth {
             builder = builder.header("Authorization", a);
         }
-        let response = match body {
+        let send = |builder: ureq::http::request::Builder| match body {
             Some(b) => {
                 let request = builder
                     .header("Content-Type", "application/json")
@@ -129,7 +129,21 @@ impl Server {
             }
             None => self.agent.run(builder.body(()).unwrap()),
         };
-        let mut response = response.unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        let mut response = match send(builder) {
+            // HTTP/1.1 lets a server close a kept-alive connection just as a
+            // request goes out on it; a GET changes nothing, so it is sent
+            // again once, on a new connection (as browsers do).
+            Err(ureq::Error::Io(e)) if method == "GET" => {
+                eprintln!("{method} {path}: {e}; sending it again");
+                let mut again = ureq::http::Request::builder().method(method).uri(&url);
+                if let Some(a) = &auth {
+                    again = again.header("Authorization", a);
+                }
+                send(again)
+            }
+            other => other,
+        }
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
         let status = response.status().as_u16();
         let text = response.body_mut().read_to_string().unwrap();
         let body = if text.trim().is_empty() {
@@ -253,6 +267,18 @@ fn stop(child: &mut Child) -> Option<i32> {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        // A failed test shows what serve said, and whether it was still
+        // running, to tell a server that died from a client that failed.
+        if std::thread::panicking() {
+            let running = matches!(self.child.try_wait(), Ok(None));
+            eprintln!(
+                "serve was {}running; it said:",
+                if running { "" } else { "no longer " }
+            );
+            for line in self.lines.try_iter() {
+                eprintln!("  {line}");
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
