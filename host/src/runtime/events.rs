@@ -100,6 +100,21 @@ impl EventLog {
         self.lock().push(level, source, code, message);
     }
 
+    /// Records how the run ended (a failure, a stop, a cancellation), even
+    /// past the limit of events: a run that floods its log still says why
+    /// it ended. Cut and redacted like any message.
+    pub fn push_outcome(&self, level: Level, code: &str, message: &str) {
+        let mut inner = self.lock();
+        inner.record(
+            level,
+            EventSource::Host,
+            code,
+            message,
+            message.len() as u64,
+            false,
+        );
+    }
+
     /// Appends raw bytes written to stdout or stderr; complete lines become events.
     pub fn write_output(&self, source: EventSource, bytes: &[u8]) {
         let mut inner = self.lock();
@@ -196,6 +211,19 @@ impl Inner {
             self.dropped_bytes += code.len() as u64 + message_len;
             return;
         }
+        self.record(level, source, code, message, message_len, continues);
+    }
+
+    /// Keeps an event, redacted and cut to the limits, whatever their number.
+    fn record(
+        &mut self,
+        level: Level,
+        source: EventSource,
+        code: &str,
+        message: &str,
+        message_len: u64,
+        continues: bool,
+    ) {
         let code = self.redactor.redact(code, false);
         let redacted = self.redactor.redact(message, continues);
         // What was masked is not counted as cut: the length "in all" is
@@ -299,6 +327,31 @@ mod tests {
             max_message_bytes: 10,
             max_code_bytes: 4,
         })
+    }
+
+    #[test]
+    fn the_outcome_is_kept_past_the_limit_cut_like_any_message() {
+        let log = small();
+        for i in 0..5 {
+            log.push(Level::Info, EventSource::Task, "", &format!("m{i}"));
+        }
+        log.push_outcome(Level::Error, "RUN_FAILED", "the disk is full");
+        log.finish();
+        let events = log.snapshot();
+        let failed: Vec<_> = events
+            .iter()
+            .filter(|e| e.message.starts_with("the disk"))
+            .collect();
+        assert_eq!(failed.len(), 1, "{events:#?}");
+        assert_eq!(failed[0].source, EventSource::Host);
+        assert_eq!(failed[0].level, Level::Error);
+        assert!(failed[0].message.len() < "the disk is full".len() + 40);
+        // The task's own events still stop at the limit.
+        let task = events
+            .iter()
+            .filter(|e| e.source == EventSource::Task)
+            .count();
+        assert_eq!(task, 3);
     }
 
     #[test]

@@ -423,17 +423,17 @@ async fn execute(settings: GuestSettings, component: Component, request: RunRequ
     if let Outcome::Stopped { message, .. } = &mut report.outcome {
         *message = redactor.redact(message, false).into_owned();
     }
+    // A run that did not succeed says so in its events, where someone
+    // following `cronwerk events --level warning` looks.
     match &report.outcome {
-        Outcome::Stopped { reason, message } => events.push(
+        Outcome::Stopped { reason, message } => events.push_outcome(
             Level::Error,
-            EventSource::Host,
             &format!("STOPPED_{}", reason.as_str().to_ascii_uppercase()),
             message,
         ),
-        Outcome::Cancelled { message } => {
-            events.push(Level::Warning, EventSource::Host, "CANCELLED", message)
-        }
-        _ => {}
+        Outcome::Failed { message } => events.push_outcome(Level::Error, "RUN_FAILED", message),
+        Outcome::Cancelled { message } => events.push_outcome(Level::Warning, "CANCELLED", message),
+        Outcome::Succeeded { .. } => {}
     }
     events.finish();
     report.fuel_consumed = sandbox.fuel_consumed();
