@@ -118,3 +118,55 @@ async fn runs_and_events_print_a_tasks_terminal_controls_escaped() {
     let v: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
     assert_eq!(v["message"], HOSTILE);
 }
+
+#[test]
+fn verbs_that_read_create_no_data_folder_and_say_where_they_looked() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("cronwerk-data");
+    let verbs: [&[&str]; 11] = [
+        &["runs"],
+        &["events"],
+        &["task", "list"],
+        &["task", "show", "x"],
+        &["plugins"],
+        &["instances"],
+        &["audit"],
+        &["export"],
+        &["config", "list"],
+        &["farm", "list"],
+        &["task", "run", "x"],
+    ];
+    for verb in verbs {
+        let out = Command::new(env!("CARGO_BIN_EXE_cronwerk"))
+            .arg("--data-dir")
+            .arg(&data)
+            .args(verb)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{verb:?}: {stderr}");
+        assert!(
+            stderr.contains(&format!("no cronwerk data in {}", data.display()))
+                && stderr.contains("--data-dir"),
+            "{verb:?}: {stderr}"
+        );
+        assert!(!data.exists(), "{verb:?} created {}", data.display());
+    }
+    // Adding a configuration is what makes a store.
+    let out = Command::new(env!("CARGO_BIN_EXE_cronwerk"))
+        .arg("--data-dir")
+        .arg(&data)
+        .args([
+            "task",
+            "add",
+            "x",
+            "--implementation",
+            "Acme.X",
+            "--every",
+            "1h",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(data.join("cronwerk.db").is_file());
+}

@@ -1879,3 +1879,40 @@ fn serve_takes_its_flags_from_a_config_file_and_the_command_line_and_environment
         "{stderr}"
     );
 }
+
+#[test]
+fn a_failed_run_leaves_one_run_failed_event_that_events_level_warning_shows() {
+    let env = Env::new(&["misbehave.wasm"]);
+    env.ok(&[
+        "task",
+        "add",
+        "fails",
+        "--implementation",
+        "Cronwerk.Test.Misbehave",
+        "--every",
+        "1h",
+        "--disabled",
+        "-p",
+        "action=fail",
+        "-p",
+        "text=the disk is full",
+    ]);
+    let serve = env.serve();
+    let ran = env.cli(&["task", "run", "fails"]);
+    assert_eq!(ran.status.code(), Some(1), "{ran:?}");
+    // One JSON object per line.
+    let listed: Vec<serde_json::Value> = env
+        .ok(&["events", "--task", "fails", "--level", "warning", "--json"])
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let failed: Vec<&serde_json::Value> = listed
+        .iter()
+        .filter(|e| e["code"] == "RUN_FAILED")
+        .collect();
+    assert_eq!(failed.len(), 1, "{listed:#?}");
+    assert_eq!(failed[0]["message"], "the disk is full");
+    assert_eq!(failed[0]["level"], "error");
+    let (code, _) = serve.stop();
+    assert_eq!(code, Some(0));
+}

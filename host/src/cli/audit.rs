@@ -33,7 +33,7 @@ fn kind(s: &str) -> Result<AuditKind, String> {
 }
 
 pub async fn run(data_dir: &Path, a: AuditArgs) -> anyhow::Result<u8> {
-    let store = common::open_store(data_dir).await?;
+    let store = common::open_existing_store(data_dir).await?;
     let filter = AuditFilter {
         kind: if a.task.is_some() {
             Some(AuditKind::Configuration)

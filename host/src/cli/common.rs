@@ -53,6 +53,27 @@ pub async fn open_store(data_dir: &Path) -> anyhow::Result<Arc<dyn Store>> {
     }
 }
 
+/// Why a verb that only reads found no store: it looked in a folder that
+/// holds none, and created nothing there.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "no cronwerk data in {dir} ({dir}/cronwerk.db does not exist; nothing was created there): \
+     point at the folder `serve` uses with --data-dir DIR (or CRONWERK_DATA_DIR), or at a \
+     PostgreSQL store with --database URL",
+    dir = .0.display()
+)]
+pub struct NoStore(pub std::path::PathBuf);
+
+/// Opens the store for a verb that reads, or changes what is there: like
+/// [`open_store`], but a data folder without a store is an error
+/// ([`NoStore`]) rather than a new, empty store.
+pub async fn open_existing_store(data_dir: &Path) -> anyhow::Result<Arc<dyn Store>> {
+    if database().is_none() && !data_dir.join("cronwerk.db").is_file() {
+        return Err(NoStore(data_dir.to_owned()).into());
+    }
+    open_store(data_dir).await
+}
+
 /// Where the store is, for messages (never a password).
 /// What a person can do about a store error, appended to its message: the
 /// store's messages are plain, the commands to run are the CLI's to name.

@@ -138,7 +138,7 @@ pub async fn run(data_dir: &Path, command: ConfigCommand) -> anyhow::Result<u8> 
         }
         ConfigCommand::Unset { identifier, key } => {
             check(&identifier, &key)?;
-            let store = common::open_store(data_dir).await?;
+            let store = common::open_existing_store(data_dir).await?;
             let before = shown_value(&*store, &identifier, &key).await?;
             store.set_setting(&identifier, &key, None).await?;
             if before.is_some() {
@@ -147,7 +147,7 @@ pub async fn run(data_dir: &Path, command: ConfigCommand) -> anyhow::Result<u8> 
             println!("{identifier}: {key} removed");
         }
         ConfigCommand::List { identifier, json } => {
-            let store = common::open_store(data_dir).await?;
+            let store = common::open_existing_store(data_dir).await?;
             let mut settings = store.list_settings().await?;
             if let Some(id) = &identifier {
                 settings.retain(|k, _| k == id);

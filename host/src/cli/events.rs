@@ -34,7 +34,7 @@ pub struct EventsArgs {
 }
 
 pub async fn run(data_dir: &Path, a: EventsArgs) -> anyhow::Result<u8> {
-    let store = common::open_store(data_dir).await?;
+    let store = common::open_existing_store(data_dir).await?;
     let task_id = match &a.task {
         Some(name) => Some(store.get_task(name).await?.id),
         None => None,

@@ -25,7 +25,7 @@ pub struct ExportArgs {
 }
 
 pub async fn run(data_dir: &Path, a: ExportArgs) -> anyhow::Result<u8> {
-    let store = common::open_store(data_dir).await?;
+    let store = common::open_existing_store(data_dir).await?;
     let tasks = store.list_tasks().await?;
     let settings = store.list_settings().await?;
     let file = TasksFile {

@@ -66,7 +66,7 @@ pub struct ShowArgs {
 }
 
 pub async fn run(data_dir: &Path, command: FarmCommand) -> anyhow::Result<u8> {
-    let store = common::open_store(data_dir).await?;
+    let store = common::open_existing_store(data_dir).await?;
     let result = match command {
         FarmCommand::Broadcast(a) => broadcast(&*store, a).await,
         FarmCommand::List(a) => list(&*store, a).await,

@@ -38,7 +38,7 @@ fn ago(now: DateTime<Utc>, then: DateTime<Utc>) -> String {
 }
 
 pub async fn run(data_dir: &Path, a: InstancesArgs) -> anyhow::Result<u8> {
-    let store = common::open_store(data_dir).await?;
+    let store = common::open_existing_store(data_dir).await?;
     let now = store.clock().now();
     let listed: Vec<Listed> = store
         .list_instances()

@@ -242,6 +242,10 @@ pub fn main() -> ExitCode {
             Command::CompileWorker(_) => unreachable!("run before the async runtime"),
         };
         result.unwrap_or_else(|e| {
+            if e.is::<common::NoStore>() {
+                eprintln!("error: {e}");
+                return exit::USAGE;
+            }
             let hint = common::store_hint(&e);
             match json_logs {
                 true => tracing::error!("{e:#}{hint}"),

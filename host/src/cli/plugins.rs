@@ -36,7 +36,7 @@ pub enum PluginsAction {
 }
 
 pub async fn run(data_dir: &Path, a: PluginsArgs) -> anyhow::Result<u8> {
-    let store = common::open_store(data_dir).await?;
+    let store = common::open_existing_store(data_dir).await?;
     if let Some(PluginsAction::Reload { instance }) = a.action {
         return reload(&*store, instance.as_deref()).await;
     }

@@ -52,7 +52,7 @@ pub struct StopArgs {
 const STOP_WAIT: Duration = Duration::from_secs(60);
 
 pub async fn run(data_dir: &Path, a: RunsArgs) -> anyhow::Result<u8> {
-    let store = common::open_store(data_dir).await?;
+    let store = common::open_existing_store(data_dir).await?;
     if let Some(RunsCommand::Stop(stop)) = a.command {
         let id = resolve_run_id(&*store, &stop.run_id).await?;
         return stop_run(&*store, &id, stop.no_wait, stop.json).await;

@@ -142,7 +142,11 @@ pub struct EditArgs {
 }
 
 pub async fn run(data_dir: &Path, command: TaskCommand) -> anyhow::Result<u8> {
-    let store = common::open_store(data_dir).await?;
+    // Only adding a configuration makes a new store; the rest need one.
+    let store = match command {
+        TaskCommand::Add(_) => common::open_store(data_dir).await?,
+        _ => common::open_existing_store(data_dir).await?,
+    };
     let result = match command {
         TaskCommand::Add(a) => add(&*store, a).await,
         TaskCommand::List(a) => list(&*store, a).await,

@@ -79,7 +79,7 @@ pub async fn run(data_dir: &Path, command: TokenCommand) -> anyhow::Result<u8> {
         },
     };
     // A token change is recorded where a store is to record it.
-    if let Ok(store) = common::open_store(data_dir).await {
+    if let Ok(store) = common::open_existing_store(data_dir).await {
         common::audit(&*store, AuditKind::Token, &subject, action, Vec::new()).await;
     }
     Ok(exit::OK)
