@@ -26,7 +26,8 @@ fn text(out: &Output) -> String {
 #[test]
 fn processes_opening_one_new_data_directory_at_once_all_succeed() {
     // Each round starts eight processes on a directory that does not exist
-    // yet: all of them create it and migrate the schema at the same moment.
+    // yet: all of them create it and migrate the schema at the same moment
+    // (half add a configuration, half set a setting).
     for round in 0..4 {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
@@ -47,7 +48,10 @@ fn processes_opening_one_new_data_directory_at_once_all_succeed() {
                         ],
                     )
                 } else {
-                    cronwerk(&data, &["task", "list"])
+                    // Another verb that makes a store (a reading one would
+                    // refuse the missing folder instead).
+                    let key = format!("key{i}");
+                    cronwerk(&data, &["config", "set", "Acme.Thing", &key, "v"])
                 }
             })
             .collect();
