@@ -48,18 +48,21 @@ impl Caller {
     }
 }
 
-/// Writes `contents` to `path` readable by its owner only, beside and
-/// renamed over: a reader sees the old file or the new one, never half of
-/// one, and never a readable-by-all file.
-fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
+/// Writes `contents` to `path` with `mode` (0o600: its owner only), beside
+/// and renamed over: a reader sees the old file or the new one, never half
+/// of one, and never one more readable than `mode`.
+pub(crate) fn write_replacing(path: &Path, contents: &str, mode: u32) -> anyhow::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let tmp = path.with_extension("new");
     let _ = std::fs::remove_file(&tmp);
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
-        .mode(0o600)
+        .mode(mode)
         .open(&tmp)
         .with_context(|| format!("creating {}", tmp.display()))?;
     file.write_all(contents.as_bytes())
@@ -132,7 +135,7 @@ impl NamedTokens {
 
     fn write(&self, path: &Path) -> anyhow::Result<String> {
         let token = generate().context("reading random bytes from /dev/urandom")?;
-        write_private(path, &format!("{}\n", sha256_hex(&token)))?;
+        write_replacing(path, &format!("{}\n", sha256_hex(&token)), 0o600)?;
         Ok(token)
     }
 
@@ -212,7 +215,7 @@ impl TokenFile {
     /// Replaces the token with a new random one and returns it.
     pub fn rotate(&self) -> anyhow::Result<String> {
         let token = generate().context("reading random bytes from /dev/urandom")?;
-        write_private(&self.path, &format!("{token}\n"))?;
+        write_replacing(&self.path, &format!("{token}\n"), 0o600)?;
         Ok(token)
     }
 

@@ -9,7 +9,7 @@
 //! do what, [`live`] makes views follow the store, [`metrics`] counts runs.
 
 mod audit;
-mod auth;
+pub(crate) mod auth;
 mod backfills;
 mod broadcasts;
 mod dashboard;

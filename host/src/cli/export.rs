@@ -2,10 +2,7 @@
 //! settings as a configurations file, the one `cronwerk apply` reads, so a
 //! running setup can be put under version control and reproduced.
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
-
-use anyhow::Context as _;
 
 use super::common;
 use super::exit;
@@ -36,7 +33,9 @@ pub async fn run(data_dir: &Path, a: ExportArgs) -> anyhow::Result<u8> {
     match &a.output {
         None => print!("{text}"),
         Some(path) => {
-            write_file(path, &text, a.with_secrets)?;
+            // Owner-only when it holds secrets; a reader never sees half of it.
+            let mode = if a.with_secrets { 0o600 } else { 0o644 };
+            crate::api::auth::write_replacing(path, &text, mode)?;
             eprintln!(
                 "exported {} configuration(s) and the settings of {} identifier(s) to {}",
                 file.tasks.len(),
@@ -46,29 +45,4 @@ pub async fn run(data_dir: &Path, a: ExportArgs) -> anyhow::Result<u8> {
         }
     }
     Ok(exit::OK)
-}
-
-/// Writes `text` to `path` through a temporary file in the same folder, so
-/// a reader never sees half a file; owner-only when it holds secrets.
-fn write_file(path: &Path, text: &str, private: bool) -> anyhow::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let folder = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path.file_name().context("the output must name a file")?;
-    let tmp = folder.join(format!(".{}.partial", name.to_string_lossy()));
-    let mode = if private { 0o600 } else { 0o644 };
-    let mut out = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(&tmp)
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
-    out.write_all(text.as_bytes())
-        .and_then(|()| out.sync_all())
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot replace {}", path.display()))?;
-    Ok(())
 }
