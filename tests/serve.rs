@@ -1773,19 +1773,28 @@ fn serve_deletes_compile_cache_entries_unused_for_longer_than_its_limit() {
 #[test]
 fn serve_writes_json_log_lines_and_nothing_else_under_log_format_json() {
     let env = Env::new(&["hello.wasm"]);
-    let serve = env.serve_as("json-logs", &["--listen", "none", "--log-format", "json"]);
+    let serve = env.serve_as(
+        "json-logs",
+        &["--listen", "127.0.0.1:0", "--log-format", "json"],
+    );
     // A broken file dropped in: its PLUGIN_FAILED line carries the event
-    // code as a field of its own.
+    // code as a field of its own. Every line on the way is kept: the API's
+    // (where it listens, its token) are JSON too.
     std::fs::write(env.plugins.join("broken.wasm"), b"not wasm").unwrap();
-    let failed = loop {
+    let mut seen: Vec<String> = Vec::new();
+    let listening = |seen: &[String]| {
+        seen.iter()
+            .any(|l| l.contains("API and dashboard on http://127.0.0.1:"))
+    };
+    let failed = |seen: &[String]| seen.iter().find(|l| l.contains("PLUGIN_FAILED")).cloned();
+    while !listening(&seen) || failed(&seen).is_none() {
         let line = serve
             .lines
             .recv_timeout(std::time::Duration::from_secs(20))
-            .expect("a PLUGIN_FAILED line");
-        if line.contains("PLUGIN_FAILED") {
-            break line;
-        }
-    };
+            .unwrap_or_else(|_| panic!("no PLUGIN_FAILED or API line in {seen:#?}"));
+        seen.push(line);
+    }
+    let failed = failed(&seen).unwrap();
     let failed: serde_json::Value = serde_json::from_str(&failed).unwrap();
     assert_eq!(failed["code"], "PLUGIN_FAILED", "{failed}");
     assert_eq!(failed["level"], "ERROR", "{failed}");
@@ -1793,9 +1802,11 @@ fn serve_writes_json_log_lines_and_nothing_else_under_log_format_json() {
         failed["message"].as_str().unwrap().contains("broken.wasm"),
         "{failed}"
     );
-    let (code, mut lines) = serve.stop();
+    let (code, lines) = serve.stop();
     assert_eq!(code, Some(0), "{lines:#?}");
-    // What came after: the stop's lines, and whatever else was said.
+    // What came on the way and after: the stop's lines, and whatever else
+    // was said.
+    let mut lines: Vec<String> = seen.into_iter().chain(lines).collect();
     lines.retain(|l| !l.trim().is_empty());
     assert!(!lines.is_empty());
     let parsed: Vec<serde_json::Value> = lines

@@ -44,6 +44,7 @@ use utoipa_axum::routes;
 pub use auth::{Caller, NamedTokens, TOKEN_FILE, TokenFile, check_token_name};
 pub use metrics::Metrics;
 
+use crate::model::Level;
 use crate::plugins::Plugins;
 use crate::scheduler::Dispatcher;
 use crate::store::Store;
@@ -248,14 +249,21 @@ impl ApiServer {
 /// with a warning instead of failing the scheduler; an address the operator
 /// gave must be free. A token made now is printed only with `print_token`:
 /// otherwise stderr may be a journal that others read.
+///
+/// What the operator should hear of is handed to `say` with its level, a
+/// sentence each, so `serve` writes it as text or as a JSON log line.
 pub async fn start(
     listen: Option<&Listen>,
     print_token: bool,
     ctx: ApiContext,
+    say: &(dyn Fn(Level, String) + Send + Sync),
 ) -> anyhow::Result<Option<ApiServer>> {
     let (addr, explicit) = match listen {
         Some(Listen::Off) => {
-            eprintln!("cronwerk: the API and dashboard are off (--listen none)");
+            say(
+                Level::Info,
+                "the API and dashboard are off (--listen none)".into(),
+            );
             return Ok(None);
         }
         Some(Listen::At(addr)) => (*addr, true),
@@ -264,9 +272,12 @@ pub async fn start(
     let listener = match tokio::net::TcpListener::bind(addr).await {
         Ok(l) => l,
         Err(e) if !explicit => {
-            eprintln!(
-                "cronwerk: the API and dashboard are off: {addr} is not free ({e}); \
-                 pass --listen ADDRESS:PORT to use another"
+            say(
+                Level::Warning,
+                format!(
+                    "the API and dashboard are off: {addr} is not free ({e}); pass --listen \
+                     ADDRESS:PORT to use another"
+                ),
             );
             return Ok(None);
         }
@@ -293,22 +304,32 @@ pub async fn start(
     let (router, _) = app(state, policy);
     let task = tokio::spawn(server::serve(listener, router));
     if created && print_token {
-        eprintln!(
-            "cronwerk: API token (shown this once; kept in {}, `cronwerk token rotate` replaces it): {token}",
-            token_file.path().display()
+        say(
+            Level::Info,
+            format!(
+                "API token (shown this once; kept in {}, `cronwerk token rotate` replaces it): \
+                 {token}",
+                token_file.path().display()
+            ),
         );
     } else if created {
-        eprintln!(
-            "cronwerk: created an API token, kept in {} (mode 0600); it is not printed here \
-             because stderr is not a terminal: read that file as this user, or start with \
-             --print-token; `cronwerk token rotate` replaces it",
-            token_file.path().display()
+        say(
+            Level::Info,
+            format!(
+                "created an API token, kept in {} (mode 0600); it is not printed here because \
+                 stderr is not a terminal: read that file as this user, or start with \
+                 --print-token; `cronwerk token rotate` replaces it",
+                token_file.path().display()
+            ),
         );
     }
     if !loopback {
-        eprintln!("cronwerk: {addr} is not loopback: every API request needs the token");
+        say(
+            Level::Info,
+            format!("{addr} is not loopback: every API request needs the token"),
+        );
     }
     // Last, so whoever waits for this line has seen the ones above.
-    eprintln!("cronwerk: API and dashboard on http://{addr}/");
+    say(Level::Info, format!("API and dashboard on http://{addr}/"));
     Ok(Some(ApiServer { addr, task }))
 }

@@ -13,7 +13,7 @@ use clap::Args;
 
 use super::{args, common, exit};
 use crate::instance::{
-    Displaced, Instance, InstanceConfig, NameTaken, Notice, Takeover, host_name,
+    Displaced, Instance, InstanceConfig, NameTaken, Notice, Takeover, host_name, traces,
 };
 use crate::model::InstanceInfo;
 use crate::runtime::CompileCache;
@@ -91,6 +91,13 @@ pub struct ServeArgs {
     /// Without it a second process under a live name refuses to start.
     #[arg(long)]
     replace: bool,
+    /// Send a trace of every run (a span per run, with claim, instantiate,
+    /// execute and record under it) to this OpenTelemetry collector over
+    /// OTLP/HTTP, e.g. http://127.0.0.1:4318. Without it, the standard
+    /// OTEL_EXPORTER_OTLP_ENDPOINT (or ..._TRACES_ENDPOINT) turns traces
+    /// on; with neither, none are made.
+    #[arg(long, value_name = "URL")]
+    otlp_endpoint: Option<String>,
     #[command(flatten)]
     load: super::compile_cache::LoadArgs,
     #[command(flatten)]
@@ -193,9 +200,18 @@ pub async fn run(data_dir: &Path, a: ServeArgs, json_logs: bool) -> anyhow::Resu
             return Ok(exit::USAGE);
         }
     };
+    let otlp_endpoint =
+        match traces::endpoint(a.otlp_endpoint.as_deref(), |name| std::env::var(name).ok()) {
+            Ok(url) => url,
+            Err(e) => {
+                say.error(&e.to_string());
+                return Ok(exit::USAGE);
+            }
+        };
     let store = common::open_store(data_dir).await?;
     let stop = shutdown_signal(say)?;
-    let instance = match Instance::start(instance_config(data_dir, store, cache, a, say)).await {
+    let config = instance_config(data_dir, store, cache, a, otlp_endpoint, say);
+    let instance = match Instance::start(config).await {
         Ok(instance) => instance,
         Err(e) if e.is::<NameTaken>() => {
             say.error(&e.to_string());
@@ -224,6 +240,7 @@ fn instance_config(
     store: Arc<dyn Store>,
     cache: CompileCache,
     a: ServeArgs,
+    otlp_endpoint: Option<String>,
     say: Say,
 ) -> InstanceConfig {
     let info = InstanceInfo {
@@ -256,7 +273,11 @@ fn instance_config(
         print_token: a.print_token || std::io::stderr().is_terminal(),
         replace: a.replace,
         cache_limits: (a.cache_max_age, a.cache_max_size),
-        notices: Box::new(move |notice| say.info(&wording.line(notice))),
+        otlp_endpoint,
+        notices: Box::new(move |notice| match notice.is_warning() {
+            true => say.warn(&wording.line(notice)),
+            false => say.info(&wording.line(notice)),
+        }),
     }
 }
 
@@ -289,6 +310,7 @@ impl Wording {
                      process stops at its next heartbeat"
                 ),
             },
+            Notice::Api { line, .. } => line,
             Notice::CatchingUp { broadcasts, since } => format!(
                 "catching up on {broadcasts} broadcast(s) made since {}",
                 common::time(Some(since))

@@ -15,6 +15,7 @@ mod plugin_log;
 mod presence;
 #[cfg(test)]
 mod tests;
+pub mod traces;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -30,6 +31,7 @@ use crate::model::{InstanceInfo, Level, NewEvent};
 use crate::plugins::{PluginEvent, PluginExecutor, Plugins, WatchHandle};
 use crate::runtime::{CompileCache, EngineSettings, HttpSettings, LoadLimits, Runtime};
 use crate::scheduler::farm::LIVENESS;
+use crate::scheduler::trace::Tracing;
 use crate::scheduler::{Dispatcher, DispatcherConfig};
 use crate::store::{Observed, Store, StoreHealth};
 
@@ -78,6 +80,9 @@ pub struct InstanceConfig {
     /// Compile-cache entries unused this long are deleted, and beyond this
     /// many bytes the least recently used ones (at start, then daily).
     pub cache_limits: (Duration, u64),
+    /// Where run traces go (the OTLP/HTTP traces URL, see
+    /// [`traces::endpoint`]); `None`: nowhere.
+    pub otlp_endpoint: Option<String>,
     /// Receives what the operator should hear of while the instance starts.
     pub notices: Box<dyn Fn(Notice) + Send + Sync>,
 }
@@ -110,6 +115,15 @@ pub enum Notice {
         /// Found, not in the compile cache: compiling in the background.
         compiling: usize,
     },
+    /// What the API says as it starts (where it listens, its token), worded.
+    Api { level: Level, line: String },
+}
+
+impl Notice {
+    /// Whether the operator should see it as a warning.
+    pub fn is_warning(&self) -> bool {
+        matches!(self, Notice::Api { level, .. } if *level >= Level::Warning)
+    }
 }
 
 /// Why a process takes a name over from another.
@@ -146,6 +160,7 @@ pub struct Instance {
     dispatcher: Arc<Dispatcher>,
     api: Option<ApiServer>,
     background: Background,
+    traces: Option<Arc<traces::OtlpTraces>>,
     _watch: WatchHandle,
 }
 
@@ -241,12 +256,17 @@ impl Instance {
         background.0.push(join(&config, me, displaced_tx).await?);
         (config.notices)(announce(&*store, &plugins, name).await?);
         let executor = metrics.meter(Arc::new(PluginExecutor::new(plugins.clone())));
-        let dispatcher = Dispatcher::new(
-            store.clone(),
-            executor,
-            store.clock(),
-            dispatcher_config(&config),
+        let traces = match &config.otlp_endpoint {
+            Some(url) => Some(traces::start(url.clone(), name.clone(), host_name()).await?),
+            None => None,
+        };
+        let mut dispatcher_config = dispatcher_config(&config);
+        dispatcher_config.tracing = Tracing(
+            traces
+                .clone()
+                .map(|t| t as Arc<dyn crate::scheduler::trace::RunTracer>),
         );
+        let dispatcher = Dispatcher::new(store.clone(), executor, store.clock(), dispatcher_config);
         let api = start_api(&config, &dispatcher, plugins, metrics, health, started_at).await?;
         Ok(Instance {
             store,
@@ -256,6 +276,7 @@ impl Instance {
             dispatcher,
             api,
             background,
+            traces,
             _watch: watch,
         })
     }
@@ -290,6 +311,10 @@ impl Instance {
         // Already done when `run_until` got here; not when it did not.
         self.dispatcher.shut_down().await;
         drop(self.background);
+        // The runs just recorded are in the exporter's queue: send them.
+        if let Some(traces) = self.traces {
+            let _ = tokio::task::spawn_blocking(move || traces.shutdown()).await;
+        }
         let displaced = self.displaced.borrow().clone();
         if let Some(by) = displaced {
             // The name, its deliveries and its plugin rows are the new
@@ -400,7 +425,8 @@ async fn start_api(
         liveness: LIVENESS,
         store_health,
     };
-    crate::api::start(config.listen.as_ref(), config.print_token, context).await
+    let say = |level, line| (config.notices)(Notice::Api { level, line });
+    crate::api::start(config.listen.as_ref(), config.print_token, context, &say).await
 }
 
 /// Joins the instances sharing the store (under the name `me` holds

@@ -37,6 +37,7 @@ fn config(
         print_token: false,
         replace: false,
         cache_limits: (Duration::from_secs(30 * 86_400), 4 << 30),
+        otlp_endpoint: None,
         notices: Box::new(move |n| notices.lock().unwrap().push(n)),
     }
 }

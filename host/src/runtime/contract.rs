@@ -108,11 +108,14 @@ impl TaskPre {
         })
     }
 
-    /// Instantiates the component in `store` and runs `execute` once.
+    /// Instantiates the component in `store` and runs `execute` once;
+    /// `instantiated` is set when the instance is ready (traces show the
+    /// two apart).
     pub(crate) async fn execute(
         &self,
         store: &mut Store<RunState>,
         run: &RunFacts<'_>,
+        instantiated: &mut Option<std::time::SystemTime>,
     ) -> wasmtime::Result<Result<String, String>> {
         // The versions' payloads are alike, but distinct types.
         macro_rules! execute {
@@ -123,6 +126,7 @@ impl TaskPre {
                     data: p.data.clone(),
                 });
                 let task = $pre.instantiate_async(&mut *store).await?;
+                *instantiated = Some(std::time::SystemTime::now());
                 task.cronwerk_task_task()
                     .call_execute(&mut *store, &$context, payload.as_ref())
                     .await

@@ -47,7 +47,7 @@ pub use executor::{Availability, Execution, Executor};
 pub use host_state::{Farm, STATE_MAX_KEY_BYTES, STATE_MAX_TOTAL_BYTES, STATE_MAX_VALUE_BYTES};
 pub use http::HttpSettings;
 pub use limits::{MAX_HTTP_CONNECTIONS, MAX_OPEN_FILES, MemoryLimitExceeded};
-pub use outcome::{Outcome, RunReport};
+pub use outcome::{Outcome, RunReport, Timeline};
 pub use redact::{MASK, MIN_SECRET_BYTES, Redactor};
 
 use crate::model::{
@@ -346,6 +346,7 @@ impl RunReport {
             peak_memory_bytes: 0,
             events: Vec::new(),
             state: request.state.clone(),
+            timeline: Timeline::default(),
         }
     }
 }
@@ -360,6 +361,7 @@ struct GuestSettings {
 /// One run, from a fresh sandbox to its report; runs on the guest threads.
 async fn execute(settings: GuestSettings, component: Component, request: RunRequest) -> RunReport {
     let started = Instant::now();
+    let started_wall = std::time::SystemTime::now();
     let redactor = Redactor::new(&request.secrets);
     let events = EventLog::redacting(settings.event_limits, redactor.clone());
     let mut report = RunReport::blank(&component, &request);
@@ -389,6 +391,7 @@ async fn execute(settings: GuestSettings, component: Component, request: RunRequ
                 message: format!("the sandbox could not be set up: {e:#}"),
             };
             report.duration = started.elapsed();
+            report.timeline = Timeline::ended_at(started_wall, None);
             return report;
         }
     };
@@ -401,11 +404,16 @@ async fn execute(settings: GuestSettings, component: Component, request: RunRequ
         payload: payload.as_ref(),
         deadline: Some(std::time::SystemTime::now() + timeout),
     };
+    let mut instantiated = None;
     let result = Sandbox::guard(deadline, timeout, &guard_cancel, grace, async {
-        component.pre().execute(&mut *store, &facts).await
+        component
+            .pre()
+            .execute(&mut *store, &facts, &mut instantiated)
+            .await
     })
     .await;
     report.duration = started.elapsed();
+    report.timeline = Timeline::ended_at(started_wall, instantiated);
     let kept = |message: &str| truncate(&redactor.redact(message, false), MAX_RESULT_BYTES);
     report.outcome = match result {
         Ok(Ok(message)) => Outcome::Succeeded {

@@ -1,6 +1,6 @@
 //! The typed result of one run and how a wasmtime error maps onto it.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 use wasmtime::component::ResourceTableError;
@@ -69,6 +69,33 @@ pub struct RunReport {
     pub events: Vec<Event>,
     /// The task's state as the run left it (to be stored for the next run).
     pub state: std::collections::BTreeMap<String, String>,
+    /// When the run's phases began and ended, by the wall clock, for traces.
+    #[serde(skip)]
+    pub timeline: Timeline,
+}
+
+/// When a run's sandbox was set up, its instance ready, and its `execute`
+/// over. All `None` for a run that never reached the runtime.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Timeline {
+    /// The sandbox began to be set up.
+    pub started: Option<SystemTime>,
+    /// The component was instantiated; `None` if it never was (the sandbox
+    /// or the instantiation failed).
+    pub instantiated: Option<SystemTime>,
+    /// `execute` returned, trapped or was stopped.
+    pub ended: Option<SystemTime>,
+}
+
+impl Timeline {
+    /// A run that began at `started` and ends now.
+    pub fn ended_at(started: SystemTime, instantiated: Option<SystemTime>) -> Timeline {
+        Timeline {
+            started: Some(started),
+            instantiated,
+            ended: Some(SystemTime::now()),
+        }
+    }
 }
 
 mod duration_micros {
@@ -239,6 +266,7 @@ mod tests {
             peak_memory_bytes: 65536,
             events: vec![],
             state: Default::default(),
+            timeline: Default::default(),
         };
         let v: serde_json::Value = serde_json::to_value(&report).unwrap();
         assert_eq!(v["outcome"], "failed");

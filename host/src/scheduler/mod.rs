@@ -7,5 +7,6 @@
 pub mod dispatcher;
 pub mod farm;
 pub mod plan;
+pub mod trace;
 
 pub use dispatcher::{Dispatcher, DispatcherConfig, LOOK_AHEAD, ManualStart};

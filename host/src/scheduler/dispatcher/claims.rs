@@ -9,12 +9,14 @@
 use std::collections::HashMap;
 use std::hash::BuildHasher as _;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use chrono::{DateTime, Utc};
 
 use super::{Dispatcher, ManualStart, delta};
 use crate::model::{OverlapPolicy, PendingDelivery, RunRecord, TaskRecord, Trigger};
 use crate::scheduler::plan::{SlotAction, plan_ahead};
+use crate::scheduler::trace::Phase;
 use crate::store::{Claim, NewRun, OnOverlap, SlotClaim, StoreError, StoreResult};
 
 /// Due slots planned in a pass, each with the configuration it belongs to.
@@ -201,7 +203,9 @@ impl Dispatcher {
         now: DateTime<Utc>,
     ) -> StoreResult<bool> {
         let (claims, tasks): (Vec<SlotClaim>, Vec<TaskRecord>) = chunk.into_iter().unzip();
+        let claim_started = SystemTime::now();
         let results = self.store.claim_slots(&claims).await?;
+        let claim = Phase::since(claim_started);
         let lost = results.contains(&Claim::Lost);
         let won: Vec<i64> = claims
             .iter()
@@ -223,14 +227,14 @@ impl Dispatcher {
             .into_iter()
             .map(|(at, ids)| (at, Arc::new(Reread::new(ids))))
             .collect();
-        for ((claim, task), result) in claims.into_iter().zip(tasks).zip(results) {
+        for ((slot, task), result) in claims.into_iter().zip(tasks).zip(results) {
             if result == Claim::Claimed {
                 let state = states.remove(&task.id);
-                let start = start_of(claim.slot, now).map(|at| Start {
+                let start = start_of(slot.slot, now).map(|at| Start {
                     at,
                     reread: instants[&at].clone(),
                 });
-                self.spawn_run(task, claim.run, claim.next, state, start)
+                self.spawn_run(task, slot.run, slot.next, state, start, claim)
                     .await;
             }
         }
@@ -304,16 +308,24 @@ impl Dispatcher {
             attempt: task.retry_attempt,
             ..self.new_run(&task, Trigger::Retry, now)
         };
+        let claim_started = SystemTime::now();
         let claim = self.store.claim_retry(task.id, retry_at, &run).await?;
-        self.start_if_won(&claim, task, run).await;
+        self.start_if_won(&claim, task, run, Phase::since(claim_started))
+            .await;
         Ok(())
     }
 
     /// Starts a run that is not a scheduled slot's, if its claim was won.
-    async fn start_if_won(self: &Arc<Self>, claim: &Claim, task: TaskRecord, run: NewRun) {
+    async fn start_if_won(
+        self: &Arc<Self>,
+        claim: &Claim,
+        task: TaskRecord,
+        run: NewRun,
+        phase: Phase,
+    ) {
         if *claim == Claim::Claimed {
             let next = task.next_run_at;
-            self.spawn_run(task, run, next, None, None).await;
+            self.spawn_run(task, run, next, None, None, phase).await;
         }
     }
 
@@ -341,6 +353,7 @@ impl Dispatcher {
             return Ok(());
         }
         let lease_until = now + delta(self.config.lease);
+        let claim_started = SystemTime::now();
         let claim = self
             .store
             .start_queued_run(&queued.id, &self.config.instance.name, now, lease_until)
@@ -353,7 +366,8 @@ impl Dispatcher {
             payload: queued.payload,
             ..self.new_run(&task, queued.trigger, now)
         };
-        self.start_if_won(&claim, task, run).await;
+        self.start_if_won(&claim, task, run, Phase::since(claim_started))
+            .await;
         Ok(())
     }
 
@@ -419,9 +433,11 @@ impl Dispatcher {
             return Ok((id, start));
         }
         let run = self.new_run(&task, Trigger::Manual, self.clock.now());
+        let claim_started = SystemTime::now();
         let claim = self.store.claim_manual(task.id, &run).await?;
         let id = run.id.clone();
-        self.start_if_won(&claim, task, run).await;
+        self.start_if_won(&claim, task, run, Phase::since(claim_started))
+            .await;
         Ok((id, ManualStart::Here(claim)))
     }
 }

@@ -32,6 +32,7 @@ use tokio::sync::Notify;
 
 use crate::model::{Clock, InstanceInfo};
 use crate::runtime::Executor;
+use crate::scheduler::trace::Tracing;
 use crate::store::{Claim, Settings, Store};
 use housekeeping::Chores;
 use recorder::Recorder;
@@ -86,6 +87,8 @@ pub struct DispatcherConfig {
     /// Most slots one claim transaction takes; `None` leaves it to the
     /// store ([`RunLedger::claims_per_transaction`](crate::store::RunLedger::claims_per_transaction)).
     pub claims_per_transaction: Option<usize>,
+    /// Where recorded runs go as traces; off by default.
+    pub tracing: Tracing,
 }
 
 impl Default for DispatcherConfig {
@@ -103,6 +106,7 @@ impl Default for DispatcherConfig {
             liveness: super::farm::LIVENESS,
             look_ahead: LOOK_AHEAD,
             claims_per_transaction: None,
+            tracing: Tracing::default(),
         }
     }
 }
@@ -155,13 +159,13 @@ impl Dispatcher {
     ) -> Arc<Self> {
         let wake = Arc::new(Notify::new());
         Arc::new(Dispatcher {
+            recorder: Recorder::new(config.tracing.0.clone()),
             store,
             executor,
             clock,
             config,
             tracker: Tracker::new(wake.clone()),
             wake,
-            recorder: Recorder::default(),
             settings: Mutex::new(Arc::new(Settings::new())),
             recheck: AtomicBool::new(false),
             inventory: inventory::Inventory::default(),

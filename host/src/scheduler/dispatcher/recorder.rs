@@ -5,7 +5,8 @@
 //! cannot take while it is unavailable wait in [`Held`] for it.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
 use chrono::{DateTime, Utc};
 
@@ -13,6 +14,7 @@ use super::delta;
 use super::held::Held;
 use crate::model::{Level, NewEvent, RunOutcome, RunState, TaskRecord, Trigger};
 use crate::runtime::{Execution, Outcome, RunReport};
+use crate::scheduler::trace::{Recorded, RunTrace, RunTracer};
 use crate::store::{NewRun, RunFinish, Store, StoreResult};
 
 /// A configuration's state after a run; `None` leaves it as it was.
@@ -24,16 +26,32 @@ pub(super) type TaskState = Option<BTreeMap<String, String>>;
 pub(super) struct Recorder {
     pending: Mutex<Pending>,
     pub(super) held: Held,
+    /// Where each run goes once its record is committed (or held).
+    tracer: Option<Arc<dyn RunTracer>>,
 }
 
 #[derive(Default)]
 struct Pending {
     finished: Vec<RunFinish>,
+    /// The traces of runs in `finished` (only with a tracer).
+    traces: Vec<RunTrace>,
     /// A committer is at work; it takes `finished` before it stops.
     committing: bool,
 }
 
 impl Recorder {
+    pub(super) fn new(tracer: Option<Arc<dyn RunTracer>>) -> Recorder {
+        Recorder {
+            tracer,
+            ..Recorder::default()
+        }
+    }
+
+    /// Whether runs should bring their traces.
+    pub(super) fn traces(&self) -> bool {
+        self.tracer.is_some()
+    }
+
     /// Group commit: the first run to finish while no commit is under way
     /// becomes the committer; runs finishing meanwhile join the next
     /// batch, which the committer takes as soon as its transaction ends,
@@ -42,11 +60,18 @@ impl Recorder {
     /// transaction fails, the store records each run alone, so one it
     /// cannot write leaves only itself `running` until its lease expires
     /// and it is recorded abandoned. If the store is unavailable, the batch
-    /// is held and recorded once it is back.
-    pub(super) async fn record(&self, store: &dyn Store, finish: RunFinish) -> StoreResult<()> {
+    /// is held and recorded once it is back. `trace` (with a tracer) is
+    /// handed to it once the batch's commit is over.
+    pub(super) async fn record(
+        &self,
+        store: &dyn Store,
+        finish: RunFinish,
+        trace: Option<RunTrace>,
+    ) -> StoreResult<()> {
         let committer = {
             let mut pending = self.lock();
             pending.finished.push(finish);
+            pending.traces.extend(trace);
             !std::mem::replace(&mut pending.committing, true)
         };
         if !committer {
@@ -55,19 +80,42 @@ impl Recorder {
         tokio::task::yield_now().await;
         let mut result = Ok(());
         loop {
-            let batch = {
+            let (batch, traces) = {
                 let mut pending = self.lock();
                 if pending.finished.is_empty() {
                     pending.committing = false;
                     return result;
                 }
-                std::mem::take(&mut pending.finished)
+                (
+                    std::mem::take(&mut pending.finished),
+                    std::mem::take(&mut pending.traces),
+                )
             };
-            match store.finish_runs(&batch).await {
-                Err(e) if e.is_unavailable() => self.held.hold(batch),
-                Err(e) => result = Err(e),
-                Ok(_) => {}
-            }
+            let recorded = match store.finish_runs(&batch).await {
+                Err(e) if e.is_unavailable() => {
+                    self.held.hold(batch);
+                    Recorded::Held
+                }
+                Err(e) => {
+                    let recorded = Recorded::Failed(e.to_string());
+                    result = Err(e);
+                    recorded
+                }
+                Ok(_) => Recorded::Committed,
+            };
+            self.trace(traces, recorded);
+        }
+    }
+
+    fn trace(&self, traces: Vec<RunTrace>, recorded: Recorded) {
+        let Some(tracer) = &self.tracer else {
+            return;
+        };
+        let end = SystemTime::now();
+        for mut trace in traces {
+            trace.record.end = end;
+            trace.recorded = recorded.clone();
+            tracer.recorded(trace);
         }
     }
 

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use chrono::{DateTime, Utc};
 
@@ -16,9 +17,16 @@ use crate::model::{
     BroadcastSender, Level, NewEvent, OverlapPolicy, PendingDelivery, RunLimits, RunOutcome,
     RunState, TaskRecord, Trigger,
 };
-use crate::runtime::{CancelToken, Execution, Farm, RunContext, RunRequest};
+use crate::runtime::{CancelToken, Execution, Farm, RunContext, RunRequest, Timeline};
 use crate::scheduler::farm::RunFarm;
+use crate::scheduler::trace::{Phase, Recorded, RunTrace};
 use crate::store::{DeliveryFinish, NewRun, RunFinish, StoreResult};
+
+/// A run as claimed, and when its claim's transaction ran.
+pub(super) struct Claimed {
+    run: NewRun,
+    claim: Phase,
+}
 
 /// How long before its instant a run claimed ahead reads its
 /// configuration again: an edit committed later applies from the next run.
@@ -35,17 +43,19 @@ impl Dispatcher {
         next: Option<DateTime<Utc>>,
         state: Option<BTreeMap<String, String>>,
         start: Option<Start>,
+        claim: Phase,
     ) {
         let run_id = run.id.clone();
         let this = self.clone();
         let work = move |cancel| async move {
             let id = run.id.clone();
+            let claimed = Claimed { run, claim };
             let result = match start {
                 Some(start) => {
-                    this.start_on_time(task, run, next, cancel, state, start)
+                    this.start_on_time(task, claimed, next, cancel, state, start)
                         .await
                 }
-                None => this.execute(&task, run, next, cancel, state).await,
+                None => this.execute(&task, claimed, next, cancel, state).await,
             };
             match result {
                 Ok(again) => again,
@@ -68,7 +78,7 @@ impl Dispatcher {
     async fn start_on_time(
         &self,
         task: TaskRecord,
-        run: NewRun,
+        claimed: Claimed,
         next: Option<DateTime<Utc>>,
         cancel: CancelToken,
         state: Option<BTreeMap<String, String>>,
@@ -79,7 +89,7 @@ impl Dispatcher {
         // read (one for every run of the instant) is not part of the
         // lateness of any of them.
         if !self
-            .wait_until(at - super::delta(REREAD_LEAD), at, task.id, &run, &cancel)
+            .wait_until(at - super::delta(REREAD_LEAD), at, &task, &claimed, &cancel)
             .await?
         {
             return Ok(false);
@@ -93,17 +103,17 @@ impl Dispatcher {
             // the run's end is held until the store is back.
             None => task,
         };
-        if !self.wait_until(at, at, task.id, &run, &cancel).await? {
+        if !self.wait_until(at, at, &task, &claimed, &cancel).await? {
             return Ok(false);
         }
         if !task.config.enabled {
             let message =
                 "not run: the configuration was disabled after this slot was claimed".to_owned();
-            self.record_not_run(task.id, &run, RunState::Skipped, message)
+            self.record_not_run(&task, &claimed, RunState::Skipped, message)
                 .await?;
             return Ok(false);
         }
-        self.execute(&task, run, next, cancel, state).await
+        self.execute(&task, claimed, next, cancel, state).await
     }
 
     /// Sleeps until `until` by the dispatcher's clock. If the instance is
@@ -113,10 +123,11 @@ impl Dispatcher {
         &self,
         until: DateTime<Utc>,
         slot: DateTime<Utc>,
-        task_id: i64,
-        run: &NewRun,
+        task: &TaskRecord,
+        claimed: &Claimed,
         cancel: &CancelToken,
     ) -> StoreResult<bool> {
+        let run = &claimed.run;
         let wait = (until - self.clock.now()).to_std().unwrap_or_default();
         tokio::select! {
             _ = tokio::time::sleep(wait) => Ok(true),
@@ -128,7 +139,7 @@ impl Dispatcher {
                         self.config.instance.name
                     ),
                 };
-                self.record_not_run(task_id, run, RunState::Cancelled, message).await?;
+                self.record_not_run(task, claimed, RunState::Cancelled, message).await?;
                 Ok(false)
             }
         }
@@ -137,26 +148,61 @@ impl Dispatcher {
     /// Records a claimed run that never reached its component.
     async fn record_not_run(
         &self,
-        task_id: i64,
-        run: &NewRun,
+        task: &TaskRecord,
+        claimed: &Claimed,
         state: RunState,
         message: String,
     ) -> StoreResult<()> {
+        let run = &claimed.run;
         let event = NewEvent {
-            task_id: Some(task_id),
+            task_id: Some(task.id),
             run_id: Some(run.id.clone()),
             ..NewEvent::host(Level::Info, "RUN_NOT_STARTED", message)
         };
         let outcome = RunOutcome::not_run(state, event);
-        let finish = RunFinish::of(&run.id, task_id, self.clock.now(), outcome, None);
-        self.recorder.record(&*self.store, finish).await
+        let finish = RunFinish::of(&run.id, task.id, self.clock.now(), outcome, None);
+        let trace = self.trace_of(task, claimed, Timeline::default(), &finish);
+        self.recorder.record(&*self.store, finish, trace).await
+    }
+
+    /// The trace of a run about to be recorded, if traces are on.
+    fn trace_of(
+        &self,
+        task: &TaskRecord,
+        claimed: &Claimed,
+        timeline: Timeline,
+        finish: &RunFinish,
+    ) -> Option<RunTrace> {
+        if !self.recorder.traces() {
+            return None;
+        }
+        let run = &claimed.run;
+        let lateness = run
+            .scheduled_for
+            .zip(finish.started_at)
+            .map(|(slot, started)| super::to_std(started - slot));
+        Some(RunTrace {
+            run_id: run.id.clone(),
+            configuration: task.config.name.clone(),
+            identifier: task.config.implementation.clone(),
+            trigger: run.trigger,
+            attempt: run.attempt,
+            instance: self.config.instance.name.clone(),
+            scheduled_for: run.scheduled_for,
+            lateness,
+            claim: claimed.claim,
+            timeline,
+            record: Phase::since(SystemTime::now()),
+            recorded: Recorded::Committed,
+            outcome: finish.outcome.clone(),
+        })
     }
 
     /// Runs and records one run; true if the dispatcher should look again.
     async fn execute(
         &self,
         task: &TaskRecord,
-        run: NewRun,
+        claimed: Claimed,
         next: Option<DateTime<Utc>>,
         cancel: CancelToken,
         state: Option<BTreeMap<String, String>>,
@@ -165,14 +211,18 @@ impl Dispatcher {
             Some(state) => state,
             None => self.store.load_state(task.id).await?,
         };
-        let request = self.run_request(task, &run, next, state, cancel);
+        let run = &claimed.run;
+        let request = self.run_request(task, run, next, state, cancel);
         let implementation = &task.config.implementation;
         let started_at = self.clock.now();
         let execution = self.executor.execute(implementation, request).await;
-        let missing = matches!(execution, Execution::Missing);
+        let (missing, timeline) = match &execution {
+            Execution::Missing => (true, Timeline::default()),
+            Execution::Ran { report, .. } => (false, report.timeline),
+        };
         let instance = &self.config.instance.name;
         let now = self.clock.now();
-        let mut finish = run_finish(task, &run, execution, instance, now);
+        let mut finish = run_finish(task, run, execution, instance, now);
         if missing {
             self.say_who_lacks(&mut finish, implementation).await;
         }
@@ -211,7 +261,8 @@ impl Dispatcher {
             OverlapPolicy::Queue | OverlapPolicy::Replace
         ) || run.trigger == Trigger::Backfill;
         let again = finish.retry.is_some() || next.is_some_and(|n| n <= horizon) || waiting;
-        self.recorder.record(&*self.store, finish).await?;
+        let trace = self.trace_of(task, &claimed, timeline, &finish);
+        self.recorder.record(&*self.store, finish, trace).await?;
         Ok(again)
     }
 

@@ -97,6 +97,7 @@ fn ran(request: &RunRequest, outcome: Outcome) -> Execution {
                 message: "ran".into(),
             }],
             state,
+            timeline: Default::default(),
         }),
         version: "1.0.0".into(),
     }
