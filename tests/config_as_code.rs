@@ -354,3 +354,55 @@ fn an_implementation_no_instance_has_loaded_is_named_with_the_nearest_loaded_one
     assert!(stderr.contains("warning: task 'D'"), "{stderr}");
     assert!(c.cli(&["task", "show", "D"]).status.success());
 }
+
+#[test]
+fn applying_many_configurations_shows_progress_on_a_terminal_and_nothing_when_piped() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("many.toml");
+    let many: String = (0..400)
+        .map(|i| {
+            format!(
+                "[[task]]\nname = \"t{i}\"\nimplementation = \"Acme.X\"\nschedule = {{ every = \"1h\" }}\n"
+            )
+        })
+        .collect();
+    std::fs::write(&file, many).unwrap();
+    let bin = env!("CARGO_BIN_EXE_cronwerk");
+    let piped = std::process::Command::new(bin)
+        .arg("--data-dir")
+        .arg(dir.path().join("piped"))
+        .args(["apply", "-f"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&piped);
+    assert!(piped.status.success(), "{stderr}");
+    assert!(stdout.contains("applied"), "{stdout}");
+    assert!(
+        !stderr.contains("changes") && !stderr.contains('\u{1b}') && !stdout.contains('\u{1b}'),
+        "{stderr:?}"
+    );
+    let has_script = std::process::Command::new("sh")
+        .args(["-c", "command -v script"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_script {
+        eprintln!("skipped: `script` (util-linux) is not installed, so no terminal to test on");
+        return;
+    }
+    // `script` runs the command on a pseudo-terminal and copies what it
+    // shows to its own stdout.
+    let command = format!(
+        "{bin} --data-dir {} apply -f {}",
+        dir.path().join("terminal").display(),
+        file.display()
+    );
+    let on_terminal = std::process::Command::new("script")
+        .args(["-qefc", &command, "/dev/null"])
+        .output()
+        .unwrap();
+    assert!(on_terminal.status.success(), "{on_terminal:?}");
+    let shown = String::from_utf8_lossy(&on_terminal.stdout);
+    assert!(shown.contains("/400 changes"), "{shown:?}");
+    assert!(shown.contains("applied"), "{shown:?}");
+}

@@ -27,11 +27,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use chrono::{DateTime, TimeDelta, Utc};
+use cronwerk::instance::traces::OtlpTraces;
 use cronwerk::model::{
     EventSource, Level, NewEvent, RunOutcome, RunState, Schedule, SystemClock, TaskConfig, Trigger,
 };
 use cronwerk::plugins::{EventSink, Plugins};
 use cronwerk::runtime::{CompileCache, EngineSettings, RunRequest, Runtime, sha256_hex};
+use cronwerk::scheduler::trace::Tracing;
 use cronwerk::scheduler::{Dispatcher, DispatcherConfig, LOOK_AHEAD};
 use cronwerk::store::{
     Claim, Configurations, NewRun, RunFilter, RunFinish, RunLedger, SqliteStore, StateAndSettings,
@@ -168,7 +170,12 @@ fn sqlite_chunk() -> usize {
 
 /// `n` one-off configurations due at once, claimed `chunk` per transaction
 /// (`None`: as many as the store prefers).
-async fn throughput(shared: &Shared, n: usize, chunk: Option<usize>) -> Throughput {
+async fn throughput(
+    shared: &Shared,
+    n: usize,
+    chunk: Option<usize>,
+    tracing: Tracing,
+) -> Throughput {
     let (_tmp, inner, timing, store) = timed_temp_store();
 
     // Creating configurations takes a while; the shared due time must lie
@@ -197,6 +204,7 @@ async fn throughput(shared: &Shared, n: usize, chunk: Option<usize>) -> Throughp
         Arc::new(SystemClock),
         DispatcherConfig {
             claims_per_transaction: chunk,
+            tracing,
             ..dispatcher_config()
         },
     );
@@ -249,6 +257,98 @@ async fn throughput(shared: &Shared, n: usize, chunk: Option<usize>) -> Throughp
         created_in,
         elapsed,
         breakdown: timing.snapshot(),
+    }
+}
+
+/// Throughput with traces on (OTLP/HTTP to a loopback receiver that
+/// counts what it is sent) and off, alternated so drift does not favour
+/// either; and what "off" adds to a run: three clock reads (and two per
+/// claim transaction, shared by its runs) and a branch.
+struct Traced {
+    off: Vec<f64>,
+    on: Vec<f64>,
+    spans_made: u64,
+    spans_received: u64,
+    clock_reads_ns: f64,
+}
+
+const TRACED_ROUNDS: usize = 2;
+
+async fn traces_on_and_off(shared: &Shared) -> Traced {
+    let receiver = common::otlp::Collector::start();
+    let url = format!("{}/v1/traces", receiver.base());
+    let mut traced = Traced {
+        off: Vec::new(),
+        on: Vec::new(),
+        spans_made: 0,
+        spans_received: 0,
+        clock_reads_ns: 0.0,
+    };
+    for _ in 0..TRACED_ROUNDS {
+        let off = throughput(shared, THROUGHPUT_TASKS, None, Tracing::default()).await;
+        traced.off.push(off.runs as f64 / off.elapsed.as_secs_f64());
+        let exporter = {
+            let url = url.clone();
+            tokio::task::spawn_blocking(move || OtlpTraces::start(&url, "bench", "bench"))
+                .await
+                .unwrap()
+                .unwrap()
+        };
+        let exporter = Arc::new(exporter);
+        let on = throughput(
+            shared,
+            THROUGHPUT_TASKS,
+            None,
+            Tracing(Some(exporter.clone())),
+        )
+        .await;
+        traced.on.push(on.runs as f64 / on.elapsed.as_secs_f64());
+        tokio::task::spawn_blocking(move || exporter.shutdown())
+            .await
+            .unwrap();
+        // Each run: `run` and its claim, instantiate, execute and record.
+        traced.spans_made += on.runs as u64 * 5;
+    }
+    traced.spans_received = receiver.spans().len() as u64;
+    const READS: u32 = 1_000_000;
+    let start = Instant::now();
+    for _ in 0..READS {
+        std::hint::black_box(SystemTime::now());
+    }
+    traced.clock_reads_ns = start.elapsed().as_nanos() as f64 / f64::from(READS) * 3.0;
+    traced
+}
+
+impl Traced {
+    fn print(&self, runs_per_s: f64) {
+        let best = |v: &[f64]| v.iter().copied().fold(f64::NAN, f64::max);
+        let list = |v: &[f64]| {
+            v.iter()
+                .map(|r| format!("{r:.0}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        println!(
+            "| the same, {TRACED_ROUNDS} rounds alternated: traces off | {} runs/s (best {:.0}) | |",
+            list(&self.off),
+            best(&self.off)
+        );
+        println!(
+            "| the same, traces on: OTLP/HTTP to a loopback receiver | {} runs/s (best {:.0}): \
+             **on / off = {:.2}**; {} of {} spans received (the rest dropped at the exporter's \
+             2,048-span queue) | |",
+            list(&self.on),
+            best(&self.on),
+            best(&self.on) / best(&self.off),
+            self.spans_received,
+            self.spans_made
+        );
+        println!(
+            "| traces off: what a run does beyond the code without traces (3 clock reads, one \
+             branch) | {:.0} ns per run = {:.3} % of a run at {runs_per_s:.0} runs/s | no cost |",
+            self.clock_reads_ns,
+            self.clock_reads_ns / (1e9 / runs_per_s) * 100.0
+        );
     }
 }
 
@@ -724,9 +824,11 @@ fn main() {
         // and PostgreSQL's chunk of 500, against SQLite's own.
         let mut chunked: Vec<(usize, Throughput)> = Vec::new();
         for chunk in [THROUGHPUT_TASKS, 500] {
-            chunked.push((chunk, throughput(&shared, THROUGHPUT_TASKS, Some(chunk)).await));
+            let off = Tracing::default();
+            chunked.push((chunk, throughput(&shared, THROUGHPUT_TASKS, Some(chunk), off).await));
         }
-        let tp = throughput(&shared, THROUGHPUT_TASKS, None).await;
+        let tp = throughput(&shared, THROUGHPUT_TASKS, None, Tracing::default()).await;
+        let traced = traces_on_and_off(&shared).await;
         // The peer right after, on a SQLite file of its own in the same
         // folder: 64 workers was its best setting here (1, its default,
         // manages under 200 jobs/s at this size).
@@ -890,6 +992,7 @@ fn main() {
             ms(rs.warm)
         );
 
+        traced.print(runs_per_s);
         print_breakdown(
             &format!(
                 "Where the time goes, end-to-end run ({} runs in {:.2} s; summed per call, \

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod otlp;
 pub mod own_postgres;
 pub mod serve_env;
 

@@ -389,7 +389,22 @@ async fn write(store: &dyn Store, plan: Plan) -> anyhow::Result<()> {
         Step::Update { .. } => 1,
         Step::Delete(_) => 2,
     });
+    // On a terminal, a bar over the writes (a file of thousands takes a
+    // while on a remote database); nothing when piped.
+    let bar = indicatif::ProgressBar::new((steps.len() + plan.settings.len()) as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} changes  {msg}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
     for step in steps {
+        bar.inc(1);
+        bar.set_message(match &step {
+            Step::Create(config, _) => config.name.clone(),
+            Step::Update { new, .. } => new.name.clone(),
+            Step::Delete(old) => old.config.name.clone(),
+        });
         match step {
             Step::Create(config, next) => {
                 let task = store.create_task(&config, next).await?;
@@ -430,6 +445,7 @@ async fn write(store: &dyn Store, plan: Plan) -> anyhow::Result<()> {
         }
     }
     for step in plan.settings {
+        bar.inc(1);
         match step {
             SettingStep::Set {
                 identifier,
@@ -470,6 +486,7 @@ async fn write(store: &dyn Store, plan: Plan) -> anyhow::Result<()> {
             }
         }
     }
+    bar.finish_and_clear();
     println!("applied");
     Ok(())
 }

@@ -16,6 +16,7 @@ use crate::store::AuditFilter;
 pub struct AuditArgs {
     /// Only changes of this configuration.
     #[arg(long)]
+    #[arg(add = clap_complete::ArgValueCandidates::new(super::shell::task_names))]
     task: Option<String>,
     /// Only entries of this kind: configuration, setting, token or plugins.
     #[arg(long, value_parser = kind)]

@@ -21,6 +21,7 @@ const POLL: std::time::Duration = std::time::Duration::from_millis(250);
 #[derive(Args)]
 pub struct BackfillArgs {
     /// The configuration whose past slots to run.
+    #[arg(add = clap_complete::ArgValueCandidates::new(super::shell::task_names))]
     name: String,
     /// The window's start (RFC 3339): its slots from this time on.
     #[arg(long, value_parser = args::time, required_unless_present_any = ["list", "cancel"])]

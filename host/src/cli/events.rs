@@ -15,6 +15,7 @@ use crate::store::EventFilter;
 pub struct EventsArgs {
     /// Only events of this configuration.
     #[arg(long)]
+    #[arg(add = clap_complete::ArgValueCandidates::new(super::shell::task_names))]
     task: Option<String>,
     /// Only events of this run.
     #[arg(long)]

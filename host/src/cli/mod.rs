@@ -150,6 +150,8 @@ enum ConfigFileCommand {
 
 /// Entry point of the `cronwerk` binary.
 pub fn main() -> ExitCode {
+    // A Tab in a shell with cronwerk's completions: answered, then exits.
+    shell::answer_completion_request();
     let args = match config_file::expand(std::env::args_os().collect()) {
         Ok(args) => args,
         Err(message) => {

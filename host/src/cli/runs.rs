@@ -18,6 +18,7 @@ pub struct RunsArgs {
     command: Option<RunsCommand>,
     /// Only runs of this configuration.
     #[arg(long)]
+    #[arg(add = clap_complete::ArgValueCandidates::new(super::shell::task_names))]
     task: Option<String>,
     /// Only runs in this state (succeeded, failed, stopped, cancelled, skipped, abandoned, running, queued).
     #[arg(long)]

@@ -44,7 +44,7 @@ pub struct AddArgs {
     /// The configuration's name, e.g. "Nightly cleanup".
     name: String,
     /// Identifier of the component that implements it, e.g. Acme.HelloScheduledTask.
-    #[arg(long)]
+    #[arg(long, add = clap_complete::ArgValueCandidates::new(super::shell::identifiers))]
     implementation: String,
     #[command(flatten)]
     schedule: ScheduleArgs,
@@ -69,6 +69,7 @@ pub struct ListArgs {
 
 #[derive(Args)]
 pub struct ShowArgs {
+    #[arg(add = clap_complete::ArgValueCandidates::new(super::shell::task_names))]
     name: String,
     #[arg(long)]
     json: bool,
@@ -76,11 +77,13 @@ pub struct ShowArgs {
 
 #[derive(Args)]
 pub struct NameArgs {
+    #[arg(add = clap_complete::ArgValueCandidates::new(super::shell::task_names))]
     name: String,
 }
 
 #[derive(Args)]
 pub struct DisableArgs {
+    #[arg(add = clap_complete::ArgValueCandidates::new(super::shell::task_names))]
     name: String,
     /// Why it is paused, shown with it (`task list/show`, the dashboard)
     /// until it is enabled again.
@@ -90,6 +93,7 @@ pub struct DisableArgs {
 
 #[derive(Args)]
 pub struct StopArgs {
+    #[arg(add = clap_complete::ArgValueCandidates::new(super::shell::task_names))]
     name: String,
     /// Return once the stop is asked for, without waiting for the run to end.
     #[arg(long)]
@@ -100,6 +104,7 @@ pub struct StopArgs {
 
 #[derive(Args)]
 pub struct RunArgs {
+    #[arg(add = clap_complete::ArgValueCandidates::new(super::shell::task_names))]
     name: String,
     /// Return once the run is requested instead of waiting for its outcome.
     #[arg(long)]
@@ -113,12 +118,13 @@ pub struct RunArgs {
 
 #[derive(Args)]
 pub struct EditArgs {
+    #[arg(add = clap_complete::ArgValueCandidates::new(super::shell::task_names))]
     name: String,
     /// New name.
     #[arg(long)]
     rename: Option<String>,
     /// New implementation identifier.
-    #[arg(long)]
+    #[arg(long, add = clap_complete::ArgValueCandidates::new(super::shell::identifiers))]
     implementation: Option<String>,
     #[command(flatten)]
     schedule: ScheduleArgs,
