@@ -13,7 +13,7 @@ use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 
 use crate::lang_tools::{self, COMPONENTIZE_JS_VERSION, COMPONENTIZE_PY_VERSION};
-use crate::run;
+use crate::run_step;
 
 /// The WIT folder every task is built against.
 const WIT_DIR: &str = "wit";
@@ -90,7 +90,8 @@ pub fn build(guest: &Guest, cache: &Path) -> Result<Vec<u8>> {
             cmd
         }
     };
-    run(&mut cmd).with_context(|| format!("building {} from {}", guest.file, guest.dir))?;
+    let what = format!("building {} from {}", guest.file, guest.dir);
+    run_step(&what, &mut cmd)?;
     let bytes =
         std::fs::read(&partial).with_context(|| format!("reading {}", partial.display()))?;
     std::fs::rename(&partial, &output)

@@ -12,7 +12,7 @@ use std::sync::OnceLock;
 
 use anyhow::{Context, Result, bail};
 
-use crate::run;
+use crate::{run, run_step};
 
 /// The componentize-py release installed from PyPI.
 pub const COMPONENTIZE_PY_VERSION: &str = "0.25.1";
@@ -73,12 +73,15 @@ fn ensure_componentize_py(venv: &Path) -> Result<PathBuf> {
              with the venv module, 3.10 or newer)",
         )?;
     }
-    run(Command::new(venv.join("bin/pip")).args([
-        "install",
-        "--quiet",
-        "--disable-pip-version-check",
-        &format!("componentize-py=={COMPONENTIZE_PY_VERSION}"),
-    ]))
+    run_step(
+        &format!("installing componentize-py {COMPONENTIZE_PY_VERSION}"),
+        Command::new(venv.join("bin/pip")).args([
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            &format!("componentize-py=={COMPONENTIZE_PY_VERSION}"),
+        ]),
+    )
     .context("installing componentize-py from PyPI")?;
     match installed_py_version(&exe) {
         Some(v) if v == COMPONENTIZE_PY_VERSION => Ok(exe),
@@ -126,9 +129,12 @@ fn ensure_componentize_js(dir: &Path) -> Result<PathBuf> {
     // `npm install` with a lock file present installs the locked versions.
     // Not `npm ci`: npm 11 writes locks without other platforms' optional
     // native bindings and then `npm ci` rejects them as out of sync.
-    run(Command::new("npm")
-        .args(["install", "--no-audit", "--no-fund", "--loglevel=error"])
-        .current_dir(dir))
+    run_step(
+        &format!("installing componentize-js {COMPONENTIZE_JS_VERSION} with npm"),
+        Command::new("npm")
+            .args(["install", "--no-audit", "--no-fund", "--loglevel=error"])
+            .current_dir(dir),
+    )
     .context("installing componentize-js with npm (the JavaScript example needs node and npm)")?;
     match installed_js_version(&module) {
         Some(v) if v == COMPONENTIZE_JS_VERSION => {

@@ -128,6 +128,39 @@ pub fn run(cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
+/// Runs a step that prints little and may take minutes (a release build
+/// with `--quiet`, a guest's componentize, a tool's install): on a
+/// terminal a spinner with the elapsed time while it runs, and on every
+/// stderr a closing line with how long it took.
+pub fn run_step(what: &str, cmd: &mut Command) -> Result<()> {
+    let started = std::time::Instant::now();
+    let spinner = std::io::IsTerminal::is_terminal(&std::io::stderr()).then(|| {
+        let spinner = indicatif::ProgressBar::new_spinner().with_style(
+            indicatif::ProgressStyle::with_template("{spinner} xtask: {msg} ({elapsed})")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+        );
+        spinner.set_message(what.to_owned());
+        spinner.enable_steady_tick(std::time::Duration::from_millis(120));
+        spinner
+    });
+    match &spinner {
+        Some(spinner) => spinner.suspend(|| eprintln!("xtask: {cmd:?}")),
+        None => eprintln!("xtask: {what}: {cmd:?}"),
+    }
+    let status = cmd.status().with_context(|| format!("starting {cmd:?}"));
+    if let Some(spinner) = spinner {
+        spinner.finish_and_clear();
+    }
+    let status = status?;
+    let took =
+        humantime::format_duration(std::time::Duration::from_secs(started.elapsed().as_secs()));
+    if !status.success() {
+        bail!("{what} failed with {status} after {took}: {cmd:?}");
+    }
+    eprintln!("xtask: {what}: done in {took}");
+    Ok(())
+}
+
 /// Builds `peers/apalis` (its own workspace and lock file, so none of its
 /// dependencies reach cronwerk's build); the binary's path.
 fn build_peer() -> Result<PathBuf> {
@@ -159,7 +192,10 @@ fn demo(duration: Option<std::time::Duration>, listen: std::net::SocketAddr) -> 
     let plugins = PathBuf::from("plugins");
     let data = PathBuf::from("cronwerk-data");
     examples::build(&plugins)?;
-    run(Command::new(cargo()).args(["build", "--release", "--quiet", "-p", "cronwerk"]))?;
+    run_step(
+        "building cronwerk (release; minutes the first time)",
+        Command::new(cargo()).args(["build", "--release", "--quiet", "-p", "cronwerk"]),
+    )?;
     let bin = target_dir()?.join("release/cronwerk");
     let cronwerk = |args: &[&str]| -> Result<std::process::ExitStatus> {
         Ok(Command::new(&bin)
