@@ -133,6 +133,30 @@ fn bash_completes_configuration_names_from_the_store_the_line_points_at() {
         &[("CRONWERK_DATA_DIR", &data)],
     );
     assert_eq!(names, ["hourly"], "{names:?}");
+    // fish runs the same completer through its own script.
+    if installed("fish") {
+        let script = dir.path().join("cronwerk.fish");
+        std::fs::write(&script, cronwerk(&["completions", "fish"])).unwrap();
+        let bin = Path::new(env!("CARGO_BIN_EXE_cronwerk")).parent().unwrap();
+        let path = format!(
+            "{}:{}",
+            bin.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let out = Command::new("fish")
+            .arg("-c")
+            .arg(format!(
+                "source {}; complete -C 'cronwerk --data-dir {d} task run N'",
+                script.display()
+            ))
+            .env("PATH", path)
+            .output()
+            .unwrap();
+        let offered = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(offered.trim(), "Nightly cleanup", "{out:?}");
+    } else {
+        eprintln!("skipped: fish is not installed here");
+    }
     // Where there is no store, no names, and none is made.
     let nowhere = dir.path().join("nowhere");
     let n = nowhere.to_str().unwrap();

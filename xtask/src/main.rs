@@ -8,6 +8,7 @@ mod examples;
 mod lang_guests;
 mod lang_tools;
 mod postgres;
+mod shells;
 mod toolchain;
 
 use std::path::PathBuf;
@@ -275,6 +276,7 @@ fn test(no_lint: bool, cargo_args: &[String]) -> Result<()> {
     let components = components_dir()?;
     examples::build(&components)?;
     let chromium = browser::prepare()?;
+    shells::prepare()?;
     if !no_lint {
         run(Command::new(cargo()).args(["fmt", "--all", "--check"]))?;
         run(Command::new(cargo()).args([
