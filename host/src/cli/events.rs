@@ -17,7 +17,8 @@ pub struct EventsArgs {
     #[arg(long)]
     #[arg(add = clap_complete::ArgValueCandidates::new(super::shell::task_names))]
     task: Option<String>,
-    /// Only events of this run.
+    /// Only events of this run: its id, or any start of it that only one
+    /// run has (as `cronwerk runs` shows it).
     #[arg(long)]
     run: Option<String>,
     /// Only events at this level or above (trace, debug, info, warning, error).
@@ -40,9 +41,23 @@ pub async fn run(data_dir: &Path, a: EventsArgs) -> anyhow::Result<u8> {
         Some(name) => Some(store.get_task(name).await?.id),
         None => None,
     };
+    let run_id = match &a.run {
+        Some(given) => Some(super::run_ids::resolve(&*store, given).await.or_else(|e| {
+            // A broadcast delivery's run has events but no row among the
+            // runs: its whole id is taken as it is.
+            let whole =
+                given.len() == 36 && given.chars().all(|c| c.is_ascii_hexdigit() || c == '-');
+            if whole {
+                Ok(given.to_ascii_lowercase())
+            } else {
+                Err(e)
+            }
+        })?),
+        None => None,
+    };
     let mut filter = EventFilter {
         task_id,
-        run_id: a.run.clone(),
+        run_id,
         min_level: a.level,
         after_id: None,
         limit: Some(a.limit),

@@ -209,9 +209,7 @@ fn print(b: &BroadcastRecord, json: bool) -> anyhow::Result<()> {
                 d.duration_us
                     .map_or("-".into(), |us| format!("{:.1} ms", us as f64 / 1000.0)),
                 d.component_version.clone().unwrap_or_else(|| "-".into()),
-                d.run_id
-                    .as_deref()
-                    .map_or("-".into(), |r| r.chars().take(13).collect()),
+                d.run_id.as_deref().map_or("-".into(), str::to_owned),
                 short(&d.message, 60),
             ]
         })

@@ -18,6 +18,7 @@ mod inspect;
 mod instances;
 mod new;
 mod plugins;
+mod run_ids;
 mod runs;
 mod serve;
 mod shell;
@@ -244,7 +245,7 @@ pub fn main() -> ExitCode {
             Command::CompileWorker(_) => unreachable!("run before the async runtime"),
         };
         result.unwrap_or_else(|e| {
-            if e.is::<common::NoStore>() {
+            if e.is::<common::NoStore>() || e.is::<run_ids::UnknownRun>() {
                 eprintln!("error: {e}");
                 return exit::USAGE;
             }

@@ -9,7 +9,7 @@ use clap::{Args, Subcommand};
 use super::common::{self, print_table, short, time};
 use super::exit;
 use crate::model::{RunRecord, RunState};
-use crate::store::{RunFilter, StopAsked, Store, StoreError};
+use crate::store::{RunFilter, StopAsked, Store};
 
 #[derive(Args)]
 #[command(args_conflicts_with_subcommands = true)]
@@ -39,7 +39,8 @@ enum RunsCommand {
 
 #[derive(Args)]
 pub struct StopArgs {
-    /// The run's id, or the start of it as `cronwerk runs` shows it.
+    /// The run's id, or any start of it that only one run has (as
+    /// `cronwerk runs` shows it).
     run_id: String,
     /// Return once the stop is asked for, without waiting for the run to end.
     #[arg(long)]
@@ -55,7 +56,7 @@ const STOP_WAIT: Duration = Duration::from_secs(60);
 pub async fn run(data_dir: &Path, a: RunsArgs) -> anyhow::Result<u8> {
     let store = common::open_existing_store(data_dir).await?;
     if let Some(RunsCommand::Stop(stop)) = a.command {
-        let id = resolve_run_id(&*store, &stop.run_id).await?;
+        let id = super::run_ids::resolve(&*store, &stop.run_id).await?;
         return stop_run(&*store, &id, stop.no_wait, stop.json).await;
     }
     let task_id = match &a.task {
@@ -78,38 +79,6 @@ pub async fn run(data_dir: &Path, a: RunsArgs) -> anyhow::Result<u8> {
         print_runs(&runs);
     }
     Ok(exit::OK)
-}
-
-/// The full id of the run `given` names: itself, or the one run in flight
-/// (running or queued) whose id starts with it.
-pub async fn resolve_run_id(store: &dyn Store, given: &str) -> anyhow::Result<String> {
-    match store.get_run(given).await {
-        Ok(run) => return Ok(run.id),
-        Err(StoreError::RunNotFound(_)) => {}
-        Err(e) => return Err(e.into()),
-    }
-    let mut matches = Vec::new();
-    for state in [RunState::Running, RunState::Queued] {
-        let runs = store
-            .list_runs(&RunFilter {
-                state: Some(state),
-                limit: Some(10_000),
-                ..Default::default()
-            })
-            .await?;
-        matches.extend(runs.into_iter().filter(|r| r.id.starts_with(given)));
-    }
-    match matches.as_slice() {
-        [one] => Ok(one.id.clone()),
-        [] => anyhow::bail!(
-            "no run with id '{given}' (nor one running or queued whose id starts with it): \
-             `cronwerk runs --state running` lists the runs in flight"
-        ),
-        _ => anyhow::bail!(
-            "'{given}' starts the ids of {} runs in flight: give more of it",
-            matches.len()
-        ),
-    }
 }
 
 /// Asks for run `id` to stop and, unless `no_wait`, waits for it to end;
@@ -169,15 +138,17 @@ pub fn print_runs(runs: &[RunRecord]) {
         println!("  none");
         return;
     }
+    let ids: Vec<&str> = runs.iter().map(|r| r.id.as_str()).collect();
     let rows: Vec<Vec<String>> = runs
         .iter()
-        .map(|r| {
+        .zip(super::run_ids::shown(&ids))
+        .map(|(r, id)| {
             let outcome = match &r.reason {
                 Some(reason) => format!("{} ({reason})", r.state),
                 None => r.state.to_string(),
             };
             vec![
-                r.id.chars().take(13).collect(),
+                id,
                 r.task_name.clone(),
                 r.trigger.to_string(),
                 time(r.scheduled_for),

@@ -650,6 +650,16 @@ pub async fn runs_filter_by_time_and_state(store: &dyn Store) {
                 .unwrap()
         );
     }
+    // A person names a run by the start of its id.
+    let starting = |prefix: &'static str, limit| async move {
+        store.run_ids_starting_with(prefix, limit).await.unwrap()
+    };
+    assert_eq!(starting("f", 10).await, ["f0", "f1", "f2"]);
+    assert_eq!(starting("f", 2).await, ["f0", "f1"]);
+    assert_eq!(starting("f1", 10).await, ["f1"]);
+    assert!(starting("F1", 10).await.is_empty(), "ids compare exactly");
+    assert!(starting("f%", 10).await.is_empty(), "no pattern characters");
+    assert!(starting("g", 10).await.is_empty());
     let ids = |runs: Vec<RunRecord>| runs.into_iter().map(|r| r.id).collect::<Vec<_>>();
     let list = |filter: RunFilter| async move { ids(store.list_runs(&filter).await.unwrap()) };
     assert_eq!(

@@ -181,6 +181,9 @@ pub trait RunLedger: Send + Sync {
     /// frees their configurations; returns them.
     async fn abandon_expired(&self, now: DateTime<Utc>) -> StoreResult<Vec<RunRecord>>;
     async fn get_run(&self, id: &str) -> StoreResult<RunRecord>;
+    /// The ids of runs that start with `prefix`, in id order, at most
+    /// `limit` (a person names a run by the start of its id).
+    async fn run_ids_starting_with(&self, prefix: &str, limit: u32) -> StoreResult<Vec<String>>;
     async fn list_runs(&self, filter: &RunFilter) -> StoreResult<Vec<RunRecord>>;
     /// Manual runs requested (by the CLI) and not yet picked up by an instance.
     async fn queued_runs(&self) -> StoreResult<Vec<RunRecord>>;

@@ -136,6 +136,9 @@ impl<S: RunLedger + ?Sized, O: CallObserver> RunLedger for Observed<S, O> {
     async fn get_run(&self, id: &str) -> StoreResult<RunRecord> {
         observe!(self.get_run(id))
     }
+    async fn run_ids_starting_with(&self, prefix: &str, limit: u32) -> StoreResult<Vec<String>> {
+        observe!(self.run_ids_starting_with(prefix, limit))
+    }
     async fn list_runs(&self, filter: &RunFilter) -> StoreResult<Vec<RunRecord>> {
         observe!(self.list_runs(filter))
     }

@@ -159,6 +159,11 @@ impl RunLedger for PostgresStore {
         Ok(ledger::list_runs(&PgTx(&c), filter).await?)
     }
 
+    async fn run_ids_starting_with(&self, prefix: &str, limit: u32) -> StoreResult<Vec<String>> {
+        let c = self.client().await?;
+        Ok(ledger::run_ids_starting_with(&PgTx(&c), prefix, limit).await?)
+    }
+
     async fn queued_runs(&self) -> StoreResult<Vec<RunRecord>> {
         let c = self.client().await?;
         Ok(ledger::queued_runs(&PgTx(&c)).await?)

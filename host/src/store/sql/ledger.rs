@@ -760,6 +760,24 @@ pub async fn get_run<T: Tx + ?Sized>(tx: &T, id: &str) -> anyhow::Result<Option<
         .transpose()
 }
 
+/// Ids of runs starting with `prefix`. `substr` compares bytes as they
+/// are on both backends (a collation's ordering would not).
+pub async fn run_ids_starting_with<T: Tx + ?Sized>(
+    tx: &T,
+    prefix: &str,
+    limit: u32,
+) -> anyhow::Result<Vec<String>> {
+    let rows = tx
+        .query(
+            "SELECT id FROM runs
+             WHERE substr(id, 1, length(CAST($1 AS TEXT))) = CAST($1 AS TEXT)
+             ORDER BY id LIMIT $2",
+            params![prefix, i64::from(limit)],
+        )
+        .await?;
+    rows.into_iter().map(|mut r| r.text(0)).collect()
+}
+
 /// Runs newest first. The casts type the parameters a filter leaves NULL
 /// (PostgreSQL must know them; SQLite takes them as they are).
 pub async fn list_runs<T: Tx + ?Sized>(

@@ -143,6 +143,10 @@ impl RunLedger for SqliteStore {
         self.read(|c| run_now(ledger::list_runs(c, filter)))
     }
 
+    async fn run_ids_starting_with(&self, prefix: &str, limit: u32) -> StoreResult<Vec<String>> {
+        self.read(|c| run_now(ledger::run_ids_starting_with(c, prefix, limit)))
+    }
+
     async fn queued_runs(&self) -> StoreResult<Vec<RunRecord>> {
         self.read(|c| run_now(ledger::queued_runs(c)))
     }
