@@ -298,6 +298,7 @@ fn an_implementation_no_instance_has_loaded_is_named_with_the_nearest_loaded_one
         sha256: "0".repeat(64),
         identifier: Some(identifier.into()),
         version: Some("1.0.0".into()),
+        serving_sha256: None,
         loaded_at: chrono::Utc::now(),
         status: PluginState::Ok,
         error: None,

@@ -288,6 +288,8 @@ async fn a_broken_file_over_a_good_one_fails_and_the_old_version_keeps_serving()
     assert!(entry.serving);
     assert_eq!(entry.sha256, sha256(b"this is not a component"));
     assert_eq!(entry.version.as_deref(), Some("1.0.0"));
+    // What serves and what failed keep their own sha256.
+    assert_eq!(entry.serving_sha256, Some(sha256(&v1)));
     let failed = h.events(PLUGIN_FAILED);
     assert_eq!(failed.len(), 1, "{failed:?}");
     assert_eq!(failed[0].level, Level::Error);
@@ -302,7 +304,9 @@ async fn a_broken_file_over_a_good_one_fails_and_the_old_version_keeps_serving()
         p.get(WAT_HELLO).is_some_and(|c| c.sha256() == v2_sha)
     })
     .await;
-    assert_eq!(h.entry("wat.wasm").unwrap().status, PluginStatus::Ok);
+    let fixed = h.entry("wat.wasm").unwrap();
+    assert_eq!(fixed.status, PluginStatus::Ok);
+    assert_eq!(fixed.serving_sha256, None);
 }
 
 #[tokio::test]

@@ -450,8 +450,14 @@ fn a_new_version_serves_the_next_run_while_a_running_one_finishes_on_the_old() {
             .any(|x| x.id == long_id && x.state == RunState::Running)
     });
 
-    // Write-then-rename, as a deployment would.
-    let v2_bytes = common::with_custom_section(&std::fs::read(&file).unwrap(), "release", b"v2");
+    // Write-then-rename, as a deployment would. A version no earlier run
+    // of this test left in the shared compile cache: it compiles.
+    let release = format!("v2 {:?}", std::time::SystemTime::now());
+    let v2_bytes = common::with_custom_section(
+        &std::fs::read(&file).unwrap(),
+        "release",
+        release.as_bytes(),
+    );
     let v2 = cronwerk::runtime::sha256_hex(&v2_bytes);
     let tmp = env.plugins.join("misbehave.wasm.partial");
     std::fs::write(&tmp, &v2_bytes).unwrap();
@@ -495,6 +501,19 @@ fn a_new_version_serves_the_next_run_while_a_running_one_finishes_on_the_old() {
     let events = env.ok(&["events", "--level", "info", "--limit", "200"]);
     assert!(events.contains("PLUGIN_UPDATED"), "{events}");
     assert!(events.contains("PLUGIN_REMOVED"), "{events}");
+    // The new version was said to compile, and how long it took, before
+    // it served.
+    let at = |code: &str| {
+        events
+            .find(code)
+            .unwrap_or_else(|| panic!("no {code} in {events}"))
+    };
+    assert!(
+        at("PLUGIN_COMPILING") < at("PLUGIN_COMPILED")
+            && at("PLUGIN_COMPILED") < at("PLUGIN_UPDATED"),
+        "{events}"
+    );
+    assert!(events.contains("misbehave.wasm: compiled in "), "{events}");
 }
 
 #[test]
@@ -1924,6 +1943,60 @@ fn a_failed_run_leaves_one_run_failed_event_that_events_level_warning_shows() {
     assert_eq!(failed.len(), 1, "{listed:#?}");
     assert_eq!(failed[0]["message"], "the disk is full");
     assert_eq!(failed[0]["level"], "error");
+    let (code, _) = serve.stop();
+    assert_eq!(code, Some(0));
+}
+
+#[test]
+fn after_a_failed_update_plugins_shows_what_serves_and_what_failed_apart() {
+    let env = Env::new(&["hello.wasm"]);
+    let file = env.plugins.join("hello.wasm");
+    let serving = cronwerk::runtime::sha256_hex(&std::fs::read(&file).unwrap());
+    let broken = b"this is not a component".to_vec();
+    let failed = cronwerk::runtime::sha256_hex(&broken);
+    let serve = env.serve();
+    let tmp = env.plugins.join("hello.wasm.partial");
+    std::fs::write(&tmp, &broken).unwrap();
+    std::fs::rename(&tmp, &file).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let row = loop {
+        let rows: serde_json::Value =
+            serde_json::from_str(&env.ok(&["plugins", "--json"])).unwrap();
+        let row = rows.as_array().unwrap()[0].clone();
+        if row["status"] == "failed" {
+            break row;
+        }
+        assert!(std::time::Instant::now() < deadline, "{row}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert_eq!(row["sha256"], failed.as_str(), "{row}");
+    assert_eq!(row["serving_sha256"], serving.as_str(), "{row}");
+    assert_eq!(row["version"], "1.0.0", "{row}");
+    // Two lines: what serves (its version and sha256), what failed (its
+    // sha256 and why).
+    let text = env.ok(&["plugins"]);
+    let lines: Vec<&str> = text.lines().filter(|l| l.contains("hello.wasm")).collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert!(
+        lines[0].contains(&serving[..12])
+            && lines[0].contains("1.0.0")
+            && lines[0].contains("serving (the version before the failed update)")
+            && !lines[0].contains(&failed[..12]),
+        "{text}"
+    );
+    assert!(
+        lines[1].contains(&failed[..12])
+            && lines[1].contains("failed:")
+            && !lines[1].contains("1.0.0")
+            && !lines[1].contains(&serving[..12]),
+        "{text}"
+    );
+    // The fleet's view names the version that serves.
+    let fleet = env.ok(&["plugins", "--instances"]);
+    assert!(
+        fleet.contains(&format!("1.0.0 ({})", &serving[..8])),
+        "{fleet}"
+    );
     let (code, _) = serve.stop();
     assert_eq!(code, Some(0));
 }

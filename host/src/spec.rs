@@ -516,7 +516,7 @@ impl ConfigSpec {
 pub fn loaded_identifiers(plugins: &[PluginRow]) -> Vec<String> {
     let mut ids: Vec<String> = plugins
         .iter()
-        .filter(|p| p.status != PluginState::Failed)
+        .filter(|p| p.status != PluginState::Failed || p.served_sha256().is_some())
         .filter_map(|p| p.identifier.clone())
         .collect();
     ids.sort();

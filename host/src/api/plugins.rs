@@ -17,7 +17,13 @@ use crate::plugins::{PluginEntry, PluginStatus, Plugins};
 pub struct Plugin {
     /// The file name inside the plugins folder.
     pub file: String,
+    /// The file's content now; for a failed file, what failed.
     pub sha256: String,
+    /// The sha256 of the version that serves from this file when it is not
+    /// the file's content: an update failed and the previous version serves
+    /// on (`identifier`, `version`, `contract` and `imports` are that
+    /// version's; `sha256`, `error` and `loaded_at` the failed content's).
+    pub serving_sha256: Option<String>,
     /// What the component says it implements; none for a file that never loaded.
     pub identifier: Option<String>,
     pub display_name: Option<String>,
@@ -59,7 +65,7 @@ fn plugin(plugins: &Plugins, e: PluginEntry) -> Plugin {
         .identifier
         .as_deref()
         .and_then(|id| plugins.get(id))
-        .filter(|c| c.sha256() == e.sha256);
+        .filter(|c| c.sha256() == e.serving_sha256.as_deref().unwrap_or(&e.sha256));
     let imports: Vec<String> = component
         .as_ref()
         .map(|c| c.imports().to_vec())
@@ -90,6 +96,7 @@ fn plugin(plugins: &Plugins, e: PluginEntry) -> Plugin {
             |n| n.to_string_lossy().into(),
         ),
         sha256: e.sha256,
+        serving_sha256: e.serving_sha256,
         identifier: e.identifier,
         display_name: e.display_name,
         description: component.as_ref().map(|c| c.info().description.clone()),

@@ -69,13 +69,17 @@ impl CacheArgs {
         if self.no_cache {
             return None;
         }
-        self.cache_dir.clone().or_else(|| {
-            default_dir(
-                std::env::var_os("XDG_CACHE_HOME").map(PathBuf::from),
-                std::env::var_os("HOME").map(PathBuf::from),
-            )
-        })
+        self.cache_dir.clone().or_else(user_cache_dir)
     }
+}
+
+/// The compile cache `exec`, `inspect` and `serve` share on a machine by
+/// default: the user's cache folder (see [`default_dir`]).
+pub fn user_cache_dir() -> Option<PathBuf> {
+    default_dir(
+        std::env::var_os("XDG_CACHE_HOME").map(PathBuf::from),
+        std::env::var_os("HOME").map(PathBuf::from),
+    )
 }
 
 /// `$XDG_CACHE_HOME/cronwerk`, else `$HOME/.cache/cronwerk` (relative values

@@ -55,22 +55,48 @@ pub async fn run(data_dir: &Path, a: PluginsArgs) -> anyhow::Result<u8> {
         );
         return Ok(exit::OK);
     }
+    // A file whose update failed while its previous version serves on is
+    // two lines: what serves, and what failed, each with its own sha256.
+    let dash = || "-".to_owned();
+    let sha = |s: &str| s.chars().take(12).collect::<String>();
     let rows: Vec<Vec<String>> = plugins
         .iter()
-        .map(|p| {
+        .flat_map(|p| {
             let status = match &p.error {
                 Some(e) => format!("{}: {}", p.status, short(e, 80)),
                 None => p.status.to_string(),
             };
-            vec![
-                p.identifier.clone().unwrap_or_else(|| "-".into()),
-                p.version.clone().unwrap_or_else(|| "-".into()),
-                p.sha256.chars().take(12).collect(),
-                time(Some(p.loaded_at)),
-                p.instance.clone(),
-                p.file.clone(),
-                status,
-            ]
+            match &p.serving_sha256 {
+                Some(serving) => vec![
+                    vec![
+                        p.identifier.clone().unwrap_or_else(dash),
+                        p.version.clone().unwrap_or_else(dash),
+                        sha(serving),
+                        dash(),
+                        p.instance.clone(),
+                        p.file.clone(),
+                        "serving (the version before the failed update)".into(),
+                    ],
+                    vec![
+                        dash(),
+                        dash(),
+                        sha(&p.sha256),
+                        time(Some(p.loaded_at)),
+                        p.instance.clone(),
+                        p.file.clone(),
+                        status,
+                    ],
+                ],
+                None => vec![vec![
+                    p.identifier.clone().unwrap_or_else(dash),
+                    p.version.clone().unwrap_or_else(dash),
+                    sha(&p.sha256),
+                    time(Some(p.loaded_at)),
+                    p.instance.clone(),
+                    p.file.clone(),
+                    status,
+                ]],
+            }
         })
         .collect();
     print_table(

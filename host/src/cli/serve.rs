@@ -47,7 +47,9 @@ pub struct ServeArgs {
     /// Runs that may execute at once.
     #[arg(long, default_value_t = 128)]
     max_concurrent_runs: u32,
-    /// Keep compiled components here [default: DATA_DIR/cache]; the same
+    /// Keep compiled components here [default: $XDG_CACHE_HOME/cronwerk,
+    /// else ~/.cache/cronwerk, as `exec` and `inspect`; DATA_DIR/cache
+    /// without a home folder]; the same
     /// folder can serve several data directories and `cronwerk exec`. It
     /// must be writable by this user only (a new one is made with mode 0700).
     #[arg(long, env = "CRONWERK_CACHE_DIR")]
@@ -189,9 +191,12 @@ pub async fn run(data_dir: &Path, a: ServeArgs, json_logs: bool) -> anyhow::Resu
              docs/security.md)",
         );
     }
+    // One compile cache for `exec`, `inspect` and `serve` by default, so a
+    // component tried with `exec` is not compiled again when served.
     let cache_dir = a
         .cache_dir
         .clone()
+        .or_else(super::compile_cache::user_cache_dir)
         .unwrap_or_else(|| data_dir.join("cache"));
     let cache = match CompileCache::open(&cache_dir) {
         Ok(cache) => cache,

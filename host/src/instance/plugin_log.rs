@@ -108,6 +108,7 @@ fn plugin_rows(instance: &str, entries: &[PluginEntry]) -> Vec<PluginRow> {
                 sha256: e.sha256.clone(),
                 identifier: e.identifier.clone(),
                 version: e.version.clone(),
+                serving_sha256: e.serving_sha256.clone(),
                 loaded_at: e.loaded_at.into(),
                 status,
                 error,

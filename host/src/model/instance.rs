@@ -39,12 +39,29 @@ impl PluginState {
 pub struct PluginRow {
     pub instance: String,
     pub file: String,
+    /// The file's content now (for a failed file, what failed).
     pub sha256: String,
+    /// What serves from this file: its identifier and version ...
     pub identifier: Option<String>,
     pub version: Option<String>,
+    /// ... and the sha256 of that content, when it is not the file's now
+    /// (an update that failed, while the previous version serves on).
+    pub serving_sha256: Option<String>,
     pub loaded_at: DateTime<Utc>,
     pub status: PluginState,
     pub error: Option<String>,
+}
+
+impl PluginRow {
+    /// The sha256 of what serves from this file, if anything does: its
+    /// content, or, after an update that failed, the previous version's.
+    pub fn served_sha256(&self) -> Option<&str> {
+        match (self.status, &self.serving_sha256) {
+            (PluginState::Ok, _) => Some(&self.sha256),
+            (PluginState::Failed, Some(previous)) => Some(previous),
+            _ => None,
+        }
+    }
 }
 
 /// A cronwerk instance and its heartbeat.

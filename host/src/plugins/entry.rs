@@ -52,6 +52,10 @@ pub struct PluginEntry {
     pub identifier: Option<String>,
     pub display_name: Option<String>,
     pub version: Option<String>,
+    /// The sha256 of the component that serves from this file when it is
+    /// not the file's content: an update failed and the previous version
+    /// serves on (`sha256` is then what failed).
+    pub serving_sha256: Option<String>,
     /// When this content was loaded (or found broken); a rename keeps it.
     #[serde(with = "crate::runtime::time_format")]
     pub loaded_at: SystemTime,
@@ -72,6 +76,7 @@ mod tests {
             identifier: Some("Acme.B".into()),
             display_name: Some("B".into()),
             version: Some("1.0.0".into()),
+            serving_sha256: None,
             loaded_at: SystemTime::UNIX_EPOCH,
             status,
             serving: false,

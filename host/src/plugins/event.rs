@@ -18,6 +18,10 @@ pub const PLUGIN_FAILED: &str = "PLUGIN_FAILED";
 pub const PLUGIN_CONFLICT: &str = "PLUGIN_CONFLICT";
 /// A file is gone, or an identifier is no longer served.
 pub const PLUGIN_REMOVED: &str = "PLUGIN_REMOVED";
+/// A file the compile cache lacks is being compiled (seconds for a big
+/// Python or JavaScript guest); then how long it took.
+pub const PLUGIN_COMPILING: &str = "PLUGIN_COMPILING";
+pub const PLUGIN_COMPILED: &str = "PLUGIN_COMPILED";
 
 /// One change of the registry, as reported to the `on_event` callback.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -28,11 +28,13 @@ use std::time::SystemTime;
 
 use anyhow::Context as _;
 
+use crate::model::Level;
 use crate::runtime::{CacheOutcome, CompileCache, Component, Runtime, read_component_file};
 
 pub use entry::{PluginEntry, PluginStatus};
 pub use event::{
-    PLUGIN_CONFLICT, PLUGIN_FAILED, PLUGIN_LOADED, PLUGIN_REMOVED, PLUGIN_UPDATED, PluginEvent,
+    PLUGIN_COMPILED, PLUGIN_COMPILING, PLUGIN_CONFLICT, PLUGIN_FAILED, PLUGIN_LOADED,
+    PLUGIN_REMOVED, PLUGIN_UPDATED, PluginEvent,
 };
 pub use executor::PluginExecutor;
 pub use watcher::WatchHandle;
@@ -114,6 +116,7 @@ impl Plugins {
                     identifier: None,
                     display_name: None,
                     version: None,
+                    serving_sha256: None,
                     loaded_at: now,
                     status: PluginStatus::Compiling,
                     serving: false,
@@ -282,7 +285,7 @@ impl Plugins {
         for f in to_load {
             let load = match mode {
                 Load::Always if compiling.contains(&f.path) => self.load_if_cached(&f.path).await,
-                Load::Always => Some(self.load(&f.path).await),
+                Load::Always => Some(self.load_saying_so(&f.path).await),
                 Load::CachedOnly => self.load_if_cached(&f.path).await,
             };
             match load {
@@ -358,6 +361,38 @@ impl Plugins {
             .precompile(bytes, origin, &self.cache)
             .await
             .map_err(|e| e.to_string())
+    }
+
+    /// Loads a file found new or changed; if the compile cache lacks it,
+    /// says that it is compiling and, once done, how long it took, so a
+    /// hot reload that takes seconds is seen to be under way.
+    async fn load_saying_so(&self, path: &Path) -> Result<Component, String> {
+        if let Some(cached) = self.load_if_cached(path).await {
+            return cached;
+        }
+        let say = |event: PluginEvent| {
+            event.log();
+            (self.on_event)(event);
+        };
+        let name = path.display();
+        say(PluginEvent::new(
+            Level::Info,
+            event::PLUGIN_COMPILING,
+            format!("{name}: compiling (it is not in the compile cache)"),
+        ));
+        let started = std::time::Instant::now();
+        let loaded = self.load(path).await;
+        if loaded.is_ok() {
+            say(PluginEvent::new(
+                Level::Info,
+                event::PLUGIN_COMPILED,
+                format!(
+                    "{name}: compiled in {:.1} s",
+                    started.elapsed().as_secs_f64()
+                ),
+            ));
+        }
+        loaded
     }
 
     async fn load(&self, path: &Path) -> Result<Component, String> {

@@ -134,6 +134,10 @@ impl State {
                     identifier: info.map(|i| i.identifier.clone()),
                     display_name: info.map(|i| i.display_name.clone()),
                     version: info.map(|i| i.version.clone()),
+                    serving_sha256: record
+                        .effective()
+                        .map(|c| c.sha256().to_owned())
+                        .filter(|sha| *sha != record.sha256),
                     loaded_at: record.loaded_at,
                     status,
                     serving,

@@ -14,7 +14,7 @@ use tokio::sync::Notify;
 use crate::model::{
     BROADCAST_BYTES_PER_RUN, BROADCAST_MAX_DATA_BYTES, BROADCAST_MAX_TARGET_BYTES,
     BROADCAST_MAX_TEXT_BYTES, BROADCASTS_PER_RUN, BroadcastPayload, BroadcastRecord,
-    BroadcastSender, InstanceRow, PluginState,
+    BroadcastSender, InstanceRow,
 };
 use crate::runtime::Farm;
 use crate::store::{NewBroadcast, Store, StoreError};
@@ -77,21 +77,21 @@ pub async fn fleet_matrix(store: &dyn Store) -> Result<FleetMatrix, StoreError> 
     let mut by_identifier: std::collections::BTreeMap<String, Vec<Option<Served>>> =
         std::collections::BTreeMap::new();
     for row in store.list_plugins().await? {
+        let Some(sha256) = row.served_sha256().map(str::to_owned) else {
+            continue;
+        };
         let (Some(identifier), Some(column)) = (
             row.identifier,
             instances.iter().position(|i| *i == row.instance),
         ) else {
             continue;
         };
-        if row.status != crate::model::PluginState::Ok {
-            continue;
-        }
         let cells = by_identifier
             .entry(identifier)
             .or_insert_with(|| vec![None; instances.len()]);
         cells[column] = Some(Served {
             version: row.version.unwrap_or_default(),
-            sha256: row.sha256,
+            sha256,
         });
     }
     let identifiers = by_identifier
@@ -244,7 +244,7 @@ pub async fn broadcast(
     // task cannot fill the store (and the metrics) with made-up names.
     if request.sender.is_some() {
         let loaded = store.list_plugins().await?.into_iter().any(|p| {
-            p.status == PluginState::Ok
+            p.served_sha256().is_some()
                 && p.identifier.as_deref() == Some(request.identifier.as_str())
                 && instances.contains(&p.instance)
         });

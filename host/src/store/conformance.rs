@@ -378,6 +378,7 @@ pub async fn plugins_and_instances(store: &dyn Store) {
         sha256: "abc".into(),
         identifier: Some("Acme.HelloScheduledTask".into()),
         version: Some("1.0.0".into()),
+        serving_sha256: None,
         loaded_at: t(0),
         status: PluginState::Ok,
         error: None,
@@ -390,7 +391,27 @@ pub async fn plugins_and_instances(store: &dyn Store) {
         .set_plugins("i1", std::slice::from_ref(&row))
         .await
         .unwrap();
-    assert_eq!(store.list_plugins().await.unwrap(), vec![row]);
+    assert_eq!(store.list_plugins().await.unwrap(), vec![row.clone()]);
+    // An update that failed while the previous version serves on: what
+    // failed and what serves keep their own sha256.
+    let failed_update = PluginRow {
+        sha256: "def".into(),
+        serving_sha256: Some("abc".into()),
+        status: PluginState::Failed,
+        error: Some("not a component".into()),
+        ..row.clone()
+    };
+    store
+        .set_plugins("i1", std::slice::from_ref(&failed_update))
+        .await
+        .unwrap();
+    let listed = store.list_plugins().await.unwrap();
+    assert_eq!(listed, vec![failed_update]);
+    assert_eq!(listed[0].served_sha256(), Some("abc"));
+    store
+        .set_plugins("i1", std::slice::from_ref(&row))
+        .await
+        .unwrap();
     let inst = InstanceRow {
         name: "i1".into(),
         process: "p1".into(),

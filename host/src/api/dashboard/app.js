@@ -699,6 +699,38 @@ async function auditPage(params) {
   onLeave(onChanges(refresh), gen);
 }
 
+// A file's rows: one for what it serves, and, after an update that failed
+// while the previous version serves on, one more for what failed, each
+// with its own sha256.
+function pluginRows(p) {
+  const none = () => h('span', { class: 'muted' }, '–');
+  const identity = p.identifier ? h('span', {}, h('code', {}, p.identifier), p.display_name ? h('div', { class: 'muted' }, p.display_name) : null) : none();
+  const capabilities = p.capabilities.length ? p.capabilities.map((c) => h('span', { class: 'chip' }, c)) : none();
+  const sha = (s) => h('td', { class: 'mono', title: s }, s.slice(0, 12));
+  if (p.serving_sha256) {
+    return [
+      h('tr', { dataset: { file: p.file, row: 'serving' } },
+        h('td', {}, h('code', {}, p.file)), h('td', {}, identity), h('td', {}, p.version || '–'),
+        h('td', { class: 'contract' }, p.contract || '–'),
+        h('td', { class: 'status' }, h('span', { class: 'badge succeeded' }, 'serving'),
+          h('span', { class: 'muted' }, ' the version before the failed update')),
+        h('td', {}, capabilities), sha(p.serving_sha256), h('td', {}, none())),
+      h('tr', { dataset: { file: p.file, row: 'failed' } },
+        h('td', {}, h('code', {}, p.file)), h('td', {}, none()), h('td', {}, none()), h('td', {}, none()),
+        h('td', { class: 'status' }, h('span', { class: 'badge failed' }, 'failed'),
+          p.error ? h('div', { class: 'plugin-error' }, p.error) : null),
+        h('td', {}, none()), sha(p.sha256), timeCell(p.loaded_at)),
+    ];
+  }
+  return [h('tr', { dataset: { file: p.file } },
+    h('td', {}, h('code', {}, p.file)), h('td', {}, identity), h('td', {}, p.version || '–'),
+    h('td', { class: 'contract' }, p.contract || '–'),
+    h('td', { class: 'status' }, h('span', { class: `badge ${p.status === 'ok' ? 'succeeded' : p.status}` }, p.status),
+      p.status === 'ok' && !p.serving ? h('span', { class: 'muted' }, ' not serving') : null,
+      p.error ? h('div', { class: 'plugin-error' }, p.error) : null),
+    h('td', {}, capabilities), sha(p.sha256), timeCell(p.loaded_at))];
+}
+
 async function pluginsPage() {
   const gen = routeGen;
   document.title = 'Plugins · cronwerk';
@@ -709,17 +741,7 @@ async function pluginsPage() {
     if (r.data.length === 0) { holder.replaceChildren(h('p', { class: 'empty' }, 'The plugins folder is empty.')); return; }
     holder.replaceChildren(h('div', { class: 'scroll' }, h('table', { class: 'plugins' },
       h('thead', {}, h('tr', {}, ['File', 'Identifier', 'Version', 'Contract', 'Status', 'Capabilities asked for', 'sha256', 'Loaded'].map((c) => h('th', {}, c)))),
-      h('tbody', {}, r.data.map((p) => h('tr', { dataset: { file: p.file } },
-        h('td', {}, h('code', {}, p.file)),
-        h('td', {}, p.identifier ? h('span', {}, h('code', {}, p.identifier), p.display_name ? h('div', { class: 'muted' }, p.display_name) : null) : h('span', { class: 'muted' }, '–')),
-        h('td', {}, p.version || '–'),
-        h('td', { class: 'contract' }, p.contract || '–'),
-        h('td', { class: 'status' }, h('span', { class: `badge ${p.status === 'ok' ? 'succeeded' : p.status}` }, p.status),
-          p.status === 'ok' && !p.serving ? h('span', { class: 'muted' }, ' not serving') : null,
-          p.error ? h('div', { class: 'plugin-error' }, p.error) : null),
-        h('td', {}, p.capabilities.length ? p.capabilities.map((c) => h('span', { class: 'chip' }, c)) : h('span', { class: 'muted' }, '–')),
-        h('td', { class: 'mono', title: p.sha256 }, p.sha256.slice(0, 12)),
-        timeCell(p.loaded_at)))))));
+      h('tbody', {}, r.data.flatMap(pluginRows)))));
   };
   const refresh = async () => show(await api('GET', '/api/plugins'));
   // What SIGHUP and `cronwerk plugins reload` do: look at the folder now.

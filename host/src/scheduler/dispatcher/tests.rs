@@ -887,6 +887,7 @@ async fn serves(f: &Fixture, instance: &str, identifier: &str) {
         sha256: "sha".into(),
         identifier: Some(identifier.into()),
         version: None,
+        serving_sha256: None,
         loaded_at: Utc::now(),
         status: crate::model::PluginState::Ok,
         error: None,

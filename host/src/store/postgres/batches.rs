@@ -502,13 +502,14 @@ pub async fn set_plugins<C: GenericClient>(
     let loaded_at: Vec<DateTime<Utc>> = plugins.iter().map(|p| ms(p.loaded_at)).collect();
     let status = texts(plugins.iter().map(|p| p.status.as_str()));
     let error = opt_texts(plugins.iter().map(|p| p.error.as_deref()));
+    let serving_sha256 = opt_texts(plugins.iter().map(|p| p.serving_sha256.as_deref()));
     tx.pg_exec("DELETE FROM plugins WHERE instance = $1", &[&instance])
         .await?;
     tx.pg_exec(
         "INSERT INTO plugins (instance, file, sha256, identifier, version, loaded_at, status,
-                              error)
+                              error, serving_sha256)
          SELECT $1::text, * FROM UNNEST($2::text[], $3::text[], $4::text[], $5::text[],
-                                  $6::timestamptz[], $7::text[], $8::text[])",
+                                  $6::timestamptz[], $7::text[], $8::text[], $9::text[])",
         &[
             &instance,
             &file,
@@ -518,6 +519,7 @@ pub async fn set_plugins<C: GenericClient>(
             &loaded_at,
             &status,
             &error,
+            &serving_sha256,
         ],
     )
     .await?;

@@ -264,7 +264,11 @@ const V12: &str = "ALTER TABLE tasks ADD COLUMN on_start BOOLEAN NOT NULL DEFAUL
 const V13: &str = "ALTER TABLE instances ADD COLUMN process TEXT NOT NULL DEFAULT '';
 ALTER TABLE instances ADD COLUMN host TEXT NOT NULL DEFAULT '';";
 
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8, V9, V10, V11, V12, V13];
+/// What serves from a plugin file whose update failed (the SQLite
+/// schema's SERVING_SHA256).
+const V14: &str = "ALTER TABLE plugins ADD COLUMN serving_sha256 TEXT;";
+
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8, V9, V10, V11, V12, V13, V14];
 
 /// The schema version this build expects.
 pub const LATEST: i64 = MIGRATIONS.len() as i64;

@@ -22,8 +22,8 @@ pub async fn set_plugins<T: Tx + ?Sized>(
     for p in plugins {
         tx.exec(
             "INSERT INTO plugins (instance, file, sha256, identifier, version, loaded_at,
-                                  status, error)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                                  status, error, serving_sha256)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
             params![
                 instance,
                 &p.file,
@@ -32,7 +32,8 @@ pub async fn set_plugins<T: Tx + ?Sized>(
                 &p.version,
                 p.loaded_at,
                 p.status.as_str(),
-                &p.error
+                &p.error,
+                &p.serving_sha256
             ],
         )
         .await?;

@@ -93,7 +93,7 @@ pub fn event(mut r: Row) -> anyhow::Result<EventRecord> {
 }
 
 pub const PLUGIN_COLUMNS: &str =
-    "instance, file, sha256, identifier, version, loaded_at, status, error";
+    "instance, file, sha256, identifier, version, loaded_at, status, error, serving_sha256";
 
 pub fn plugin(mut r: Row) -> anyhow::Result<PluginRow> {
     Ok(PluginRow {
@@ -105,6 +105,7 @@ pub fn plugin(mut r: Row) -> anyhow::Result<PluginRow> {
         loaded_at: r.time(5)?,
         status: r.parsed(6)?.unwrap_or(PluginState::Failed),
         error: r.opt_text(7)?,
+        serving_sha256: r.opt_text(8)?,
     })
 }
 

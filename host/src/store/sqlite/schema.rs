@@ -127,12 +127,17 @@ pub fn migrations() -> Migrations<'static> {
         M::up(AUDIT),
         M::up(ON_START),
         M::up(INSTANCE_PROCESS),
+        M::up(SERVING_SHA256),
     ])
 }
 
 /// Whether a configuration runs on every instance's start, copied out of
 /// its JSON so the start reads only those.
 const ON_START: &str = "ALTER TABLE tasks ADD COLUMN on_start INTEGER NOT NULL DEFAULT 0;";
+
+/// What serves from a plugin file whose update failed (its previous
+/// version), apart from what failed (the file's content now).
+const SERVING_SHA256: &str = "ALTER TABLE plugins ADD COLUMN serving_sha256 TEXT;";
 
 /// Which process holds an instance's name, and on which machine: two
 /// `serve` processes under one `--name` are told apart.
