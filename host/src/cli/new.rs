@@ -20,6 +20,51 @@ const RUST_CARGO_TOML: &str = include_str!("templates/rust/Cargo.toml.tmpl");
 const RUST_LIB_RS: &str = include_str!("templates/rust/lib.rs");
 const RUST_README: &str = include_str!("templates/rust/README.md");
 const RUST_GITIGNORE: &str = include_str!("templates/rust/gitignore");
+/// The Rust SDK (`guest-sdk/`), copied into each new Rust project so it
+/// builds outside this repository: the same source the examples use.
+const RUST_SDK_CARGO_TOML: &str = include_str!("templates/rust/sdk-Cargo.toml.tmpl");
+const RUST_SDK: [(&str, &str); 10] = [
+    (
+        "cronwerk-guest/src/lib.rs",
+        include_str!("../../../guest-sdk/src/lib.rs"),
+    ),
+    (
+        "cronwerk-guest/src/cancellation.rs",
+        include_str!("../../../guest-sdk/src/cancellation.rs"),
+    ),
+    (
+        "cronwerk-guest/src/config.rs",
+        include_str!("../../../guest-sdk/src/config.rs"),
+    ),
+    (
+        "cronwerk-guest/src/context.rs",
+        include_str!("../../../guest-sdk/src/context.rs"),
+    ),
+    (
+        "cronwerk-guest/src/error.rs",
+        include_str!("../../../guest-sdk/src/error.rs"),
+    ),
+    (
+        "cronwerk-guest/src/farm.rs",
+        include_str!("../../../guest-sdk/src/farm.rs"),
+    ),
+    (
+        "cronwerk-guest/src/info.rs",
+        include_str!("../../../guest-sdk/src/info.rs"),
+    ),
+    (
+        "cronwerk-guest/src/instance.rs",
+        include_str!("../../../guest-sdk/src/instance.rs"),
+    ),
+    (
+        "cronwerk-guest/src/log.rs",
+        include_str!("../../../guest-sdk/src/log.rs"),
+    ),
+    (
+        "cronwerk-guest/src/state.rs",
+        include_str!("../../../guest-sdk/src/state.rs"),
+    ),
+];
 
 const PYTHON_APP: &str = include_str!("templates/python/app.py");
 const PYTHON_REQUIREMENTS: &str = include_str!("templates/python/requirements.txt");
@@ -109,12 +154,16 @@ impl Project {
         let fill = |template: &str| self.fill(template);
         let mut files = vec![("wit/task.wit", TASK_WIT.to_owned())];
         match self.lang {
-            Lang::Rust => files.extend([
-                ("Cargo.toml", fill(RUST_CARGO_TOML)),
-                ("src/lib.rs", fill(RUST_LIB_RS)),
-                ("README.md", fill(RUST_README)),
-                (".gitignore", RUST_GITIGNORE.to_owned()),
-            ]),
+            Lang::Rust => {
+                files.extend([
+                    ("Cargo.toml", fill(RUST_CARGO_TOML)),
+                    ("src/lib.rs", fill(RUST_LIB_RS)),
+                    ("README.md", fill(RUST_README)),
+                    (".gitignore", RUST_GITIGNORE.to_owned()),
+                    ("cronwerk-guest/Cargo.toml", fill(RUST_SDK_CARGO_TOML)),
+                ]);
+                files.extend(RUST_SDK.map(|(path, text)| (path, text.to_owned())));
+            }
             Lang::Python => files.extend([
                 ("app.py", fill(PYTHON_APP)),
                 ("requirements.txt", PYTHON_REQUIREMENTS.to_owned()),
@@ -138,6 +187,7 @@ impl Project {
             .replace("__IDENTIFIER__", &self.identifier)
             .replace("__DISPLAY_NAME__", &self.display_name)
             .replace("__WASM__", &self.wasm_path())
+            .replace("__CRONWERK_VERSION__", env!("CARGO_PKG_VERSION"))
     }
 
     /// The commands from an empty project to a first run, one per line.
@@ -384,8 +434,23 @@ mod tests {
         let files = project(Lang::Rust).files();
         let get = |name: &str| &files.iter().find(|(p, _)| *p == name).unwrap().1;
         assert!(get("Cargo.toml").contains("name = \"disk-report\""));
-        assert!(get("src/lib.rs").contains("identifier: \"Acme.DiskReport\".into()"));
-        assert!(get("src/lib.rs").contains("display_name: \"Disk report\".into()"));
+        assert!(get("src/lib.rs").contains("TaskInfo::new(\"Acme.DiskReport\", \"Disk report\")"));
+        // The SDK comes along, whole: every module its lib.rs declares.
+        assert!(get("Cargo.toml").contains("cronwerk-guest = { path = \"cronwerk-guest\" }"));
+        let sdk = get("cronwerk-guest/src/lib.rs");
+        for module in sdk.lines().filter_map(|l| l.strip_prefix("pub mod ")) {
+            let name = module.trim_end_matches(';');
+            if name == "bindings {" || name.starts_with("__private") {
+                continue;
+            }
+            let path = format!("cronwerk-guest/src/{name}.rs");
+            assert!(files.iter().any(|(p, _)| *p == path), "{path}");
+        }
+        for line in sdk.lines().filter_map(|l| l.trim().strip_prefix("mod ")) {
+            let path = format!("cronwerk-guest/src/{}.rs", line.trim_end_matches(';'));
+            assert!(files.iter().any(|(p, _)| *p == path), "{path}");
+        }
+        assert!(get("cronwerk-guest/Cargo.toml").contains(env!("CARGO_PKG_VERSION")));
     }
 
     fn json(text: &str) -> serde_json::Value {

@@ -63,12 +63,19 @@ async fn an_instance_is_listed_while_it_runs_and_records_its_start_and_stop() {
     );
     assert_eq!(
         *notices.lock().unwrap(),
-        [Notice::Serving {
-            configurations: 0,
-            loaded: 0,
-            failed: 0,
-            compiling: 0
-        }]
+        [
+            Notice::Serving {
+                configurations: 0,
+                loaded: 0,
+                failed: 0,
+                compiling: 0
+            },
+            // Said through the notices too, so `serve` words it as text or JSON.
+            Notice::Api {
+                level: crate::model::Level::Info,
+                line: "the API and dashboard are off (--listen none)".into()
+            }
+        ]
     );
     assert!(
         event_codes(&*store)

@@ -1,67 +1,42 @@
 //! __IDENTIFIER__: a cronwerk scheduled task.
 //!
-//! `describe` tells the host who this task is; `execute` does one run. The
-//! host's interfaces (log, state, config, cancellation, farm, instance) are
-//! Rust modules generated from `wit/task.wit` by the macro below.
+//! `info` tells the host who this task is; `execute` does one run. The
+//! host's interfaces (log, state, config, cancellation, farm, instance)
+//! come through the SDK in `cronwerk-guest/` (`cargo doc --open` shows it).
 
-wit_bindgen::generate!({
-    path: "wit",
-    world: "scheduled-task",
-});
-
-use cronwerk::task::log::{self, Level};
-use cronwerk::task::state;
-use cronwerk::task::types::{Payload, RunContext, TaskInfo};
+use cronwerk_guest::{Context, Error, ScheduledTask, TaskInfo, bail, state};
 
 struct Task;
 
-impl exports::cronwerk::task::task::Guest for Task {
+impl ScheduledTask for Task {
     /// Called once when the host loads the component. Configurations refer
-    /// to the task by `identifier`; keep it stable across versions.
-    fn describe() -> TaskInfo {
-        TaskInfo {
-            identifier: "__IDENTIFIER__".into(),
-            display_name: "__DISPLAY_NAME__".into(),
-            description: "Greets the configuration it runs for and counts its runs.".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            default_schedule: Some("every 1m".into()),
-        }
+    /// to the task by its identifier; keep it stable across versions.
+    fn info() -> TaskInfo {
+        TaskInfo::new("__IDENTIFIER__", "__DISPLAY_NAME__")
+            .description("Greets the configuration it runs for and counts its runs.")
+            .version(env!("CARGO_PKG_VERSION"))
+            .default_schedule("every 1m")
     }
 
     /// One run. `Ok(message)` is success (an empty message means nothing to
-    /// report); `Err(message)` is failure. Either message is the run's result.
-    fn execute(context: RunContext, _payload: Option<Payload>) -> Result<String, String> {
+    /// report); `Err(error)` is failure. Either message is the run's result.
+    fn execute(ctx: &Context) -> Result<String, Error> {
         // Properties are set per configuration (`--property greeting=Hi`).
-        let greeting = property(&context, "greeting").unwrap_or("Hello");
+        let greeting = ctx.property_or("greeting", "Hello");
         if greeting.trim().is_empty() {
-            return Err(
-                "property 'greeting' is empty: set a word such as Hi, or leave it out".into(),
-            );
+            bail!("property 'greeting' is empty: set a word such as Hi, or leave it out");
         }
 
         // State is kept per configuration from one run to the next.
-        let runs = state::get("runs")
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-            + 1;
-        state::set("runs", &runs.to_string())
-            .map_err(|e| format!("cannot store the run count: {e}"))?;
+        let runs = state::get_parsed::<u64>("runs")?.unwrap_or(0) + 1;
+        state::set("runs", runs)?;
 
         // Events land in the host's event log, tagged with this run's id.
-        let name = &context.configuration_name;
-        log::write(Level::Info, "GREETING", &format!("{greeting}, {name}!"));
+        let name = ctx.configuration_name();
+        cronwerk_guest::info!(code: "GREETING", "{greeting}, {name}!");
 
         Ok(format!("greeted {name}, run {runs}"))
     }
 }
 
-/// The value of the configuration's property `key`, if set.
-fn property<'a>(context: &'a RunContext, key: &str) -> Option<&'a str> {
-    context
-        .properties
-        .iter()
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v.as_str())
-}
-
-export!(Task);
+cronwerk_guest::export_task!(Task);
