@@ -15,6 +15,25 @@ use cronwerk::store::{Claim, Configurations, NewRun, RunFinish, RunLedger, Sqlit
 const HOSTILE: &str = "\u{1b}[2J\u{1b}]0;pwned\u{7}\rfake line\n\u{9b}31m";
 const ESCAPED: &str = r"\u{1b}[2J\u{1b}]0;pwned\u{7}\rfake line\n\u{9b}31m";
 
+/// A manual run `id` of configuration `task_id`, starting now.
+fn manual_run(task_id: i64, task: &str, implementation: &str, id: &str) -> NewRun {
+    let now = Utc::now();
+    NewRun {
+        id: id.into(),
+        task_id,
+        task_name: task.into(),
+        implementation: implementation.into(),
+        trigger: Trigger::Manual,
+        attempt: 1,
+        scheduled_for: None,
+        started_at: now,
+        lease_until: now + chrono::TimeDelta::seconds(30),
+        instance: "i1".into(),
+        message: String::new(),
+        payload: None,
+    }
+}
+
 /// A data directory whose store holds one finished run with hostile text
 /// in its message and its event.
 async fn store_with_hostile_run(dir: &std::path::Path) {
@@ -26,20 +45,7 @@ async fn store_with_hostile_run(dir: &std::path::Path) {
         Schedule::every(Duration::from_secs(3600), now).unwrap(),
     );
     let task = store.create_task(&config, None).await.unwrap();
-    let run = NewRun {
-        id: "r1".into(),
-        task_id: task.id,
-        task_name: "t".into(),
-        implementation: "Acme.Hostile".into(),
-        trigger: Trigger::Manual,
-        attempt: 1,
-        scheduled_for: None,
-        started_at: now,
-        lease_until: now + chrono::TimeDelta::seconds(30),
-        instance: "i1".into(),
-        message: String::new(),
-        payload: None,
-    };
+    let run = manual_run(task.id, "t", "Acme.Hostile", "r1");
     assert_eq!(
         store.claim_manual(task.id, &run).await.unwrap(),
         Claim::Claimed
@@ -207,20 +213,7 @@ async fn runs_made_in_one_millisecond_are_shown_apart_and_any_start_of_an_id_nam
         );
         let task = store.create_task(&config, None).await.unwrap();
         for id in ids {
-            let run = NewRun {
-                id: id.into(),
-                task_id: task.id,
-                task_name: "t".into(),
-                implementation: "Acme.X".into(),
-                trigger: Trigger::Manual,
-                attempt: 1,
-                scheduled_for: None,
-                started_at: now,
-                lease_until: now + chrono::TimeDelta::seconds(30),
-                instance: "i1".into(),
-                message: String::new(),
-                payload: None,
-            };
+            let run = manual_run(task.id, "t", "Acme.X", id);
             assert_eq!(
                 store.claim_manual(task.id, &run).await.unwrap(),
                 Claim::Claimed

@@ -54,23 +54,8 @@ pub fn prepare() -> Result<PathBuf> {
 
 fn install_chromium() -> Result<()> {
     eprintln!("xtask: installing Debian's chromium for the dashboard's browser test");
-    let apt = |args: &[&str]| {
-        run(Command::new("apt-get")
-            .args(args)
-            .env("DEBIAN_FRONTEND", "noninteractive"))
-    };
-    apt(&["update", "-qq"])
-        .and_then(|()| {
-            apt(&[
-                "install",
-                "-y",
-                "-qq",
-                "--no-install-recommends",
-                "chromium",
-            ])
-        })
-        .context(
-            "installing chromium with apt-get (as root); or install it yourself and set \
+    crate::apt_install(&["chromium"]).context(
+        "installing chromium with apt-get (as root); or install it yourself and set \
              CRONWERK_CHROMIUM to the browser",
-        )
+    )
 }

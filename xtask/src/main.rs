@@ -129,6 +129,23 @@ pub fn run(cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
+/// Installs Debian packages with apt-get (as root), trying without an
+/// index update first: an index a few days old usually still has them.
+pub fn apt_install(packages: &[&str]) -> Result<()> {
+    let apt = |args: &[&str]| {
+        run(Command::new("apt-get")
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive"))
+    };
+    let mut install = vec!["install", "-y", "-qq", "--no-install-recommends"];
+    install.extend_from_slice(packages);
+    if apt(&install).is_ok() {
+        return Ok(());
+    }
+    apt(&["update", "-qq"])?;
+    apt(&install)
+}
+
 /// Runs a step that prints little and may take minutes (a release build
 /// with `--quiet`, a guest's componentize, a tool's install): on a
 /// terminal a spinner with the elapsed time while it runs, and on every

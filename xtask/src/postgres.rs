@@ -191,17 +191,7 @@ fn server_binaries() -> Result<PathBuf> {
         return Ok(bin);
     }
     eprintln!("xtask: the PostgreSQL server is not installed; installing Debian's postgresql");
-    let install = || {
-        crate::run(
-            Command::new("apt-get")
-                .args(["install", "-y", "--no-install-recommends", "postgresql"])
-                .env("DEBIAN_FRONTEND", "noninteractive"),
-        )
-    };
-    if install().is_err() {
-        crate::run(Command::new("apt-get").arg("update"))?;
-        install()?;
-    }
+    crate::apt_install(&["postgresql"])?;
     find_server_binaries().context(
         "installed postgresql, but found no server under /usr/lib/postgresql/*/bin; \
          install a PostgreSQL server, or set CRONWERK_TEST_POSTGRES to a server's URL",

@@ -6,8 +6,6 @@ use std::process::Command;
 
 use anyhow::{Context as _, Result};
 
-use crate::run;
-
 const SHELLS: [&str; 2] = ["zsh", "fish"];
 
 fn installed(program: &str) -> bool {
@@ -23,21 +21,6 @@ pub fn prepare() -> Result<()> {
         return Ok(());
     }
     eprintln!("xtask: installing Debian's zsh and fish for the shell completion tests");
-    let apt = |args: &[&str]| {
-        run(Command::new("apt-get")
-            .args(args)
-            .env("DEBIAN_FRONTEND", "noninteractive"))
-    };
-    apt(&["update", "-qq"])
-        .and_then(|()| {
-            apt(&[
-                "install",
-                "-y",
-                "-qq",
-                "--no-install-recommends",
-                "zsh",
-                "fish",
-            ])
-        })
+    crate::apt_install(&SHELLS)
         .context("installing zsh and fish with apt-get (as root); or install them yourself")
 }
