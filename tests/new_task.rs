@@ -211,6 +211,17 @@ fn rust_template_builds_and_runs() {
         &project,
         &target.join("wasm32-wasip2/release/new_rust_task.wasm"),
     );
+    // Its own tests pass natively, against the SDK's in-memory host.
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let tested = run_ok(
+        Command::new(cargo)
+            .args(["test", "--quiet"])
+            .current_dir(&project.dir)
+            .env("CARGO_TARGET_DIR", &target),
+        "cargo test of the Rust template",
+    );
+    let out = String::from_utf8_lossy(&tested.stdout);
+    assert!(out.contains("2 passed; 0 failed"), "{out}");
 }
 
 /// componentize-py at the version the template's requirements.txt pins.

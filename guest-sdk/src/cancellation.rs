@@ -4,5 +4,5 @@
 /// Return soon after it turns true; the run is stopped hard after a grace
 /// period otherwise.
 pub fn is_cancelled() -> bool {
-    crate::bindings::cronwerk::task::cancellation::is_cancelled()
+    crate::host::is_cancelled()
 }

@@ -1,14 +1,14 @@
 //! Settings the operator scoped to this task's identifier, shared by all of
 //! its configurations (a configuration's own values are its properties).
 
-use crate::bindings::cronwerk::task::config as raw;
+use crate::host;
 
 /// One setting.
 pub fn get(key: &str) -> Option<String> {
-    raw::get(key)
+    host::config_get(key)
 }
 
 /// All settings, sorted by key.
 pub fn get_all() -> Vec<(String, String)> {
-    raw::get_all()
+    host::config_get_all()
 }

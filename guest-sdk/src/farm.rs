@@ -1,7 +1,7 @@
 //! Web-farm broadcast: run a task once on every live instance.
 
 use crate::Error;
-use crate::bindings::cronwerk::task::{farm as raw, types};
+use crate::bindings::cronwerk::task::types;
 
 /// Asks every live instance to run the task implementing `identifier` once
 /// with this payload. Returns the broadcast's id. Fails when no farm is
@@ -12,5 +12,5 @@ pub fn broadcast(identifier: &str, target: &str, text: &str, data: &[u8]) -> Res
         text: text.to_owned(),
         data: data.to_vec(),
     };
-    raw::broadcast(identifier, &payload).map_err(Error::msg)
+    crate::host::broadcast(identifier, &payload).map_err(Error::msg)
 }

@@ -1,13 +1,13 @@
 //! Facts about the cronwerk instance running the task.
 
-use crate::bindings::cronwerk::task::instance as raw;
+use crate::host;
 
 /// The instance's name.
 pub fn name() -> String {
-    raw::name()
+    host::instance_name()
 }
 
 /// The instance's roles, e.g. `edit`.
 pub fn roles() -> Vec<String> {
-    raw::roles()
+    host::instance_roles()
 }

@@ -73,6 +73,13 @@
 //! - **Farm**: [`farm::broadcast`] asks every instance to run a task once.
 //! - **Instance**: [`instance::name`], [`instance::roles`].
 //!
+//! ## Testing
+//! `cargo test` runs natively, where there is no cronwerk: run the task's
+//! `execute` with [`testing::TestHost`], an in-memory host (properties,
+//! settings, state in and out, logged events, cancellation, a farm that
+//! records broadcasts). A host call made outside one panics saying so.
+//! To test the built component in the real sandbox, use `cronwerk exec`.
+//!
 //! ## What a run may not do
 //! Nothing is granted by default: no files, no network, no environment
 //! variables. The operator grants directories per configuration (they appear
@@ -85,6 +92,7 @@ extern crate self as cronwerk_guest;
 
 mod context;
 mod error;
+mod host;
 mod info;
 
 pub mod cancellation;
@@ -93,6 +101,9 @@ pub mod farm;
 pub mod instance;
 pub mod log;
 pub mod state;
+// Tests run natively; inside a component the host is cronwerk itself.
+#[cfg(not(target_family = "wasm"))]
+pub mod testing;
 
 pub use context::{Context, Payload, Trigger};
 pub use error::Error;

@@ -5,7 +5,7 @@ pub use crate::bindings::cronwerk::task::log::Level;
 
 /// Writes one event with an event code (may be empty).
 pub fn write(level: Level, code: &str, message: &str) {
-    crate::bindings::cronwerk::task::log::write(level, code, message)
+    crate::host::log_write(level, code, message)
 }
 
 /// Logs at `level`, with an optional event code:

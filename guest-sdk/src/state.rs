@@ -5,11 +5,11 @@
 use std::str::FromStr;
 
 use crate::Error;
-use crate::bindings::cronwerk::task::state as raw;
+use crate::host;
 
 /// The stored value of `key`.
 pub fn get(key: &str) -> Option<String> {
-    raw::get(key)
+    host::state_get(key)
 }
 
 /// The stored value of `key` parsed as `T`; `Ok(None)` when absent.
@@ -18,7 +18,7 @@ where
     T: FromStr,
     T::Err: std::fmt::Display,
 {
-    match raw::get(key) {
+    match host::state_get(key) {
         None => Ok(None),
         Some(text) => text
             .parse()
@@ -29,15 +29,15 @@ where
 
 /// Stores `value` under `key`; fails when a limit would be exceeded.
 pub fn set(key: &str, value: impl ToString) -> Result<(), Error> {
-    raw::set(key, &value.to_string()).map_err(Error::msg)
+    host::state_set(key, &value.to_string()).map_err(Error::msg)
 }
 
 /// Removes `key` (no error if absent).
 pub fn remove(key: &str) {
-    raw::remove(key)
+    host::state_remove(key)
 }
 
 /// All keys, sorted.
 pub fn keys() -> Vec<String> {
-    raw::keys()
+    host::state_keys()
 }

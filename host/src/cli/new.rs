@@ -23,7 +23,7 @@ const RUST_GITIGNORE: &str = include_str!("templates/rust/gitignore");
 /// The Rust SDK (`guest-sdk/`), copied into each new Rust project so it
 /// builds outside this repository: the same source the examples use.
 const RUST_SDK_CARGO_TOML: &str = include_str!("templates/rust/sdk-Cargo.toml.tmpl");
-const RUST_SDK: [(&str, &str); 10] = [
+const RUST_SDK: [(&str, &str); 12] = [
     (
         "cronwerk-guest/src/lib.rs",
         include_str!("../../../guest-sdk/src/lib.rs"),
@@ -47,6 +47,14 @@ const RUST_SDK: [(&str, &str); 10] = [
     (
         "cronwerk-guest/src/farm.rs",
         include_str!("../../../guest-sdk/src/farm.rs"),
+    ),
+    (
+        "cronwerk-guest/src/host.rs",
+        include_str!("../../../guest-sdk/src/host.rs"),
+    ),
+    (
+        "cronwerk-guest/src/testing.rs",
+        include_str!("../../../guest-sdk/src/testing.rs"),
     ),
     (
         "cronwerk-guest/src/info.rs",
@@ -451,6 +459,22 @@ mod tests {
             assert!(files.iter().any(|(p, _)| *p == path), "{path}");
         }
         assert!(get("cronwerk-guest/Cargo.toml").contains(env!("CARGO_PKG_VERSION")));
+    }
+
+    /// Every source file of the SDK is copied into new Rust projects.
+    #[test]
+    fn the_copied_sdk_is_all_of_guest_sdk() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../guest-sdk/src");
+        let mut on_disk: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".rs"))
+            .map(|n| format!("cronwerk-guest/src/{n}"))
+            .collect();
+        on_disk.sort();
+        let mut copied: Vec<String> = RUST_SDK.iter().map(|(p, _)| p.to_string()).collect();
+        copied.sort();
+        assert_eq!(copied, on_disk);
     }
 
     fn json(text: &str) -> serde_json::Value {

@@ -40,3 +40,34 @@ impl ScheduledTask for Task {
 }
 
 cronwerk_guest::export_task!(Task);
+
+/// `cargo test` runs `execute` against an in-memory host: no WebAssembly,
+/// no cronwerk needed.
+#[cfg(test)]
+mod tests {
+    use super::Task;
+    use cronwerk_guest::testing::TestHost;
+
+    #[test]
+    fn greets_and_counts_its_runs() {
+        let mut host = TestHost::new()
+            .configuration("nightly")
+            .property("greeting", "Hi")
+            .state("runs", "41");
+        let run = host.run::<Task>();
+        assert_eq!(run.result, Ok("greeted nightly, run 42".to_owned()));
+        assert_eq!(run.events.len(), 1);
+        assert_eq!(run.events[0].code, "GREETING");
+        assert_eq!(run.events[0].message, "Hi, nightly!");
+        assert_eq!(host.state_of("runs"), Some("42"));
+    }
+
+    #[test]
+    fn an_empty_greeting_fails_and_counts_nothing() {
+        let mut host = TestHost::new().property("greeting", " ");
+        let run = host.run::<Task>();
+        let error = run.result.unwrap_err();
+        assert!(error.starts_with("property 'greeting' is empty"), "{error}");
+        assert_eq!(host.state_of("runs"), None);
+    }
+}
