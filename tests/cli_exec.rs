@@ -391,3 +391,107 @@ fn compiling_a_big_component_shows_a_spinner_on_a_terminal_and_nothing_when_pipe
         "{shown:?}"
     );
 }
+
+/// `cronwerk test`: the component run in the sandbox once per case.
+#[test]
+fn test_runs_each_declared_case_and_reports_what_fell_short() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = dir.path().join("cases.toml");
+    std::fs::write(
+        &cases,
+        r#"
+[[case]]
+name = "good: counts on from the state it is given"
+properties = { action = "state" }
+state = { count = "41" }
+[case.expect]
+outcome = "succeeded"
+message = "count=42"
+state = { count = "42" }
+
+[[case]]
+name = "good: fails with the message it is told"
+properties = { action = "fail", text = "disk full on /data" }
+[case.expect]
+outcome = "failed"
+message_matches = "^disk full on /\\w+$"
+events = [{ level = "error", code = "RUN_FAILED", message_matches = "disk full" }]
+
+[[case]]
+name = "good: a spin is stopped by its fuel"
+properties = { action = "spin" }
+fuel = 5000000
+[case.expect]
+outcome = "stopped"
+reason = "fuel"
+
+[[case]]
+name = "a wrong expectation"
+properties = { action = "state" }
+[case.expect]
+outcome = "failed"
+message = "count=7"
+state_includes = { count = "7" }
+events = [{ code = "NEVER_LOGGED" }]
+"#,
+    )
+    .unwrap();
+    let file = component_path("misbehave.wasm");
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "test",
+            file.to_str().unwrap(),
+            "--cases",
+            cases.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        cronwerk(&args)
+    };
+    let out = run(&[]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{}", text(&out.stderr));
+    assert!(stdout.contains("Cronwerk.Test.Misbehave"), "{stdout}");
+    for passed in [
+        "ok      good: counts on from the state it is given  (succeeded",
+        "ok      good: fails with the message it is told  (failed",
+        "ok      good: a spin is stopped by its fuel  (stopped",
+    ] {
+        assert!(stdout.contains(passed), "{passed}: {stdout}");
+    }
+    assert!(stdout.contains("FAILED  a wrong expectation"), "{stdout}");
+    for problem in [
+        "outcome: expected failed, got succeeded (\"count=1\")",
+        "message: expected \"count=7\", got \"count=1\"",
+        "state_includes.count: expected \"7\", got Some(\"1\")",
+        "events[0]: no event with code NEVER_LOGGED",
+    ] {
+        assert!(stdout.contains(problem), "{problem}: {stdout}");
+    }
+    assert!(stdout.contains("3 passed, 1 failed"), "{stdout}");
+
+    // The three that pass, alone: exit 0, and JSON is a line per case.
+    let out = run(&["--only", "good:", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+    let lines: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3);
+    assert!(lines.iter().all(|l| l["passed"] == true), "{lines:?}");
+    let out = run(&["--only", "fuel", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+    let line: serde_json::Value = serde_json::from_str(text(&out.stdout).trim()).unwrap();
+    assert_eq!(line["case"], "good: a spin is stopped by its fuel");
+    assert_eq!(line["passed"], true);
+    assert_eq!(line["outcome"], "stopped");
+
+    // A wrong case file changes nothing and names the case and field.
+    std::fs::write(&cases, "[[case]]\nname = \"x\"\nmemory = \"lots\"\n").unwrap();
+    let out = run(&[]);
+    assert_eq!(out.status.code(), Some(64));
+    assert!(
+        text(&out.stderr).contains("case 'x': memory:"),
+        "{}",
+        text(&out.stderr)
+    );
+}

@@ -179,6 +179,19 @@ fn check_template_runs(project: &Scaffold, wasm: &Path) {
         .map(String::from)]
     );
     assert_eq!(state(&report), BTreeMap::new());
+
+    // The cases the project comes with pass with `cronwerk test`.
+    let out = run_ok(
+        Command::new(env!("CARGO_BIN_EXE_cronwerk"))
+            .arg("test")
+            .arg(wasm)
+            .args(["--cases", "cases.toml", "--cache-dir"])
+            .arg(cache.path())
+            .current_dir(&project.dir),
+        "cronwerk test with the project's cases",
+    );
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(report.contains("2 passed, 0 failed"), "{report}");
 }
 
 #[test]

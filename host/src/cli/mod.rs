@@ -24,6 +24,7 @@ mod serve;
 mod shell;
 mod task;
 mod tasks_file;
+mod test_cases;
 mod token;
 
 use std::process::ExitCode;
@@ -96,6 +97,9 @@ enum Command {
     Inspect(inspect::InspectArgs),
     /// Run a component once in a sandbox and show its outcome and events.
     Exec(exec::ExecArgs),
+    /// Run a component against declared cases (what each run is told, the
+    /// outcome, message, events and state it should come to), for CI.
+    Test(test_cases::TestArgs),
     /// Run the scheduler: load the plugins folder and run due configurations.
     Serve(serve::ServeArgs),
     /// Manage task configurations.
@@ -223,6 +227,7 @@ pub fn main() -> ExitCode {
         let result = match command {
             Command::Inspect(args) => inspect::run(args).await,
             Command::Exec(args) => exec::run(args).await,
+            Command::Test(args) => test_cases::run(args).await,
             Command::Serve(args) => serve::run(&cli.data_dir, args, json_logs).await,
             Command::Task(command) => task::run(&cli.data_dir, command).await,
             Command::Config(command) => config::run(&cli.data_dir, command).await,

@@ -20,6 +20,9 @@ const RUST_CARGO_TOML: &str = include_str!("templates/rust/Cargo.toml.tmpl");
 const RUST_LIB_RS: &str = include_str!("templates/rust/lib.rs");
 const RUST_README: &str = include_str!("templates/rust/README.md");
 const RUST_GITIGNORE: &str = include_str!("templates/rust/gitignore");
+/// Cases for `cronwerk test`, the same for every language (the templates'
+/// tasks behave alike).
+const CASES_TOML: &str = include_str!("templates/common/cases.toml");
 /// The Rust SDK (`guest-sdk/`), copied into each new Rust project so it
 /// builds outside this repository: the same source the examples use.
 const RUST_SDK_CARGO_TOML: &str = include_str!("templates/rust/sdk-Cargo.toml.tmpl");
@@ -160,7 +163,10 @@ impl Project {
     /// Every file of the project: its path in the folder and its contents.
     pub fn files(&self) -> Vec<(&'static str, String)> {
         let fill = |template: &str| self.fill(template);
-        let mut files = vec![("wit/task.wit", TASK_WIT.to_owned())];
+        let mut files = vec![
+            ("wit/task.wit", TASK_WIT.to_owned()),
+            ("cases.toml", fill(CASES_TOML)),
+        ];
         match self.lang {
             Lang::Rust => {
                 files.extend([

@@ -71,6 +71,10 @@ pub struct Plugins {
 enum Load {
     /// Compile it if the cache does not hold it.
     Always,
+    /// The same, saying so while it compiles (`PLUGIN_COMPILING`): a
+    /// rescan of a folder already serving, where a change that takes
+    /// seconds to load should be seen to be under way.
+    Announced,
     /// Only from the cache; the rest is returned, not loaded.
     CachedOnly,
 }
@@ -225,7 +229,7 @@ impl Plugins {
     /// read leaves the registry as it is (and logs why): an unmounted volume
     /// should not unregister every task.
     pub async fn rescan(&self) {
-        if let Err(e) = self.try_rescan(Load::Always).await {
+        if let Err(e) = self.try_rescan(Load::Announced).await {
             tracing::warn!(
                 "cannot read the plugins folder {}: {e}; keeping the plugins loaded so far",
                 self.dir.display()
@@ -284,8 +288,11 @@ impl Plugins {
             .collect();
         for f in to_load {
             let load = match mode {
-                Load::Always if compiling.contains(&f.path) => self.load_if_cached(&f.path).await,
-                Load::Always => Some(self.load_saying_so(&f.path).await),
+                Load::Always | Load::Announced if compiling.contains(&f.path) => {
+                    self.load_if_cached(&f.path).await
+                }
+                Load::Always => Some(self.load(&f.path).await),
+                Load::Announced => Some(self.load_saying_so(&f.path).await),
                 Load::CachedOnly => self.load_if_cached(&f.path).await,
             };
             match load {
