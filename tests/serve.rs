@@ -883,9 +883,16 @@ fn an_operator_stops_a_run_with_the_cli_and_it_is_recorded_cancelled_with_who_as
         "{none:?}"
     );
     let unknown = env.cli(&["runs", "stop", "no-such-run"]);
-    assert_ne!(unknown.status.code(), Some(0));
+    assert_eq!(unknown.status.code(), Some(64));
     assert!(
-        String::from_utf8_lossy(&unknown.stderr).contains("no run with id 'no-such-run'"),
+        String::from_utf8_lossy(&unknown.stderr).contains("'no-such-run' is not a run id"),
+        "{unknown:?}"
+    );
+    let unknown = env.cli(&["runs", "stop", "0000abcd"]);
+    assert_eq!(unknown.status.code(), Some(64));
+    assert!(
+        String::from_utf8_lossy(&unknown.stderr)
+            .contains("no run has an id starting with '0000abcd'"),
         "{unknown:?}"
     );
 
