@@ -275,13 +275,44 @@ fn python_template_builds_and_runs() {
     };
     // The build line the template's README gives.
     run_ok(
-        Command::new(exe)
+        Command::new(&exe)
             .args(["-d", "wit", "-w", "scheduled-task", "componentize", "app"])
             .args(["-o", "new-python-task.wasm"])
             .current_dir(&project.dir),
         "componentize-py build of the Python template",
     );
     check_template_runs(&project, &project.dir.join("new-python-task.wasm"));
+
+    // The project's own tests, with the in-memory host it comes with, by
+    // the pytest its requirements.txt pins (installed beside componentize-py).
+    let beside = exe.with_file_name("python");
+    let python = if beside.exists() {
+        beside
+    } else {
+        PathBuf::from("python3")
+    };
+    let tested = run_ok(
+        Command::new(&python)
+            .args(["-m", "pytest", "-q", "-p", "no:cacheprovider"])
+            .current_dir(&project.dir),
+        "pytest in the Python template",
+    );
+    let out = String::from_utf8_lossy(&tested.stdout);
+    assert!(out.contains("2 passed"), "{out}");
+    let pytest_pin = requirements
+        .lines()
+        .find_map(|l| l.strip_prefix("pytest=="))
+        .expect("requirements.txt pins pytest");
+    let version = run_ok(
+        Command::new(&python).args(["-m", "pytest", "--version"]),
+        "pytest --version",
+    );
+    let version = String::from_utf8_lossy(&version.stdout).to_string()
+        + &String::from_utf8_lossy(&version.stderr);
+    assert!(
+        version.contains(pytest_pin),
+        "{version} is not the pinned {pytest_pin}"
+    );
 }
 
 /// The node_modules folder `cargo xtask test` installed, if it holds the
@@ -326,6 +357,19 @@ fn javascript_template_builds_and_runs() {
         "npm run build of the JavaScript template",
     );
     check_template_runs(&project, &project.dir.join("new-js-task.wasm"));
+
+    // The project's own tests, with the in-memory host it comes with.
+    let tested = run_ok(
+        Command::new("npm")
+            .args(["test", "--silent"])
+            .current_dir(&project.dir),
+        "npm test in the JavaScript template",
+    );
+    let out = String::from_utf8_lossy(&tested.stdout);
+    assert!(
+        out.contains("# pass 2") && out.contains("# fail 0"),
+        "{out}"
+    );
 }
 
 #[test]

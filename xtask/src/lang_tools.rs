@@ -57,14 +57,25 @@ pub fn ensure() -> Result<&'static LangTools> {
     Ok(TOOLS.get_or_init(|| tools))
 }
 
-/// A virtual environment with componentize-py, at `venv`.
+/// The Python template's requirements (componentize-py and pytest, pinned):
+/// the tools venv holds exactly what a scaffolded project installs, so the
+/// scaffold's own tests run with it.
+pub const PYTHON_REQUIREMENTS: &str = "host/src/cli/templates/python/requirements.txt";
+
+/// A virtual environment with the Python template's requirements, at `venv`.
 fn ensure_componentize_py(venv: &Path) -> Result<PathBuf> {
     let exe = venv.join("bin/componentize-py");
-    if installed_py_version(&exe).as_deref() == Some(COMPONENTIZE_PY_VERSION) {
+    let requirements = read(Path::new(PYTHON_REQUIREMENTS))?;
+    // A copy of the requirements the venv was installed from, written after
+    // a successful install: a changed pin reinstalls.
+    let marker = venv.join("installed-from.requirements.txt");
+    if std::fs::read(&marker).ok().as_deref() == Some(&requirements[..])
+        && installed_py_version(&exe).as_deref() == Some(COMPONENTIZE_PY_VERSION)
+    {
         return Ok(exe);
     }
     eprintln!(
-        "xtask: installing componentize-py {COMPONENTIZE_PY_VERSION} into {}",
+        "xtask: installing componentize-py {COMPONENTIZE_PY_VERSION} and pytest into {}",
         venv.display()
     );
     if !venv.join("bin/pip").exists() {
@@ -73,20 +84,23 @@ fn ensure_componentize_py(venv: &Path) -> Result<PathBuf> {
              with the venv module, 3.10 or newer)",
         )?;
     }
+    let _ = std::fs::remove_file(&marker);
     run_step(
-        &format!("installing componentize-py {COMPONENTIZE_PY_VERSION}"),
-        Command::new(venv.join("bin/pip")).args([
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            &format!("componentize-py=={COMPONENTIZE_PY_VERSION}"),
-        ]),
+        &format!("installing componentize-py {COMPONENTIZE_PY_VERSION} and pytest"),
+        Command::new(venv.join("bin/pip"))
+            .args(["install", "--quiet", "--disable-pip-version-check", "-r"])
+            .arg(Path::new(PYTHON_REQUIREMENTS).canonicalize()?),
     )
-    .context("installing componentize-py from PyPI")?;
+    .context("installing componentize-py and pytest from PyPI")?;
     match installed_py_version(&exe) {
-        Some(v) if v == COMPONENTIZE_PY_VERSION => Ok(exe),
+        Some(v) if v == COMPONENTIZE_PY_VERSION => {
+            std::fs::write(&marker, &requirements)
+                .with_context(|| format!("writing {}", marker.display()))?;
+            Ok(exe)
+        }
         other => bail!(
-            "{} reports version {other:?} after installing {COMPONENTIZE_PY_VERSION}",
+            "{} reports version {other:?}, but COMPONENTIZE_PY_VERSION is \
+             {COMPONENTIZE_PY_VERSION}: {PYTHON_REQUIREMENTS} and the constant must agree",
             exe.display()
         ),
     }

@@ -81,11 +81,18 @@ const PYTHON_APP: &str = include_str!("templates/python/app.py");
 const PYTHON_REQUIREMENTS: &str = include_str!("templates/python/requirements.txt");
 const PYTHON_README: &str = include_str!("templates/python/README.md");
 const PYTHON_GITIGNORE: &str = include_str!("templates/python/gitignore");
+const PYTHON_TEST_KIT: &str = include_str!("templates/python/tests/cronwerk_testing.py");
+const PYTHON_CONFTEST: &str = include_str!("templates/python/tests/conftest.py");
+const PYTHON_TESTS: &str = include_str!("templates/python/tests/test_app.py");
 
 const JS_TASK: &str = include_str!("templates/js/task.js");
 const JS_PACKAGE_JSON: &str = include_str!("templates/js/package.json");
 const JS_README: &str = include_str!("templates/js/README.md");
 const JS_GITIGNORE: &str = include_str!("templates/js/gitignore");
+const JS_TEST_KIT: &str = include_str!("templates/js/testing/cronwerk-testing.js");
+const JS_TEST_HOOKS: &str = include_str!("templates/js/testing/hooks.js");
+const JS_TEST_REGISTER: &str = include_str!("templates/js/testing/register.js");
+const JS_TESTS: &str = include_str!("templates/js/task.test.js");
 /// The lock the JavaScript example is built and tested from: the template
 /// pins the same builder, so it gets the same, known-good dependency tree.
 const JS_EXAMPLE_LOCK: &str = include_str!("../../../example-tasks/cache-warmup/package-lock.json");
@@ -183,6 +190,9 @@ impl Project {
                 ("requirements.txt", PYTHON_REQUIREMENTS.to_owned()),
                 ("README.md", fill(PYTHON_README)),
                 (".gitignore", PYTHON_GITIGNORE.to_owned()),
+                ("tests/cronwerk_testing.py", PYTHON_TEST_KIT.to_owned()),
+                ("tests/conftest.py", PYTHON_CONFTEST.to_owned()),
+                ("tests/test_app.py", PYTHON_TESTS.to_owned()),
             ]),
             Lang::Js => files.extend([
                 ("task.js", fill(JS_TASK)),
@@ -190,6 +200,10 @@ impl Project {
                 ("package-lock.json", js_lock(&self.name)),
                 ("README.md", fill(JS_README)),
                 (".gitignore", JS_GITIGNORE.to_owned()),
+                ("task.test.js", JS_TESTS.to_owned()),
+                ("testing/cronwerk-testing.js", JS_TEST_KIT.to_owned()),
+                ("testing/hooks.js", JS_TEST_HOOKS.to_owned()),
+                ("testing/register.js", JS_TEST_REGISTER.to_owned()),
             ]),
         }
         files
