@@ -20,6 +20,7 @@ mod identifier;
 mod instance;
 mod limits;
 pub mod names;
+pub mod replay;
 mod run;
 pub mod schedule;
 mod task;

@@ -71,6 +71,7 @@ fn finish(task: &TaskRecord, run_id: &str, state: RunState, now: DateTime<Utc>) 
         },
         task_state: Some(BTreeMap::from([("count".into(), "1".into())])),
         retry: None,
+        inputs: None,
         started_at: None,
         follow_ups: Vec::new(),
     }
@@ -651,6 +652,59 @@ pub async fn broadcasts_deliver_once_per_instance(store: &dyn Store) {
     );
 }
 
+/// What a run was given is recorded with its finish (alone or in a batch),
+/// read back as written, and goes with the run under retention.
+pub async fn a_runs_inputs_are_kept_with_it(store: &dyn Store) {
+    let a = store.create_task(&config("r"), None).await.unwrap();
+    let b = store.create_task(&config("q"), None).await.unwrap();
+    let claim = |task: &TaskRecord, id: &str, at| {
+        let run = new_run(task, id, None, at);
+        async move {
+            assert_eq!(
+                store.claim_manual(run.task_id, &run).await.unwrap(),
+                Claim::Claimed
+            );
+        }
+    };
+    // One without inputs (recorded before they were kept).
+    claim(&a, "r0", t(10)).await;
+    store
+        .finish_run(&finish(&a, "r0", RunState::Failed, t(10)))
+        .await
+        .unwrap();
+    // Two in one batch, with a NUL (which JSON escapes) and text any store
+    // keeps as it is.
+    claim(&a, "r1", t(20)).await;
+    claim(&b, "r2", t(20)).await;
+    let with_inputs = |task: &TaskRecord, id: &str, n: u32| RunFinish {
+        inputs: Some(format!("{{\"n\":{n},\"s\":\"\\u0000 é\"}}")),
+        ..finish(task, id, RunState::Failed, t(20))
+    };
+    assert_eq!(
+        store
+            .finish_runs(&[with_inputs(&a, "r1", 1), with_inputs(&b, "r2", 2)])
+            .await
+            .unwrap(),
+        [true, true]
+    );
+    assert_eq!(store.run_inputs("r0").await.unwrap(), None);
+    assert_eq!(
+        store.run_inputs("r2").await.unwrap().as_deref(),
+        Some("{\"n\":2,\"s\":\"\\u0000 é\"}")
+    );
+    assert!(matches!(
+        store.run_inputs("nope").await,
+        Err(StoreError::RunNotFound(_))
+    ));
+    // Retention takes them with the run.
+    store.prune(1, t(0)).await.unwrap();
+    assert!(matches!(
+        store.run_inputs("r0").await,
+        Err(StoreError::RunNotFound(_))
+    ));
+    assert!(store.run_inputs("r1").await.unwrap().is_some());
+}
+
 pub async fn runs_filter_by_time_and_state(store: &dyn Store) {
     let task = store.create_task(&config("f"), None).await.unwrap();
     for (i, state) in [RunState::Succeeded, RunState::Failed, RunState::Succeeded]
@@ -997,6 +1051,7 @@ pub async fn run_all(make: impl Fn() -> Box<dyn Store>) {
     identifier_settings(&*make()).await;
     secret_settings_stay_secret(&*make()).await;
     runs_filter_by_time_and_state(&*make()).await;
+    a_runs_inputs_are_kept_with_it(&*make()).await;
     batches_claim_and_finish_like_single_calls(&*make()).await;
     concurrent_skips_of_one_slot_record_it_once(&*make()).await;
     nul_in_task_text_is_stored_replaced(&*make()).await;

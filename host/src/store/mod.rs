@@ -184,6 +184,11 @@ pub trait RunLedger: Send + Sync {
     /// The ids of runs that start with `prefix`, in id order, at most
     /// `limit` (a person names a run by the start of its id).
     async fn run_ids_starting_with(&self, prefix: &str, limit: u32) -> StoreResult<Vec<String>>;
+    /// What run `id` was given, as recorded when it finished
+    /// (`model::replay::StoredInputs` as JSON); `None` when nothing was
+    /// recorded (a run not finished, abandoned, or recorded before inputs
+    /// were), `RunNotFound` when there is no such run.
+    async fn run_inputs(&self, id: &str) -> StoreResult<Option<String>>;
     async fn list_runs(&self, filter: &RunFilter) -> StoreResult<Vec<RunRecord>>;
     /// Manual runs requested (by the CLI) and not yet picked up by an instance.
     async fn queued_runs(&self) -> StoreResult<Vec<RunRecord>>;

@@ -139,6 +139,9 @@ impl<S: RunLedger + ?Sized, O: CallObserver> RunLedger for Observed<S, O> {
     async fn run_ids_starting_with(&self, prefix: &str, limit: u32) -> StoreResult<Vec<String>> {
         observe!(self.run_ids_starting_with(prefix, limit))
     }
+    async fn run_inputs(&self, id: &str) -> StoreResult<Option<String>> {
+        observe!(self.run_inputs(id))
+    }
     async fn list_runs(&self, filter: &RunFilter) -> StoreResult<Vec<RunRecord>> {
         observe!(self.list_runs(filter))
     }

@@ -139,6 +139,9 @@ pub struct RunFinish {
     /// Runs of other configurations to queue once this one is recorded
     /// finished (in the same transaction, so none is lost or doubled).
     pub follow_ups: Vec<FollowUp>,
+    /// What the run was given (`model::replay::RunInputs::to_stored`), kept
+    /// with its record for replay; `None` for runs that never started.
+    pub inputs: Option<String>,
 }
 
 impl RunFinish {
@@ -160,6 +163,7 @@ impl RunFinish {
             retry: None,
             started_at: None,
             follow_ups: Vec::new(),
+            inputs: None,
         }
     }
 }

@@ -13,6 +13,7 @@ use super::Dispatcher;
 use super::claims::Start;
 use super::recorder::{outcome_of, run_finish};
 use crate::model::follow_up;
+use crate::model::replay::{RecordedPayload, RunInputs};
 use crate::model::{
     BroadcastSender, Level, NewEvent, OverlapPolicy, PendingDelivery, RunLimits, RunOutcome,
     RunState, TaskRecord, Trigger,
@@ -212,6 +213,7 @@ impl Dispatcher {
             None => self.store.load_state(task.id).await?,
         };
         let run = &claimed.run;
+        let mut inputs = self.run_inputs(task, run, next, &state);
         let request = self.run_request(task, run, next, state, cancel);
         let implementation = &task.config.implementation;
         let started_at = self.clock.now();
@@ -227,6 +229,11 @@ impl Dispatcher {
             self.say_who_lacks(&mut finish, implementation).await;
         }
         finish.started_at = Some(started_at);
+        inputs.state_after = finish
+            .task_state
+            .clone()
+            .filter(|after| *after != inputs.state);
+        finish.inputs = Some(inputs.to_stored());
         if let Some(by) = self.tracker.stopped_by(&run.id)
             && finish.outcome.state == RunState::Cancelled
         {
@@ -288,6 +295,42 @@ impl Dispatcher {
             }
         }
         finish.outcome.message = message;
+    }
+
+    /// What a run is given, as its record keeps it for replay (secret
+    /// settings by name only).
+    fn run_inputs(
+        &self,
+        task: &TaskRecord,
+        run: &NewRun,
+        next: Option<DateTime<Utc>>,
+        state: &BTreeMap<String, String>,
+    ) -> RunInputs {
+        let config = &task.config;
+        let (settings, secret_settings) = self.recorded_settings(&config.implementation);
+        RunInputs {
+            configuration: config.name.clone(),
+            identifier: config.implementation.clone(),
+            trigger: run.trigger,
+            attempt: run.attempt,
+            scheduled_for: run.scheduled_for,
+            last_run: task.last_run_at,
+            next_run: next,
+            run_count: task.run_count,
+            properties: config.properties.clone(),
+            payload: run
+                .payload
+                .as_deref()
+                .map(|p| RecordedPayload::of(&follow_up::payload_of(p))),
+            settings,
+            secret_settings,
+            state: state.clone(),
+            state_after: None,
+            instance: self.config.instance.name.clone(),
+            roles: self.config.instance.roles.clone(),
+            limits: config.limits,
+            grants: config.grants.clone(),
+        }
     }
 
     fn run_request(

@@ -314,18 +314,19 @@ pub async fn finish_runs<C: GenericClient>(
             .iter()
             .map(|f| f.outcome.component_version.as_deref()),
     );
+    let inputs = opt_texts(finishes.iter().map(|f| f.inputs.as_deref()));
     let finished: std::collections::HashSet<String> = tx
         .pg_query(
             "UPDATE runs r SET state = f.state, reason = f.reason, message = f.message,
                 finished_at = f.finished_at, duration_us = f.duration_us, fuel = f.fuel,
                 peak_memory = f.peak_memory, component_sha256 = f.sha256,
                 component_version = f.version, lease_until = NULL,
-                started_at = COALESCE(f.started_at, r.started_at)
+                started_at = COALESCE(f.started_at, r.started_at), inputs = f.inputs
          FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[],
                      $6::bigint[], $7::bigint[], $8::bigint[], $9::text[], $10::text[],
-                     $11::timestamptz[])
+                     $11::timestamptz[], $12::text[])
               AS f(id, state, reason, message, finished_at, duration_us, fuel, peak_memory,
-                   sha256, version, started_at)
+                   sha256, version, started_at, inputs)
          WHERE r.id = f.id AND r.state = 'running'
          RETURNING r.id",
             &[
@@ -340,6 +341,7 @@ pub async fn finish_runs<C: GenericClient>(
                 &sha256,
                 &version,
                 &started_at,
+                &inputs,
             ],
         )
         .await?

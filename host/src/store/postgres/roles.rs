@@ -164,6 +164,13 @@ impl RunLedger for PostgresStore {
         Ok(ledger::run_ids_starting_with(&PgTx(&c), prefix, limit).await?)
     }
 
+    async fn run_inputs(&self, id: &str) -> StoreResult<Option<String>> {
+        let c = self.client().await?;
+        ledger::run_inputs(&PgTx(&c), id)
+            .await?
+            .ok_or_else(|| StoreError::RunNotFound(id.to_owned()))
+    }
+
     async fn queued_runs(&self) -> StoreResult<Vec<RunRecord>> {
         let c = self.client().await?;
         Ok(ledger::queued_runs(&PgTx(&c)).await?)

@@ -268,7 +268,12 @@ ALTER TABLE instances ADD COLUMN host TEXT NOT NULL DEFAULT '';";
 /// schema's SERVING_SHA256).
 const V14: &str = "ALTER TABLE plugins ADD COLUMN serving_sha256 TEXT;";
 
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8, V9, V10, V11, V12, V13, V14];
+/// What each run was given (the SQLite schema's RUN_INPUTS).
+const V15: &str = "ALTER TABLE runs ADD COLUMN inputs TEXT;";
+
+const MIGRATIONS: &[&str] = &[
+    V1, V2, V3, V4, V5, V6, V7, V8, V9, V10, V11, V12, V13, V14, V15,
+];
 
 /// The schema version this build expects.
 pub const LATEST: i64 = MIGRATIONS.len() as i64;

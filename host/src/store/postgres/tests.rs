@@ -138,6 +138,7 @@ fn finish(run: &NewRun, at: DateTime<Utc>) -> RunFinish {
         },
         task_state: None,
         retry: None,
+        inputs: None,
         started_at: None,
         follow_ups: Vec::new(),
     }

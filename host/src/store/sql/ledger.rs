@@ -599,7 +599,7 @@ pub async fn finish_run<T: Tx + ?Sized>(tx: &T, f: &RunFinish) -> anyhow::Result
             "UPDATE runs SET state = $1, reason = $2, message = $3, finished_at = $4,
                     duration_us = $5, fuel = $6, peak_memory = $7, component_sha256 = $8,
                     component_version = $9, lease_until = NULL,
-                    started_at = COALESCE($11, started_at)
+                    started_at = COALESCE($11, started_at), inputs = $12
              WHERE id = $10 AND state = 'running'",
             params![
                 o.state.as_str(),
@@ -613,6 +613,7 @@ pub async fn finish_run<T: Tx + ?Sized>(tx: &T, f: &RunFinish) -> anyhow::Result
                 &o.component_version,
                 &f.run_id,
                 f.started_at,
+                &f.inputs,
             ],
         )
         .await?;
@@ -776,6 +777,18 @@ pub async fn run_ids_starting_with<T: Tx + ?Sized>(
         )
         .await?;
     rows.into_iter().map(|mut r| r.text(0)).collect()
+}
+
+/// What run `id` was given (see [`RunLedger::run_inputs`]).
+/// `None` when there is no such run.
+pub async fn run_inputs<T: Tx + ?Sized>(
+    tx: &T,
+    id: &str,
+) -> anyhow::Result<Option<Option<String>>> {
+    query_opt(tx, "SELECT inputs FROM runs WHERE id = $1", params![id])
+        .await?
+        .map(|mut row| row.opt_text(0))
+        .transpose()
 }
 
 /// Runs newest first. The casts type the parameters a filter leaves NULL

@@ -147,6 +147,11 @@ impl RunLedger for SqliteStore {
         self.read(|c| run_now(ledger::run_ids_starting_with(c, prefix, limit)))
     }
 
+    async fn run_inputs(&self, id: &str) -> StoreResult<Option<String>> {
+        self.read(|c| run_now(ledger::run_inputs(c, id)))?
+            .ok_or_else(|| StoreError::RunNotFound(id.to_owned()))
+    }
+
     async fn queued_runs(&self) -> StoreResult<Vec<RunRecord>> {
         self.read(|c| run_now(ledger::queued_runs(c)))
     }

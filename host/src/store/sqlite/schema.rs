@@ -128,6 +128,7 @@ pub fn migrations() -> Migrations<'static> {
         M::up(ON_START),
         M::up(INSTANCE_PROCESS),
         M::up(SERVING_SHA256),
+        M::up(RUN_INPUTS),
     ])
 }
 
@@ -138,6 +139,10 @@ const ON_START: &str = "ALTER TABLE tasks ADD COLUMN on_start INTEGER NOT NULL D
 /// What serves from a plugin file whose update failed (its previous
 /// version), apart from what failed (the file's content now).
 const SERVING_SHA256: &str = "ALTER TABLE plugins ADD COLUMN serving_sha256 TEXT;";
+
+/// What each run was given (`model::replay::RunInputs` as JSON), for
+/// `cronwerk runs replay`; deleted with its run by retention.
+const RUN_INPUTS: &str = "ALTER TABLE runs ADD COLUMN inputs TEXT;";
 
 /// Which process holds an instance's name, and on which machine: two
 /// `serve` processes under one `--name` are told apart.
