@@ -413,6 +413,15 @@ async fn isolated_costs(shared: &Shared) -> (Duration, Duration) {
             retry: None,
             started_at: None,
             follow_ups: Vec::new(),
+            // What a run of this task keeps for replay, about this size.
+            inputs: Some(format!(
+                "{{\"configuration\":\"{}\",\"identifier\":\"{HELLO}\",\"trigger\":\"schedule\",\
+                 \"attempt\":1,\"scheduled_for\":\"{}\",\"last_run\":null,\"next_run\":null,\
+                 \"run_count\":0,\"properties\":{{}},\"payload\":null,\"settings\":{{}},\
+                 \"state\":{{}},\"instance\":\"bench\",\"limits\":{{\"timeout\":\"1m\",\
+                 \"fuel\":null,\"memory_bytes\":134217728}},\"grants\":{{\"dirs\":[],\"http_hosts\":[]}}}}",
+                task.config.name, slot
+            )),
         };
         assert!(store.finish_run(&finish).await.unwrap());
     }

@@ -197,6 +197,10 @@ try {
   const stopped = page.locator('table.runs tbody tr').filter({ hasText: 'stopped by an API client' });
   await stopped.first().locator('.badge.cancelled').waitFor();
   await stopped.first().getByRole('button', { name: 'Stop' }).waitFor({ state: 'detached' });
+  step('a run that ended without succeeding offers the command that replays it');
+  await stopped.first().getByText('Replay against…').click();
+  await stopped.first().locator('details.replay code')
+    .getByText(/^cronwerk runs replay [0-9a-f-]{36} --component FILE$/).waitFor();
   await shot(page, '05b-run-stopped');
 
   step('the event log follows live');

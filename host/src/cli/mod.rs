@@ -18,6 +18,7 @@ mod inspect;
 mod instances;
 mod new;
 mod plugins;
+mod replay;
 mod run_ids;
 mod runs;
 mod serve;

@@ -35,6 +35,10 @@ enum RunsCommand {
     /// Stop a running (or queued) run: its task sees the cancellation flag,
     /// gets the grace period, then is stopped; recorded `cancelled`.
     Stop(StopArgs),
+    /// Run a recorded run's inputs again, here, against the component that
+    /// ran it or a fixed one (--component FILE), and show the old and the
+    /// new outcome, message, events and state side by side.
+    Replay(super::replay::ReplayArgs),
 }
 
 #[derive(Args)]
@@ -55,9 +59,16 @@ const STOP_WAIT: Duration = Duration::from_secs(60);
 
 pub async fn run(data_dir: &Path, a: RunsArgs) -> anyhow::Result<u8> {
     let store = common::open_existing_store(data_dir).await?;
-    if let Some(RunsCommand::Stop(stop)) = a.command {
-        let id = super::run_ids::resolve(&*store, &stop.run_id).await?;
-        return stop_run(&*store, &id, stop.no_wait, stop.json).await;
+    match a.command {
+        Some(RunsCommand::Stop(stop)) => {
+            let id = super::run_ids::resolve(&*store, &stop.run_id).await?;
+            return stop_run(&*store, &id, stop.no_wait, stop.json).await;
+        }
+        Some(RunsCommand::Replay(replay)) => {
+            drop(store);
+            return super::replay::run(data_dir, replay).await;
+        }
+        None => {}
     }
     let task_id = match &a.task {
         Some(name) => Some(store.get_task(name).await?.id),

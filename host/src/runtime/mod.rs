@@ -244,6 +244,27 @@ impl Runtime {
         Ok(Some(component))
     }
 
+    /// The component whose file's content had `sha256`, from `cache` alone,
+    /// without the file: `Ok(None)` when the cache does not hold it (or
+    /// `sha256` is not one).
+    pub async fn load_cached_by_sha256(
+        &self,
+        sha256: &str,
+        origin: String,
+        cache: &CompileCache,
+    ) -> Result<Option<Component>, LoadError> {
+        let is_sha256 = sha256.len() == 64 && sha256.bytes().all(|b| b.is_ascii_hexdigit());
+        if !is_sha256 {
+            return Ok(None);
+        }
+        let sha256 = sha256.to_ascii_lowercase();
+        let Some(compiled) = cache::lookup_cached(&self.engine.engine, &sha256, cache).await else {
+            return Ok(None);
+        };
+        let component = self.finish_load(compiled, sha256, 0, origin).await?;
+        Ok(Some(component))
+    }
+
     /// Validates, links and describes compiled code: the part of a load that
     /// a cache hit cannot skip.
     async fn finish_load(

@@ -410,7 +410,18 @@ function runsTable(runs) {
       h('td', {}, r.component_version || '–',
         r.component_sha256 ? h('span', { class: 'muted mono', title: r.component_sha256 }, ` ${r.component_sha256.slice(0, 8)}`) : null),
       h('td', { class: 'message', title: r.message }, r.message),
-      h('td', {}, h('a', { href: `#/events?run=${encodeURIComponent(r.id)}` }, 'events')))))));
+      h('td', {}, h('a', { href: `#/events?run=${encodeURIComponent(r.id)}` }, 'events'),
+        replayHint(r)))))));
+}
+
+// For a run that ended without succeeding: the command that runs what it
+// was given again, on the operator's machine, against a fixed component.
+function replayHint(r) {
+  if (!['failed', 'stopped', 'cancelled'].includes(r.state)) return null;
+  return h('details', { class: 'replay' },
+    h('summary', { title: 'Run this run again, with what it was given, against a fixed component' }, 'Replay against…'),
+    h('code', { class: 'mono' }, `cronwerk runs replay ${r.id} --component FILE`),
+    h('p', { class: 'muted small' }, 'Without --component it replays the component that ran. Clock, randomness, files and network are not reproduced.'));
 }
 
 async function taskPage(name) {
