@@ -1,6 +1,6 @@
 //! One behavioural test per task language — Rust (`Acme.FileCleanup`),
-//! Python (`Acme.ReportDigest`) and JavaScript (`Acme.CacheWarmup`) — each
-//! run twice through `cronwerk exec` and twice through `cronwerk serve` (a
+//! Python (`Acme.ReportDigest`), JavaScript (`Acme.CacheWarmup`) and C
+//! (`Acme.DiskReport`) — each run twice through `cronwerk exec` and twice through `cronwerk serve` (a
 //! scheduled run, then a manual one), with the world changing in between.
 //! Both paths must show the same observable results: the result message,
 //! the event codes, and the state the first run leaves for the second.
@@ -336,6 +336,59 @@ fn cache_warmup() -> Scenario {
     }
 }
 
+// --- C: Acme.DiskReport -----------------------------------------------------
+
+fn sized_file(path: &Path, bytes: usize) {
+    std::fs::write(path, vec![b'x'; bytes]).unwrap();
+}
+
+fn disk_report() -> Scenario {
+    let world = tempfile::tempdir().unwrap();
+    let data = world.path().join("data");
+    let outside = world.path().join("outside");
+    std::fs::create_dir_all(data.join("sub")).unwrap();
+    std::fs::create_dir_all(&outside).unwrap();
+    sized_file(&data.join("a.log"), 1000);
+    sized_file(&data.join("b.txt"), 300);
+    sized_file(&data.join("c.dat"), 50);
+    sized_file(&data.join("sub/inner.log"), 9000);
+    // A link is an entry of its own, never followed: the big file it
+    // points to outside the grant counts for nothing.
+    sized_file(&outside.join("huge.bin"), 70_000);
+    std::os::unix::fs::symlink(outside.join("huge.bin"), data.join("link.bin")).unwrap();
+    let between_data = data.clone();
+    Scenario {
+        file: "disk-report.wasm",
+        identifier: "Acme.DiskReport",
+        flags: vec![
+            format!("--grant-dir={}:/data:ro", data.display()),
+            s("--property=folder=/data"),
+        ],
+        settings: vec![("top", "2")],
+        first: Expect {
+            succeeded: true,
+            message: s("3 files, 1350 bytes in /data, first run; skipped 2 other entries"),
+            codes: sorted(vec!["DISK_REPORT", "DISK_REPORT", "DISK_SUMMARY"]),
+            state: vec![(s("total-bytes"), s("1350"))],
+        },
+        between: Box::new(move || {
+            sized_file(&between_data.join("d.bin"), 5000);
+            std::fs::remove_file(between_data.join("c.dat")).unwrap();
+        }),
+        second: Expect {
+            succeeded: true,
+            message: s(
+                "3 files, 6300 bytes in /data, +4950 bytes since the previous run; \
+                 skipped 2 other entries",
+            ),
+            codes: sorted(vec!["DISK_REPORT", "DISK_REPORT", "DISK_SUMMARY"]),
+            state: vec![(s("total-bytes"), s("6300"))],
+        },
+        after: Box::new(|| {}),
+        _world: Box::new(world),
+    }
+}
+
 // --- the two paths -----------------------------------------------------------
 
 /// What a run showed, reduced to what [`Expect`] compares.
@@ -524,6 +577,62 @@ fn javascript_cache_warmup_through_exec() {
 #[test]
 fn javascript_cache_warmup_through_serve() {
     through_serve(cache_warmup());
+}
+
+#[test]
+fn c_disk_report_through_exec() {
+    through_exec(disk_report());
+}
+
+#[test]
+fn c_disk_report_through_serve() {
+    through_serve(disk_report());
+}
+
+/// Without a grant the C task fails, saying how to grant the folder, and
+/// keeps no state; with one, a path out of it (`..`, a link) is refused.
+#[test]
+fn c_disk_report_needs_its_grant() {
+    let run = |args: &[String]| {
+        common::warm_compile_cache("disk-report.wasm");
+        let out = Command::new(env!("CARGO_BIN_EXE_cronwerk"))
+            .arg("exec")
+            .arg(common::component_path("disk-report.wasm"))
+            .arg("--cache-dir")
+            .arg(common::compile_cache_dir())
+            .arg("--json")
+            .args(args)
+            .output()
+            .unwrap();
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("exec printed no JSON ({e}): {out:?}"));
+        assert_eq!(out.status.code(), Some(1), "{report:#}");
+        assert_eq!(report["outcome"], "failed", "{report:#}");
+        assert_eq!(report["state"], serde_json::json!({}), "{report:#}");
+        report["message"].as_str().unwrap().to_owned()
+    };
+    let message = run(&[]);
+    assert!(
+        message.starts_with("cannot read folder '/data' (")
+            && message.contains("grant it to the task, e.g. --grant-dir /srv/files:/data"),
+        "{message}"
+    );
+
+    let world = tempfile::tempdir().unwrap();
+    let data = world.path().join("data");
+    let outside = world.path().join("outside");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::create_dir_all(&outside).unwrap();
+    sized_file(&outside.join("secret.log"), 10);
+    std::os::unix::fs::symlink(&outside, data.join("escape")).unwrap();
+    let grant = format!("--grant-dir={}:/data", data.display());
+    for folder in ["/data/..", "/data/escape", "/"] {
+        let message = run(&[grant.clone(), format!("--property=folder={folder}")]);
+        assert!(
+            message.starts_with(&format!("cannot read folder '{folder}' (")),
+            "{folder}: {message}"
+        );
+    }
 }
 
 /// The grant is all the task sees: whatever path it is told, it cannot

@@ -7,7 +7,10 @@
 //! Tools: Rust needs the wasm32-wasip2 target. Python and JavaScript use the
 //! builders `cargo xtask test` installs (it names their folder in
 //! `CRONWERK_TEST_TOOLS`), or for Python a componentize-py on the PATH, at
-//! the versions the templates pin. A missing tool skips that language,
+//! the versions the templates pin. C needs clang for wasm32-wasi, wasm-ld,
+//! make and wasm-component-ld (`CRONWERK_TEST_TOOLS`/c/bin holds the one
+//! `cargo xtask test` found or installed; otherwise the Makefile looks in
+//! the Rust toolchain). A missing tool skips that language,
 //! except under `CRONWERK_REQUIRE_TOOLS=1` (set by `cargo xtask test`),
 //! where it fails the test.
 
@@ -370,6 +373,73 @@ fn javascript_template_builds_and_runs() {
         out.contains("# pass 2") && out.contains("# fail 0"),
         "{out}"
     );
+}
+
+/// Whether the Makefile's default, the Rust toolchain's wasm-component-ld,
+/// is there.
+fn rust_toolchain_has_wasm_component_ld() -> bool {
+    let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    let print = |args: &[&str]| {
+        Command::new(&rustc)
+            .args(args)
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    };
+    let sysroot = print(&["--print", "sysroot"]);
+    let verbose = print(&["-vV"]);
+    let Some(host) = verbose.lines().find_map(|l| l.strip_prefix("host: ")) else {
+        return false;
+    };
+    Path::new(sysroot.trim())
+        .join("lib/rustlib")
+        .join(host.trim())
+        .join("bin/wasm-component-ld")
+        .is_file()
+}
+
+#[test]
+fn c_template_builds_and_runs() {
+    for tool in ["clang", "wasm-ld", "make"] {
+        if on_path(tool).is_none() {
+            return missing(
+                "C",
+                &format!(
+                    "{tool} is not on the PATH \
+                     (apt-get install clang lld wasi-libc libclang-rt-dev-wasm32 make)"
+                ),
+            );
+        }
+    }
+    let project = scaffold("c", "new-c-task", "Test.NewC");
+    // The README's build line, `make`, with the wasm-component-ld
+    // `cargo xtask test` provides (the Makefile's own default otherwise).
+    let mut make = Command::new("make");
+    make.current_dir(&project.dir);
+    if let Some(tools) = test_tools() {
+        let linker = tools.join("c/bin/wasm-component-ld");
+        if !linker.exists() {
+            return missing(
+                "C",
+                &format!(
+                    "{} is missing (`cargo xtask test` links it)",
+                    linker.display()
+                ),
+            );
+        }
+        make.arg(format!("WASM_COMPONENT_LD={}", linker.display()));
+    } else if !rust_toolchain_has_wasm_component_ld() {
+        return missing(
+            "C",
+            "the Rust toolchain has no wasm-component-ld and CRONWERK_TEST_TOOLS is not set",
+        );
+    }
+    run_ok(&mut make, "make in the C template");
+    let wasm = project.dir.join("new-c-task.wasm");
+    check_template_runs(&project, &wasm);
+    // Small: no interpreter inside.
+    let size = std::fs::metadata(&wasm).unwrap().len();
+    assert!(size < 512 * 1024, "{size} bytes");
 }
 
 #[test]

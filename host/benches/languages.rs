@@ -1,12 +1,13 @@
 //! Tasks per language: component size, first compile, load from the compile
 //! cache, and per-run cost with a fresh instance each run — for the Rust
-//! (`hello`), Python (`report-digest`) and JavaScript (`cache-warmup`)
-//! examples, under engine settings that bear on instantiating big guests.
+//! (`hello`), Python (`report-digest`), JavaScript (`cache-warmup`) and C
+//! (`disk-report`) examples, under engine settings that bear on
+//! instantiating big guests.
 //!
 //! Each run does the least its task allows (Rust logs one line; Python
 //! digests an empty folder; JavaScript stops at its missing `urls`
-//! property), so the figures are the host's and the interpreter's start-up
-//! cost, not the task's work.
+//! property; C reports on the same empty folder), so the figures are the
+//! host's and the interpreter's start-up cost, not the task's work.
 //!
 //! `CRONWERK_BENCH_QUICK=1` takes fewer samples; `CRONWERK_BENCH_ONLY=python`
 //! (a part of a language or variant name) narrows it down, e.g. for `perf`.
@@ -42,6 +43,11 @@ const LANGUAGES: &[Language] = &[
         name: "JavaScript (cache-warmup)",
         file: "cache-warmup.wasm",
         succeeds: false,
+    },
+    Language {
+        name: "C (disk-report)",
+        file: "disk-report.wasm",
+        succeeds: true,
     },
 ];
 
@@ -84,6 +90,8 @@ fn request(reports: &Path) -> RunRequest {
         context: RunContext {
             configuration_name: "bench".into(),
             run_id: "bench".into(),
+            // disk-report's folder; the other tasks read no such property.
+            properties: [("folder".into(), "/reports".into())].into(),
             ..Default::default()
         },
         limits: RunLimits {

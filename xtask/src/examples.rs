@@ -20,7 +20,7 @@ const RUST_GUESTS: &[(&str, &str)] = &[
 /// Tasks written in WebAssembly text: (source, file name in the output folder).
 const WAT_GUESTS: &[(&str, &str)] = &[("example-tasks/wat-hello/task.wat", "wat-hello.wasm")];
 
-/// Tasks written in Python and JavaScript, built by their language's
+/// Tasks written in Python, JavaScript and C, built by their language's
 /// component builder (kept in the target directory between builds).
 const SOURCE_GUESTS: &[Guest] = &[
     Guest {
@@ -39,6 +39,11 @@ const SOURCE_GUESTS: &[Guest] = &[
         dir: "example-tasks/webhook-notify",
         builder: Builder::JavaScript { entry: "task.js" },
         file: "webhook-notify.wasm",
+    },
+    Guest {
+        dir: "example-tasks/disk-report",
+        builder: Builder::C,
+        file: "disk-report.wasm",
     },
 ];
 

@@ -1,9 +1,11 @@
-//! Building the example tasks written in Python and JavaScript.
+//! Building the example tasks written in Python, JavaScript and C.
 //!
-//! A build takes 5–20 s and produces a 12–18 MB component, so each one is
-//! kept in the target directory with a fingerprint of everything it was built
-//! from (its sources, the WIT contract and the builder's version); while the
-//! fingerprint matches, the kept component is reused instead of rebuilt.
+//! A Python or JavaScript build takes 5–20 s and produces a 12–18 MB
+//! component, so each one is kept in the target directory with a fingerprint
+//! of everything it was built from (its sources, the WIT contract and the
+//! builder's version); while the fingerprint matches, the kept component is
+//! reused instead of rebuilt. C builds in a second, but goes the same way so
+//! a warm build runs no tool at all.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -12,6 +14,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 
+use crate::c_tools::{self, BINDINGS_DIR};
 use crate::lang_tools::{self, COMPONENTIZE_JS_VERSION, COMPONENTIZE_PY_VERSION};
 use crate::run_step;
 
@@ -26,18 +29,30 @@ pub enum Builder {
     Python { module: &'static str },
     /// componentize-js; `entry` is the ES module in the guest's folder.
     JavaScript { entry: &'static str },
+    /// The guest's own Makefile, run with the C toolchain `c_tools` installs
+    /// and the C bindings kept in `guest-c/bindings`.
+    C,
 }
 
 impl Builder {
     /// Names the builder and its version, so a new pin rebuilds everything.
-    fn tag(self) -> String {
-        match self {
+    fn tag(self) -> Result<String> {
+        Ok(match self {
             Builder::Python { module } => {
                 format!("componentize-py {COMPONENTIZE_PY_VERSION} world {WORLD} module {module}")
             }
             Builder::JavaScript { entry } => {
                 format!("componentize-js {COMPONENTIZE_JS_VERSION} world {WORLD} entry {entry}")
             }
+            Builder::C => format!("make world {WORLD}\n{}", c_tools::ensure()?.versions),
+        })
+    }
+
+    /// What the build reads besides the guest's folder.
+    fn shared_inputs(self) -> &'static [&'static str] {
+        match self {
+            Builder::Python { .. } | Builder::JavaScript { .. } => &[WIT_DIR],
+            Builder::C => &[WIT_DIR, BINDINGS_DIR],
         }
     }
 }
@@ -57,15 +72,17 @@ pub fn build(guest: &Guest, cache: &Path) -> Result<Vec<u8>> {
     std::fs::create_dir_all(cache).with_context(|| format!("creating {}", cache.display()))?;
     let output = cache.join(guest.file);
     let stamp = stamp_path(&output);
-    let fingerprint = fingerprint(guest.builder, &[Path::new(guest.dir), Path::new(WIT_DIR)])?;
+    let mut roots = vec![Path::new(guest.dir)];
+    roots.extend(guest.builder.shared_inputs().iter().map(Path::new));
+    let fingerprint = fingerprint(guest.builder, &roots)?;
     if is_fresh(&output, &stamp, &fingerprint) {
         return std::fs::read(&output).with_context(|| format!("reading {}", output.display()));
     }
-    let tools = lang_tools::ensure()?;
     let started = Instant::now();
     let partial = output.with_extension("wasm.partial");
     let mut cmd = match guest.builder {
         Builder::Python { module } => {
+            let tools = lang_tools::ensure()?;
             let mut cmd = Command::new(&tools.componentize_py);
             cmd.args([
                 "-d",
@@ -82,11 +99,30 @@ pub fn build(guest: &Guest, cache: &Path) -> Result<Vec<u8>> {
             cmd
         }
         Builder::JavaScript { entry } => {
+            let tools = lang_tools::ensure()?;
             let mut cmd = Command::new("node");
             cmd.arg(&tools.componentize_js)
                 .arg(Path::new(guest.dir).join(entry))
                 .args(["--wit", WIT_DIR, "--world-name", WORLD, "--out"])
                 .arg(&partial);
+            cmd
+        }
+        Builder::C => {
+            let tools = c_tools::ensure()?;
+            // A clean build each time: make's timestamps cannot see a new
+            // compiler, the fingerprint can.
+            let objects = output.with_extension("wasm.build");
+            let _ = std::fs::remove_dir_all(&objects);
+            let bindings = std::env::current_dir()?.join(BINDINGS_DIR);
+            let mut cmd = Command::new("make");
+            cmd.args(["--no-print-directory", "-C", guest.dir])
+                .arg(format!("BUILD={}", objects.display()))
+                .arg(format!("OUT={}", partial.display()))
+                .arg(format!("BINDINGS={}", bindings.display()))
+                .arg(format!(
+                    "WASM_COMPONENT_LD={}",
+                    tools.wasm_component_ld.display()
+                ));
             cmd
         }
     };
@@ -123,7 +159,7 @@ fn is_fresh(output: &Path, stamp: &Path, fingerprint: &str) -> bool {
 /// contents, in a fixed order. Where the checkout lives does not matter.
 fn fingerprint(builder: Builder, roots: &[&Path]) -> Result<String> {
     let mut hash = Sha256::new();
-    hash_field(&mut hash, builder.tag().as_bytes());
+    hash_field(&mut hash, builder.tag()?.as_bytes());
     for root in roots {
         let files = source_files(root)?;
         hash.update((files.len() as u64).to_le_bytes());
@@ -146,9 +182,10 @@ fn hash_field(hash: &mut Sha256, bytes: &[u8]) {
 }
 
 /// Files under `root`, sorted, leaving out what tools generate there
-/// (componentize-py compiles the app it imports into `__pycache__`).
+/// (componentize-py compiles the app it imports into `__pycache__`, a C
+/// example's `make` run by hand builds into `build/` and `*.wasm`).
 fn source_files(root: &Path) -> Result<Vec<PathBuf>> {
-    const GENERATED: &[&str] = &["__pycache__", "node_modules"];
+    const GENERATED: &[&str] = &["__pycache__", "node_modules", "build"];
     let mut files = Vec::new();
     let mut pending = vec![root.to_path_buf()];
     while let Some(dir) = pending.pop() {
@@ -161,7 +198,7 @@ fn source_files(root: &Path) -> Result<Vec<PathBuf>> {
                 if !GENERATED.iter().any(|g| entry.file_name() == *g) {
                     pending.push(path);
                 }
-            } else {
+            } else if path.extension().is_none_or(|e| e != "wasm") {
                 files.push(path);
             }
         }
@@ -270,6 +307,9 @@ mod tests {
         std::fs::write(dir.path().join("__pycache__/app.cpython-311.pyc"), "junk").unwrap();
         std::fs::create_dir_all(dir.path().join("node_modules/x")).unwrap();
         std::fs::write(dir.path().join("node_modules/x/index.js"), "junk").unwrap();
+        std::fs::create_dir_all(dir.path().join("build")).unwrap();
+        std::fs::write(dir.path().join("build/task.o"), "junk").unwrap();
+        std::fs::write(dir.path().join("task.wasm"), "junk").unwrap();
         assert_eq!(before, print(PY, &dir));
     }
 

@@ -3,6 +3,7 @@
 //! nothing but Rust installed.
 
 mod browser;
+mod c_tools;
 mod dashboard;
 mod examples;
 mod lang_guests;
@@ -312,6 +313,10 @@ fn test(no_lint: bool, cargo_args: &[String]) -> Result<()> {
     // The `cronwerk new` tests build each language's template with the
     // pinned builders; installed here even when the examples were fresh.
     let tools = lang_tools::ensure()?;
+    // The C template builds with the C toolchain (in `tools.dir`/c), and
+    // its bindings must be what the contract generates today.
+    c_tools::ensure()?;
+    c_tools::check_bindings()?;
     // Release: the tests compile real components with Cranelift, which is
     // slow unoptimised, and it shares the build with demo and bench.
     run(Command::new(cargo())

@@ -132,7 +132,7 @@ enum Command {
     Apply(apply::ApplyArgs),
     /// Write the configurations and settings as a file `apply` reads.
     Export(export::ExportArgs),
-    /// Create a task project to build: Rust, Python or JavaScript.
+    /// Create a task project to build: Rust, Python, JavaScript or C.
     New(new::NewArgs),
     /// A file for `serve --config`: `cronwerk config-file example` prints a
     /// commented template with every key.

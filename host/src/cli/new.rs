@@ -1,6 +1,7 @@
-//! `cronwerk new --lang rust|python|js NAME`: scaffolds a task project that
-//! builds outside this repository with nothing but its language's public
-//! package registry, so a first task is minutes away. The templates are
+//! `cronwerk new --lang rust|python|js|c NAME`: scaffolds a task project
+//! that builds outside this repository with nothing but its language's
+//! public package registry (for C, Debian's clang and rustup's
+//! wasm-component-ld), so a first task is minutes away. The templates are
 //! compiled into the binary, with the contract (`wit/task.wit`) the binary
 //! itself implements, so a scaffolded project always matches its host.
 
@@ -85,6 +86,29 @@ const PYTHON_TEST_KIT: &str = include_str!("templates/python/tests/cronwerk_test
 const PYTHON_CONFTEST: &str = include_str!("templates/python/tests/conftest.py");
 const PYTHON_TESTS: &str = include_str!("templates/python/tests/test_app.py");
 
+const C_TASK: &str = include_str!("templates/c/task.c");
+const C_MAKEFILE: &str = include_str!("templates/c/Makefile");
+const C_README: &str = include_str!("templates/c/README.md");
+const C_GITIGNORE: &str = include_str!("templates/c/gitignore");
+/// The C bindings kept in `guest-c/bindings` (generated from the contract
+/// by wit-bindgen; `cargo xtask test` checks they are current), so a C
+/// project builds without wit-bindgen.
+const C_BINDINGS: [(&str, &str); 2] = [
+    (
+        "bindings/scheduled_task.c",
+        include_str!("../../../guest-c/bindings/scheduled_task.c"),
+    ),
+    (
+        "bindings/scheduled_task.h",
+        include_str!("../../../guest-c/bindings/scheduled_task.h"),
+    ),
+];
+/// The world's component type, a WebAssembly object file the linker reads.
+const C_COMPONENT_TYPE: (&str, &[u8]) = (
+    "bindings/scheduled_task_component_type.o",
+    include_bytes!("../../../guest-c/bindings/scheduled_task_component_type.o"),
+);
+
 const JS_TASK: &str = include_str!("templates/js/task.js");
 const JS_PACKAGE_JSON: &str = include_str!("templates/js/package.json");
 const JS_README: &str = include_str!("templates/js/README.md");
@@ -123,6 +147,7 @@ pub enum Lang {
     Python,
     #[value(alias = "javascript")]
     Js,
+    C,
 }
 
 /// What a template is filled in with.
@@ -163,7 +188,7 @@ impl Project {
                 "target/wasm32-wasip2/release/{}.wasm",
                 self.name.replace('-', "_")
             ),
-            Lang::Python | Lang::Js => format!("{}.wasm", self.name),
+            Lang::Python | Lang::Js | Lang::C => format!("{}.wasm", self.name),
         }
     }
 
@@ -205,8 +230,25 @@ impl Project {
                 ("testing/hooks.js", JS_TEST_HOOKS.to_owned()),
                 ("testing/register.js", JS_TEST_REGISTER.to_owned()),
             ]),
+            Lang::C => {
+                files.extend([
+                    ("task.c", fill(C_TASK)),
+                    ("Makefile", fill(C_MAKEFILE)),
+                    ("README.md", fill(C_README)),
+                    (".gitignore", C_GITIGNORE.to_owned()),
+                ]);
+                files.extend(C_BINDINGS.map(|(path, text)| (path, text.to_owned())));
+            }
         }
         files
+    }
+
+    /// Files that are not text, written beside [`Project::files`].
+    pub fn binary_files(&self) -> Vec<(&'static str, &'static [u8])> {
+        match self.lang {
+            Lang::C => vec![C_COMPONENT_TYPE],
+            Lang::Rust | Lang::Python | Lang::Js => Vec::new(),
+        }
     }
 
     fn fill(&self, template: &str) -> String {
@@ -235,6 +277,11 @@ impl Project {
             Lang::Js => steps.extend([
                 "npm install                                     # once".to_owned(),
                 "npm run build".to_owned(),
+            ]),
+            Lang::C => steps.extend([
+                "sudo apt-get install clang lld wasi-libc libclang-rt-dev-wasm32 make   # once"
+                    .to_owned(),
+                "make".to_owned(),
             ]),
         }
         steps.push(format!("cronwerk exec {wasm} --property greeting=Hi"));
@@ -341,14 +388,22 @@ fn check_folder(dir: &Path) -> Result<(), String> {
 /// meanwhile loses nothing.
 pub fn write_project(project: &Project, dir: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    for (path, contents) in project.files() {
+    let text = project
+        .files()
+        .into_iter()
+        .map(|(path, text)| (path, std::borrow::Cow::Owned(text.into_bytes())));
+    let binary = project
+        .binary_files()
+        .into_iter()
+        .map(|(path, bytes)| (path, std::borrow::Cow::Borrowed(bytes)));
+    for (path, contents) in text.chain(binary) {
         let path = dir.join(path);
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent)
                 .with_context(|| format!("creating {}", parent.display()))?;
         }
         std::fs::File::create_new(&path)
-            .and_then(|mut f| f.write_all(contents.as_bytes()))
+            .and_then(|mut f| f.write_all(&contents))
             .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
@@ -373,6 +428,7 @@ pub async fn run(args: NewArgs) -> anyhow::Result<u8> {
         Lang::Rust => "Rust",
         Lang::Python => "Python",
         Lang::Js => "JavaScript",
+        Lang::C => "C",
     };
     println!(
         "Created a {lang} task in {} (identifier {}).",
@@ -441,7 +497,7 @@ mod tests {
     /// Every placeholder is filled, in every file of every language.
     #[test]
     fn templates_are_filled_in() {
-        for lang in [Lang::Rust, Lang::Python, Lang::Js] {
+        for lang in [Lang::Rust, Lang::Python, Lang::Js, Lang::C] {
             let p = project(lang);
             for (path, text) in p.files() {
                 assert!(!text.contains("__NAME__"), "{lang:?} {path}");
@@ -539,6 +595,40 @@ mod tests {
             top["packages"].as_object_mut().unwrap().remove("");
         }
         assert_eq!(lock, example_lock);
+    }
+
+    /// A C project carries the kept bindings, byte for byte, and a task
+    /// and Makefile that name the project.
+    #[test]
+    fn c_template_carries_the_bindings() {
+        let p = project(Lang::C);
+        let files = p.files();
+        let get = |name: &str| &files.iter().find(|(p, _)| *p == name).unwrap().1;
+        assert!(
+            get("task.c")
+                .contains("scheduled_task_string_dup(&ret->identifier, \"Acme.DiskReport\")")
+        );
+        assert!(get("Makefile").contains("OUT     ?= disk-report.wasm"));
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../guest-c/bindings");
+        for name in ["scheduled_task.c", "scheduled_task.h"] {
+            assert_eq!(
+                get(&format!("bindings/{name}")).as_bytes(),
+                std::fs::read(root.join(name)).unwrap()
+            );
+        }
+        let [(path, bytes)] = p.binary_files()[..] else {
+            panic!("one binary file")
+        };
+        assert_eq!(path, "bindings/scheduled_task_component_type.o");
+        assert_eq!(
+            bytes,
+            std::fs::read(root.join("scheduled_task_component_type.o")).unwrap()
+        );
+        assert!(bytes.starts_with(b"\0asm"), "a WebAssembly object");
+
+        let tmp = tempfile::tempdir().unwrap();
+        write_project(&p, tmp.path()).unwrap();
+        assert_eq!(std::fs::read(tmp.path().join(path)).unwrap(), bytes);
     }
 
     #[test]
