@@ -162,6 +162,12 @@ fn runs_replay_with_what_they_were_given_against_the_same_or_another_component()
     assert!(text.contains("outcome  was: failed"), "{text}");
     assert!(text.contains("         now: succeeded"), "{text}");
     assert!(text.contains("not reproduced:"), "{text}");
+    // A component of another identifier is run all the same, with a note.
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("the run was of Cronwerk.Test.Misbehave"),
+        "{err}"
+    );
 
     // Without the component anywhere, and for an id nobody has, it says so.
     let elsewhere = tempfile::tempdir().unwrap();

@@ -125,6 +125,14 @@ pub async fn run(data_dir: &Path, a: ReplayArgs) -> anyhow::Result<u8> {
         Ok(found) => found,
         Err(code) => return Ok(code),
     };
+    if component.info().identifier != inputs.identifier && !a.json {
+        eprintln!(
+            "note: {} implements {}, the run was of {}; replaying it anyway",
+            component.origin(),
+            component.info().identifier,
+            inputs.identifier
+        );
+    }
     let (config, secrets) = settings(&*store, &inputs).await?;
     let request = request(&inputs, &record, &a, config, secrets)?;
     let cancel = request.cancel.clone();
