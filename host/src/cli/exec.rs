@@ -41,14 +41,8 @@ pub struct ExecArgs {
     /// Memory limit, e.g. 64MiB.
     #[arg(long, default_value = "128MiB", value_parser = args::size)]
     memory: u64,
-    /// Grant a host directory: HOST[:GUEST][:ro] (repeatable). Nothing else
-    /// of the file system is visible to the task.
-    #[arg(long = "grant-dir")]
-    grant_dirs: Vec<DirGrant>,
-    /// Let the task send HTTP requests to HOST[:PORT] (repeatable; `*.example.com`
-    /// for subdomains; without a port only 80/443). Denied otherwise.
-    #[arg(long = "allow-http")]
-    allow_http: Vec<HttpGrant>,
+    #[command(flatten)]
+    grants: GrantArgs,
     /// Configuration name the task is told.
     #[arg(long)]
     name: Option<String>,
@@ -83,6 +77,59 @@ pub struct ExecArgs {
     http: HttpArgs,
 }
 
+/// What a run on this machine is granted: `exec` and `runs replay`.
+#[derive(Args)]
+pub struct GrantArgs {
+    /// Grant a host directory: HOST[:GUEST][:ro] (repeatable). Nothing else
+    /// of the file system is visible to the task.
+    #[arg(long = "grant-dir")]
+    grant_dirs: Vec<DirGrant>,
+    /// Let the task send HTTP requests to HOST[:PORT] (repeatable; `*.example.com`
+    /// for subdomains; without a port only 80/443). Denied otherwise.
+    #[arg(long = "allow-http")]
+    allow_http: Vec<HttpGrant>,
+}
+
+impl GrantArgs {
+    /// The grants, once every granted folder is one on this host; else
+    /// says which is not and gives the exit code.
+    pub fn checked(&self) -> Result<Grants, u8> {
+        for grant in &self.grant_dirs {
+            if !grant.host_path.is_dir() {
+                eprintln!(
+                    "error: --grant-dir {}: not a directory on this host",
+                    grant.host_path.display()
+                );
+                return Err(exit::USAGE);
+            }
+        }
+        Ok(Grants {
+            dirs: self.grant_dirs.clone(),
+            http_hosts: self.allow_http.clone(),
+        })
+    }
+}
+
+/// Cancels `cancel` at the first Ctrl-C, saying how long the task has to
+/// stop. Registered before the run starts (and before we say so), so a
+/// Ctrl-C from then on always reaches the task as cancellation; abort the
+/// handle once the run is over.
+pub fn cancel_on_ctrl_c(
+    cancel: CancelToken,
+    grace: Duration,
+) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    Ok(tokio::spawn(async move {
+        if interrupt.recv().await.is_some() {
+            eprintln!(
+                "cancelling: the task has {} to stop",
+                humantime::format_duration(grace)
+            );
+            cancel.cancel();
+        }
+    }))
+}
+
 #[derive(Serialize)]
 struct JsonReport<'a> {
     file: String,
@@ -93,15 +140,10 @@ struct JsonReport<'a> {
 }
 
 pub async fn run(args: ExecArgs) -> anyhow::Result<u8> {
-    for grant in &args.grant_dirs {
-        if !grant.host_path.is_dir() {
-            eprintln!(
-                "error: --grant-dir {}: not a directory on this host",
-                grant.host_path.display()
-            );
-            return Ok(exit::USAGE);
-        }
-    }
+    let grants = match args.grants.checked() {
+        Ok(grants) => grants,
+        Err(code) => return Ok(code),
+    };
     let payload = payload(&args)?;
     let runtime = Runtime::new(EngineSettings {
         max_concurrent_runs: 4,
@@ -139,10 +181,7 @@ pub async fn run(args: ExecArgs) -> anyhow::Result<u8> {
             fuel: args.fuel,
             memory_bytes: args.memory,
         },
-        grants: Grants {
-            dirs: args.grant_dirs.clone(),
-            http_hosts: args.allow_http.clone(),
-        },
+        grants,
         config: args::to_map(args.config.clone()),
         secrets: Vec::new(),
         state: args::to_map(args.state.clone()),
@@ -154,19 +193,7 @@ pub async fn run(args: ExecArgs) -> anyhow::Result<u8> {
         cancel: cancel.clone(),
         grace: args.grace,
     };
-    let grace = args.grace;
-    // Registered before the run starts (and before we say so), so a Ctrl-C
-    // from then on always reaches the task as cancellation.
-    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
-    let on_ctrl_c = tokio::spawn(async move {
-        if interrupt.recv().await.is_some() {
-            eprintln!(
-                "cancelling: the task has {} to stop",
-                humantime::format_duration(grace)
-            );
-            cancel.cancel();
-        }
-    });
+    let on_ctrl_c = cancel_on_ctrl_c(cancel, args.grace)?;
     if !args.json {
         let info = component.info();
         eprintln!(

@@ -14,9 +14,10 @@ use serde::Serialize;
 
 use super::common::{self, HttpArgs, shown};
 use super::compile_cache::{self, CacheArgs, LoadArgs};
+use super::exec::{GrantArgs, cancel_on_ctrl_c};
 use super::exit;
 use crate::model::replay::{RunInputs, StoredInputs};
-use crate::model::{DirGrant, EventRecord, Grants, HttpGrant, InstanceInfo, RunRecord, RunState};
+use crate::model::{EventRecord, Grants, InstanceInfo, RunRecord, RunState};
 use crate::runtime::{
     CancelToken, Component, EngineSettings, RunContext, RunReport, RunRequest, Runtime, sha256_hex,
 };
@@ -33,13 +34,10 @@ pub struct ReplayArgs {
     /// lacks it: the plugins folder `serve` watched.
     #[arg(long, default_value = "plugins", value_name = "DIR")]
     plugins: PathBuf,
-    /// Grant a host directory: HOST[:GUEST][:ro] (repeatable). The run's
-    /// own grants are not applied: its folders may not exist here.
-    #[arg(long = "grant-dir")]
-    grant_dirs: Vec<DirGrant>,
-    /// Let the task send HTTP requests to HOST[:PORT] (repeatable).
-    #[arg(long = "allow-http")]
-    allow_http: Vec<HttpGrant>,
+    /// What the replay is granted (the run's own grants are not applied:
+    /// its folders may not exist here).
+    #[command(flatten)]
+    grants: GrantArgs,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
@@ -96,15 +94,10 @@ struct Replay<'a> {
 }
 
 pub async fn run(data_dir: &Path, a: ReplayArgs) -> anyhow::Result<u8> {
-    for grant in &a.grant_dirs {
-        if !grant.host_path.is_dir() {
-            eprintln!(
-                "error: --grant-dir {}: not a directory on this host",
-                grant.host_path.display()
-            );
-            return Ok(exit::USAGE);
-        }
-    }
+    let grants = match a.grants.checked() {
+        Ok(grants) => grants,
+        Err(code) => return Ok(code),
+    };
     let store = common::open_existing_store(data_dir).await?;
     let id = super::run_ids::resolve(&*store, &a.run_id).await?;
     let record = store.get_run(&id).await?;
@@ -134,15 +127,8 @@ pub async fn run(data_dir: &Path, a: ReplayArgs) -> anyhow::Result<u8> {
         );
     }
     let (config, secrets) = settings(&*store, &inputs).await?;
-    let request = request(&inputs, &record, &a, config, secrets)?;
-    let cancel = request.cancel.clone();
-    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
-    let on_ctrl_c = tokio::spawn(async move {
-        if interrupt.recv().await.is_some() {
-            eprintln!("cancelling: the task has 5s to stop");
-            cancel.cancel();
-        }
-    });
+    let request = request(&inputs, &record, grants, config, secrets)?;
+    let on_ctrl_c = cancel_on_ctrl_c(request.cancel.clone(), request.grace)?;
     let report = runtime.run(&component, request).await;
     on_ctrl_c.abort();
 
@@ -301,7 +287,7 @@ async fn settings(
 fn request(
     inputs: &RunInputs,
     record: &RunRecord,
-    a: &ReplayArgs,
+    grants: Grants,
     config: BTreeMap<String, String>,
     secrets: Vec<String>,
 ) -> anyhow::Result<RunRequest> {
@@ -326,10 +312,7 @@ fn request(
         },
         payload,
         limits: inputs.limits,
-        grants: Grants {
-            dirs: a.grant_dirs.clone(),
-            http_hosts: a.allow_http.clone(),
-        },
+        grants,
         config,
         secrets,
         state: inputs.state.clone(),
