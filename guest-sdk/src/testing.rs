@@ -40,8 +40,8 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::bindings::cronwerk::task::log::Level;
 use crate::bindings::cronwerk::task::types;
-use crate::log::Level;
 use crate::{Context, ScheduledTask, Trigger};
 
 /// The host's state limits (the same as cronwerk's).
