@@ -330,26 +330,6 @@ impl Dispatcher {
     /// What a run of `identifier` reads through its `config` import, and
     /// the values of its secret settings, which the run's events and
     /// result are redacted of.
-    /// The settings of `identifier` a run's record keeps: the values of
-    /// those that are not secret, and the names of those that are.
-    fn recorded_settings(&self, identifier: &str) -> (BTreeMap<String, String>, Vec<String>) {
-        let settings = self.settings.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(of) = settings.get(identifier) else {
-            return Default::default();
-        };
-        let kept = of
-            .iter()
-            .filter(|(_, s)| !s.secret)
-            .map(|(k, s)| (k.clone(), s.value.clone()))
-            .collect();
-        let secret = of
-            .iter()
-            .filter(|(_, s)| s.secret)
-            .map(|(k, _)| k.clone())
-            .collect();
-        (kept, secret)
-    }
-
     fn settings_of(&self, identifier: &str) -> (BTreeMap<String, String>, Vec<String>) {
         let settings = self.settings.lock().unwrap_or_else(|e| e.into_inner());
         let Some(of) = settings.get(identifier) else {

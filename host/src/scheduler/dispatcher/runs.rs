@@ -213,8 +213,8 @@ impl Dispatcher {
             None => self.store.load_state(task.id).await?,
         };
         let run = &claimed.run;
-        let mut inputs = self.run_inputs(task, run, next, &state);
         let request = self.run_request(task, run, next, state, cancel);
+        let mut inputs = run_inputs(&task.config.implementation, &request);
         let implementation = &task.config.implementation;
         let started_at = self.clock.now();
         let execution = self.executor.execute(implementation, request).await;
@@ -231,8 +231,9 @@ impl Dispatcher {
         finish.started_at = Some(started_at);
         inputs.state_after = finish
             .task_state
-            .clone()
-            .filter(|after| *after != inputs.state);
+            .as_ref()
+            .filter(|after| **after != inputs.state)
+            .cloned();
         finish.inputs = Some(inputs.to_stored());
         if let Some(by) = self.tracker.stopped_by(&run.id)
             && finish.outcome.state == RunState::Cancelled
@@ -295,42 +296,6 @@ impl Dispatcher {
             }
         }
         finish.outcome.message = message;
-    }
-
-    /// What a run is given, as its record keeps it for replay (secret
-    /// settings by name only).
-    fn run_inputs(
-        &self,
-        task: &TaskRecord,
-        run: &NewRun,
-        next: Option<DateTime<Utc>>,
-        state: &BTreeMap<String, String>,
-    ) -> RunInputs {
-        let config = &task.config;
-        let (settings, secret_settings) = self.recorded_settings(&config.implementation);
-        RunInputs {
-            configuration: config.name.clone(),
-            identifier: config.implementation.clone(),
-            trigger: run.trigger,
-            attempt: run.attempt,
-            scheduled_for: run.scheduled_for,
-            last_run: task.last_run_at,
-            next_run: next,
-            run_count: task.run_count,
-            properties: config.properties.clone(),
-            payload: run
-                .payload
-                .as_deref()
-                .map(|p| RecordedPayload::of(&follow_up::payload_of(p))),
-            settings,
-            secret_settings,
-            state: state.clone(),
-            state_after: None,
-            instance: self.config.instance.name.clone(),
-            roles: self.config.instance.roles.clone(),
-            limits: config.limits,
-            grants: config.grants.clone(),
-        }
     }
 
     fn run_request(
@@ -499,5 +464,38 @@ impl Dispatcher {
             sender,
             spent: Default::default(),
         })
+    }
+}
+
+/// What a run of `identifier` is given, as its record keeps it for replay:
+/// the request it runs with, less the values of secret settings (a setting
+/// whose value is a secret's is kept by name only).
+fn run_inputs(identifier: &str, request: &RunRequest) -> RunInputs {
+    let c = &request.context;
+    let at = |t: Option<SystemTime>| t.map(DateTime::<Utc>::from);
+    let (secret, settings): (Vec<_>, Vec<_>) = request
+        .config
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .partition(|(_, v)| request.secrets.contains(v));
+    RunInputs {
+        configuration: c.configuration_name.clone(),
+        identifier: identifier.to_owned(),
+        trigger: c.trigger,
+        attempt: c.attempt,
+        scheduled_for: at(c.scheduled_for),
+        last_run: at(c.last_run),
+        next_run: at(c.next_run),
+        run_count: c.run_count,
+        properties: c.properties.clone(),
+        payload: request.payload.as_ref().map(RecordedPayload::of),
+        settings: settings.into_iter().collect(),
+        secret_settings: secret.into_iter().map(|(k, _)| k).collect(),
+        state: request.state.clone(),
+        state_after: None,
+        instance: request.instance.name.clone(),
+        roles: request.instance.roles.clone(),
+        limits: request.limits,
+        grants: request.grants.clone(),
     }
 }
